@@ -1,0 +1,141 @@
+"""The `nextbest` command line: simulate a store, import your data, run the demo.
+
+    nextbest simulate --customers 8000 --months 18 --seed 42
+    nextbest import ./exports
+    nextbest demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from dagster_project.project import duckdb_path
+
+
+# Modules that add subcommands via `register(subparsers)`; each sets `func` to a
+# callable(args) -> exit code.
+STAGE_COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
+    return value
+
+
+def _use_db(path: str | None) -> Path:
+    """Point NEXTBEST_DUCKDB_PATH at --db (before dbt or Dagster read it)."""
+    if path:
+        os.environ["NEXTBEST_DUCKDB_PATH"] = str(Path(path).expanduser().resolve())
+    return duckdb_path()
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from dagster_project.ingest.simulator import simulate
+    from dagster_project.resources.warehouse import connect_duckdb
+
+    db = _use_db(args.db)
+    _print(f"Simulating {args.customers:,} subscribers over {args.months} months (seed {args.seed}) into {db}")
+    con = connect_duckdb(db)
+    try:
+        summary = simulate(con, customers=args.customers, months=args.months, seed=args.seed,
+                           end_date=args.end_date, progress=lambda m: _print(f"  {m}"))
+    finally:
+        con.close()
+    _print(f"Done in {summary.elapsed_seconds:.1f}s:")
+    for table, rows in summary.row_counts.items():
+        _print(f"  {table:<28} {rows:>12,}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from dagster_project.ingest.importer import ContractError, import_directory
+    from dagster_project.resources.warehouse import connect_duckdb
+
+    db = _use_db(args.db)
+    folder = Path(args.directory)
+    if not folder.is_dir():
+        _print(f"error: {folder} is not a folder of CSV/Parquet files named after the raw tables")
+        return 2
+    _print(f"Importing {folder} into {db}")
+    con = connect_duckdb(db)
+    try:
+        summary = import_directory(con, folder, progress=lambda m: _print(f"  {m}"))
+    except ContractError as error:
+        _print(f"error: {error}")
+        return 2
+    finally:
+        con.close()
+    _print(summary.render())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dagster_project.demo import run_demo
+
+    _use_db(args.db)
+    return run_demo(customers=args.customers, months=args.months, seed=args.seed,
+                    fresh=args.fresh, echo=_print)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dagster_project.ingest.simulator import DEFAULT_CUSTOMERS, DEFAULT_MONTHS, DEFAULT_SEED
+
+    parser = argparse.ArgumentParser(
+        prog="nextbest",
+        description="NextBest: warehouse-native next-best-message engine for subscription businesses.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    db_help = "DuckDB file (default: NEXTBEST_DUCKDB_PATH, else data/nextbest.duckdb)"
+
+    sim = sub.add_parser("simulate", help="write a simulated coffee subscription store into raw.*")
+    sim.add_argument("--customers", type=_positive_int, default=DEFAULT_CUSTOMERS)
+    sim.add_argument("--months", type=_positive_int, default=DEFAULT_MONTHS)
+    sim.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    sim.add_argument("--end-date", type=date.fromisoformat, default=None,
+                     help="last simulated day, YYYY-MM-DD (default today, UTC)")
+    sim.add_argument("--db", default=None, help=db_help)
+    sim.set_defaults(func=cmd_simulate)
+
+    imp = sub.add_parser("import", help="load CSV/Parquet files named after the raw tables")
+    imp.add_argument("directory", help="folder with customers.csv, orders.parquet, ...")
+    imp.add_argument("--db", default=None, help=db_help)
+    imp.set_defaults(func=cmd_import)
+
+    demo = sub.add_parser("demo", help="simulate if empty, then materialize the whole pipeline")
+    demo.add_argument("--customers", type=_positive_int, default=DEFAULT_CUSTOMERS)
+    demo.add_argument("--months", type=_positive_int, default=DEFAULT_MONTHS)
+    demo.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    demo.add_argument("--fresh", action="store_true", help="re-simulate even when raw data exists")
+    demo.add_argument("--db", default=None, help=db_help)
+    demo.set_defaults(func=cmd_demo)
+
+    # Each stage adds its own commands: a module with `register(subparsers)`.
+    for module_name in STAGE_COMMAND_MODULES:
+        importlib.import_module(module_name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `nextbest` console script."""
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    code = args.func(args)
+    if args.command == "demo":
+        _print(f"Finished in {time.perf_counter() - started:.1f}s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""The one Dagster `Definitions` of NextBest: it wires, and does nothing else."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from dagster_project.ingest.assets import raw_sources
+from dagster_project.resources import build_dbt_resource, build_warehouse
+from dagster_project.schedules import daily_personalization, daily_personalization_schedule
+from dagster_project.warehouse.assets import nextbest_dbt_models
+
+defs = dg.Definitions(
+    assets=[raw_sources, nextbest_dbt_models],
+    jobs=[daily_personalization],
+    schedules=[daily_personalization_schedule],
+    resources={"warehouse": build_warehouse(), "dbt": build_dbt_resource()},
+    # DuckDB allows one writer per file: run each job's steps in one process.
+    executor=dg.in_process_executor,
+)

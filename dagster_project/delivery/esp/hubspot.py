@@ -1,0 +1,89 @@
+"""HubSpot through the official `hubspot-api-client`: upsert the contact, then a single send.
+
+The contact is upserted by email with its properties; the message goes out via
+the transactional single-send API using a template (`email_id`) that renders
+the personalised fields passed as `customProperties`. The `sendId` is the send
+id: HubSpot sends at most one email per sendId, and answers 409 for a repeat.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from pydantic import Field, PrivateAttr
+
+from dagster_project.delivery.esp.base import EspResource, OutboundMessage, SendResult, classify_exception
+from dagster_project.delivery.ratelimit import RateLimit
+
+
+def contact_properties(message: OutboundMessage) -> dict[str, str]:
+    """Contact properties to upsert (HubSpot properties are strings)."""
+    props = {"email": message.email, "nextbest_customer_id": message.customer_id}
+    if message.first_name:
+        props["firstname"] = message.first_name
+    return props
+
+
+class HubSpotEsp(EspResource):
+    """HubSpot: contact upsert + transactional single send (`HUBSPOT_ACCESS_TOKEN`, `HUBSPOT_EMAIL_ID`)."""
+
+    esp_name = "hubspot"
+
+    access_token: str = Field(description="private app access token", repr=False)
+    email_id: int = Field(description="id of the HubSpot email template that renders the message")
+    base_url: str = "https://api.hubapi.com"
+    upsert_contact: bool = Field(default=True, description="upsert contact properties before sending")
+
+    _client: Any = PrivateAttr(default=None)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+    def documented_limits(self) -> list[RateLimit]:
+        # Private apps: 190 requests per 10 seconds (Professional/Enterprise).
+        return [RateLimit("private app", 19, 190, cost_per_send=self.requests_per_send())]
+
+    def requests_per_send(self) -> int:
+        return 2 if self.upsert_contact else 1
+
+    def _sdk(self):
+        with self._lock:
+            if self._client is None:
+                from hubspot import HubSpot
+                from urllib3.util.retry import Retry
+
+                # Retry(0): no transport retries; the outbox owns them.
+                sdk = HubSpot(access_token=self.access_token, host=self.base_url.rstrip("/"),
+                              retry=Retry(total=0, read=False, redirect=False))
+                # Each attribute access builds a new API client (and connection pool): build them once.
+                self._client = (sdk.crm.contacts.batch_api, sdk.marketing.transactional.single_send_api)
+            return self._client
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        from hubspot.crm.contacts import (
+            BatchInputSimplePublicObjectBatchInputUpsert, SimplePublicObjectBatchInputUpsert,
+        )
+        from hubspot.marketing.transactional import PublicSingleSendEmail, PublicSingleSendRequestEgg
+
+        contacts, single_send = self._sdk()
+        try:
+            if self.upsert_contact:
+                contacts.upsert(
+                    BatchInputSimplePublicObjectBatchInputUpsert(inputs=[SimplePublicObjectBatchInputUpsert(
+                        id=message.email, id_property="email", properties=contact_properties(message))]),
+                    _request_timeout=self.timeout_seconds,
+                )
+            status = single_send.send_email(
+                PublicSingleSendRequestEgg(
+                    email_id=self.email_id,
+                    message=PublicSingleSendEmail(to=message.email,
+                                                  send_id=self.idempotency_key(message.send_id)),
+                    contact_properties=contact_properties(message),
+                    custom_properties=message.personalised_fields(),
+                ),
+                _request_timeout=self.timeout_seconds,
+            )
+        except Exception as exc:
+            if getattr(exc, "status", None) == 409:  # this sendId was already sent
+                return SendResult(message.send_id, duplicate=True)
+            raise classify_exception(self.esp_name, exc) from None
+        return SendResult(message.send_id, esp_message_id=getattr(status, "status_id", None))

@@ -1,0 +1,90 @@
+"""Klaviyo through the official `klaviyo-api` SDK: upsert the profile, then create an event.
+
+A Klaviyo flow triggered by the event metric (`metric_name`) sends the email,
+rendering the personalised fields carried in the event properties. The event's
+`unique_id` is the send id, so Klaviyo records a re-sent event only once.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from pydantic import Field, PrivateAttr
+
+from dagster_project.delivery.esp.base import EspResource, OutboundMessage, SendResult, classify_exception
+from dagster_project.delivery.ratelimit import RateLimit
+
+
+def profile_payload(message: OutboundMessage) -> dict[str, Any]:
+    """JSON:API body for `POST /api/profile-import` (create or update by email / external id)."""
+    attributes: dict[str, Any] = {"email": message.email, "external_id": message.customer_id}
+    if message.first_name:
+        attributes["first_name"] = message.first_name
+    return {"data": {"type": "profile", "attributes": attributes}}
+
+
+def event_payload(message: OutboundMessage, metric_name: str, unique_id: str) -> dict[str, Any]:
+    """JSON:API body for `POST /api/events`: the metric a flow listens to, with the copy as properties."""
+    return {
+        "data": {
+            "type": "event",
+            "attributes": {
+                "properties": message.personalised_fields(),
+                "unique_id": unique_id,
+                "metric": {"data": {"type": "metric", "attributes": {"name": metric_name}}},
+                "profile": {"data": {"type": "profile", "attributes": {
+                    "email": message.email, "external_id": message.customer_id}}},
+            },
+        }
+    }
+
+
+class KlaviyoEsp(EspResource):
+    """Klaviyo: profile upsert + event per message (`KLAVIYO_API_KEY`, base URL `KLAVIYO_BASE_URL`)."""
+
+    esp_name = "klaviyo"
+
+    api_key: str = Field(description="private API key (pk_...)", repr=False)
+    base_url: str = "https://a.klaviyo.com"
+    metric_name: str = Field(default="NextBest Message", description="metric the sending flow triggers on")
+    upsert_profile: bool = Field(default=True, description="update name/external id before the event")
+
+    _client: Any = PrivateAttr(default=None)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+    def documented_limits(self) -> list[RateLimit]:
+        # Klaviyo publishes burst/steady per endpoint: events 350/s & 3500/min, profiles 75/s & 750/min.
+        limits = [RateLimit("events", 3500 / 60, 350)]
+        if self.upsert_profile:
+            limits.append(RateLimit("profiles", 750 / 60, 75))
+        return limits
+
+    def requests_per_send(self) -> int:
+        return 2 if self.upsert_profile else 1
+
+    def _apis(self):
+        with self._lock:
+            if self._client is None:
+                from klaviyo_api import KlaviyoAPI
+
+                # max_retries=1: one attempt; the outbox owns retries, backoff and Retry-After.
+                sdk = KlaviyoAPI(self.api_key, max_delay=1, max_retries=1, test_host=self.base_url.rstrip("/"))
+                self._client = (sdk.Profiles, sdk.Events)
+            return self._client
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        profiles, events = self._apis()
+        try:
+            profile_id = None
+            if self.upsert_profile:
+                response = profiles.create_or_update_profile(
+                    profile_payload(message), _request_timeout=self.timeout_seconds)
+                profile_id = getattr(getattr(response, "data", None), "id", None)
+            events.create_event(
+                event_payload(message, self.metric_name, self.idempotency_key(message.send_id)),
+                _request_timeout=self.timeout_seconds,
+            )
+        except Exception as exc:  # every SDK / transport failure is classified, none escapes raw
+            raise classify_exception(self.esp_name, exc) from None
+        return SendResult(message.send_id, esp_message_id=profile_id)

@@ -1,0 +1,73 @@
+"""A signed JSON webhook: POST each message to your own endpoint.
+
+The body is the message as JSON; `X-NextBest-Timestamp` and
+`X-NextBest-Signature` sign it (see `delivery/signing.py`) and `Idempotency-Key`
+carries the send id, which the receiver should deduplicate on.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from pydantic import Field, PrivateAttr
+
+from dagster_project.delivery.esp.base import (
+    EspResource, OutboundMessage, SendResult, classify_exception, http_error,
+)
+from dagster_project.delivery.ratelimit import RateLimit
+from dagster_project.delivery.signing import sign
+
+
+def webhook_body(message: OutboundMessage) -> bytes:
+    """The JSON the endpoint receives: recipient plus the personalised fields."""
+    payload = {"customer_id": message.customer_id, "email": message.email,
+               "first_name": message.first_name, **message.personalised_fields()}
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+
+
+class WebhookEsp(EspResource):
+    """Signed webhook (`NEXTBEST_WEBHOOK_URL`, `NEXTBEST_WEBHOOK_SECRET`)."""
+
+    esp_name = "webhook"
+
+    base_url: str = Field(description="the URL each message is POSTed to")
+    secret: str = Field(description="HMAC-SHA256 signing secret", repr=False)
+    max_per_second: float = Field(default=50.0, description="what your endpoint accepts")
+
+    _session: Any = PrivateAttr(default=None)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+    def documented_limits(self) -> list[RateLimit]:
+        return [RateLimit("webhook", self.max_per_second, max(1.0, self.max_per_second))]
+
+    def _http(self):
+        with self._lock:
+            if self._session is None:
+                import requests
+                from requests.adapters import HTTPAdapter
+
+                session = requests.Session()
+                session.mount("http://", HTTPAdapter(max_retries=0, pool_maxsize=32))
+                session.mount("https://", HTTPAdapter(max_retries=0, pool_maxsize=32))
+                self._session = session
+            return self._session
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        body = webhook_body(message)
+        headers = {"Content-Type": "application/json", "Idempotency-Key": self.idempotency_key(message.send_id),
+                   **sign(self.secret, body)}
+        try:
+            response = self._http().post(self.base_url, data=body, headers=headers, timeout=self.timeout_seconds)
+        except Exception as exc:
+            raise classify_exception(self.esp_name, exc) from None
+        if response.status_code == 409:  # the receiver already has this idempotency key
+            return SendResult(message.send_id, duplicate=True)
+        if not 200 <= response.status_code < 300:
+            raise http_error(self.esp_name, response.status_code, response.headers, response.text[:200])
+        return SendResult(message.send_id, esp_message_id=response.headers.get("X-Message-Id"))
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()

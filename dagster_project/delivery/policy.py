@@ -1,0 +1,118 @@
+"""Send-time rules, as plain functions: suppression, frequency caps, quiet hours, retry backoff.
+
+Drafts can sit for days between generation and approval, so the outbox checks
+these again for every message right before it goes out. Nothing here touches
+the database or the network; `sender.py` feeds it rows and applies its answers.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta, timezone
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dagster_project.delivery.esp.base import EspError
+
+# Email events after which a customer must not be emailed again.
+SUPPRESSING_EVENTS = ("unsubscribe", "bounce", "complaint")
+
+
+@dataclass(frozen=True)
+class SendPolicy:
+    """What may go out and when.
+
+    quiet_start_hour / quiet_end_hour: local hours (customer's time zone) with no
+    sends, e.g. 21 → 8 means nothing between 9 pm and 8 am; equal values disable
+    quiet hours. max_sends_per_customer within cap_window: the frequency cap across
+    all playbooks and batches (a message over the cap is suppressed, not queued up).
+    """
+
+    quiet_start_hour: int = 21
+    quiet_end_hour: int = 8
+    default_timezone: str = "UTC"
+    max_sends_per_customer: int = 2
+    cap_window: timedelta = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter on retryable errors, then dead-letter.
+
+    Attempt n waits a random time in [delay/2, delay] with delay = base * 2**(n-1)
+    capped at max_delay, and never less than the ESP's Retry-After.
+    """
+
+    max_attempts: int = 6
+    base_delay: timedelta = timedelta(seconds=30)
+    max_delay: timedelta = timedelta(hours=1)
+
+
+def customer_zone(name: str | None, default: str = "UTC") -> ZoneInfo:
+    """The customer's time zone; the default when missing or not a known IANA name."""
+    for candidate in (name, default, "UTC"):
+        if candidate:
+            try:
+                return ZoneInfo(str(candidate))
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return ZoneInfo("UTC")
+
+
+def in_quiet_hours(local_hour: int, start: int, end: int) -> bool:
+    """Whether a local hour falls in [start, end), a window that may wrap midnight."""
+    if start == end:
+        return False
+    if start < end:
+        return start <= local_hour < end
+    return local_hour >= start or local_hour < end
+
+
+def next_send_time(now: datetime, tz_name: str | None, policy: SendPolicy) -> datetime:
+    """`now` if it is outside the customer's quiet hours, else the UTC time they end (deferred, not dropped)."""
+    zone = customer_zone(tz_name, policy.default_timezone)
+    local = now.astimezone(zone)
+    if not in_quiet_hours(local.hour, policy.quiet_start_hour, policy.quiet_end_hour):
+        return now
+    end_day = local.date() if local.hour < policy.quiet_end_hour else local.date() + timedelta(days=1)
+    resume = datetime.combine(end_day, time(policy.quiet_end_hour), tzinfo=zone)
+    return resume.astimezone(timezone.utc)
+
+
+def suppression_reason(row: Mapping[str, Any], policy: SendPolicy) -> str | None:
+    """Why this message must not go out now, or None. `row` holds the send-time facts:
+    customer_found, email, marketing_opt_in, suppress_event, suppress_at, recent_sends."""
+    if not row.get("customer_found"):
+        return "customer not found in raw.customers"
+    if not row.get("email"):
+        return "raw.customers.email is empty"
+    if row.get("marketing_opt_in") is False:
+        return "raw.customers.marketing_opt_in is false"
+    event = row.get("suppress_event")
+    if event:
+        return f"{event} recorded in raw.email_events at {row.get('suppress_at')}"
+    recent = int(row.get("recent_sends") or 0)
+    if recent >= policy.max_sends_per_customer:
+        days = policy.cap_window.total_seconds() / 86400
+        return f"frequency cap: {recent} sent in the last {days:g} days (max {policy.max_sends_per_customer})"
+    return None
+
+
+def retry_delay(attempts: int, policy: RetryPolicy, retry_after: float | None = None,
+                rng: random.Random | None = None) -> timedelta:
+    """How long to wait after failed attempt number `attempts` (1-based)."""
+    rng = rng or random
+    ceiling = min(policy.max_delay.total_seconds(), policy.base_delay.total_seconds() * 2 ** max(0, attempts - 1))
+    delay = rng.uniform(ceiling / 2, ceiling)  # jitter spreads retries so they do not arrive together
+    return timedelta(seconds=max(delay, retry_after or 0.0))
+
+
+def after_failure(attempts: int, error: EspError, policy: RetryPolicy, now: datetime,
+                  rng: random.Random | None = None) -> tuple[str, datetime | None, str]:
+    """The outbox state after a failed attempt: ("failed", retry at, error) or ("dead", None, reason)."""
+    if not error.retryable:
+        return "dead", None, f"permanent error: {error}"
+    if attempts >= policy.max_attempts:
+        return "dead", None, f"gave up after {attempts} attempts; last error: {error}"
+    return "failed", now + retry_delay(attempts, policy, error.retry_after, rng), str(error)

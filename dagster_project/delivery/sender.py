@@ -1,0 +1,213 @@
+"""The export loop: claim due messages, check them, send them at the ESP's pace, settle them.
+
+Exactly once, across crashes:
+1. Claim before sending: a chunk is marked `sending` (and its attempt counted)
+   in one statement before any of it goes out.
+2. Settle after sending: outcomes are written per chunk.
+3. On start, rows still `sending` belong to a run that died. The adapter is asked
+   whether the ESP got them (`reconcile`); those it cannot vouch for are queued
+   again and re-sent with the *same* idempotency key, which the ESP deduplicates
+   (Klaviyo `unique_id`, Customer.io event `id`, HubSpot `sendId`, the webhook's
+   `Idempotency-Key`, the file sink's own check). So nothing is lost, and nothing
+   is delivered twice.
+One export runs at a time per warehouse: DuckDB's file lock serialises processes.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable
+
+import pandas as pd
+
+from dagster_project.delivery import outbox
+from dagster_project.delivery.esp.base import EspError, EspResource, OutboundMessage, SendResult, classify_exception
+from dagster_project.delivery.policy import (
+    RetryPolicy, SendPolicy, after_failure, next_send_time, suppression_reason,
+)
+from dagster_project.delivery.ratelimit import RateLimiter
+
+
+@dataclass
+class ExportSummary:
+    """What one export run did, and what is left in the outbox."""
+
+    sent: int = 0
+    duplicates: int = 0  # the ESP already had the idempotency key (a re-send after a crash)
+    retried: int = 0
+    dead: int = 0
+    suppressed: int = 0
+    deferred: int = 0
+    reconciled: int = 0
+    requeued_after_crash: int = 0
+    seconds: float = 0.0
+    remaining: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def sends_per_second(self) -> float:
+        return (self.sent + self.duplicates) / self.seconds if self.seconds else 0.0
+
+
+def _message(row) -> OutboundMessage:
+    def text(value):
+        return None if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+
+    return OutboundMessage(
+        send_id=row.send_id, batch_id=row.batch_id, customer_id=row.customer_id, playbook_id=row.playbook_id,
+        email=text(row.email) or "", first_name=text(row.first_name), subject=row.subject, body=row.body,
+        cta=text(row.cta),
+    )
+
+
+def _outcome(send_id, state, *, attempt=None, esp=None, outcome=None, detail=None, last_error=None,
+             next_attempt_at=None, sent_at=None, idempotency_key=None, esp_message_id=None) -> dict:
+    return {"send_id": send_id, "state": state, "last_error": last_error, "next_attempt_at": next_attempt_at,
+            "sent_at": sent_at, "idempotency_key": idempotency_key, "esp_message_id": esp_message_id,
+            "outcome": outcome or state, "detail": detail, "esp": esp, "attempt": attempt}
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(_outcome("", "").keys()))
+    return frame.astype({"attempt": "Int64"})
+
+
+def _send_one(esp: EspResource, limiter: RateLimiter, message: OutboundMessage) -> SendResult | EspError:
+    limiter.acquire_send()
+    try:
+        return esp.send(message)
+    except Exception as exc:  # noqa: BLE001 - classified; a BaseException (kill, Ctrl-C) still ends the run
+        return classify_exception(esp.esp_name, exc)
+
+
+def reconcile_in_flight(con, esp: EspResource, run_token: str, now: datetime, summary: ExportSummary) -> None:
+    """Settle messages a dead run left `sending`: sent if the ESP confirms it, else queued again."""
+    stale = outbox.in_flight(con, run_token)
+    rows = []
+    for row in stale.itertuples(index=False):
+        message = _message(row)
+        confirmed = esp.reconcile(message)
+        if confirmed:
+            summary.reconciled += 1
+            rows.append(_outcome(row.send_id, "sent", attempt=row.attempts, esp=esp.esp_name, outcome="reconciled",
+                                 detail="the ESP already had it", sent_at=outbox.naive_utc(now)))
+        else:
+            summary.requeued_after_crash += 1
+            rows.append(_outcome(row.send_id, "queued", attempt=row.attempts, esp=esp.esp_name,
+                                 outcome="requeued", next_attempt_at=outbox.naive_utc(now),
+                                 detail="interrupted mid-send; re-sent with the same idempotency key"))
+    outbox.settle(con, _frame(rows), None, now)
+
+
+def apply_send_policy(due: pd.DataFrame, now: datetime, policy: SendPolicy) -> tuple[list, list[dict]]:
+    """Split due rows into those to send now and outcomes for the rest (suppressed or deferred)."""
+    sendable, held = [], []
+    for row in due.itertuples(index=False):
+        facts = row._asdict()
+        facts["marketing_opt_in"] = None if pd.isna(facts["marketing_opt_in"]) else bool(facts["marketing_opt_in"])
+        facts["suppress_event"] = None if pd.isna(facts["suppress_event"]) else facts["suppress_event"]
+        reason = suppression_reason(facts, policy)
+        if reason:
+            held.append(_outcome(row.send_id, "suppressed", attempt=row.attempts, outcome="suppressed",
+                                 detail=reason, last_error=reason))
+            continue
+        tz = None if pd.isna(row.timezone) else row.timezone
+        resume = next_send_time(now, tz, policy)
+        if resume > now:
+            held.append(_outcome(row.send_id, row.state, attempt=row.attempts, outcome="deferred",
+                                 detail=f"quiet hours in {tz or policy.default_timezone} until {resume:%Y-%m-%d %H:%M} UTC",
+                                 next_attempt_at=outbox.naive_utc(resume)))
+            continue
+        sendable.append(row)
+    return sendable, held
+
+
+def run_export(
+    con,
+    esp: EspResource,
+    *,
+    batch_id: str | None = None,
+    policy: SendPolicy = SendPolicy(),
+    retry: RetryPolicy = RetryPolicy(),
+    workers: int = 8,
+    chunk_size: int = 100,
+    max_wait_seconds: float = 30.0,
+    clock: Callable[[], datetime] = outbox.utcnow,
+    log: Callable[[str], None] | None = None,
+    rng: random.Random | None = None,
+) -> ExportSummary:
+    """Send every due message in the outbox (or one batch) and settle each one.
+
+    Retries due within `max_wait_seconds` are waited for in this run; later ones
+    (long backoffs, quiet hours) stay queued for the next run. Returns a summary.
+    """
+    started = time.monotonic()
+    outbox.ensure_outbox(con)
+    run_token = uuid.uuid4().hex
+    summary = ExportSummary()
+    reconcile_in_flight(con, esp, run_token, clock(), summary)
+    limiter = RateLimiter(esp.rate_limits())
+    rng = rng or random.Random()
+    idle_since: float | None = None  # wall time, so a frozen test clock cannot wait forever
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="nextbest-send") as pool:
+        while True:
+            now = clock()
+            due = outbox.due_messages(con, now, chunk_size, now - policy.cap_window, batch_id)
+            if due.empty:
+                wait = _seconds_until_next_due(con, now, batch_id)
+                idle_since = idle_since or time.monotonic()
+                if wait is None or wait > max_wait_seconds or time.monotonic() - idle_since > max_wait_seconds:
+                    break
+                time.sleep(min(max(wait, 0.01), 1.0))
+                continue
+            idle_since = None
+            sendable, held = apply_send_policy(due, now, policy)
+            summary.suppressed += sum(1 for h in held if h["outcome"] == "suppressed")
+            summary.deferred += sum(1 for h in held if h["outcome"] == "deferred")
+            outbox.settle(con, _frame(held), None, now)
+            if not sendable:
+                continue
+            outbox.claim(con, [row.send_id for row in sendable], run_token, now, esp.esp_name)
+            messages = [_message(row) for row in sendable]
+            results = list(pool.map(lambda m: _send_one(esp, limiter, m), messages))
+            settled_at = clock()
+            outcomes = []
+            for row, message, result in zip(sendable, messages, results):
+                attempt = int(row.attempts) + 1
+                key = esp.idempotency_key(message.send_id)
+                if isinstance(result, SendResult):
+                    summary.duplicates += result.duplicate
+                    summary.sent += not result.duplicate
+                    outcomes.append(_outcome(message.send_id, "sent", attempt=attempt, esp=esp.esp_name,
+                                             outcome="duplicate" if result.duplicate else "sent",
+                                             sent_at=outbox.naive_utc(settled_at), idempotency_key=key,
+                                             esp_message_id=result.esp_message_id))
+                    continue
+                state, retry_at, detail = after_failure(attempt, result, retry, settled_at, rng)
+                summary.dead += state == "dead"
+                summary.retried += state == "failed"
+                outcomes.append(_outcome(message.send_id, state, attempt=attempt, esp=esp.esp_name,
+                                         outcome="dead" if state == "dead" else "retry", detail=detail,
+                                         last_error=detail, idempotency_key=key,
+                                         next_attempt_at=outbox.naive_utc(retry_at) if retry_at else None))
+            outbox.settle(con, _frame(outcomes), run_token, settled_at)
+            if log:
+                log(f"sent {summary.sent}, retrying {summary.retried}, dead {summary.dead}, "
+                    f"suppressed {summary.suppressed}, deferred {summary.deferred}")
+    summary.seconds = time.monotonic() - started
+    summary.remaining = outbox.state_counts(con, batch_id)
+    return summary
+
+
+def _seconds_until_next_due(con, now: datetime, batch_id: str | None) -> float | None:
+    where, params = ("and batch_id = ?", [batch_id]) if batch_id else ("", [])
+    nxt = con.execute(
+        f"select min(next_attempt_at) from {outbox.OUTBOX} where state in ('queued', 'failed') {where}", params,
+    ).fetchall()[0][0]
+    if nxt is None:
+        return None
+    return (nxt - outbox.naive_utc(now)).total_seconds()

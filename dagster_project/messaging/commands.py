@@ -1,0 +1,177 @@
+"""`nextbest preview` and `nextbest check-draft`: see a customer's draft, or check any draft.
+
+    nextbest preview --customer C00000042 [--playbook at_risk_save] [--generator openai] [--json]
+    nextbest check-draft --context ctx.json --draft draft.json      # JSON verdicts; exit 1 on failure
+
+Both JSON formats are documented in `dagster_project/messaging/README.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dagster_project.messaging.briefs import BriefError, load_briefs
+from dagster_project.messaging.context_pack import Catalog, ContextPack, default_as_of, load_catalog, load_context_packs
+from dagster_project.messaging.drafting import DraftingPolicy, DraftJob, draft_batch
+from dagster_project.messaging.generators.base import Draft, DraftRequest
+from dagster_project.messaging.generators.template import TemplateGenerator
+from dagster_project.messaging.guardrails import check_draft, passed
+from dagster_project.project import duckdb_path
+
+
+def _open_warehouse(db: str | None):
+    from dagster_project.resources.warehouse import connect_duckdb
+    return connect_duckdb(Path(db).expanduser() if db else duckdb_path(), read_only=True)
+
+
+def _print_pack(pack: ContextPack) -> None:
+    print(f"Context pack for {pack.customer_id} ({pack.first_name or 'no first name'}), as of {pack.as_of}: "
+          f"tenure {pack.tenure_months} months, writes {pack.tone}")
+    for fact in pack.facts.values():
+        value = fact.value if fact.kind != "customer_text" else f"[customer text] {str(fact.value)[:70]}"
+        print(f"  {fact.id:<48} {value}")
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    """Print a customer's context pack and their draft with its verdicts."""
+    try:
+        briefs = load_briefs(args.briefs)
+    except BriefError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    as_of = args.as_of or default_as_of()
+    con = _open_warehouse(args.db)
+    try:
+        packs = load_context_packs(con, [args.customer], as_of=as_of)
+        catalog = load_catalog(con)
+        playbook = args.playbook
+        if playbook is None:
+            from dagster_project.messaging.assets import segment_playbooks
+            try:
+                playbook = segment_playbooks(con, [args.customer]).get(args.customer)
+            except RuntimeError as error:
+                print(f"error: {error}; or pass --playbook", file=sys.stderr)
+                return 2
+    finally:
+        con.close()
+    if args.customer not in packs:
+        print(f"error: no customer {args.customer!r} in raw.customers (as of {as_of})", file=sys.stderr)
+        return 2
+    if playbook is None:
+        print(f"error: {args.customer} is in no segment with a playbook; pass --playbook", file=sys.stderr)
+        return 2
+    try:
+        brief = briefs.get(playbook)
+    except BriefError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    pack = packs[args.customer]
+    llm = None
+    if args.generator == "openai":
+        from dagster_project.messaging.generators.openai_chat import OpenAIGenerator
+        llm = OpenAIGenerator()
+    outcome = draft_batch([DraftJob(DraftRequest(pack, brief, briefs.brand_voice, catalog))],
+                          TemplateGenerator(), llm, DraftingPolicy())[0]
+    context = {"playbook": playbook, "context_pack": pack.to_dict(), "catalog": catalog.to_dict()}
+    if args.context_out:
+        Path(args.context_out).write_text(json.dumps(context, indent=2, default=str))
+    if args.draft_out and outcome.draft:
+        draft = outcome.draft.to_dict()
+        draft.pop("usage", None)
+        Path(args.draft_out).write_text(json.dumps(draft, indent=2))
+    if args.json:
+        print(json.dumps({"context": context, "status": outcome.status, "generator": outcome.generator,
+                          "draft": outcome.draft.to_dict() if outcome.draft else None,
+                          "verdicts": [v.to_dict() for v in outcome.verdicts], "history": outcome.history},
+                         indent=2, default=str))
+        return 0
+    _print_pack(pack)
+    print(f"\nPlaybook {playbook} · generator {outcome.generator} · status {outcome.status}")
+    if outcome.draft:
+        d = outcome.draft
+        print(f"Subject:   {d.subject}\nPreheader: {d.preheader}\nCTA:       {d.cta}   offer: {d.offer_id}\n")
+        print(d.body)
+        print(f"\nCited: {', '.join(d.cited_fact_ids)}")
+    print("\nVerdicts:")
+    for v in outcome.verdicts:
+        print(f"  {'pass' if v.passed else 'FAIL'}  {v.check}" + "".join(f"\n        - {r}" for r in v.reasons))
+    for reason in outcome.history:
+        print(f"  earlier attempt: {reason}")
+    return 0
+
+
+def _load_json(path: str, what: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such {what} file") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+def cmd_check_draft(args: argparse.Namespace) -> int:
+    """Check a draft against a context pack; print JSON verdicts; exit 1 when any check fails."""
+    try:
+        ctx = _load_json(args.context, "context")
+        raw_draft = _load_json(args.draft, "draft")
+        try:
+            pack = ContextPack.from_dict(ctx.get("context_pack", ctx))
+        except (TypeError, KeyError) as error:
+            raise ValueError(f"{args.context}: context_pack is not a context pack ({error})") from None
+        try:
+            draft = Draft.from_dict(raw_draft)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{args.draft}: {error}") from None
+        playbook = args.playbook or ctx.get("playbook")
+        if not playbook:
+            raise ValueError(f"{args.context}: no playbook; add \"playbook\" or pass --playbook")
+        briefs = load_briefs(args.briefs)
+        brief = briefs.get(playbook)
+        if "catalog" in ctx:
+            catalog = Catalog.from_dict(ctx["catalog"])
+        else:
+            con = _open_warehouse(args.db)
+            try:
+                catalog = load_catalog(con)
+            finally:
+                con.close()
+    except (ValueError, BriefError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    verdicts = check_draft(draft, pack, brief, briefs.brand_voice, catalog)
+    ok = passed(verdicts)
+    print(json.dumps({"passed": ok, "customer_id": pack.customer_id, "playbook": playbook,
+                      "verdicts": [v.to_dict() for v in verdicts]}, indent=2))
+    return 0 if ok else 1
+
+
+def register(subparsers) -> None:
+    """Add `preview` and `check-draft` to the `nextbest` command."""
+    db_help = "DuckDB file (default: NEXTBEST_DUCKDB_PATH, else data/nextbest.duckdb)"
+    briefs_help = "briefs folder (default: NEXTBEST_BRIEFS_DIR, else the shipped briefs)"
+
+    preview = subparsers.add_parser("preview", help="print a customer's context pack and draft with verdicts")
+    preview.add_argument("--customer", required=True, help="customer_id")
+    preview.add_argument("--playbook", default=None, help="playbook id (default: from the customer's segment)")
+    preview.add_argument("--generator", choices=("template", "openai"), default="template")
+    preview.add_argument("--as-of", default=None, help="YYYY-MM-DD (default NEXTBEST_AS_OF or today)")
+    preview.add_argument("--json", action="store_true", help="print JSON instead of text")
+    preview.add_argument("--context-out", default=None, help="also write the context JSON (for check-draft)")
+    preview.add_argument("--draft-out", default=None, help="also write the draft JSON (for check-draft)")
+    preview.add_argument("--briefs", default=None, help=briefs_help)
+    preview.add_argument("--db", default=None, help=db_help)
+    preview.set_defaults(func=cmd_preview)
+
+    check = subparsers.add_parser("check-draft", help="check a draft against a context pack; exit 1 on failure")
+    check.add_argument("--context", required=True, help="context JSON (as written by preview --context-out)")
+    check.add_argument("--draft", required=True, help="draft JSON: subject, preheader, body, cta, ...")
+    check.add_argument("--playbook", default=None, help="playbook id (default: the context's)")
+    check.add_argument("--briefs", default=None, help=briefs_help)
+    check.add_argument("--db", default=None, help=f"{db_help}; read for the catalog when the context has none")
+    check.set_defaults(func=cmd_check_draft)

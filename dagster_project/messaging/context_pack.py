@@ -1,0 +1,424 @@
+"""Context packs: the customer-visible facts a message may use, each with a stable id.
+
+A pack holds only what the customer could see themselves: their first name,
+tenure, subscriptions (product, plan, cadence, price, next charge date), recent
+orders and items, and support tickets with their outcomes. Never scores,
+email opens or clicks, inferred traits, or anyone else's data. Ticket bodies
+are customer text: kept as data (for tone and for the injection guardrail),
+never as instructions.
+
+`build_context_pack(rows)` is pure (plain rows in, pack out); `load_context_packs`
+and `load_catalog` read the `raw.*` contract tables with SQL, so packs exist
+before the dbt marts do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any, Iterable, Literal
+
+FactKind = Literal["text", "number", "money", "date", "customer_text"]
+
+RECENT_ORDERS = 8  # orders per pack, most recent first
+RECENT_TICKETS = 5
+SKIP_WINDOW_ORDERS = 6  # "skipped N of your last 6 deliveries" (matches dbt's cadence_mismatch_cycles)
+# Tone rule, the same as dbt's tone_warm_greeting_share / tone_warm_min_words.
+TONE_WARM_GREETING_SHARE = 0.5
+TONE_WARM_MIN_WORDS = 20
+STANDARD_CADENCES = (14, 21, 28, 42, 56)  # delivery cycles the demo store offers (SHARED_SEMANTICS)
+PLAN_BAGS = {"single_bag": 1, "double_bag": 2, "family": 3}
+_GREETING = re.compile(r"^\s*(hi|hello|hey|dear|good (morning|afternoon|evening))\b", re.I)
+
+TICKET_TOPICS = {
+    "delivery_delay": "a late delivery",
+    "damaged_package": "a damaged package",
+    "billing": "a billing question",
+    "payment_issue": "a payment problem",
+    "change_address": "changing your address",
+    "product_question": "a question about our coffee",
+    "grind_preference": "your grind preference",
+    "cancel_request": "cancelling your subscription",
+}
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One customer-visible fact. `value` is text, an int, money as '12.60', or 'YYYY-MM-DD'."""
+
+    id: str
+    kind: FactKind
+    value: Any
+
+
+@dataclass(frozen=True)
+class CatalogProduct:
+    """One product of the live catalog."""
+
+    product_id: str
+    name: str
+    category: str
+    price: str  # '12.60'
+    active: bool = True
+    subscription_eligible: bool = False
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The store's live catalog and the delivery cycles it offers (store facts, not customer facts)."""
+
+    products: tuple[CatalogProduct, ...]
+    cadence_options: tuple[int, ...] = STANDARD_CADENCES
+
+    def facts(self) -> dict[str, Fact]:
+        """Catalog facts with ids `catalog:<product_id>:name|price` and `catalog:cadence:<days>`."""
+        out: dict[str, Fact] = {}
+        for p in self.products:
+            out[f"catalog:{p.product_id}:name"] = Fact(f"catalog:{p.product_id}:name", "text", p.name)
+            out[f"catalog:{p.product_id}:price"] = Fact(f"catalog:{p.product_id}:price", "money", p.price)
+        for days in self.cadence_options:
+            out[f"catalog:cadence:{days}"] = Fact(f"catalog:cadence:{days}", "number", days)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"products": [asdict(p) for p in self.products], "cadence_options": list(self.cadence_options)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Catalog":
+        return cls(tuple(CatalogProduct(**p) for p in data.get("products", [])),
+                   tuple(data.get("cadence_options") or STANDARD_CADENCES))
+
+
+@dataclass
+class ContextPack:
+    """Everything a message about one customer may say, as facts with ids.
+
+    The header fields point at the facts a writer reaches for first (the live
+    subscription, the favourite product, the last delivered order, the last ticket).
+    """
+
+    customer_id: str
+    first_name: str | None
+    as_of: str  # YYYY-MM-DD
+    tenure_months: int
+    tone: Literal["brief", "warm", "unknown"]
+    facts: dict[str, Fact]
+    data_fresh_at: str | None = None  # newest order/ticket/sign-up in the warehouse (staleness check)
+    current_subscription_id: str | None = None
+    favourite_product_id: str | None = None
+    last_delivered_order_id: str | None = None
+    last_ticket_id: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def value(self, fact_id: str, default: Any = None) -> Any:
+        fact = self.facts.get(fact_id)
+        return default if fact is None else fact.value
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (the `context_pack` of `nextbest check-draft`; see README)."""
+        data = asdict(self)
+        data["facts"] = [{"id": f.id, "kind": f.kind, "value": f.value} for f in self.facts.values()]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ContextPack":
+        data = dict(data)
+        facts = data.pop("facts", [])
+        if isinstance(facts, dict):  # also accept {"id": {"kind":..,"value":..}}
+            facts = [{"id": k, **v} for k, v in facts.items()]
+        pack = cls(facts={f["id"]: Fact(f["id"], f["kind"], f["value"]) for f in facts}, **data)
+        return pack
+
+    def fingerprint(self) -> str:
+        """Canonical JSON of the pack (for cache keys)."""
+        return json.dumps(self.to_dict(), sort_keys=True, default=str, separators=(",", ":"))
+
+
+@dataclass
+class CustomerRows:
+    """Plain rows for one customer, as read from `raw.*` (dicts keyed by column name)."""
+
+    customer: dict
+    subscriptions: list[dict] = field(default_factory=list)
+    orders: list[dict] = field(default_factory=list)  # most recent first, at most RECENT_ORDERS
+    order_items: list[dict] = field(default_factory=list)  # items of those orders
+    tickets: list[dict] = field(default_factory=list)  # most recent first
+    product_counts: list[dict] = field(default_factory=list)  # product_id, name, price, times_ordered
+    fulfilled_orders: int = 0
+    skips_in_window: int = 0  # skipped among the last SKIP_WINDOW_ORDERS subscription orders
+    orders_in_window: int = 0
+
+
+def _day(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)[:10]
+
+
+def _money(value: Any) -> str | None:
+    return None if value is None else f"{Decimal(str(value)):.2f}"
+
+
+def months_between(start: str, end: str) -> int:
+    """Whole months from one ISO date to another (never negative)."""
+    a, b = date.fromisoformat(start), date.fromisoformat(end)
+    months = (b.year - a.year) * 12 + b.month - a.month - (1 if b.day < a.day else 0)
+    return max(months, 0)
+
+
+def tone_from_tickets(bodies: Iterable[str | None]) -> Literal["brief", "warm", "unknown"]:
+    """'warm' if they greet in half their tickets or write >= 20 words on average, else 'brief'."""
+    texts = [b for b in bodies if b and b.strip()]
+    if not texts:
+        return "unknown"
+    greeting_share = sum(1 for t in texts if _GREETING.match(t)) / len(texts)
+    mean_words = sum(len(t.split()) for t in texts) / len(texts)
+    warm = greeting_share >= TONE_WARM_GREETING_SHARE or mean_words >= TONE_WARM_MIN_WORDS
+    return "warm" if warm else "brief"
+
+
+def _pick_current_subscription(subs: list[dict]) -> dict | None:
+    rank = {"active": 0, "paused": 1, "cancelled": 2}
+    ordered = sorted(subs, key=lambda s: (rank.get(s.get("status"), 3), str(s.get("started_at"))), reverse=False)
+    if not ordered:
+        return None
+    best = rank.get(ordered[0].get("status"), 3)
+    # among equals, the newest start wins
+    same = [s for s in ordered if rank.get(s.get("status"), 3) == best]
+    return max(same, key=lambda s: str(s.get("started_at")))
+
+
+def build_context_pack(rows: CustomerRows, as_of: str, data_fresh_at: str | None = None) -> ContextPack:
+    """Turn one customer's raw rows into a context pack (pure; no database)."""
+    c = rows.customer
+    cid = str(c["customer_id"])
+    facts: dict[str, Fact] = {}
+
+    def add(fact_id: str, kind: FactKind, value: Any) -> None:
+        if value is not None and value != "":
+            facts[fact_id] = Fact(fact_id, kind, value)
+
+    since = _day(c.get("created_at")) or as_of
+    tenure = months_between(since, as_of)
+    add(f"customer:{cid}:first_name", "text", c.get("first_name"))
+    add(f"customer:{cid}:since", "date", since)
+    add(f"customer:{cid}:tenure_months", "number", tenure)
+    add(f"customer:{cid}:fulfilled_orders", "number", int(rows.fulfilled_orders))
+    if rows.orders_in_window:
+        add(f"customer:{cid}:recent_deliveries", "number", int(rows.orders_in_window))
+        add(f"customer:{cid}:recent_skips", "number", int(rows.skips_in_window))
+
+    product_names: dict[str, str] = {}
+    for p in rows.product_counts:
+        pid = str(p["product_id"])
+        product_names[pid] = p["name"]
+        add(f"product:{pid}:name", "text", p["name"])
+        add(f"product:{pid}:price", "money", _money(p.get("price")))
+        add(f"product:{pid}:times_ordered", "number", int(p.get("times_ordered") or 0))
+
+    for s in rows.subscriptions:
+        sid = str(s["subscription_id"])
+        pid = str(s["product_id"])
+        name = s.get("product_name") or product_names.get(pid)
+        if name and pid not in product_names:
+            product_names[pid] = name
+            add(f"product:{pid}:name", "text", name)
+        add(f"subscription:{sid}:product", "text", name)
+        add(f"subscription:{sid}:plan", "text", s.get("plan"))
+        add(f"subscription:{sid}:bags", "number", PLAN_BAGS.get(s.get("plan")))
+        add(f"subscription:{sid}:cadence_days", "number", s.get("cadence_days"))
+        add(f"subscription:{sid}:price", "money", _money(s.get("price")))
+        add(f"subscription:{sid}:status", "text", s.get("status"))
+        add(f"subscription:{sid}:started_at", "date", _day(s.get("started_at")))
+        add(f"subscription:{sid}:next_charge_at", "date", _day(s.get("next_charge_at")))
+        add(f"subscription:{sid}:cancelled_at", "date", _day(s.get("cancelled_at")))
+        add(f"subscription:{sid}:cancel_reason", "text", s.get("cancel_reason"))
+        if s.get("is_gift"):
+            add(f"subscription:{sid}:is_gift", "text", "gift")
+
+    items_by_order: dict[str, list[dict]] = defaultdict(list)
+    for item in rows.order_items:
+        items_by_order[str(item["order_id"])].append(item)
+    last_delivered = None
+    for o in rows.orders:
+        oid = str(o["order_id"])
+        add(f"order:{oid}:ordered_at", "date", _day(o.get("ordered_at")))
+        add(f"order:{oid}:status", "text", o.get("status"))
+        add(f"order:{oid}:total", "money", _money(o.get("total")))
+        add(f"order:{oid}:shipped_at", "date", _day(o.get("shipped_at")))
+        add(f"order:{oid}:delivered_at", "date", _day(o.get("delivered_at")))
+        if last_delivered is None and o.get("delivered_at") is not None:
+            last_delivered = oid
+        for item in items_by_order.get(oid, []):
+            pid = str(item["product_id"])
+            base = f"order:{oid}:item:{pid}"
+            add(f"{base}:product", "text", item.get("product_name") or product_names.get(pid))
+            add(f"{base}:quantity", "number", item.get("quantity"))
+            add(f"{base}:unit_price", "money", _money(item.get("unit_price")))
+            if item.get("is_one_time"):
+                add(f"{base}:one_time", "text", "one-time add-on")
+
+    for t in rows.tickets:
+        tid = str(t["ticket_id"])
+        add(f"ticket:{tid}:topic", "text", TICKET_TOPICS.get(t.get("topic"), str(t.get("topic") or "").replace("_", " ")))
+        add(f"ticket:{tid}:created_at", "date", _day(t.get("created_at")))
+        add(f"ticket:{tid}:channel", "text", t.get("channel"))
+        add(f"ticket:{tid}:status", "text", t.get("status"))
+        add(f"ticket:{tid}:resolved_at", "date", _day(t.get("resolved_at")))
+        # Customer text: data for tone and the injection check, never instructions.
+        add(f"ticket:{tid}:body", "customer_text", t.get("body"))
+
+    current = _pick_current_subscription(rows.subscriptions)
+    favourite = max(rows.product_counts, key=lambda p: (int(p.get("times_ordered") or 0), str(p["product_id"])),
+                    default=None)
+    return ContextPack(
+        customer_id=cid,
+        first_name=c.get("first_name") or None,
+        as_of=as_of,
+        tenure_months=tenure,
+        tone=tone_from_tickets(t.get("body") for t in rows.tickets),
+        facts=facts,
+        data_fresh_at=data_fresh_at,
+        current_subscription_id=str(current["subscription_id"]) if current else None,
+        favourite_product_id=str(favourite["product_id"]) if favourite else None,
+        last_delivered_order_id=last_delivered,
+        last_ticket_id=str(rows.tickets[0]["ticket_id"]) if rows.tickets else None,
+    )
+
+
+# --------------------------------------------------------------------------- SQL
+
+
+def default_as_of() -> str:
+    """`NEXTBEST_AS_OF` (YYYY-MM-DD) when set, else today (UTC): the same rule as dbt's var."""
+    return os.environ.get("NEXTBEST_AS_OF") or datetime.now(timezone.utc).date().isoformat()
+
+
+def _dicts(cursor) -> list[dict]:
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def load_catalog(con) -> Catalog:
+    """The live catalog from `raw.products`, and the cycles subscribers use (`raw.subscriptions`)."""
+    products = _dicts(con.execute(
+        "select product_id, name, category, price, active, subscription_eligible "
+        "from raw.products order by product_id"
+    ))
+    cadences = {r[0] for r in con.execute(
+        "select distinct cadence_days from raw.subscriptions where cadence_days is not null"
+    ).fetchall()}
+    # Cycles subscribers use, plus the store's standard ones (a cycle nobody uses yet is still offered).
+    cadences |= set(STANDARD_CADENCES)
+    return Catalog(
+        tuple(CatalogProduct(str(p["product_id"]), p["name"], p["category"], _money(p["price"]),
+                             bool(p["active"]), bool(p["subscription_eligible"])) for p in products),
+        tuple(sorted(int(d) for d in cadences)),
+    )
+
+
+_CUSTOMERS_SQL = """
+select customer_id, first_name, created_at from raw.customers
+where customer_id in (select unnest(?::varchar[])) and created_at < ?::date + 1
+"""
+_SUBSCRIPTIONS_SQL = """
+select s.*, p.name as product_name from raw.subscriptions s
+left join raw.products p using (product_id)
+where s.customer_id in (select unnest(?::varchar[])) and s.started_at < ?::date + 1
+"""
+_ORDERS_SQL = """
+select * from raw.orders
+where customer_id in (select unnest(?::varchar[])) and ordered_at < ?::date + 1
+qualify row_number() over (partition by customer_id order by ordered_at desc, order_id desc) <= {limit}
+"""
+_ORDER_STATS_SQL = """
+with scoped as (
+    select customer_id, status, subscription_id is not null as is_cycle,
+           row_number() over (partition by customer_id, subscription_id is not null
+                              order by ordered_at desc) as n
+    from raw.orders
+    where customer_id in (select unnest(?::varchar[])) and ordered_at < ?::date + 1
+)
+select customer_id,
+       count(*) filter (where status = 'fulfilled') as fulfilled_orders,
+       count(*) filter (where is_cycle and n <= {window} and status = 'skipped') as skips_in_window,
+       count(*) filter (where is_cycle and n <= {window}) as orders_in_window
+from scoped group by customer_id
+"""
+_PRODUCT_COUNTS_SQL = """
+select o.customer_id, i.product_id, p.name, p.price, count(*) as times_ordered
+from raw.orders o join raw.order_items i using (order_id) join raw.products p using (product_id)
+where o.customer_id in (select unnest(?::varchar[])) and o.ordered_at < ?::date + 1
+  and o.status = 'fulfilled'
+group by all
+"""
+_TICKETS_SQL = """
+select * from raw.support_tickets
+where customer_id in (select unnest(?::varchar[])) and created_at < ?::date + 1
+qualify row_number() over (partition by customer_id order by created_at desc, ticket_id desc) <= {limit}
+"""
+
+# How fresh the warehouse is: its newest order, ticket or sign-up up to as_of.
+_FRESHNESS_SQL = """
+select greatest(
+    (select max(ordered_at) from raw.orders where ordered_at < ?::date + 1),
+    (select max(created_at) from raw.support_tickets where created_at < ?::date + 1),
+    (select max(created_at) from raw.customers where created_at < ?::date + 1))
+"""
+
+
+def load_context_packs(con, customer_ids: Iterable[str], as_of: str | None = None) -> dict[str, ContextPack]:
+    """Context packs for these customers from the `raw.*` tables, as of a day (default today).
+
+    Events after `as_of` are ignored. Customers missing from `raw.customers` get no pack.
+    """
+    ids = sorted({str(i) for i in customer_ids})
+    as_of = as_of or default_as_of()
+    if not ids:
+        return {}
+    params = [ids, as_of]
+    by_customer: dict[str, CustomerRows] = {
+        r["customer_id"]: CustomerRows(customer=r) for r in _dicts(con.execute(_CUSTOMERS_SQL, params))
+    }
+    for s in _dicts(con.execute(_SUBSCRIPTIONS_SQL, params)):
+        if s["customer_id"] in by_customer:
+            by_customer[s["customer_id"]].subscriptions.append(s)
+    orders = _dicts(con.execute(_ORDERS_SQL.format(limit=RECENT_ORDERS), params))
+    orders.sort(key=lambda o: (o["ordered_at"], o["order_id"]), reverse=True)
+    order_owner = {}
+    for o in orders:
+        if o["customer_id"] in by_customer:
+            by_customer[o["customer_id"]].orders.append(o)
+            order_owner[o["order_id"]] = o["customer_id"]
+    if order_owner:
+        items = _dicts(con.execute(
+            "select i.*, p.name as product_name from raw.order_items i left join raw.products p using (product_id) "
+            "where i.order_id in (select unnest(?::varchar[]))", [list(order_owner)]))
+        for item in items:
+            by_customer[order_owner[item["order_id"]]].order_items.append(item)
+    for r in _dicts(con.execute(_ORDER_STATS_SQL.format(window=SKIP_WINDOW_ORDERS), params)):
+        rows = by_customer.get(r["customer_id"])
+        if rows:
+            rows.fulfilled_orders = int(r["fulfilled_orders"] or 0)
+            rows.skips_in_window = int(r["skips_in_window"] or 0)
+            rows.orders_in_window = int(r["orders_in_window"] or 0)
+    for p in _dicts(con.execute(_PRODUCT_COUNTS_SQL, params)):
+        if p["customer_id"] in by_customer:
+            by_customer[p["customer_id"]].product_counts.append(p)
+    tickets = _dicts(con.execute(_TICKETS_SQL.format(limit=RECENT_TICKETS), params))
+    tickets.sort(key=lambda t: (t["created_at"], t["ticket_id"]), reverse=True)
+    for t in tickets:
+        if t["customer_id"] in by_customer:
+            by_customer[t["customer_id"]].tickets.append(t)
+    fresh = con.execute(_FRESHNESS_SQL, [as_of] * 3).fetchone()[0]
+    fresh_day = _day(fresh)
+    return {cid: build_context_pack(rows, as_of, fresh_day) for cid, rows in by_customer.items()}

@@ -1,0 +1,256 @@
+"""The default, offline generator: one Jinja template per angle (`templates/<angle>.j2`).
+
+A template sees the customer's situation as named slots (`say('next_charge')`
+prints "March 12" and cites `subscription:S1:next_charge_at`), their tone
+(`brief` / `warm`), tenure, the eligible offer, and `pick(...)`, which varies
+wording across a batch yet always picks the same words for the same customer.
+Angles without a template of their own use `_generic.j2`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import jinja2.ext
+
+from dagster_project.messaging.briefs import Brief, Offer
+from dagster_project.messaging.context_pack import TICKET_TOPICS, Catalog, ContextPack
+from dagster_project.messaging.generators.base import Draft, DraftRequest, Generator
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December")
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+# Ticket topics that were our fault, so a message apologises rather than thanks.
+PROBLEM_TOPICS = {TICKET_TOPICS[t] for t in ("delivery_delay", "damaged_package", "billing", "payment_issue")}
+_PARAGRAPHS = re.compile(r"\n\s*\n")
+_SPACES = re.compile(r"\s+")
+_TAGS = re.compile(r"{%.*?%}")
+
+
+def say_date(iso: str) -> str:
+    """'2026-03-12' -> 'March 12' (the form the guardrails parse back)."""
+    return f"{MONTHS[int(iso[5:7]) - 1]} {int(iso[8:10])}"
+
+
+def say_month(iso: str) -> str:
+    """'2024-01-10' -> 'January 2024'."""
+    return f"{MONTHS[int(iso[5:7]) - 1]} {iso[:4]}"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A phrase a template may print, and the fact ids it rests on."""
+
+    text: str
+    facts: tuple[str, ...]
+
+
+def eligible_offer(brief: Brief, pack: ContextPack) -> Offer | None:
+    """The brief's first offer whose price rules this customer meets, if any."""
+    orders = int(pack.value(f"customer:{pack.customer_id}:fulfilled_orders", 0) or 0)
+    for offer in brief.offers:
+        if pack.tenure_months >= offer.rules.min_tenure_months and orders >= offer.rules.min_orders:
+            return offer
+    return None
+
+
+def suggested_cadence(current: int, skips: int, window: int, options: tuple[int, ...]) -> int | None:
+    """The offered cycle closest to how often they actually take coffee (longer than now)."""
+    longer = [d for d in sorted(options) if d > current]
+    if not longer:
+        return None
+    taken = max(window - skips, 1)
+    ideal = current * window / taken if window else current * 1.5
+    return next((d for d in longer if d >= ideal), longer[-1])
+
+
+def situation(pack: ContextPack, catalog: Catalog, seed: int) -> dict[str, Slot]:
+    """Named phrases about this customer's real situation, each tied to its facts."""
+    cid, slots = pack.customer_id, {}
+    f = pack.facts
+
+    def put(name: str, text, *fact_ids: str) -> None:
+        if text is not None and all(i in f or i.startswith("catalog:") for i in fact_ids):
+            slots[name] = Slot(str(text), fact_ids)
+
+    put("first_name", pack.first_name, f"customer:{cid}:first_name")
+    since = f"customer:{cid}:since"
+    if since in f:
+        put("since", say_month(f[since].value), since)
+    sid = pack.current_subscription_id
+    if sid:
+        base = f"subscription:{sid}"
+        if f"{base}:product" in f:
+            put("product", f[f"{base}:product"].value, f"{base}:product")
+        if f"{base}:bags" in f:
+            bags = f[f"{base}:bags"].value
+            put("bags", f"{NUMBER_WORDS.get(bags, bags)} bag{'s' if bags != 1 else ''}", f"{base}:bags")
+        if f"{base}:cadence_days" in f:
+            put("cadence", f"every {f[f'{base}:cadence_days'].value} days", f"{base}:cadence_days")
+        if f"{base}:price" in f:
+            put("price", f"${f[f'{base}:price'].value}", f"{base}:price")
+        if f"{base}:next_charge_at" in f and f[f"{base}:status"].value == "active":
+            put("next_charge", say_date(f[f"{base}:next_charge_at"].value), f"{base}:next_charge_at")
+        if f"{base}:cancelled_at" in f:
+            put("cancelled_on", say_date(f[f"{base}:cancelled_at"].value), f"{base}:cancelled_at")
+        reason = pack.value(f"{base}:cancel_reason")
+        if reason:
+            put("cancel_reason", reason, f"{base}:cancel_reason")
+        cadence = pack.value(f"{base}:cadence_days")
+        skips = pack.value(f"customer:{cid}:recent_skips", 0) or 0
+        window = pack.value(f"customer:{cid}:recent_deliveries", 0) or 0
+        if skips:
+            put("skips", f"{skips} of your last {window} deliveries",
+                f"customer:{cid}:recent_skips", f"customer:{cid}:recent_deliveries")
+        if cadence:
+            longer = suggested_cadence(int(cadence), int(skips), int(window), catalog.cadence_options)
+            if longer:
+                put("longer_cadence", f"every {longer} days", f"catalog:cadence:{longer}")
+    fav = pack.favourite_product_id
+    if fav:
+        put("favourite", pack.value(f"product:{fav}:name"), f"product:{fav}:name")
+        times = pack.value(f"product:{fav}:times_ordered", 0)
+        if times and times > 1:
+            put("favourite_times", f"{times} deliveries", f"product:{fav}:times_ordered")
+    oid = pack.last_delivered_order_id
+    if oid:
+        put("last_delivery", say_date(f[f"order:{oid}:delivered_at"].value), f"order:{oid}:delivered_at")
+    orders = pack.value(f"customer:{cid}:fulfilled_orders", 0)
+    if orders:
+        put("orders", f"{orders} deliver{'y' if orders == 1 else 'ies'}", f"customer:{cid}:fulfilled_orders")
+    addon = next((fid for fid, fact in f.items() if fid.endswith(":one_time")), None)
+    if addon:
+        product_fact = addon.rsplit(":", 1)[0] + ":product"
+        put("addon", pack.value(product_fact), product_fact)
+    tid = pack.last_ticket_id
+    if tid:
+        put("ticket_topic", pack.value(f"ticket:{tid}:topic"), f"ticket:{tid}:topic")
+        if pack.value(f"ticket:{tid}:topic") in PROBLEM_TOPICS:
+            put("ticket_problem", pack.value(f"ticket:{tid}:topic"), f"ticket:{tid}:topic")
+        if f"ticket:{tid}:resolved_at" in f:
+            put("ticket_resolved", say_date(f[f"ticket:{tid}:resolved_at"].value), f"ticket:{tid}:resolved_at")
+    owned = {fid.split(":")[1] for fid in f if fid.startswith("product:")}
+    extras = [p for p in catalog.products
+              if p.active and p.category in ("accessory", "equipment") and p.product_id not in owned]
+    if extras:
+        pick = extras[seed % len(extras)]
+        put("bundle_item", pick.name, f"catalog:{pick.product_id}:name")
+        put("bundle_price", f"${pick.price}", f"catalog:{pick.product_id}:price")
+    return slots
+
+
+class _Render:
+    """Per-draft helpers exposed to a template; records the facts it prints."""
+
+    def __init__(self, slots: dict[str, Slot], seed: int, offer: Offer | None):
+        self.slots, self.cited, self.rng = slots, [], random.Random(seed)
+        self.offer, self.offer_used = offer, False
+
+    def offer_text(self) -> str:
+        """The offer in words ('15% off'); marks the draft as carrying it."""
+        self.offer_used = True
+        if self.offer.kind == "percent_off":
+            return f"{self.offer.percent_off:g}% off"
+        return self.offer.label
+
+    def use_offer(self) -> str:
+        """Mark the offer as carried by the draft when the template words it itself."""
+        self.offer_used = True
+        return ""
+
+    def hello(self) -> str:
+        name = self.say("first_name") if "first_name" in self.slots else "there"
+        return f"{self.pick('Hi', 'Hi', 'Hello')} {name},"
+
+    def say(self, name: str) -> str:
+        slot = self.slots[name]
+        for fid in slot.facts:
+            if fid not in self.cited:
+                self.cited.append(fid)
+        return slot.text
+
+    def has(self, *names: str) -> bool:
+        return all(n in self.slots for n in names)
+
+    def pick(self, *options: str) -> str:
+        return options[self.rng.randrange(len(options))]
+
+
+class _KeepSentenceBreaks(jinja2.ext.Extension):
+    """Keep the line break after a tag that ends a line of text.
+
+    `trim_blocks` drops the newline after every tag, which is right for lines
+    that hold only tags but glues "...better.{% endif %}" to the next sentence.
+    """
+
+    def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
+        lines = source.split("\n")
+        for i, line in enumerate(lines):
+            if line.rstrip().endswith("%}") and _TAGS.sub("", line).strip():
+                lines[i] = line.rstrip() + " "
+        return "\n".join(lines)
+
+
+def _tidy(text: str) -> str:
+    """Lines of one paragraph run together; blank lines separate paragraphs."""
+    paragraphs = (_SPACES.sub(" ", p).strip() for p in _PARAGRAPHS.split(text.strip()))
+    return "\n\n".join(p for p in paragraphs if p)
+
+
+class TemplateGenerator(Generator):
+    """Per-angle Jinja templates; deterministic per customer, fully offline."""
+
+    name = "template"
+    version = "template-1"
+
+    def __init__(self, templates_dir: Path | str = TEMPLATES_DIR):
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(templates_dir)),
+            undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False,
+            extensions=[_KeepSentenceBreaks],
+        )
+        self._templates: dict[str, jinja2.Template] = {}
+
+    def _template(self, angle: str) -> jinja2.Template:
+        if angle not in self._templates:
+            try:
+                self._templates[angle] = self.env.get_template(f"{angle}.j2")
+            except jinja2.TemplateNotFound:
+                self._templates[angle] = self.env.get_template("_generic.j2")
+        return self._templates[angle]
+
+    def choose_angle(self, request: DraftRequest, seed: int) -> str:
+        """One of the brief's angles, the same one for the same customer."""
+        angles = request.brief.angles
+        return angles[seed % len(angles)].id
+
+    def generate(self, request: DraftRequest) -> Draft:
+        pack, brief, voice = request.pack, request.brief, request.voice
+        seed = zlib.crc32(f"{pack.customer_id}|{brief.id}".encode())
+        slots = situation(pack, request.catalog, seed)
+        angle_id = self.choose_angle(request, seed)
+        angle = next(a for a in brief.angles if a.id == angle_id)
+        cta = brief.cta(angle.cta) if angle.cta else brief.ctas[0]
+        offer = eligible_offer(brief, pack)
+        helper = _Render(slots, seed, offer)
+        template = self._template(angle_id)
+        context = template.new_context({
+            "say": helper.say, "has": helper.has, "pick": helper.pick, "hello": helper.hello,
+            "offer_text": helper.offer_text, "use_offer": helper.use_offer,
+            "brief": pack.tone == "brief", "warm": pack.tone == "warm",
+            "tenure_months": pack.tenure_months, "offer": offer,
+            "cta_label": cta.label, "store": voice.store_name, "purpose": brief.purpose,
+        })
+        parts = {name: _tidy("".join(template.blocks[name](context))) for name in ("subject", "preheader", "body")}
+        body = f"{parts['body']}\n\n{voice.sign_off}"
+        return Draft(
+            subject=parts["subject"], preheader=parts["preheader"], body=body, cta=cta.id,
+            cited_fact_ids=helper.cited, offer_id=offer.id if helper.offer_used else None, angle=angle_id,
+            generator=self.name, generator_version=self.version,
+        )

@@ -1,0 +1,182 @@
+"""Churn risk, predicted 12-month CLV and expected next order date per customer.
+
+`predict_clv(transactions, cutoff)` is the one entry point. It fits BG/NBD
+(purchases) and Gamma-Gamma (spend) with weak priors so small stores work,
+trains gradient boosting one horizon back when the store is big enough, and
+blends the two by an internal backtest (`clv_blend`). Every customer gets:
+
+- p_purchase: probability of at least one purchase in the horizon (90 days by
+  default, so this is Klaviyo's "churn risk" complement), with an 80% interval;
+  churn_risk = 1 - p_purchase and churn_risk_band low (< 0.33) / medium / high (> 0.66)
+- expected_purchases and predicted_spend in the horizon
+- predicted_clv_12m: expected spend in the next 365 days (BG/NBD x Gamma-Gamma,
+  which extrapolates beyond the horizon), with an 80% interval; historic_clv is
+  what they spent so far
+- expected_next_order_date: the subscription's next charge date or cadence
+  when given, else the cutoff plus the mean wait of an active customer
+- confidence low / medium / high: the store's size and history and the width
+  of the customer's interval
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dagster_project.models.clv_blend import BlendChoice, choose_blend, with_stacked
+from dagster_project.models.clv_probabilistic import probabilistic_predictions
+from dagster_project.models.clv_rfm import customer_features
+
+LOW_RISK_BELOW = 0.33
+HIGH_RISK_ABOVE = 0.66
+# A store below these sizes/histories cannot get more than this confidence.
+STORE_CONFIDENCE = (("low", 200, 90), ("medium", 1000, 180))  # (label, customers, history days)
+# An 80% interval on p_purchase wider than this caps the customer's confidence.
+INTERVAL_CONFIDENCE = (("low", 0.30), ("medium", 0.15))
+LEVELS = ("low", "medium", "high")
+
+
+@dataclass
+class ClvResult:
+    """Per-customer predictions (indexed by customer_id) and how they were made."""
+
+    predictions: pd.DataFrame
+    summary: dict
+
+
+def predict_clv(transactions: pd.DataFrame, cutoff, horizon_days: int = 90, *,
+                customer_extras: pd.DataFrame | None = None, training_extras: pd.DataFrame | None = None,
+                prior_scale: float | None = 1.0, interval_draws: int = 40, use_gbm: bool = True,
+                seed: int = 0) -> ClvResult:
+    """Predict for every customer with a purchase by `cutoff` (inclusive).
+
+    transactions: customer_id, date (datetime64), amount.
+    customer_extras: optional per-customer columns as of the cutoff, indexed by
+    customer_id: numeric ones (cadence_days, skips, is_subscriber, ...) become
+    boosting features, `next_charge_date` and `cadence_days` set the next order
+    date. training_extras: the same as of one horizon earlier (defaults to
+    customer_extras, fine for slowly changing facts like cadence).
+    """
+    cutoff = pd.Timestamp(cutoff)
+    features = customer_features(transactions, cutoff)
+    if features.empty:
+        raise ValueError(f"no purchases on or before the cutoff {cutoff.date()}")
+    probabilistic = probabilistic_predictions(features, horizon_days, prior_scale, interval_draws, seed)
+    bg = probabilistic.predictions
+    extras = _numeric(customer_extras)
+    if use_gbm:
+        training = _numeric(training_extras) if training_extras is not None else extras
+        choice = choose_blend(transactions, cutoff, horizon_days, with_stacked(features, bg, extras),
+                              prior_scale, training, seed)
+    else:
+        choice = BlendChoice(reason="gradient boosting switched off")
+
+    out = pd.DataFrame(index=features.index)
+    out["p_purchase"] = _blend(bg["p_purchase"], choice, "p_purchase", choice.purchase_weight)
+    if interval_draws:
+        # Parameter-uncertainty widths of BG/NBD, carried over to the blend.
+        out["p_purchase_low"] = (out["p_purchase"] - (bg["p_purchase"] - bg["p_purchase_low"])).clip(0, 1)
+        out["p_purchase_high"] = (out["p_purchase"] + (bg["p_purchase_high"] - bg["p_purchase"])).clip(0, 1)
+    out["churn_risk"] = 1.0 - out["p_purchase"]
+    out["churn_risk_band"] = churn_risk_band(out["churn_risk"])
+    out["p_alive"] = bg["p_alive"]
+    out["expected_purchases"] = _blend(bg["purchases"], choice, "purchases", choice.volume_weight)
+    out["predicted_spend"] = _blend(bg["spend"], choice, "spend", choice.volume_weight)
+    out["predicted_clv_12m"] = bg["clv_12m"]
+    if interval_draws:
+        out["predicted_clv_12m_low"] = bg["clv_12m_low"]
+        out["predicted_clv_12m_high"] = bg["clv_12m_high"]
+    out["historic_clv"] = features["historic_spend"]
+    out["last_order_date"] = _date_of(features["last_day"])
+    out["expected_next_order_date"] = expected_next_order_date(
+        out["last_order_date"], cutoff, bg["days_to_next"], customer_extras)
+
+    history_days = int(features["T"].max())  # first purchase in the store to the cutoff
+    store_level = store_confidence(len(features), history_days)
+    width = (out["p_purchase_high"] - out["p_purchase_low"]) if interval_draws else None
+    out["confidence"] = customer_confidence(store_level, width, index=out.index)
+    out["method"] = choice.method
+    out["horizon_days"] = horizon_days
+
+    summary = {
+        "cutoff": str(cutoff.date()),
+        "horizon_days": horizon_days,
+        "customers": int(len(features)),
+        "history_days": history_days,
+        "store_confidence": store_level,
+        "method": choice.method,
+        "gbm_weight_purchase": choice.purchase_weight,
+        "gbm_weight_volume": choice.volume_weight,
+        "why": choice.reason,
+        "validation": choice.validation,
+        "gbm_features": choice.features,
+        "bgnbd": probabilistic.purchase.params.as_dict(),
+        "gamma_gamma": probabilistic.spend.params.as_dict(),
+        "gamma_gamma_customers": probabilistic.spend.n_customers,
+        "prior_scale": prior_scale,
+    }
+    return ClvResult(predictions=out, summary=summary)
+
+
+def churn_risk_band(churn_risk: pd.Series) -> pd.Series:
+    """low below 0.33, high above 0.66, medium in between (inclusive)."""
+    band = np.where(churn_risk < LOW_RISK_BELOW, "low", np.where(churn_risk > HIGH_RISK_ABOVE, "high", "medium"))
+    return pd.Series(band, index=churn_risk.index)
+
+
+def store_confidence(customers: int, history_days: int) -> str:
+    """The best confidence a store of this size and history can support."""
+    for label, min_customers, min_days in STORE_CONFIDENCE:
+        if customers < min_customers or history_days < min_days:
+            return label
+    return "high"
+
+
+def customer_confidence(store_level: str, interval_width: pd.Series | None, index: pd.Index) -> pd.Series:
+    """Per customer: the lower of the store's level and what the interval width allows."""
+    rank = np.full(len(index), LEVELS.index(store_level))
+    if interval_width is not None:
+        allowed = np.full(len(index), LEVELS.index("high"))
+        for label, wider_than in reversed(INTERVAL_CONFIDENCE):
+            allowed = np.where(interval_width.to_numpy() > wider_than, LEVELS.index(label), allowed)
+        rank = np.minimum(rank, allowed)
+    return pd.Series(np.asarray(LEVELS)[rank], index=index)
+
+
+def expected_next_order_date(last_order: pd.Series, cutoff: pd.Timestamp, days_to_next: pd.Series,
+                             extras: pd.DataFrame | None) -> pd.Series:
+    """Next charge date or cadence for subscribers, else cutoff + mean wait if active."""
+    guess = cutoff.normalize() + pd.to_timedelta(np.ceil(days_to_next.to_numpy()), unit="D")
+    result = pd.Series(guess, index=last_order.index)
+    if extras is None:
+        return result
+    extras = extras.reindex(last_order.index)
+    if "cadence_days" in extras:
+        cadence = pd.to_numeric(extras["cadence_days"], errors="coerce")
+        ok = cadence > 0
+        elapsed = (cutoff.normalize() - last_order).dt.days
+        steps = np.floor(elapsed / cadence) + 1  # first cycle date after the cutoff
+        by_cadence = last_order + pd.to_timedelta((steps * cadence).where(ok, 0), unit="D")
+        result = result.where(~ok, by_cadence)
+    if "next_charge_date" in extras:
+        charge = pd.to_datetime(extras["next_charge_date"], errors="coerce").dt.tz_localize(None).dt.normalize()
+        result = result.where(~(charge >= cutoff.normalize()), charge)
+    return result
+
+
+def _blend(bg: pd.Series, choice: BlendChoice, column: str, weight: float) -> pd.Series:
+    if choice.scored is None or weight == 0.0:
+        return bg
+    return weight * choice.scored[column] + (1 - weight) * bg
+
+
+def _numeric(extras: pd.DataFrame | None) -> pd.DataFrame | None:
+    if extras is None:
+        return None
+    return extras.select_dtypes(include=["number", "bool"])
+
+
+def _date_of(day: pd.Series) -> pd.Series:
+    return pd.to_datetime(day.to_numpy().astype("datetime64[D]")).to_series(index=day.index)

@@ -1,0 +1,82 @@
+"""Where things are: the repository, the dbt project and the embedded warehouse file.
+
+The dbt profile and the Dagster warehouse resource both read
+`NEXTBEST_DUCKDB_PATH`, so it gets its default here, once, before either runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster_dbt import DbtProject
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = REPO_ROOT / "dbt"
+DEFAULT_DUCKDB_PATH = REPO_ROOT / "data" / "nextbest.duckdb"
+
+# One default for both readers of the variable (dbt's profile and the resource),
+# made absolute because dbt runs inside dbt/ while Python runs wherever it was started.
+os.environ["NEXTBEST_DUCKDB_PATH"] = str(
+    Path(os.environ.get("NEXTBEST_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH).expanduser().resolve()
+)
+
+
+def duckdb_path() -> Path:
+    """The DuckDB file the pipeline reads and writes (`NEXTBEST_DUCKDB_PATH`)."""
+    return Path(os.environ["NEXTBEST_DUCKDB_PATH"]).expanduser().resolve()
+
+
+def dbt_target() -> str:
+    """The dbt target: `duckdb` (default) or `snowflake` (`NEXTBEST_DBT_TARGET`)."""
+    return os.environ.get("NEXTBEST_DBT_TARGET", "duckdb")
+
+
+dbt_project = DbtProject(
+    project_dir=DBT_PROJECT_DIR,
+    profiles_dir=DBT_PROJECT_DIR,
+    target=dbt_target(),
+)
+
+
+def _newest_source_mtime() -> float:
+    watched = [DBT_PROJECT_DIR / "dbt_project.yml", DBT_PROJECT_DIR / "profiles.yml"]
+    for folder in ("models", "macros", "tests", "seeds", "snapshots"):
+        watched.extend((DBT_PROJECT_DIR / folder).rglob("*"))
+    return max((p.stat().st_mtime for p in watched if p.is_file()), default=0.0)
+
+
+def ensure_manifest() -> Path:
+    """Parse the dbt project when its manifest is missing or older than its sources.
+
+    `dagster dev`, the CLI and the tests all load the asset graph from
+    `dbt/target/manifest.json`; a fresh clone has none, so it is built on first use.
+    """
+    manifest = dbt_project.manifest_path
+    if manifest.exists() and manifest.stat().st_mtime >= _newest_source_mtime():
+        return manifest
+    result = subprocess.run(
+        [dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR),
+         "--profiles-dir", str(DBT_PROJECT_DIR), "--target", dbt_target(), "--quiet"],
+        capture_output=True, text=True, cwd=DBT_PROJECT_DIR,
+    )
+    if result.returncode != 0 or not manifest.exists():
+        raise RuntimeError(
+            f"`dbt parse` failed for {DBT_PROJECT_DIR} (exit {result.returncode}):\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
+    return manifest
+
+
+def dbt_executable() -> str:
+    """The `dbt` next to this Python (works in a venv that is not activated), else PATH's."""
+    beside = Path(sys.executable).parent / "dbt"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("dbt")
+    if not found:
+        raise RuntimeError("No `dbt` executable found; install NextBest with `pip install -e .`")
+    return found

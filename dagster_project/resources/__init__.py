@@ -1,0 +1,6 @@
+"""Dagster resources: the warehouse and dbt, configured from the environment."""
+
+from dagster_project.resources.dbt import build_dbt_resource
+from dagster_project.resources.warehouse import DuckDBWarehouse, build_warehouse
+
+__all__ = ["DuckDBWarehouse", "build_warehouse", "build_dbt_resource"]

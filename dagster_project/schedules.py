@@ -1,0 +1,19 @@
+"""The daily job that runs the whole pipeline, and its schedule."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+daily_personalization = dg.define_asset_job(
+    name="daily_personalization",
+    selection=dg.AssetSelection.all(),
+    description="Load or observe raw data, rebuild context and segments, and everything downstream.",
+)
+
+daily_personalization_schedule = dg.ScheduleDefinition(
+    name="daily_personalization_schedule",
+    job=daily_personalization,
+    cron_schedule="0 5 * * *",  # 05:00 UTC, after the nightly loaders have landed raw data
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)

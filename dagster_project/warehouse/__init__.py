@@ -1,0 +1,1 @@
+"""Warehouse: the dbt project wired into Dagster (staging, intermediate and marts)."""

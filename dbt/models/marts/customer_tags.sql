@@ -1,0 +1,64 @@
+-- One row per customer with yes/no tags for audience filters: high lifetime value,
+-- gift recipient, at risk, brand advocate. Thresholds are dbt vars.
+
+with
+
+customers as (
+
+    select * from {{ ref('customer_context') }}
+
+),
+
+segments as (
+
+    select * from {{ ref('customer_segments') }}
+
+),
+
+at_risk as (
+
+    select distinct customer_id from segments
+    where segment = 'at_risk'
+
+),
+
+ltv_ranked as (
+
+    select
+        customer_id,
+        -- share of paying customers with this lifetime value or more
+        cume_dist() over (order by lifetime_value desc) as ltv_top_share
+
+    from customers
+    where lifetime_value > 0
+
+),
+
+final as (
+
+    select
+        cast(customers.customer_id as {{ dbt.type_string() }}) as customer_id,
+        coalesce(ltv_ranked.ltv_top_share <= {{ var('high_ltv_top_share') }}, false) as high_ltv,
+        customers.has_gift_subscription as gift_recipient,
+        at_risk.customer_id is not null as at_risk,
+        (
+            customers.tenure_days >= {{ var('brand_advocate_min_tenure_days') }}
+            and customers.is_subscriber
+            and customers.skips_last_90d = 0
+            and at_risk.customer_id is null
+            and (
+                coalesce(customers.avg_csat >= {{ var('brand_advocate_min_csat') }}, false)
+                or customers.clicks_last_90d >= {{ var('brand_advocate_min_clicks_90d') }}
+            )
+        ) as brand_advocate,
+        customers.as_of_date
+
+    from customers
+    left join ltv_ranked
+        on customers.customer_id = ltv_ranked.customer_id
+    left join at_risk
+        on customers.customer_id = at_risk.customer_id
+
+)
+
+select * from final

@@ -1,0 +1,36 @@
+with
+
+source as (
+
+    select * from {{ source('raw', 'portal_events') }}
+
+),
+
+renamed as (
+
+    select
+
+        ----------  ids
+        cast(event_id as {{ dbt.type_string() }}) as portal_event_id,
+        cast(customer_id as {{ dbt.type_string() }}) as customer_id,
+
+        ---------- strings
+        lower(trim(event_type)) as event_type,
+        -- JSON text, parsed downstream only where a model needs a field
+        properties,
+
+        ---------- timestamps
+        cast(occurred_at as {{ dbt.type_timestamp() }}) as occurred_at
+
+    from source
+    where event_id is not null
+
+),
+
+deduped as (
+
+    {{ deduplicate('renamed', 'portal_event_id', 'occurred_at desc') }}
+
+)
+
+select * from deduped

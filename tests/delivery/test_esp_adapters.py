@@ -1,0 +1,100 @@
+"""Each ESP's official SDK against a loopback server speaking that ESP's API: successes,
+idempotent repeats, and every failure classified as retryable or permanent."""
+
+from __future__ import annotations
+
+import pytest
+
+from dagster_project.delivery.esp import OutboundMessage, PermanentEspError, RetryableEspError
+from dagster_project.delivery.esp.base import http_error, parse_retry_after
+from tests.delivery.conftest import make_esp
+
+SHAPES = ["klaviyo", "customerio", "hubspot", "webhook"]
+
+
+def message(n: int = 1) -> OutboundMessage:
+    return OutboundMessage(send_id=f"{n:032x}", batch_id="b1", customer_id=f"c{n}", playbook_id="at_risk_save",
+                           email=f"c{n}@example.com", first_name="Ada", subject="Hello", body="Body text",
+                           cta="Keep my plan")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_send_reaches_the_esp_with_the_personalised_fields(shape, esp_server):
+    server = esp_server(shape)
+    esp = make_esp(shape, server)
+    result = esp.send(message())
+    assert result.send_id == message().send_id and not result.duplicate
+    assert server.deliveries == {message().send_id: 1}
+    # Profile/contact upsert + event/send, or one signed POST for the webhook.
+    assert server.requests == (1 if shape == "webhook" else 2)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_repeat_with_the_same_idempotency_key_is_delivered_once(shape, esp_server):
+    server = esp_server(shape)
+    esp = make_esp(shape, server)
+    esp.send(message())
+    esp.send(message())
+    assert server.deliveries[message().send_id] == 1
+    assert server.repeats == 1
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_429_is_retryable_and_carries_retry_after(shape, esp_server):
+    server = esp_server(shape)
+    server.plan("429")
+    with pytest.raises(RetryableEspError) as caught:
+        make_esp(shape, server).send(message())
+    assert caught.value.status == 429
+    assert caught.value.retry_after == 1.0
+    assert not server.deliveries
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("fault", ["500", "hang", "drop"])
+def test_server_errors_timeouts_and_dropped_connections_are_retryable(shape, fault, esp_server):
+    server = esp_server(shape)
+    server.plan(fault)
+    with pytest.raises(RetryableEspError) as caught:
+        make_esp(shape, server).send(message())
+    if fault == "500":
+        assert caught.value.status == 500
+    assert not server.deliveries
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_secrets_never_appear_in_errors_or_repr(shape, esp_server):
+    server = esp_server(shape)
+    server.plan("500")
+    esp = make_esp(shape, server)
+    with pytest.raises(RetryableEspError) as caught:
+        esp.send(message())
+    for secret in ("pk_test_secret", "cio_secret", "pat-secret", server.secret):
+        assert secret not in str(caught.value)
+        assert secret not in repr(esp)
+
+
+def test_a_bad_request_is_permanent_and_unauthorised_too(esp_server):
+    server = esp_server("webhook")
+    esp = make_esp("webhook", server, secret="wrong-secret")
+    with pytest.raises(PermanentEspError, match="HTTP 401"):
+        esp.send(message())
+
+
+def test_http_error_taxonomy():
+    assert http_error("x", 429, {"retry-after": "7"}).retry_after == 7
+    assert http_error("x", 503).retryable and http_error("x", 408).retryable
+    assert not http_error("x", 400).retryable and not http_error("x", 404).retryable
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: go now
+    assert parse_retry_after("soon") is None
+
+
+def test_documented_rate_limits_are_the_defaults():
+    from dagster_project.delivery.esp import CustomerIoEsp, HubSpotEsp, KlaviyoEsp
+
+    klaviyo = {l.name: l for l in KlaviyoEsp(api_key="k").rate_limits()}
+    assert klaviyo["events"].burst == 350 and klaviyo["profiles"].burst == 75
+    (cio,) = CustomerIoEsp(site_id="s", api_key="k").rate_limits()
+    assert cio.per_second == 100 and cio.cost_per_send == 2
+    (hub,) = HubSpotEsp(access_token="t", email_id=1).rate_limits()
+    assert hub.burst == 190 and hub.per_second * 10 == 190

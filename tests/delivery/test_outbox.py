@@ -1,0 +1,133 @@
+"""The outbox as a marketer sees it: an approved batch goes out once, failures retry then
+dead-letter with a reason, and send-time checks suppress or defer messages."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+import pytest
+
+from dagster_project.delivery.outbox import DraftError, enqueue_batch, send_id_for, state_counts
+from dagster_project.delivery.policy import RetryPolicy, SendPolicy
+from dagster_project.delivery.sender import run_export
+from tests.delivery.conftest import add_customers, drafts, make_esp, noon_utc, ticking_noon
+
+EARLIER = noon_utc() - timedelta(hours=1)  # drafts approved and queued an hour before the export
+QUICK_RETRY = RetryPolicy(max_attempts=3, base_delay=timedelta(milliseconds=20), max_delay=timedelta(milliseconds=50))
+
+
+def outbox_rows(con) -> pd.DataFrame:
+    return con.execute("select * from nextbest.outbox order by customer_id").df()
+
+
+def test_send_id_is_deterministic_and_enqueue_is_idempotent(warehouse):
+    assert send_id_for("b1", "c1", "p") == send_id_for("b1", "c1", "p") != send_id_for("b2", "c1", "p")
+    first = enqueue_batch(warehouse, "b1", drafts("b1", ["c1", "c2", "c3"]), now=EARLIER)
+    again = enqueue_batch(warehouse, "b1", drafts("b1", ["c1", "c2", "c3"]), now=EARLIER)
+    assert (first.queued, again.queued, again.already_in_outbox) == (3, 0, 3)
+    assert state_counts(warehouse)["queued"] == 3
+
+
+def test_bad_drafts_are_refused_naming_row_and_field(warehouse):
+    bad = drafts("b1", ["c1", "c2"])
+    bad.loc[1, "subject"] = ""
+    bad.loc[0, "batch_id"] = "other"
+    with pytest.raises(DraftError) as caught:
+        enqueue_batch(warehouse, "b1", bad)
+    assert "draft row 1 (customer_id='c2'): subject is empty" in str(caught.value)
+    assert "draft row 0" in str(caught.value) and "expected 'b1'" in str(caught.value)
+    with pytest.raises(DraftError, match="lack column"):
+        enqueue_batch(warehouse, "b1", bad.drop(columns=["cta"]))
+
+
+def test_a_batch_is_sent_once_through_retries(warehouse, esp_server):
+    server = esp_server("klaviyo")
+    server.plan("429", "500", "drop", "drop_after", "hang")
+    enqueue_batch(warehouse, "b1", drafts("b1", [f"c{i}" for i in range(20)]), now=EARLIER)
+    summary = run_export(warehouse, make_esp("klaviyo", server), retry=QUICK_RETRY, clock=ticking_noon(),
+                         max_wait_seconds=5)
+    ids = {send_id_for("b1", f"c{i}", "at_risk_save") for i in range(20)}
+    assert set(server.deliveries) == ids and set(server.deliveries.values()) == {1}
+    assert summary.remaining["sent"] == 20 and summary.retried == 5
+    attempts = warehouse.execute("select outcome, count(*) from nextbest.outbox_attempts group by 1").fetchall()
+    assert dict(attempts)["retry"] == 5
+
+
+def test_retry_after_is_honoured(warehouse, esp_server):
+    server = esp_server("webhook")
+    server.plan("429")  # Retry-After: 1
+    enqueue_batch(warehouse, "b1", drafts("b1", ["c1"]), now=EARLIER)
+    moment = noon_utc()
+    summary = run_export(warehouse, make_esp("webhook", server), retry=QUICK_RETRY, clock=lambda: moment,
+                         max_wait_seconds=0)
+    row = outbox_rows(warehouse).iloc[0]
+    assert row.state == "failed" and "HTTP 429" in row.last_error
+    assert row.next_attempt_at >= pd.Timestamp(moment.replace(tzinfo=None)) + pd.Timedelta(seconds=1)
+    assert summary.sent == 0
+
+
+def test_dead_letter_after_n_attempts_and_on_permanent_errors(warehouse, esp_server):
+    server = esp_server("hubspot")
+    server.plan("500", "500", "500")
+    enqueue_batch(warehouse, "b1", drafts("b1", ["c1"]), now=EARLIER)
+    run_export(warehouse, make_esp("hubspot", server), retry=QUICK_RETRY, clock=ticking_noon(),
+               max_wait_seconds=5)
+    row = outbox_rows(warehouse).iloc[0]
+    assert (row.state, row.attempts) == ("dead", 3)
+    assert row.last_error.startswith("gave up after 3 attempts; last error: hubspot: HTTP 500")
+    assert not server.deliveries
+
+    hook = esp_server("webhook")
+    enqueue_batch(warehouse, "b2", drafts("b2", ["c2"]), now=EARLIER)
+    run_export(warehouse, make_esp("webhook", hook, secret="not-the-receivers-secret"), batch_id="b2",
+               retry=QUICK_RETRY, clock=lambda: noon_utc())
+    row = outbox_rows(warehouse).set_index("batch_id").loc["b2"]
+    assert (row.state, row.attempts) == ("dead", 1)
+    assert row.last_error.startswith("permanent error: webhook: HTTP 401")
+
+
+def test_unsubscribes_bounces_and_complaints_since_drafting_suppress_at_send_time(warehouse, esp_server):
+    server = esp_server("webhook")
+    enqueue_batch(warehouse, "b1", drafts("b1", ["c1", "c2", "c3", "c4", "c5"]), now=EARLIER)
+    # After drafting and approval, three customers opt out one way or another, one turns marketing off.
+    warehouse.execute("""insert into raw.email_events values
+        ('e1', 'c1', 'old', 'm1', 'unsubscribe', '2026-03-09 08:00'),
+        ('e2', 'c2', 'old', 'm2', 'bounce', '2026-03-09 09:00'),
+        ('e3', 'c3', 'old', 'm3', 'complaint', '2026-03-09 10:00'),
+        ('e4', 'c5', 'old', 'm5', 'open', '2026-03-09 10:00')""")
+    warehouse.execute("update raw.customers set marketing_opt_in = false where customer_id = 'c4'")
+    summary = run_export(warehouse, make_esp("webhook", server), clock=lambda: noon_utc())
+    rows = outbox_rows(warehouse).set_index("customer_id")
+    assert summary.suppressed == 4 and summary.sent == 1
+    assert list(server.deliveries) == [send_id_for("b1", "c5", "at_risk_save")]
+    assert rows.loc["c1", "last_error"].startswith("unsubscribe recorded in raw.email_events")
+    assert rows.loc["c2", "state"] == rows.loc["c3", "state"] == "suppressed"
+    assert "marketing_opt_in is false" in rows.loc["c4", "last_error"]
+
+
+def test_frequency_cap_counts_sends_across_batches(warehouse, esp_server):
+    server = esp_server("webhook")
+    policy = SendPolicy(max_sends_per_customer=1, cap_window=timedelta(days=3))
+    enqueue_batch(warehouse, "b1", drafts("b1", ["c1"], "at_risk_save"), now=EARLIER)
+    enqueue_batch(warehouse, "b2", drafts("b2", ["c1", "c2"], "expansion"), now=EARLIER)
+    summary = run_export(warehouse, make_esp("webhook", server), policy=policy, clock=lambda: noon_utc())
+    assert summary.sent == 2 and summary.suppressed == 1
+    capped = outbox_rows(warehouse).query("state == 'suppressed'").iloc[0]
+    assert capped.customer_id == "c1" and capped.last_error.startswith("frequency cap: 1 sent")
+
+
+def test_quiet_hours_defer_to_the_customers_morning_not_drop(warehouse, esp_server):
+    server = esp_server("webhook")
+    add_customers(warehouse, 2, timezone_name="Asia/Tokyo", start=100)  # c100, c101
+    enqueue_batch(warehouse, "b1", drafts("b1", ["c1", "c100"]), now=EARLIER)
+    # 12:00 UTC is 21:00 in Tokyo: inside 21:00-08:00 quiet hours there, midday for UTC customers.
+    summary = run_export(warehouse, make_esp("webhook", server), clock=lambda: noon_utc())
+    assert (summary.sent, summary.deferred) == (1, 1)
+    tokyo = outbox_rows(warehouse).set_index("customer_id").loc["c100"]
+    assert tokyo.state == "queued"
+    assert tokyo.next_attempt_at == pd.Timestamp("2026-03-10 23:00")  # 08:00 the next day in Tokyo
+    # The next morning (Tokyo) it goes out.
+    later = run_export(warehouse, make_esp("webhook", server),
+                       clock=lambda: datetime(2026, 3, 10, 23, 5, tzinfo=timezone.utc))
+    assert later.sent == 1 and len(server.deliveries) == 2

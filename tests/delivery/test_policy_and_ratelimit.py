@@ -1,0 +1,72 @@
+"""Send-time rules and pacing as plain functions: no database, no network."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+from dagster_project.delivery.esp.base import RetryableEspError, PermanentEspError
+from dagster_project.delivery.policy import (
+    RetryPolicy, SendPolicy, after_failure, in_quiet_hours, next_send_time, retry_delay,
+)
+from dagster_project.delivery.ratelimit import RateLimit, RateLimiter, TokenBucket
+
+
+def test_quiet_hours_wrap_midnight_and_follow_the_customers_zone():
+    assert in_quiet_hours(22, 21, 8) and in_quiet_hours(3, 21, 8) and not in_quiet_hours(12, 21, 8)
+    now = datetime(2026, 7, 1, 3, 0, tzinfo=timezone.utc)  # 23:00 in New York (EDT)
+    resume = next_send_time(now, "America/New_York", SendPolicy())
+    assert resume == datetime(2026, 7, 1, 12, 0, tzinfo=timezone.utc)  # 08:00 EDT
+    assert next_send_time(now, "Europe/Berlin", SendPolicy()) == datetime(2026, 7, 1, 6, 0, tzinfo=timezone.utc)
+    assert next_send_time(now, "Australia/Sydney", SendPolicy()) == now  # 13:00 there: send now
+
+def test_unknown_time_zones_fall_back_to_the_default():
+    now = datetime(2026, 7, 1, 23, 0, tzinfo=timezone.utc)
+    assert next_send_time(now, "Mars/Olympus", SendPolicy()) == datetime(2026, 7, 2, 8, 0, tzinfo=timezone.utc)
+
+
+def test_backoff_grows_with_jitter_and_honours_retry_after():
+    policy = RetryPolicy(base_delay=timedelta(seconds=10), max_delay=timedelta(seconds=60))
+    rng = random.Random(1)
+    delays = [retry_delay(n, policy, rng=rng).total_seconds() for n in (1, 2, 3, 4, 5)]
+    assert 5 <= delays[0] <= 10 and 10 <= delays[1] <= 20 and 30 <= delays[4] <= 60
+    assert retry_delay(1, policy, retry_after=120).total_seconds() == 120
+
+
+def test_after_failure_dead_letters_with_the_reason():
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    policy = RetryPolicy(max_attempts=3)
+    state, at, _ = after_failure(1, RetryableEspError("x: HTTP 503"), policy, now)
+    assert state == "failed" and at > now
+    assert after_failure(3, RetryableEspError("x: HTTP 503"), policy, now)[2].startswith("gave up after 3 attempts")
+    assert after_failure(1, PermanentEspError("x: HTTP 400"), policy, now)[0] == "dead"
+
+
+class FakeTime:
+    def __init__(self):
+        self.now = 0.0
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_token_bucket_allows_the_burst_then_the_steady_rate():
+    fake = FakeTime()
+    bucket = TokenBucket(per_second=10, burst=5, clock=fake.clock, sleep=fake.sleep)
+    for _ in range(5):
+        assert bucket.acquire() == 0
+    for _ in range(20):
+        bucket.acquire()
+    assert abs(fake.now - 2.0) < 1e-9  # 20 more at 10/s
+
+
+def test_limiter_paces_by_the_tightest_limit_and_cost_per_send():
+    fake = FakeTime()
+    limiter = RateLimiter([RateLimit("api", 100, 1, cost_per_send=1), RateLimit("track", 100, 2, cost_per_send=2)],
+                          clock=fake.clock, sleep=fake.sleep)
+    for _ in range(101):
+        limiter.acquire_send()
+    assert abs(fake.now - 2.0) < 0.05 and limiter.sends_per_second == 50

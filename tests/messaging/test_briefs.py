@@ -1,0 +1,64 @@
+"""Briefs load from YAML, and a marketer's mistake names the file and the field."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from dagster_project.ingest.contract import PLAYBOOKS
+from dagster_project.messaging.briefs import BRIEFS_DIR, BriefError, load_briefs
+
+
+def test_shipped_briefs_cover_every_playbook():
+    briefs = load_briefs()
+    assert set(briefs.playbooks) == set(PLAYBOOKS)
+    assert briefs.brand_voice.store_name
+    save = briefs.get("at_risk_save")
+    assert save.offer("save15").rules.min_tenure_months == 6
+    assert save.cta("keep_subscription") is not None
+
+
+@pytest.fixture
+def briefs_copy(tmp_path):
+    folder = tmp_path / "briefs"
+    shutil.copytree(BRIEFS_DIR, folder)
+    return folder
+
+
+def test_env_var_points_at_another_folder(briefs_copy, monkeypatch):
+    (briefs_copy / "onboarding.yaml").unlink()
+    monkeypatch.setenv("NEXTBEST_BRIEFS_DIR", str(briefs_copy))
+    assert "onboarding" not in load_briefs().playbooks
+
+
+def test_offer_above_its_price_rule_names_file_and_field(briefs_copy):
+    path = briefs_copy / "at_risk_save.yaml"
+    path.write_text(path.read_text().replace("    percent_off: 15\n", "    percent_off: 40\n", 1))
+    with pytest.raises(BriefError) as error:
+        load_briefs(briefs_copy)
+    message = str(error.value)
+    assert "at_risk_save.yaml" in message
+    assert "offers[0]" in message and "max_percent_off" in message
+
+
+def test_typo_and_wrong_type_are_both_reported(briefs_copy):
+    path = briefs_copy / "win_back.yaml"
+    path.write_text(path.read_text().replace("holdout_share: 0.15", "holdout_share: lots\nchanel: email"))
+    with pytest.raises(BriefError) as error:
+        load_briefs(briefs_copy)
+    message = str(error.value)
+    assert "win_back.yaml: holdout_share" in message
+    assert "win_back.yaml: chanel" in message
+
+
+def test_brand_voice_problems_name_the_voice_file(briefs_copy):
+    path = briefs_copy / "brand_voice.yaml"
+    path.write_text(path.read_text().replace("max_exclamations: 1", "max_exclamations: -1"))
+    with pytest.raises(BriefError, match=r"brand_voice.yaml: max_exclamations"):
+        load_briefs(briefs_copy)
+
+
+def test_unknown_playbook_is_a_clear_error():
+    with pytest.raises(BriefError, match="no brief for playbook 'nope'"):
+        load_briefs().get("nope")

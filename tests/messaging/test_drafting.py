@@ -1,0 +1,93 @@
+"""Generate -> check -> retry with feedback -> template fallback -> blocked; cache and cost control."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from dagster_project.messaging.drafting import DraftingPolicy, DraftJob, MemoryDraftCache, draft_batch, summarize
+from dagster_project.messaging.generators.base import DraftRequest, Generator
+from dagster_project.messaging.generators.openai_chat import OpenAIGenerator, OpenAISettings
+from dagster_project.messaging.generators.template import TemplateGenerator
+from tests.messaging.fake_llm import FakeLLM, grounded_reply, hallucinating_reply
+
+
+class Counting(Generator):
+    """Wraps a generator and counts calls (to prove cache hits skip generation)."""
+
+    def __init__(self, inner, mutate=None):
+        self.inner, self.calls, self.mutate = inner, 0, mutate
+        self.name, self.version = inner.name, inner.version
+
+    def generate(self, request):
+        self.calls += 1
+        draft = self.inner.generate(request)
+        return self.mutate(draft) if self.mutate else draft
+
+
+def _jobs(packs, briefs, catalog, playbook="re_engagement", value=None):
+    return [DraftJob(DraftRequest(p, briefs.get(playbook), briefs.brand_voice, catalog), value) for p in packs.values()]
+
+
+def _llm(fake, **kw):
+    return OpenAIGenerator(OpenAISettings(model="fake", base_url=fake.base_url, api_key="k",
+                                          requests_per_minute=60_000, backoff_seconds=0.01, **kw))
+
+
+def test_template_drafts_go_to_review_and_cache_hits_skip_regeneration(packs, briefs, catalog):
+    template, cache = Counting(TemplateGenerator()), MemoryDraftCache()
+    first = draft_batch(_jobs(packs, briefs, catalog), template, cache=cache)
+    assert [o.status for o in first] == ["pending_review"] * 3 and template.calls == 3
+    again = draft_batch(_jobs(packs, briefs, catalog), template, cache=cache)
+    assert template.calls == 3 and all(o.cached for o in again)
+    assert [o.draft.body for o in again] == [o.draft.body for o in first]
+    # a changed pack is a new key: only that customer is redrafted
+    changed = dict(packs, C001=dataclasses.replace(packs["C001"], tenure_months=26))
+    third = draft_batch(_jobs(changed, briefs, catalog), template, cache=cache)
+    assert template.calls == 4 and [o.cached for o in third].count(False) == 1
+
+
+def test_llm_retries_with_the_guardrail_reasons_as_feedback(packs, briefs, catalog):
+    with FakeLLM(reply=hallucinating_reply) as fake:
+        outcomes = draft_batch(_jobs(packs, briefs, catalog), TemplateGenerator(), _llm(fake))
+    assert all(o.status == "pending_review" and o.generator == "openai" and o.attempts == 2 for o in outcomes)
+    assert any("Ethiopian Yirgacheffe" in h for h in outcomes[0].history)
+    feedback = [r for r in fake.requests if len(r["messages"]) == 3]
+    assert len(feedback) == 3 and "$9.99" in feedback[0]["messages"][2]["content"]
+    assert outcomes[0].usage.requests == 2 and outcomes[0].usage.cost_usd > 0
+
+
+def test_llm_that_never_complies_falls_back_to_the_template(packs, briefs, catalog):
+    def bad(request):
+        draft = grounded_reply(request)
+        draft["body"] += "\nWe noticed you opened our last email."
+        return draft
+
+    with FakeLLM(reply=bad) as fake:
+        fake.malformed = 1
+        outcomes = draft_batch(_jobs(packs, briefs, catalog), TemplateGenerator(), _llm(fake),
+                               DraftingPolicy(max_llm_attempts=2))
+    assert all(o.status == "pending_review" and o.generator == "template" and o.fell_back for o in outcomes)
+    assert all(o.attempts == 2 for o in outcomes)
+    assert any("not valid JSON" in h for o in outcomes for h in o.history)
+    assert any("surveillance" in h for h in outcomes[0].history)
+
+
+def test_when_the_template_also_fails_the_draft_is_blocked_with_its_reason(packs, briefs, catalog):
+    shouty = Counting(TemplateGenerator(), mutate=lambda d: dataclasses.replace(d, subject=d.subject + "!!!"))
+    outcomes = draft_batch(_jobs(packs, briefs, catalog), shouty)
+    assert all(o.status == "blocked" for o in outcomes)
+    assert "exclamation marks" in outcomes[0].block_reason
+    assert summarize(outcomes)["by_status"] == {"blocked": 3}
+
+
+def test_value_gate_and_budget_keep_llm_spend_in_check(packs, briefs, catalog):
+    with FakeLLM(reply=grounded_reply) as fake:
+        jobs = _jobs(packs, briefs, catalog, value=0.5)
+        jobs[0].expected_value = 5.0
+        gated = draft_batch(jobs, TemplateGenerator(), _llm(fake), DraftingPolicy(value_threshold=1.0))
+        assert [o.generator for o in gated] == ["openai", "template", "template"]
+        budget = draft_batch(_jobs(packs, briefs, catalog), TemplateGenerator(),
+                             _llm(fake, input_usd_per_mtok=1000.0), DraftingPolicy(budget_usd=0.01, chunk_size=1))
+    assert [o.generator for o in budget] == ["openai", "template", "template"]
+    assert "budget" in budget[1].history[0]
+    assert summarize(budget)["total_cost_usd"] > 0

@@ -1,0 +1,39 @@
+"""The `nextbest` command: simulate, import and demo as a user runs them."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from dagster_project.cli import main
+
+
+def test_simulate_writes_the_store(duckdb_file, capsys):
+    assert main(["simulate", "--customers", "300", "--months", "6", "--seed", "3", "--end-date", "2026-05-31"]) == 0
+    out = capsys.readouterr().out
+    assert "customers" in out and "orders" in out
+    con = duckdb.connect(str(duckdb_file), read_only=True)
+    assert con.execute("select count(*) from raw.customers").fetchone()[0] >= 300
+    con.close()
+
+
+def test_simulate_rejects_bad_sizes(duckdb_file, capsys):
+    with pytest.raises(SystemExit):
+        main(["simulate", "--customers", "0"])
+    assert "positive" in capsys.readouterr().err
+
+
+def test_import_of_a_missing_folder_is_a_clear_error(duckdb_file, tmp_path, capsys):
+    assert main(["import", str(tmp_path / "nope")]) == 2
+    assert "is not a folder" in capsys.readouterr().out
+
+
+def test_demo_runs_everything_and_prints_a_summary(duckdb_file, capsys):
+    assert main(["demo", "--customers", "300", "--months", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "[1/3] Simulating" in out
+    assert "analytics.customer_context" in out
+    assert "Segments" in out
+    # a second demo keeps the raw data and rebuilds
+    assert main(["demo"]) == 0
+    assert "Raw data already present" in capsys.readouterr().out
