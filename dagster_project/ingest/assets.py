@@ -6,12 +6,12 @@ user's loaders (Fivetran, Segment, `nextbest import`) wrote, reporting row
 counts and the newest timestamp per table.
 """
 
-from __future__ import annotations
 
 from datetime import date
 from typing import Literal
 
 import dagster as dg
+from pydantic import Field
 
 from dagster_project.ingest import contract
 from dagster_project.ingest.simulator import (
@@ -37,7 +37,7 @@ FRESHNESS_COLUMNS = {
 class RawSourcesConfig(dg.Config):
     """How the raw tables are filled on this run."""
 
-    mode: Literal["auto", "simulate", "import", "existing"] = dg.Field(  # type: ignore[valid-type]
+    mode: Literal["auto", "simulate", "import", "existing"] = Field(  # type: ignore[valid-type]
         default="auto",
         description=(
             "auto: simulate the demo store only when raw.customers is empty; "
@@ -45,11 +45,11 @@ class RawSourcesConfig(dg.Config):
             "import_dir; existing: keep raw.* as loaded by your own tools."
         ),
     )
-    customers: int = dg.Field(default=DEFAULT_CUSTOMERS, description="Simulated subscribers.")
-    months: int = dg.Field(default=DEFAULT_MONTHS, description="Months of simulated history.")
-    seed: int = dg.Field(default=DEFAULT_SEED, description="Simulation seed (same seed, same store).")
-    end_date: str | None = dg.Field(default=None, description="Last simulated day, YYYY-MM-DD (default today).")
-    import_dir: str | None = dg.Field(default=None, description="Folder of CSV/Parquet files for mode=import.")
+    customers: int = Field(default=DEFAULT_CUSTOMERS, description="Simulated subscribers.")
+    months: int = Field(default=DEFAULT_MONTHS, description="Months of simulated history.")
+    seed: int = Field(default=DEFAULT_SEED, description="Simulation seed (same seed, same store).")
+    end_date: str | None = Field(default=None, description="Last simulated day, YYYY-MM-DD (default today).")
+    import_dir: str | None = Field(default=None, description="Folder of CSV/Parquet files for mode=import.")
 
 
 RAW_SPECS = [

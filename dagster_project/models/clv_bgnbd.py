@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.special import gammaln, roots_jacobi
+from scipy.special import gammaln, roots_genlaguerre, roots_jacobi
 
 from dagster_project.models.clv_fitting import LogNormalPrior, MapFit, draw_log_params, fit_map
 
 # Gauss-Jacobi nodes for the expectation over the dropout probability.
 QUADRATURE_NODES = 24
+LARGE_B = 1000.0  # past this Gauss-Jacobi overflows; a Gamma approximation is exact enough
 
 
 @dataclass(frozen=True)
@@ -144,8 +145,19 @@ def expected_purchases(params: BgNbdParams, x, t_x, T, horizon: float) -> np.nda
 @lru_cache(maxsize=4096)
 def _beta_quadrature(a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights for E[f(p)], p ~ Beta(a, b) (cached: the same pairs recur)."""
-    nodes, weights = roots_jacobi(QUADRATURE_NODES, b - 1, a - 1)
-    return (nodes + 1.0) / 2.0, weights / weights.sum()
+    if b < LARGE_B:
+        with np.errstate(all="ignore"):
+            nodes, weights = roots_jacobi(QUADRATURE_NODES, b - 1, a - 1)
+        if np.all(np.isfinite(nodes)) and np.all(np.isfinite(weights)) and weights.sum() > 0:
+            return (nodes + 1.0) / 2.0, weights / weights.sum()
+    # For large b, Beta(a, b) is Gamma(a, rate b) to within 1/b: Gauss-Laguerre.
+    with np.errstate(all="ignore"):
+        nodes, weights = roots_genlaguerre(QUADRATURE_NODES, a - 1)
+        weights = weights / weights.sum()
+    if np.all(np.isfinite(nodes)) and np.all(np.isfinite(weights)):
+        return np.clip(nodes / b, 1e-300, 1.0), weights
+    # Both a and b huge: the distribution is a spike at its mean.
+    return np.array([a / (a + b)]), np.array([1.0])
 
 
 def expected_days_to_next_purchase(params: BgNbdParams, x, T) -> np.ndarray:

@@ -1,6 +1,5 @@
 """dbt models as Dagster assets (group `warehouse`); dbt tests become asset checks."""
 
-from __future__ import annotations
 
 import json
 import os
@@ -13,7 +12,12 @@ from dagster_project.project import dbt_project, ensure_manifest
 
 
 class NextBestTranslator(DagsterDbtTranslator):
-    """Puts every dbt model in the `warehouse` group; sources keep keys `raw/<table>`."""
+    """Models are keyed by name (`customer_context`) in group `warehouse`; sources keep `raw/<table>`."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] in ("model", "snapshot", "seed"):
+            return dg.AssetKey(dbt_resource_props["name"])
+        return super().get_asset_key(dbt_resource_props)
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return "warehouse"

@@ -1,5 +1,23 @@
--- After a run, the open history rows are exactly today's segment memberships.
+-- After the history has run at the segments' as_of, its open rows are exactly the
+-- current memberships. (Checked only when the history's latest change is on that
+-- day, so building customer_segments alone does not raise a false alarm.)
 with
+
+history_changes as (
+
+    select max(entered_at) as last_change from {{ ref('customer_segment_history') }}
+    union all
+    select max(exited_at) as last_change from {{ ref('customer_segment_history') }}
+
+),
+
+in_step as (
+
+    select 1 as ok
+    from history_changes
+    where last_change = (select max(as_of_date) from {{ ref('customer_segments') }})
+
+),
 
 open_rows as (
 
@@ -37,5 +55,7 @@ stale_in_history as (
 )
 
 select * from missing_from_history
+where exists (select 1 from in_step)
 union all
 select * from stale_in_history
+where exists (select 1 from in_step)

@@ -103,6 +103,6 @@ def test_concurrency_is_bounded_and_requests_per_minute_respected(packs, briefs,
         results = gen.generate_many(requests)
         elapsed = time.monotonic() - started
     assert all(isinstance(r, Draft) for r in results) and len(results) == 12
-    # 600/min = 10/s with a one-second burst: 12 requests need a bit over 0.2 s of refill at least
-    assert elapsed >= 0.2
+    # 600/min = 10/s from a near-empty bucket: 12 requests take at least 1.1 s
+    assert elapsed >= 1.0
     assert len(llm.requests) == 12

@@ -276,3 +276,14 @@ def test_subscription_facts_become_boosting_features(subscription_store):
     assert {"cadence_days", "is_subscriber", "bgnbd_p_alive", "overdue_ratio"} <= set(result.summary["gbm_features"])
     assert result.summary["method"] in {"gbm", "blend"}
     assert "p_purchase_low" not in result.predictions  # no intervals asked for
+
+
+def test_expected_purchases_stay_finite_at_extreme_fits():
+    # Plain maximum likelihood on tiny or regular stores can push a or b to the bounds.
+    x, t_x, T = np.array([0.0, 3, 30]), np.array([0.0, 30, 300]), np.array([20.0, 50, 320])
+    for a, b in ((0.5, 162000.0), (162000.0, 162000.0), (6e-6, 5.0), (162000.0, 6e-6)):
+        e = expected_purchases(BgNbdParams(r=1.0, alpha=30.0, a=a, b=b), x, t_x, T, 90)
+        assert np.isfinite(e).all() and (e >= 0).all(), (a, b)
+    # no dropout (b huge): a Poisson buyer's (r+x) / (alpha+T) per day
+    e = expected_purchases(BgNbdParams(r=1.0, alpha=30.0, a=0.5, b=162000.0), x, t_x, T, 90)
+    assert e == pytest.approx((1 + x) * 90 / (30 + T), rel=1e-3)

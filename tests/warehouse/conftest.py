@@ -9,7 +9,7 @@ from tests.warehouse import handbuilt
 from tests.warehouse.dbt_warehouse import Warehouse, load_handbuilt, new_warehouse
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def handbuilt_warehouse(tmp_path_factory) -> Warehouse:
     """Only the hand-built customers, loaded and built at D1 (handbuilt.ANCHOR)."""
     wh = new_warehouse(tmp_path_factory, "handbuilt")

@@ -50,6 +50,12 @@ class Warehouse:
         assert result.returncode == 0, f"dbt build failed:\n{result.stdout[-8000:]}\n{result.stderr[-2000:]}"
         return result
 
+    def copy(self, tmp_path_factory, name: str) -> "Warehouse":
+        """A copy of this warehouse's file in a new folder, to move on without touching this one."""
+        other = new_warehouse(tmp_path_factory, name)
+        shutil.copyfile(self.path, other.path)
+        return other
+
     def rows(self, sql: str, *params) -> list[dict]:
         """Query the warehouse (read-only) and return rows as dicts."""
         with duckdb.connect(str(self.path), read_only=True) as con:

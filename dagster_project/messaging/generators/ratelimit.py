@@ -1,7 +1,7 @@
 """Token buckets that keep LLM calls within requests-per-minute and tokens-per-minute limits.
 
-Buckets refill continuously and hold at most a second's worth (a small burst),
-so a batch runs at the configured rate from its first second instead of
+Buckets start nearly empty, refill continuously and hold at most a second's
+worth, so a batch runs at the configured rate from its first second instead of
 spending a minute's allowance at once and then stalling. A 429 with
 Retry-After pauses every caller, not just the one that saw it.
 """
@@ -22,7 +22,8 @@ class TokenBucket:
             raise ValueError(f"rate_per_minute must be > 0, got {rate_per_minute}")
         self.rate = rate_per_minute / 60.0
         self.capacity = max(burst if burst is not None else self.rate, 1.0)
-        self.tokens = self.capacity
+        # Start with one unit, not a full bucket: a batch never opens faster than the configured rate.
+        self.tokens = min(1.0, self.capacity)
         self.clock = clock
         self.updated = clock()
 

@@ -75,8 +75,16 @@ def situation(pack: ContextPack, catalog: Catalog, seed: int) -> dict[str, Slot]
     cid, slots = pack.customer_id, {}
     f = pack.facts
 
+    # One pass over the facts for what is found by id pattern rather than by id.
+    addon, owned = None, set()
+    for fid in f:
+        if fid.startswith("product:"):
+            owned.add(fid[8:fid.index(":", 8)])
+        elif addon is None and fid.endswith(":one_time"):
+            addon = fid
+
     def put(name: str, text, *fact_ids: str) -> None:
-        if text is not None and all(i in f or i.startswith("catalog:") for i in fact_ids):
+        if text is not None:
             slots[name] = Slot(str(text), fact_ids)
 
     put("first_name", pack.first_name, f"customer:{cid}:first_name")
@@ -124,7 +132,6 @@ def situation(pack: ContextPack, catalog: Catalog, seed: int) -> dict[str, Slot]
     orders = pack.value(f"customer:{cid}:fulfilled_orders", 0)
     if orders:
         put("orders", f"{orders} deliver{'y' if orders == 1 else 'ies'}", f"customer:{cid}:fulfilled_orders")
-    addon = next((fid for fid, fact in f.items() if fid.endswith(":one_time")), None)
     if addon:
         product_fact = addon.rsplit(":", 1)[0] + ":product"
         put("addon", pack.value(product_fact), product_fact)
@@ -135,7 +142,6 @@ def situation(pack: ContextPack, catalog: Catalog, seed: int) -> dict[str, Slot]
             put("ticket_problem", pack.value(f"ticket:{tid}:topic"), f"ticket:{tid}:topic")
         if f"ticket:{tid}:resolved_at" in f:
             put("ticket_resolved", say_date(f[f"ticket:{tid}:resolved_at"].value), f"ticket:{tid}:resolved_at")
-    owned = {fid.split(":")[1] for fid in f if fid.startswith("product:")}
     extras = [p for p in catalog.products
               if p.active and p.category in ("accessory", "equipment") and p.product_id not in owned]
     if extras:
