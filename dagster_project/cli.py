@@ -21,6 +21,7 @@ from dagster_project.project import duckdb_path
 # Modules that add subcommands via `register(subparsers)`; each sets `func` to a
 # callable(args) -> exit code.
 STAGE_COMMAND_MODULES: tuple[str, ...] = (
+    "dagster_project.messaging.commands",
     "dagster_project.delivery.commands",
     "dagster_project.models.clv_commands",
 )

@@ -5,12 +5,13 @@ from __future__ import annotations
 import dagster as dg
 
 from dagster_project.ingest.assets import raw_sources
+from dagster_project.messaging.assets import message_drafts
 from dagster_project.resources import build_dbt_resource, build_warehouse
 from dagster_project.schedules import daily_personalization, daily_personalization_schedule
 from dagster_project.warehouse.assets import nextbest_dbt_models
 
 defs = dg.Definitions(
-    assets=[raw_sources, nextbest_dbt_models],
+    assets=[raw_sources, nextbest_dbt_models, message_drafts],
     jobs=[daily_personalization],
     schedules=[daily_personalization_schedule],
     resources={"warehouse": build_warehouse(), "dbt": build_dbt_resource()},

@@ -1,3 +1,5 @@
+-- Attached to customer_segments as a Dagster asset check (the test reads several models).
+{{ config(meta={'dagster': {'ref': {'name': 'customer_segments'}}}) }}
 -- Every cadence_mismatch member really skipped at least var cadence_mismatch_min_skips
 -- of their last var cadence_mismatch_cycles deliveries, recounted from the orders.
 with

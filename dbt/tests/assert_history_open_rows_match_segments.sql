@@ -1,3 +1,5 @@
+-- Attached to customer_segment_history as a Dagster asset check (the test reads several models).
+{{ config(meta={'dagster': {'ref': {'name': 'customer_segment_history'}}}) }}
 -- After the history has run at the segments' as_of, its open rows are exactly the
 -- current memberships. (Checked only when the history's latest change is on that
 -- day, so building customer_segments alone does not raise a false alarm.)

@@ -1,3 +1,5 @@
+-- Attached to customer_tags as a Dagster asset check (the test reads several models).
+{{ config(meta={'dagster': {'ref': {'name': 'customer_tags'}}}) }}
 -- The at_risk tag and the at_risk segment never disagree, and every customer in
 -- context has exactly one tag row.
 with

@@ -1,3 +1,5 @@
+-- Attached to customer_segments as a Dagster asset check (the test reads several models).
+{{ config(meta={'dagster': {'ref': {'name': 'customer_segments'}}}) }}
 -- Win-back targets people who left: no win_back member has a live subscription,
 -- and every one of them cancelled within var win_back_window_days.
 select segments.customer_id
