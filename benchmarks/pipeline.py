@@ -44,6 +44,10 @@ def bench(customers: int, months: int) -> list[tuple[str, float, float]]:
         dbt = [str(BIN / "dbt"), "build", "--project-dir", "dbt", "--profiles-dir", "dbt", "--quiet"]
         rows.append(("dbt build", *run_stage("dbt build", dbt, env)))
         rows.append(("nextbest demo (raw present)", *run_stage("demo", [str(BIN / "nextbest"), "demo"], env)))
+        # The README's first command on an empty warehouse: simulate + the whole job.
+        fresh = {**env, "NEXTBEST_DUCKDB_PATH": str(Path(tmp) / "fresh.duckdb")}
+        demo = [str(BIN / "nextbest"), "demo", "--customers", str(customers), "--months", str(months)]
+        rows.append(("nextbest demo (empty warehouse)", *run_stage("demo", demo, fresh)))
         return rows
 
 

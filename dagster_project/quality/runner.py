@@ -1,0 +1,269 @@
+"""Run a suite against the warehouse: Great Expectations 1.x for the expectations, SQL for the rest.
+
+GX runs in an ephemeral context (no GX project on disk) on a pandas frame read
+from DuckDB; `sql_checks` run in DuckDB itself. Every expectation and SQL rule
+becomes an `Outcome` with its severity, a message in words and example rows.
+The caller owns the connection (open it read-only in checks).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+
+from dagster_project.ingest.row_checks import FUTURE_SLACK
+from dagster_project.quality.outcomes import EXAMPLE_ROWS, Outcome, safe_rows
+from dagster_project.quality.suites import Expectation, SqlCheck, Suite
+
+_DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+# Contract type -> warehouse types that satisfy it (a loader may widen a decimal or an int).
+_TYPE_FAMILIES = {
+    "VARCHAR": ("VARCHAR",),
+    "BOOLEAN": ("BOOLEAN",),
+    "TIMESTAMP": ("TIMESTAMP",),  # also TIMESTAMP WITH TIME ZONE, TIMESTAMP_NS, ...
+    "DATE": ("DATE",),
+    "INTEGER": ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"),
+    "DECIMAL": ("DECIMAL", "DOUBLE", "FLOAT", "REAL", "INTEGER", "BIGINT", "SMALLINT", "HUGEINT"),
+    "DOUBLE": ("DOUBLE", "FLOAT", "REAL", "DECIMAL"),
+}
+
+
+@dataclass
+class SuiteResult:
+    """All outcomes of one suite on one table."""
+
+    suite: Suite
+    table: str | None  # the table checked (None when it does not exist)
+    row_count: int = 0
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def blocking_failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.blocking]
+
+    @property
+    def warnings(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.failed and o.severity == "WARN"]
+
+    @property
+    def skipped(self) -> bool:
+        return bool(self.outcomes) and all(o.status == "skipped" for o in self.outcomes)
+
+
+def now_utc() -> datetime:
+    """Wall-clock now in UTC, naive like the warehouse's timestamps."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def existing_table(con, candidates: tuple[str, ...]) -> str | None:
+    """The first `schema.table` of `candidates` that exists."""
+    for name in candidates:
+        schema, table = name.split(".", 1)
+        found = con.execute("select count(*) from information_schema.tables where table_schema = ? "
+                            "and table_name = ?", [schema, table]).fetchone()[0]
+        if found:
+            return name
+    return None
+
+
+def table_columns(con, table: str) -> dict[str, str]:
+    """column -> DuckDB type of `schema.table`, in table order."""
+    schema, name = table.split(".", 1)
+    rows = con.execute("select column_name, data_type from information_schema.columns where table_schema = ? "
+                       "and table_name = ? order by ordinal_position", [schema, name]).fetchall()
+    return {c: t.upper() for c, t in rows}
+
+
+def validate_suite(con, suite: Suite, now: datetime | None = None) -> SuiteResult:
+    """Validate `suite` against its table; never raises for bad data, only reports it."""
+    now = now or now_utc()
+    table = existing_table(con, suite.tables)
+    if table is None:
+        where = " or ".join(suite.tables)
+        if suite.optional:
+            outcome = Outcome(suite.tables[0], "table_exists", "WARN", "skipped",
+                              f"{where} does not exist yet; its checks run once it is built.")
+        else:
+            outcome = Outcome(suite.tables[0], "table_exists", "ERROR", "failed", f"{where} does not exist.",
+                              "Run the loader for this source (or `nextbest demo`) so the table exists.")
+        return SuiteResult(suite, None, outcomes=[outcome])
+    columns = table_columns(con, table)
+    frame = con.execute(f"select * from {table}").fetchdf()
+    result = SuiteResult(suite, table, row_count=len(frame))
+    result.outcomes.extend(_run_expectations(suite, table, frame, columns, now))
+    result.outcomes.extend(_run_sql_check(con, check, table, columns) for check in suite.sql_checks)
+    return result
+
+
+# --- Great Expectations ---------------------------------------------------------------------------
+
+def _gx_context():
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
+
+
+def _resolve(value: Any, now: datetime, column_type: str) -> Any:
+    """Suite placeholders: `{now}` is now plus the importer's clock slack; dates compare as timestamps."""
+    if value == "{now}":
+        return pd.Timestamp(now + FUTURE_SLACK)
+    if isinstance(value, str) and _DATE_TEXT.match(value) and column_type.startswith(("TIMESTAMP", "DATE")):
+        return pd.Timestamp(value)
+    return value
+
+
+def _run_expectations(suite: Suite, table: str, frame: pd.DataFrame, columns: dict[str, str],
+                      now: datetime) -> list[Outcome]:
+    import great_expectations as gx
+
+    outcomes: dict[int, Outcome] = {}
+    runnable: list[dict[str, Any]] = []
+    for i, exp in enumerate(suite.expectations):
+        missing = [c for c in exp.columns if c not in columns]
+        if missing:  # GX would raise; say it plainly instead
+            outcomes[i] = Outcome(table, exp.name, exp.severity, "failed",
+                                  f"{table} has no column {', '.join(missing)}.", exp.fix)
+            continue
+        column_type = columns.get(exp.columns[0], "") if exp.columns else ""
+        kwargs = {k: _resolve(v, now, column_type) for k, v in exp.kwargs.items()}
+        runnable.append({"type": exp.type, "kwargs": kwargs, "meta": {"nb_index": i}})
+    if runnable:
+        context = _gx_context()
+        batch = (context.data_sources.add_pandas("warehouse").add_dataframe_asset(table)
+                 .add_batch_definition_whole_dataframe("whole_table").get_batch(batch_parameters={"dataframe": frame}))
+        gx_suite = context.suites.add(gx.ExpectationSuite(name=suite.name, expectations=runnable))
+        validation = batch.validate(gx_suite, result_format={"result_format": "SUMMARY",
+                                                             "partial_unexpected_count": EXAMPLE_ROWS})
+        for r in validation.results:
+            i = int(r.expectation_config.meta["nb_index"])
+            outcomes[i] = _gx_outcome(suite.expectations[i], table, frame, r)
+    return [outcomes[i] for i in sorted(outcomes)]
+
+
+def _gx_outcome(exp: Expectation, table: str, frame: pd.DataFrame, r) -> Outcome:
+    result = dict(r.result or {})
+    info = r.exception_info or {}
+    raised = info.get("raised_exception") if isinstance(info, dict) and "raised_exception" in info else None
+    if raised is None and isinstance(info, dict):  # keyed by metric when a metric failed
+        raised = next((v.get("exception_message") for v in info.values() if isinstance(v, dict)), None)
+    if raised is True:
+        raised = info.get("exception_message")
+    if r.success:
+        return Outcome(table, exp.name, exp.severity, "passed", _describe(exp, table, result, frame, passed=True),
+                       exp.fix)
+    if raised:
+        return Outcome(table, exp.name, exp.severity, "failed", f"could not be evaluated on {table}: {raised}", exp.fix)
+    index = result.get("partial_unexpected_index_list") or []
+    examples = safe_rows(frame.loc[[i for i in index if i in frame.index][:EXAMPLE_ROWS]].to_dict("records"))
+    return Outcome(table, exp.name, exp.severity, "failed", _describe(exp, table, result, frame, passed=False),
+                   exp.fix, examples)
+
+
+def _bounds(kwargs: dict[str, Any]) -> str:
+    lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
+    hi_text = "now" if hi == "{now}" else hi
+    if lo is not None and hi is not None:
+        return f"between {lo} and {hi_text}"
+    return f"at least {lo}" if lo is not None else f"at most {hi_text}"
+
+
+def _describe(exp: Expectation, table: str, result: dict[str, Any], frame: pd.DataFrame, passed: bool) -> str:
+    """The expectation and what was found, in words a data owner understands."""
+    k = exp.kwargs
+    col = f"{table}.{k['column']}" if "column" in k else table
+    n = result.get("unexpected_count") or 0
+    sample = ", ".join(repr(v) for v in (result.get("partial_unexpected_list") or [])[:3])
+    eg = f" (e.g. {sample})" if sample else ""
+    rows = f"{n:,} of {len(frame):,} rows"
+    if exp.type == "expect_column_values_to_not_be_null":
+        return f"{col} is never null" if passed else f"{col}: {rows} are null"
+    if exp.type in ("expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique"):
+        key = k.get("column") or "(" + ", ".join(k.get("column_list", [])) + ")"
+        return (f"{table}: {key} is unique" if passed
+                else f"{table}: {rows} share their {key} with another row{eg}")
+    if exp.type == "expect_column_values_to_be_in_set":
+        allowed = ", ".join(map(str, k.get("value_set", [])))
+        return f"{col} is one of {allowed}" if passed else f"{col}: {rows} are not one of {allowed}{eg}"
+    if exp.type == "expect_column_values_to_be_between":
+        bounds = _bounds(k)
+        return f"{col} is {bounds}" if passed else f"{col}: {rows} are not {bounds}{eg}"
+    if exp.type == "expect_table_columns_to_match_set":
+        if passed:
+            return f"{table} has the expected columns"
+        missing = (result.get("details") or {}).get("mismatched", {}).get("missing") or []
+        return f"{table} is missing column(s): {', '.join(missing)}" if missing else f"{table} columns differ"
+    if exp.type == "expect_table_row_count_to_be_between":
+        observed = result.get("observed_value")
+        return f"{table} has {observed:,} rows ({_bounds(k)})" if passed or observed is not None else table
+    verb = "holds" if passed else "fails"
+    return f"{exp.type} {verb} on {col} (observed {result.get('observed_value', n)})"
+
+
+# --- SQL checks -----------------------------------------------------------------------------------
+
+def _run_sql_check(con, check: SqlCheck, table: str, columns: dict[str, str]) -> Outcome:
+    try:
+        if check.kind == "column_types":
+            return _column_types(check, table, columns)
+        if check.kind == "probability_columns":
+            return _probabilities(con, check, table, columns)
+        if check.kind == "foreign_key":
+            ref_schema, ref_table, ref_col = check.references.split(".")
+            sql = (f"select t.* from {table} t where t.{check.column} is not null and not exists ("
+                   f"select 1 from {ref_schema}.{ref_table} r where r.{ref_col} = t.{check.column})")
+            what = f"{table}.{check.column} values have no {check.references}"
+        else:
+            sql, what = check.sql.replace("{table}", table), "rows break this rule"
+        count = con.execute(f"select count(*) from ({sql})").fetchone()[0]
+        examples = []
+        if count:
+            cur = con.execute(f"select * from ({sql}) limit {EXAMPLE_ROWS}")
+            names = [d[0] for d in cur.description]
+            examples = safe_rows([dict(zip(names, row)) for row in cur.fetchall()])
+    except Exception as error:  # noqa: BLE001 - a broken rule is reported, not raised
+        return Outcome(table, check.name, check.severity, "failed",
+                       f"could not be evaluated on {table}: {str(error).splitlines()[0]}", check.fix, kind="sql")
+    if check.kind == "foreign_key":
+        message = (f"every {table}.{check.column} has a {check.references}" if not count
+                   else f"{count:,} {what} (orphaned foreign keys)")
+    else:
+        message = f"{check.name}: no offending rows" if not count else f"{check.name}: {count:,} {what}"
+    return Outcome(table, check.name, check.severity, "failed" if count else "passed", message, check.fix,
+                   examples, kind="sql")
+
+
+def _type_ok(expected: str, actual: str) -> bool:
+    family = _TYPE_FAMILIES.get(expected.split("(")[0].upper(), (expected.upper(),))
+    return actual.upper().startswith(family)
+
+
+def _column_types(check: SqlCheck, table: str, columns: dict[str, str]) -> Outcome:
+    wrong = [{"column": c, "expected": t, "found": columns[c]}
+             for c, t in check.columns.items() if c in columns and not _type_ok(t, columns[c])]
+    if not wrong:
+        return Outcome(table, check.name, check.severity, "passed", f"{table} columns have the contract types",
+                       check.fix, kind="sql")
+    listed = "; ".join(f"{w['column']} is {w['found']}, expected {w['expected']}" for w in wrong)
+    return Outcome(table, check.name, check.severity, "failed", f"{table}: {listed}", check.fix, wrong, kind="sql")
+
+
+def _probabilities(con, check: SqlCheck, table: str, columns: dict[str, str]) -> Outcome:
+    probability = [c for c, t in columns.items()
+                   if re.search(r"(^p_|prob|propensity)", c) and _type_ok("DOUBLE", t)]
+    bad = {c: con.execute(f"select count(*) from {table} where {c} < 0 or {c} > 1").fetchone()[0] for c in probability}
+    bad = {c: n for c, n in bad.items() if n}
+    if not bad:
+        return Outcome(table, check.name, check.severity, "passed",
+                       f"{len(probability)} probability column(s) of {table} lie in 0..1", check.fix, kind="sql")
+    listed = "; ".join(f"{c}: {n:,} rows outside 0..1" for c, n in bad.items())
+    return Outcome(table, check.name, check.severity, "failed", f"{table}: {listed}", check.fix, kind="sql")
