@@ -15,7 +15,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from dagster_project.project import duckdb_path
+from dagster_project.project import DUCKDB_HELP, duckdb_path
 
 
 # Modules that add subcommands via `register(subparsers)`; each sets `func` to a
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="NextBest: warehouse-native next-best-message engine for subscription businesses.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    db_help = "DuckDB file (default: NEXTBEST_DUCKDB_PATH, else data/nextbest.duckdb)"
+    db_help = DUCKDB_HELP
 
     sim = sub.add_parser("simulate", help="write a simulated coffee subscription store into raw.*")
     sim.add_argument("--customers", type=_positive_int, default=DEFAULT_CUSTOMERS)

@@ -6,14 +6,16 @@ import dagster as dg
 
 from dagster_project.ingest.assets import raw_sources
 from dagster_project.messaging.assets import message_drafts
+from dagster_project.models import clv_assets
 from dagster_project.resources import build_dbt_resource, build_warehouse
 from dagster_project.schedules import daily_personalization, daily_personalization_schedule
 from dagster_project.warehouse.assets import nextbest_dbt_models
 
 defs = dg.Definitions(
-    assets=[raw_sources, nextbest_dbt_models, message_drafts],
-    jobs=[daily_personalization],
-    schedules=[daily_personalization_schedule],
+    assets=[raw_sources, nextbest_dbt_models, message_drafts, *clv_assets.assets],
+    asset_checks=[*clv_assets.asset_checks],
+    jobs=[daily_personalization, *clv_assets.jobs],
+    schedules=[daily_personalization_schedule, *clv_assets.schedules],
     resources={"warehouse": build_warehouse(), "dbt": build_dbt_resource()},
     # DuckDB allows one writer per file: run each job's steps in one process.
     executor=dg.in_process_executor,

@@ -59,9 +59,8 @@ def run_demo(customers: int, months: int, seed: int, fresh: bool, echo: Callable
     try:
         if fresh or raw_is_empty(con):
             echo(f"[1/3] Simulating the demo coffee store: {customers:,} subscribers, {months} months")
-            summary = simulate(con, customers=customers, months=months, seed=seed,
-                               progress=lambda m: echo(f"      {m}"))
-            echo(f"      done in {summary.elapsed_seconds:.1f}s")
+            simulate(con, customers=customers, months=months, seed=seed,
+                     progress=lambda m: echo(f"      {m}"))
         else:
             echo("[1/3] Raw data already present; keeping it (use --fresh to re-simulate)")
     finally:

@@ -16,7 +16,12 @@ from dagster_dbt import DbtProject
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt"
-DEFAULT_DUCKDB_PATH = REPO_ROOT / "data" / "nextbest.duckdb"
+DEFAULT_DUCKDB_PATH = REPO_ROOT / "data" / "warehouse.duckdb"
+# Help text for every command's --db option.
+DUCKDB_HELP = "DuckDB file (default: NEXTBEST_DUCKDB_PATH, else data/warehouse.duckdb)"
+# DuckDB names a file's catalog after its stem; a stem equal to one of our schema
+# names makes `nextbest.x` or `raw.x` ambiguous, so such file names are refused.
+RESERVED_STEMS = {"raw", "staging", "intermediate", "analytics", "nextbest", "sim_truth"}
 
 # One default for both readers of the variable (dbt's profile and the resource),
 # made absolute because dbt runs inside dbt/ while Python runs wherever it was started.
@@ -27,7 +32,19 @@ os.environ["NEXTBEST_DUCKDB_PATH"] = str(
 
 def duckdb_path() -> Path:
     """The DuckDB file the pipeline reads and writes (`NEXTBEST_DUCKDB_PATH`)."""
-    return Path(os.environ["NEXTBEST_DUCKDB_PATH"]).expanduser().resolve()
+    path = Path(os.environ["NEXTBEST_DUCKDB_PATH"]).expanduser().resolve()
+    check_duckdb_file_name(path)
+    return path
+
+
+def check_duckdb_file_name(path: Path) -> None:
+    """Refuse file names whose catalog would clash with a NextBest schema."""
+    if path.stem.lower() in RESERVED_STEMS:
+        raise ValueError(
+            f"NEXTBEST_DUCKDB_PATH={path}: DuckDB would name this database {path.stem!r}, the same as "
+            f"a NextBest schema, which makes table names ambiguous. Use another file name, "
+            f"e.g. {path.with_name('warehouse.duckdb')}"
+        )
 
 
 def dbt_target() -> str:

@@ -19,7 +19,7 @@ from dagster_project.messaging.drafting import DraftingPolicy, DraftJob, draft_b
 from dagster_project.messaging.generators.base import Draft, DraftRequest
 from dagster_project.messaging.generators.template import TemplateGenerator
 from dagster_project.messaging.guardrails import check_draft, passed
-from dagster_project.project import duckdb_path
+from dagster_project.project import DUCKDB_HELP, duckdb_path
 
 
 def _open_warehouse(db: str | None):
@@ -153,7 +153,7 @@ def cmd_check_draft(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add `preview` and `check-draft` to the `nextbest` command."""
-    db_help = "DuckDB file (default: NEXTBEST_DUCKDB_PATH, else data/nextbest.duckdb)"
+    db_help = DUCKDB_HELP
     briefs_help = "briefs folder (default: NEXTBEST_BRIEFS_DIR, else the shipped briefs)"
 
     preview = subparsers.add_parser("preview", help="print a customer's context pack and draft with verdicts")

@@ -150,6 +150,7 @@ def register_model(con, model_name: str, artifact: Any, *, training_window_start
         if taken or path.exists():
             raise ValueError(f"model version {version} is already in {REGISTRY_TABLE}; "
                              "the registry is append-only, register again a second later")
+        os.chmod(temporary, 0o644)  # mkstemp makes it owner-only; artifacts are as readable as the warehouse
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

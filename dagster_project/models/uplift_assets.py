@@ -1,0 +1,157 @@
+"""The `uplift_models` asset (group `models`): one uplift model per playbook, from past sends and holdouts.
+
+Training rows are `nextbest.assignments` whose goal window has closed by the
+as-of date, with point-in-time features at `assigned_at` and the goal read
+from raw.* after it (`uplift_data.py`); models and held-out evaluation in
+`uplift_training.py`. Each playbook's model is registered as
+`uplift_<playbook>` in `nextbest.model_registry` with its held-out Qini, AUUC,
+uplift at top 10% / 30% and whether it passed its check.
+
+Weekly retrain: a run trains only when no model is registered yet, the newest
+is `MAX_MODEL_AGE_DAYS` or more older than the as-of date, or config says
+`retrain: true` (the `uplift_retrain` job), so the daily job can include this
+asset cheaply. Routing uses the newest version that passed its check
+(`newest_passing`).
+"""
+
+
+import json
+from contextlib import contextmanager
+from datetime import date, datetime
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from dagster_project.messaging.context_pack import default_as_of
+from dagster_project.models import registry
+from dagster_project.models.uplift_data import GOALS, table_exists, training_frame
+from dagster_project.models.uplift_training import UpliftModel, train_uplift_models
+from dagster_project.resources.warehouse import DuckDBWarehouse
+
+MAX_MODEL_AGE_DAYS = 7
+
+
+def model_name(playbook: str) -> str:
+    return f"uplift_{playbook}"
+
+
+class UpliftModelsConfig(dg.Config):
+    """When to retrain."""
+
+    retrain: bool = Field(default=False, description="Retrain even when this week's models exist.")
+    as_of: str | None = Field(default=None, description="YYYY-MM-DD; default NEXTBEST_AS_OF or today.")
+
+
+def newest_passing(con, playbook: str) -> tuple[registry.RegisteredModel, UpliftModel] | None:
+    """The newest registered model of a playbook that passed its check, else the newest one, else None."""
+    if not table_exists(con, registry.REGISTRY_TABLE):
+        return None
+    rows = con.execute(f"select {', '.join(registry.COLUMNS)} from {registry.REGISTRY_TABLE} where model_name = ? "
+                       "order by trained_at desc, version desc", [model_name(playbook)]).fetchall()
+    records = []
+    for row in rows:
+        record = dict(zip(registry.COLUMNS, row))
+        record["features"] = json.loads(record["features"]) if record["features"] else None
+        record["metrics"] = json.loads(record["metrics"]) if record["metrics"] else None
+        records.append(registry.RegisteredModel(**record))
+    if not records:
+        return None
+    chosen = next((r for r in records if (r.metrics or {}).get("passed")), records[0])
+    with _cursor(con) as cur:  # registry helpers leave a fetchone() result open on the connection
+        return chosen, chosen.load(base_dir=registry.warehouse_dir(cur))
+
+
+@contextmanager
+def _cursor(con):
+    cur = con.cursor()
+    try:
+        yield cur
+    finally:
+        cur.close()
+
+
+def needs_training(con, as_of: date) -> bool:
+    """True when any playbook lacks a model or the newest is a week old (or trained after `as_of`)."""
+    for playbook in GOALS:
+        with _cursor(con) as cur:
+            latest = registry.latest_model(cur, model_name(playbook))
+        if latest is None:
+            return True
+        end = latest.training_window_end
+        if end is None or end > as_of or (as_of - end).days >= MAX_MODEL_AGE_DAYS:
+            return True
+    return False
+
+
+def train_and_register(con, as_of: date, seed: int = 0) -> dict[str, dict]:
+    """Train every playbook's model on assignments closed by `as_of` and register them."""
+    frame = training_frame(con, datetime.combine(as_of, datetime.min.time()))
+    if frame.empty:
+        return {}
+    models = train_uplift_models(frame, seed=seed)
+    summary = {}
+    for playbook, model in models.items():
+        rows = frame[frame["playbook_id"] == playbook]
+        with _cursor(con) as cur:
+            version = registry.register_model(
+                cur, model_name(playbook), model,
+                training_window_start=pd.Timestamp(rows["assigned_at"].min()).date(), training_window_end=as_of,
+                features=model.columns, metrics={**model.metrics, "ate": model.ate, "goal": model.goal},
+                method=f"{model.learner} (HistGradientBoosting), goal {model.goal}",
+                notes="held-out customers: 30%; check: held-out Qini >= 0")
+        heldout = model.metrics.get("heldout", {})
+        summary[playbook] = {"version": version, "rows": model.metrics.get("rows"), "learner": model.learner,
+                             "passed": model.passed, "ate": round(model.ate.get("ate", 0.0), 4),
+                             "heldout_qini": heldout.get("qini"), "heldout_auuc": heldout.get("auuc"),
+                             "top10_uplift": heldout.get("uplift_top_10pct", {}).get("uplift"),
+                             "top30_uplift": heldout.get("uplift_top_30pct", {}).get("uplift")}
+    return summary
+
+
+@dg.asset(
+    group_name="models",
+    deps=[dg.AssetKey("customer_context")],
+    kinds={"duckdb", "scikit-learn"},
+    description="Uplift per playbook (T/DR-learners) from past sends and holdouts, in nextbest.model_registry.",
+)
+def uplift_models(context: dg.AssetExecutionContext, config: UpliftModelsConfig,
+                  warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
+    as_of = date.fromisoformat(config.as_of or default_as_of())
+    with warehouse.connect() as con:
+        if not (config.retrain or needs_training(con, as_of)):
+            context.log.info("uplift models are younger than a week; not retraining")
+            return dg.MaterializeResult(metadata={"retrained": False})
+        summary = train_and_register(con, as_of)
+    table = pd.DataFrame(summary).T.reset_index(names="playbook")
+    return dg.MaterializeResult(metadata={
+        "retrained": True, "playbooks": len(summary),
+        "passed": sum(bool(s["passed"]) for s in summary.values()),
+        "models": dg.MetadataValue.md(table.to_markdown(index=False) if len(table) else "no assignments yet"),
+    })
+
+
+@dg.asset_check(asset=uplift_models, description="Every playbook with past sends has a model that passed its check.")
+def uplift_models_pass(warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
+    with warehouse.connect(read_only=True) as con:
+        latest = {}
+        for p in GOALS:
+            with _cursor(con) as cur:
+                latest[p] = registry.latest_model(cur, model_name(p))
+        status = {p: (m.metrics or {}).get("passed") for p, m in latest.items() if m is not None}
+    failing = sorted(p for p, ok in status.items() if not ok)
+    return dg.AssetCheckResult(passed=not failing, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"failing": ", ".join(failing) or "none", "models": len(status)})
+
+
+uplift_retrain = dg.define_asset_job("uplift_retrain", selection=[uplift_models],
+                                     config={"ops": {"uplift_models": {"config": {"retrain": True}}}},
+                                     description="Retrain every playbook's uplift model and register new versions.")
+uplift_retrain_schedule = dg.ScheduleDefinition(
+    name="uplift_retrain_weekly", job=uplift_retrain, cron_schedule="0 4 * * 1",  # Mondays before the daily run
+    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED)
+
+assets = [uplift_models]
+asset_checks = [uplift_models_pass]
+jobs = [uplift_retrain]
+schedules = [uplift_retrain_schedule]
