@@ -23,6 +23,8 @@ from dagster_project.project import DUCKDB_HELP, duckdb_path
 STAGE_COMMAND_MODULES: tuple[str, ...] = (
     "dagster_project.messaging.commands",
     "dagster_project.delivery.commands",
+    "dagster_project.quality.commands",
+    "dagster_project.service.commands",
     "dagster_project.models.clv_commands",
 )
 

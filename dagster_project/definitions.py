@@ -7,13 +7,19 @@ import dagster as dg
 from dagster_project.ingest.assets import raw_sources
 from dagster_project.messaging.assets import message_drafts
 from dagster_project.models import clv_assets
+from dagster_project.quality.checks import asset_checks as quality_checks
+from dagster_project.quality.checks import message_drafts_checks
+from dagster_project.quality.checks import sensors as quality_sensors
+from dagster_project.service.assets import asset_checks as service_checks
+from dagster_project.service.assets import assets as service_assets
 from dagster_project.resources import build_dbt_resource, build_warehouse
 from dagster_project.schedules import daily_personalization, daily_personalization_schedule
 from dagster_project.warehouse.assets import nextbest_dbt_models
 
 defs = dg.Definitions(
-    assets=[raw_sources, nextbest_dbt_models, message_drafts, *clv_assets.assets],
-    asset_checks=[*clv_assets.asset_checks],
+    assets=[raw_sources, nextbest_dbt_models, message_drafts, *clv_assets.assets, *service_assets],
+    asset_checks=[*clv_assets.asset_checks, *quality_checks, *message_drafts_checks, *service_checks],
+    sensors=[*quality_sensors],
     jobs=[daily_personalization, *clv_assets.jobs],
     schedules=[daily_personalization_schedule, *clv_assets.schedules],
     resources={"warehouse": build_warehouse(), "dbt": build_dbt_resource()},

@@ -7,7 +7,7 @@ counts and the newest timestamp per table.
 """
 
 
-from datetime import date
+from datetime import date, timezone
 from typing import Literal
 
 import dagster as dg
@@ -98,4 +98,8 @@ def raw_sources(context: dg.AssetExecutionContext, config: RawSourcesConfig, war
             if column:
                 newest = con.execute(f"select max({column}) from raw.{name}").fetchone()[0]
                 metadata["newest_record"] = str(newest) if newest else "none"
+                if newest:  # freshness checks measure the data's age, not the run's
+                    metadata["dagster/last_updated_timestamp"] = dg.MetadataValue.timestamp(
+                        newest.replace(tzinfo=timezone.utc)
+                    )
             yield dg.MaterializeResult(asset_key=dg.AssetKey([contract.RAW_SCHEMA, name]), metadata=metadata)

@@ -55,9 +55,7 @@ def check_severity(value: Any, where: str) -> Severity:
 
 def json_safe(value: Any) -> Any:
     """A value fit for JSON metadata: timestamps as ISO text, decimals as floats, NaN as null."""
-    if value is None:
-        return None
-    if isinstance(value, float) and math.isnan(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)) or str(value) in ("NaT", "nan"):
         return None
     if isinstance(value, (datetime, date)):
         return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
@@ -65,8 +63,6 @@ def json_safe(value: Any) -> Any:
         return float(value)
     if hasattr(value, "item"):  # numpy scalars
         return json_safe(value.item())
-    if hasattr(value, "isoformat"):  # pandas Timestamp
-        return "" if str(value) == "NaT" else value.isoformat(sep=" ")
     if isinstance(value, (str, int, float, bool)):
         return value
     try:

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from dagster_project.ingest.row_checks import FUTURE_SLACK
-from dagster_project.quality.outcomes import EXAMPLE_ROWS, Outcome, safe_rows
+from dagster_project.quality.outcomes import EXAMPLE_ROWS, Outcome, json_safe, safe_rows
 from dagster_project.quality.suites import Expectation, SqlCheck, Suite
 
 _DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}")
@@ -169,12 +169,15 @@ def _gx_outcome(exp: Expectation, table: str, frame: pd.DataFrame, r) -> Outcome
                    exp.fix, examples)
 
 
-def _bounds(kwargs: dict[str, Any]) -> str:
+def _bounds(kwargs: dict[str, Any], passed: bool) -> str:
     lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
-    hi_text = "now" if hi == "{now}" else hi
+    if hi == "{now}":
+        return "not in the future" if passed else "in the future"
     if lo is not None and hi is not None:
-        return f"between {lo} and {hi_text}"
-    return f"at least {lo}" if lo is not None else f"at most {hi_text}"
+        return f"between {lo} and {hi}" if passed else f"outside {lo}..{hi}"
+    if lo is not None:
+        return f"at least {lo}" if passed else f"below {lo}"
+    return f"at most {hi}" if passed else f"above {hi}"
 
 
 def _describe(exp: Expectation, table: str, result: dict[str, Any], frame: pd.DataFrame, passed: bool) -> str:
@@ -182,7 +185,8 @@ def _describe(exp: Expectation, table: str, result: dict[str, Any], frame: pd.Da
     k = exp.kwargs
     col = f"{table}.{k['column']}" if "column" in k else table
     n = result.get("unexpected_count") or 0
-    sample = ", ".join(repr(v) for v in (result.get("partial_unexpected_list") or [])[:3])
+    values = [json_safe(v) for v in (result.get("partial_unexpected_list") or [])]
+    sample = ", ".join(repr(v) for v in dict.fromkeys(v for v in values if v is not None))
     eg = f" (e.g. {sample})" if sample else ""
     rows = f"{n:,} of {len(frame):,} rows"
     if exp.type == "expect_column_values_to_not_be_null":
@@ -195,8 +199,7 @@ def _describe(exp: Expectation, table: str, result: dict[str, Any], frame: pd.Da
         allowed = ", ".join(map(str, k.get("value_set", [])))
         return f"{col} is one of {allowed}" if passed else f"{col}: {rows} are not one of {allowed}{eg}"
     if exp.type == "expect_column_values_to_be_between":
-        bounds = _bounds(k)
-        return f"{col} is {bounds}" if passed else f"{col}: {rows} are not {bounds}{eg}"
+        return f"{col} is {_bounds(k, True)}" if passed else f"{col}: {rows} are {_bounds(k, False)}{eg}"
     if exp.type == "expect_table_columns_to_match_set":
         if passed:
             return f"{table} has the expected columns"
@@ -204,7 +207,7 @@ def _describe(exp: Expectation, table: str, result: dict[str, Any], frame: pd.Da
         return f"{table} is missing column(s): {', '.join(missing)}" if missing else f"{table} columns differ"
     if exp.type == "expect_table_row_count_to_be_between":
         observed = result.get("observed_value")
-        return f"{table} has {observed:,} rows ({_bounds(k)})" if passed or observed is not None else table
+        return f"{table} has {observed:,} rows" + ("" if passed else f"; expected {_bounds(k, True)}")
     verb = "holds" if passed else "fails"
     return f"{exp.type} {verb} on {col} (observed {result.get('observed_value', n)})"
 
@@ -221,9 +224,9 @@ def _run_sql_check(con, check: SqlCheck, table: str, columns: dict[str, str]) ->
             ref_schema, ref_table, ref_col = check.references.split(".")
             sql = (f"select t.* from {table} t where t.{check.column} is not null and not exists ("
                    f"select 1 from {ref_schema}.{ref_table} r where r.{ref_col} = t.{check.column})")
-            what = f"{table}.{check.column} values have no {check.references}"
+            what = f"row(s) of {table} have a {check.column} with no match in {check.references}"
         else:
-            sql, what = check.sql.replace("{table}", table), "rows break this rule"
+            sql, what = check.sql.replace("{table}", table), ""
         count = con.execute(f"select count(*) from ({sql})").fetchone()[0]
         examples = []
         if count:
@@ -237,7 +240,8 @@ def _run_sql_check(con, check: SqlCheck, table: str, columns: dict[str, str]) ->
         message = (f"every {table}.{check.column} has a {check.references}" if not count
                    else f"{count:,} {what} (orphaned foreign keys)")
     else:
-        message = f"{check.name}: no offending rows" if not count else f"{check.name}: {count:,} {what}"
+        message = (f"{check.name}: no offending rows in {table}" if not count
+                   else f"{check.name}: {count:,} row(s) of {table} break this rule")
     return Outcome(table, check.name, check.severity, "failed" if count else "passed", message, check.fix,
                    examples, kind="sql")
 

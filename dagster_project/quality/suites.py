@@ -90,7 +90,12 @@ def _derived_name(type_: str, kwargs: dict[str, Any]) -> str:
             return f"{column}_not_in_future"
         if "min_value" in kwargs and "max_value" in kwargs:
             return f"{column}_in_range"
-        return f"{column}_{'min' if 'min_value' in kwargs else 'max'}"
+        low = kwargs.get("min_value")
+        if low == 0:
+            return f"{column}_not_negative"
+        if isinstance(low, str) and low[:4].isdigit():
+            return f"{column}_not_before_{low[:4]}"
+        return f"{column}_{'min' if low is not None else 'max'}"
     short = _SHORT.get(type_, type_.removeprefix("expect_"))
     return short if column == "table" else f"{column}_{short}"
 

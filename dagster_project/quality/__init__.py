@@ -1,0 +1,16 @@
+"""Data quality that blocks bad personalisation (group-less: checks attach to the assets they guard).
+
+    suites.py     load the versioned suites in expectations/ (GX expectations + SQL rules)
+    runner.py     validate a suite with Great Expectations 1.x (ephemeral context) and DuckDB SQL
+    anomalies.py  event volume drop, overnight segment size change, score shift (placeholder)
+    freshness.py  `assert_fresh` for drafting/export, freshness limits from dbt sources
+    checks.py     the Dagster asset checks and the freshness sensor (`asset_checks`, `sensors`)
+    summary.py    the summary in words (markdown metadata, terminal text)
+    commands.py   `nextbest doctor`
+
+Import `asset_checks` and `sensors` from `dagster_project.quality.checks` to wire them.
+"""
+
+from dagster_project.quality.freshness import StaleSourceError, assert_fresh
+
+__all__ = ["StaleSourceError", "assert_fresh"]

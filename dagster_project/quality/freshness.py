@@ -1,0 +1,136 @@
+"""Freshness: how old the newest row of each raw source is, and who may run on it.
+
+`assert_fresh` is what generation and export call before they act on a
+customer's data: it raises `StaleSourceError` naming every source that is older
+than allowed and by how much. The Dagster freshness checks on the raw assets
+take their limits from the dbt source freshness (`error_after` in
+`dbt/models/staging/sources.yml`), so there is one place to set them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, datetime, timedelta
+from typing import Iterable, Mapping
+
+from dagster_project.ingest.assets import FRESHNESS_COLUMNS
+from dagster_project.quality.outcomes import Outcome
+from dagster_project.quality.runner import existing_table, now_utc
+
+_PERIODS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
+
+
+class StaleSourceError(RuntimeError):
+    """A source feeding a brief is older than the brief allows; `stale` maps source -> age (None: no rows)."""
+
+    def __init__(self, message: str, stale: dict[str, timedelta | None]):
+        super().__init__(message)
+        self.stale = stale
+
+
+def reference_time() -> datetime:
+    """What "now" means for freshness: `NEXTBEST_AS_OF` 00:00 when set (history ends there), else now (UTC)."""
+    as_of = os.environ.get("NEXTBEST_AS_OF")
+    return datetime.combine(date.fromisoformat(as_of), datetime.min.time()) if as_of else now_utc()
+
+
+def describe_age(age: timedelta) -> str:
+    """An age in words: `3 days 4 hours`, `5 hours 10 minutes`."""
+    seconds = max(int(age.total_seconds()), 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    parts = [(days, "day"), (hours, "hour")] if days else [(hours, "hour"), (minutes, "minute")]
+    words = [f"{n} {unit}{'s' if n != 1 else ''}" for n, unit in parts if n]
+    return " ".join(words) or "less than a minute"
+
+
+def newest_record(con, source: str) -> datetime | None:
+    """The newest timestamp in `raw.<source>` (by its freshness column), None when empty."""
+    column = FRESHNESS_COLUMNS.get(source)
+    if column is None:
+        raise KeyError(f"raw.{source} has no timestamp that says how fresh it is; "
+                       f"sources with one: {', '.join(FRESHNESS_COLUMNS)}")
+    if existing_table(con, (f"raw.{source}",)) is None:
+        return None
+    return con.execute(f"select max({column}) from raw.{source}").fetchone()[0]
+
+
+def assert_fresh(con, sources: Iterable[str], max_staleness: timedelta | Mapping[str, timedelta],
+                 now: datetime | None = None) -> dict[str, timedelta]:
+    """Raise `StaleSourceError` when a source's newest row is older than `max_staleness`.
+
+    `sources` are raw table names (`orders`, `email_events`); `max_staleness` is one
+    limit or one per source. Returns each source's age when all are fresh.
+    """
+    now = now or reference_time()
+    ages: dict[str, timedelta] = {}
+    stale: dict[str, timedelta | None] = {}
+    lines = []
+    for source in sources:
+        limit = max_staleness[source] if isinstance(max_staleness, Mapping) else max_staleness
+        newest = newest_record(con, source)
+        column = FRESHNESS_COLUMNS[source]
+        if newest is None:
+            stale[source] = None
+            lines.append(f"raw.{source} has no rows (no {column} at all); allowed age {describe_age(limit)}")
+            continue
+        age = now - newest
+        ages[source] = age
+        if age > limit:
+            stale[source] = age
+            lines.append(f"raw.{source} is {describe_age(age)} old (newest {column} {newest:%Y-%m-%d %H:%M} UTC); "
+                         f"allowed {describe_age(limit)}")
+    if stale:
+        raise StaleSourceError(
+            "Refusing to run on stale data:\n  " + "\n  ".join(lines)
+            + "\nReload these sources (check their loader or `nextbest import`) and run again.", stale)
+    return ages
+
+
+def dbt_source_freshness() -> dict[str, dict[str, timedelta]]:
+    """source -> {'warn': timedelta, 'error': timedelta} from the dbt sources' freshness config."""
+    from dagster_project.project import ensure_manifest
+
+    manifest = json.loads(ensure_manifest().read_text())
+    limits: dict[str, dict[str, timedelta]] = {}
+    for source in manifest["sources"].values():
+        if source.get("source_name") != "raw":
+            continue
+        found = {}
+        for level in ("warn", "error"):
+            spec = (source.get("freshness") or {}).get(f"{level}_after") or {}
+            if spec.get("count") and spec.get("period") in _PERIODS:
+                found[level] = spec["count"] * _PERIODS[spec["period"]]
+        if found:
+            limits[source["name"]] = found
+    return limits
+
+
+def freshness_outcomes(con, now: datetime | None = None,
+                       limits: dict[str, dict[str, timedelta]] | None = None) -> list[Outcome]:
+    """Per source with dbt freshness limits: failed ERROR past `error_after`, failed WARN past `warn_after`."""
+    now = now or reference_time()
+    limits = dbt_source_freshness() if limits is None else limits
+    fix = "Reload the source (check its loader or `nextbest import`); drafting and export refuse stale sources."
+    outcomes = []
+    for source, levels in sorted(limits.items()):
+        newest = newest_record(con, source)
+        target = f"raw.{source}"
+        if newest is None:
+            outcomes.append(Outcome(target, "freshness", "ERROR", "failed", f"{target} has no rows.", fix,
+                                    kind="freshness"))
+            continue
+        age = now - newest
+        base = f"{target}: newest row {newest:%Y-%m-%d %H:%M} UTC, {describe_age(age)} old"
+        if "error" in levels and age > levels["error"]:
+            outcome = Outcome(target, "freshness", "ERROR", "failed",
+                              f"{base}; error after {describe_age(levels['error'])}", fix, kind="freshness")
+        elif "warn" in levels and age > levels["warn"]:
+            outcome = Outcome(target, "freshness", "WARN", "failed",
+                              f"{base}; warn after {describe_age(levels['warn'])}", fix, kind="freshness")
+        else:
+            outcome = Outcome(target, "freshness", "ERROR", "passed", base, fix, kind="freshness")
+        outcomes.append(outcome)
+    return outcomes

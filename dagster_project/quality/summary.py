@@ -1,0 +1,89 @@
+"""The data-quality summary in words: markdown for Dagster metadata, plain text for `nextbest doctor`."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Iterable
+
+from dagster_project.quality.outcomes import Outcome
+
+_MARK = {"passed": "✅", "failed": "❌", "skipped": "⏭️"}
+_WORD = {"passed": "ok", "failed": "FAIL", "skipped": "skip"}
+
+
+def status_label(outcome: Outcome) -> str:
+    """`ok`, `skip`, `FAIL (blocking)` or `FAIL (warning)`."""
+    if not outcome.failed:
+        return _WORD[outcome.status]
+    return "FAIL (blocking)" if outcome.blocking else "FAIL (warning)"
+
+
+def headline(outcomes: Iterable[Outcome]) -> str:
+    """One line: how many checks ran, how many block, how many warn."""
+    outcomes = list(outcomes)
+    blocking = sum(o.blocking for o in outcomes)
+    warnings = sum(o.failed and not o.blocking for o in outcomes)
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    verdict = ("blocking: downstream assets, drafting and export must not run" if blocking
+               else "nothing blocks" + (", see warnings" if warnings else ""))
+    return (f"{len(outcomes)} checks: {len(outcomes) - blocking - warnings - skipped} passed, {blocking} blocking "
+            f"failure(s), {warnings} warning(s), {skipped} skipped — {verdict}")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(outcomes: Iterable[Outcome], title: str = "Data quality") -> str:
+    """Every check with its status; failures first, each with what to do and a few example rows."""
+    outcomes = sorted(outcomes, key=lambda o: (not o.blocking, not o.failed, o.status == "skipped", o.target))
+    lines = [f"### {title}", "", headline(outcomes), "",
+             "| | severity | table | check | finding | what to do |", "|---|---|---|---|---|---|"]
+    for o in outcomes:
+        lines.append(f"| {_MARK[o.status]} | {o.severity} | `{o.target}` | `{o.name}` | {_cell(o.message)} | "
+                     f"{_cell(o.fix) if o.failed else ''} |")
+    for o in outcomes:
+        if o.failed and o.examples:
+            lines += ["", f"**Example rows — `{o.target}` `{o.name}`**", "", "```json",
+                      "\n".join(json.dumps(row, default=str) for row in o.examples), "```"]
+    return "\n".join(lines)
+
+
+def render_text(outcomes: Iterable[Outcome]) -> str:
+    """Plain text for a terminal: checks grouped by table, failures with their fix and one example row."""
+    outcomes = list(outcomes)
+    by_target: dict[str, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        by_target[o.target].append(o)
+    lines = []
+    for target, group in by_target.items():
+        failed = sum(o.failed for o in group)
+        lines.append(f"{target}  ({len(group)} checks, {failed} failed)")
+        for o in group:
+            lines.append(f"  {status_label(o):<16} {o.severity:<5} {o.name:<42} {o.message}")
+            if o.failed:
+                lines.append(f"  {'':<16} {'':<5} -> {o.fix}" if o.fix else "")
+                if o.examples:
+                    lines.append(f"  {'':<16} {'':<5}    e.g. {json.dumps(o.examples[0], default=str)[:300]}")
+        lines.append("")
+    lines.append(headline(outcomes))
+    return "\n".join(line for line in lines if line is not None)
+
+
+def collect_outcomes(con, suites=None) -> list[Outcome]:
+    """Every check on the warehouse: the suites, the anomaly checks and source freshness."""
+    from dagster_project.quality import anomalies
+    from dagster_project.quality.freshness import freshness_outcomes
+    from dagster_project.quality.runner import validate_suite
+    from dagster_project.quality.suites import load_anomaly_config, load_suites
+
+    outcomes: list[Outcome] = []
+    for suite in suites if suites is not None else load_suites():
+        outcomes.extend(validate_suite(con, suite).outcomes)
+    config = load_anomaly_config()
+    outcomes.extend(freshness_outcomes(con))
+    outcomes.extend(anomalies.event_volume(con, config["event_volume"]))
+    outcomes.extend(anomalies.segment_change(con, config["segment_change"]))
+    outcomes.extend(anomalies.score_shift(con, config["score_shift"]))
+    return outcomes

@@ -1,0 +1,84 @@
+"""`nextbest service-context` and `nextbest save-offer-choice`: the agent view and agent discretion.
+
+    nextbest service-context --customer C00000042 [--json]
+    nextbest save-offer-choice --recommendation save_offer:portal:E1 --option pause_instead --agent maria
+
+Exit codes: 0 done, 2 bad input (unknown customer, option not allowed, no warehouse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dagster_project.project import duckdb_path
+
+
+def register(subparsers) -> None:
+    """Add the service subcommands to the `nextbest` parser."""
+    view = subparsers.add_parser("service-context", help="print a customer's agent view (customer_service_context)")
+    view.add_argument("--customer", required=True, help="customer id")
+    view.add_argument("--json", action="store_true", help="print the row (and latest save offer) as JSON")
+    view.add_argument("--db", default=None, help="DuckDB file (default: NEXTBEST_DUCKDB_PATH)")
+    view.set_defaults(func=run)
+
+    choose = subparsers.add_parser("save-offer-choice", help="log an agent's choice of another allowed save offer")
+    choose.add_argument("--recommendation", required=True, help="recommendation id (see service-context)")
+    choose.add_argument("--option", required=True, help="option id the agent gives instead")
+    choose.add_argument("--agent", required=True, help="who chose it")
+    choose.add_argument("--note", default=None)
+    choose.add_argument("--db", default=None, help="DuckDB file (default: NEXTBEST_DUCKDB_PATH)")
+    choose.set_defaults(func=run_choice)
+
+
+def _db(args) -> Path:
+    return Path(args.db).expanduser().resolve() if args.db else duckdb_path()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the agent view of one customer."""
+    from dagster_project.resources.warehouse import connect_duckdb
+    from dagster_project.service.context import latest_save_recommendation, load_service_context, render_agent_view
+
+    try:
+        con = connect_duckdb(_db(args), read_only=True)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        rows = load_service_context(con, [args.customer])
+        save = latest_save_recommendation(con, args.customer)
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        con.close()
+    row = rows.get(args.customer)
+    if row is None:
+        print(f"error: no customer {args.customer!r} in analytics.customer_service_context", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"context": row, "save_offer": save}, indent=2, default=str))
+    else:
+        print(render_agent_view(row, save))
+    return 0
+
+
+def run_choice(args: argparse.Namespace) -> int:
+    """Record an agent's pick among the options the customer qualifies for."""
+    from dagster_project.resources.warehouse import connect_duckdb
+    from dagster_project.service.save_offers import record_agent_choice
+
+    con = connect_duckdb(_db(args))
+    try:
+        choice = record_agent_choice(con, args.recommendation, args.option, args.agent, args.note)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        con.close()
+    print(f"Logged: {choice['agent_id']} gives {choice['chosen_option_id']} "
+          f"(recommended {choice['recommended_option_id']}) for {choice['customer_id']}")
+    return 0

@@ -1,0 +1,133 @@
+"""The agent view: one customer's `analytics.customer_service_context` row, readable at a glance.
+
+`load_service_context` reads rows from the mart; `render_agent_view` is pure (a row
+and, optionally, the customer's latest save-offer recommendation in, text out).
+The view is for agents: it shows tags and tiers the customer never sees in a message.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from typing import Any, Iterable
+
+SERVICE_CONTEXT = "analytics.customer_service_context"
+TICKET_TOPICS_SHORT = {"delivery_delay": "late delivery", "damaged_package": "damaged package",
+                       "payment_issue": "payment problem", "change_address": "address change",
+                       "product_question": "product question", "grind_preference": "grind preference",
+                       "cancel_request": "cancellation"}
+
+
+def _dicts(cursor) -> list[dict]:
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def table_exists(con, qualified: str) -> bool:
+    schema, name = qualified.split(".")
+    return bool(con.execute("select count(*) from information_schema.tables where table_schema = ? "
+                            "and table_name = ?", [schema, name]).fetchone()[0])
+
+
+def load_service_context(con, customer_ids: Iterable[str] | None = None) -> dict[str, dict]:
+    """customer_id -> their `customer_service_context` row (all customers when ids is None)."""
+    if not table_exists(con, SERVICE_CONTEXT):
+        raise RuntimeError(f"{SERVICE_CONTEXT} does not exist yet; build the dbt marts first (`nextbest demo`)")
+    if customer_ids is None:
+        rows = _dicts(con.execute(f"select * from {SERVICE_CONTEXT}"))
+    else:
+        rows = _dicts(con.execute(f"select * from {SERVICE_CONTEXT} where customer_id in "
+                                  "(select unnest(?::varchar[]))", [sorted({str(c) for c in customer_ids})]))
+    return {r["customer_id"]: r for r in rows}
+
+
+def latest_save_recommendation(con, customer_id: str) -> dict | None:
+    """The customer's latest save-offer recommendation, if the save flow has run."""
+    from dagster_project.service.save_offers import RECOMMENDATIONS
+
+    if not table_exists(con, RECOMMENDATIONS):
+        return None
+    rows = _dicts(con.execute(f"select * from {RECOMMENDATIONS} where customer_id = ? "
+                              "order by triggered_at desc, recommendation_id desc limit 1", [customer_id]))
+    return rows[0] if rows else None
+
+
+def _fmt(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def _money(value: Any) -> str:
+    return "-" if value is None else f"${float(value):,.2f}"
+
+
+def render_agent_view(row: dict, save: dict | None = None) -> str:
+    """The agent view as plain text: who, value, subscription, orders, payments, tickets, save offer."""
+    r = row
+    name = r.get("first_name") or "(no first name)"
+    tags = r.get("tags_text") or "none"
+    tenure_years = (r.get("tenure_months") or 0) // 12
+    tenure = f"{tenure_years} yr {(r.get('tenure_months') or 0) % 12} mo" if tenure_years else \
+        f"{r.get('tenure_months') or 0} mo"
+    lines = [
+        f"{name} · {r['customer_id']} · as of {_fmt(r.get('as_of_date'))}",
+        f"  Customer for {tenure} (since {_fmt(r.get('created_at'))}) · tenure tier {r.get('tenure_tier')}",
+        f"  Lifetime value {_money(r.get('lifetime_value'))} over {r.get('lifetime_fulfilled_orders') or 0} orders"
+        f" · value tier {r.get('lifetime_value_tier')} · tags: {tags}",
+        f"  Prefers {r.get('channel_preference') or 'email'} · writes {r.get('tone_preference') or 'unknown'}",
+        "",
+        "Subscription",
+    ]
+    if r.get("subscription_id"):
+        lines.append(f"  {r.get('subscription_product_name') or r.get('subscription_product_id')} · "
+                     f"{r.get('plan')} · every {r.get('cadence_days')} days · {_money(r.get('subscription_price'))} · "
+                     f"{r.get('subscription_status')}")
+        lines.append(f"  Next charge: {_fmt(r.get('next_charge_date'))}")
+        if r.get("recent_cycles"):
+            lines.append(f"  Skipped {r.get('recent_cycle_skips') or 0} of the last {r.get('recent_cycles')} deliveries"
+                         f" ({r.get('consecutive_skips') or 0} in a row now)")
+    else:
+        lines.append("  Never subscribed")
+    lines.append(f"  History ({r.get('subscriptions_total') or 0}): {_fmt(r.get('subscription_history'))}")
+    if r.get("recent_cancel_attempts"):
+        lines.append(f"  Cancel attempts in the portal recently: {r.get('recent_cancel_attempts')}")
+    lines += ["", "Orders"]
+    for order in str(r.get("recent_orders") or "").split("; "):
+        if order:
+            lines.append(f"  {order}")
+    if not r.get("recent_orders"):
+        lines.append("  none yet")
+    lines += ["", "Payments",
+              f"  {r.get('payment_health')} · failed in the last 90 days: {r.get('failed_payments_last_90d') or 0}"
+              + (f" · last failure {_fmt(r.get('last_payment_failure_date'))} "
+                 f"({r.get('last_payment_failure_reason') or 'no reason given'})"
+                 if r.get("last_payment_failure_date") else "")]
+    lines += ["", "Support (email / chat / phone)",
+              f"  {r.get('tickets_total') or 0} tickets: {r.get('email_tickets') or 0} email, "
+              f"{r.get('chat_tickets') or 0} chat, {r.get('phone_tickets') or 0} phone"
+              + (f" · average CSAT {r['avg_csat']:.1f}" if r.get("avg_csat") is not None else "")]
+    if r.get("open_tickets"):
+        lines.append(f"  OPEN ({r.get('open_tickets')}): {r.get('open_ticket_ids')} · {r.get('open_ticket_topics')}")
+    if r.get("has_repeat_issue"):
+        lines.append(f"  REPEAT ISSUE: {TICKET_TOPICS_SHORT.get(r.get('repeat_issue_topic'), r.get('repeat_issue_topic'))}"
+                     f" ({r.get('repeat_issues_in_lookback') or 0} repeat contacts: {r.get('repeat_issue_topics')})")
+    for ticket in str(r.get("ticket_history") or "").split("; "):
+        if ticket:
+            lines.append(f"  {ticket}")
+    if save:
+        lines += ["", f"Save offer ({save['arm']}, {save['trigger_kind'].replace('_', ' ')} on "
+                      f"{_fmt(save['triggered_at'])})"]
+        if save["arm"] == "holdout":
+            lines.append("  Holdout: standard cancel flow, no offer (this measures the save rate).")
+        else:
+            lines.append(f"  Recommended: {save['option_id']} - {save['reason']}")
+            others = [o["id"] for o in json.loads(save["allowed_options"]) if o["id"] != save["option_id"]]
+            lines.append(f"  Agent may instead offer: {', '.join(others) or 'nothing else'}")
+    return "\n".join(lines)

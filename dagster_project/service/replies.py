@@ -1,0 +1,173 @@
+"""Reply drafts for open tickets, written and checked by the messaging generators and guardrails.
+
+For each open ticket: the customer's context pack (messaging/context_pack.py) pointed at
+the ticket being answered, plus what the agent view knows (repeat issue, where the latest
+order is) in `pack.extras`. `ReplyGenerator` is the template generator with the reply
+templates in `service/templates/` and an angle chosen by the situation, not at random;
+the OpenAI generator works unchanged with the reply brief. Every draft goes through
+`draft_batch` (generate -> guardrails -> retry -> fallback -> blocked) and then the
+service checks below, which know what a support reply must not get wrong:
+
+    delivery   a delivery claim matches the latest shipment (no "arrived" while in transit, no wrong date)
+    private    nothing the customer doesn't know we keep: tiers, tags, value, "VIP"
+
+Ticket bodies stay `customer_text` facts: never read by a template, never sent to an LLM,
+and the injection guardrail blocks a draft that echoes or obeys them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Sequence
+
+from dagster_project.messaging.briefs import Brief, BriefError, load_briefs
+from dagster_project.messaging.context_pack import ContextPack
+from dagster_project.messaging.drafting import DraftingPolicy, DraftJob, DraftOutcome, draft_batch
+from dagster_project.messaging.generators.base import Draft, DraftRequest, Generator
+from dagster_project.messaging.generators.template import TemplateGenerator
+from dagster_project.messaging.guardrails import Verdict, failure_reasons
+
+REPLY_BRIEF_FILE = Path(__file__).resolve().parent / "service_reply.yaml"
+REPLY_TEMPLATES = Path(__file__).resolve().parent / "templates"
+TOPIC_KIND = {"delivery_delay": "delivery", "damaged_package": "delivery", "change_address": "general",
+              "billing": "billing", "payment_issue": "billing", "cancel_request": "cancel",
+              "product_question": "general", "grind_preference": "general"}
+
+_DELIVERY_CLAIM = re.compile(r"\b(arrived|was delivered|were delivered|has been delivered|got delivered|"
+                             r"delivered on)\b", re.I)
+_IN_TRANSIT_CLAIM = re.compile(r"\b(on its way|in transit|has shipped|is shipping)\b", re.I)
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
+_PRIVATE = re.compile(r"\b(vip|high[- ]value|most valuable|top customers?|tier|tagged|tags?|brand advocate|"
+                      r"lifetime|loyalty status|profile says|our records show|we've flagged|flagged)\b", re.I)
+
+
+def load_reply_brief(folder: str | Path | None = None) -> Brief:
+    """The reply brief (`service/service_reply.yaml`), validated like every brief, same brand voice."""
+    from dagster_project.messaging.briefs import _parse  # the one YAML + field-path validator
+
+    voice = load_briefs(folder).brand_voice
+    brief: Brief = _parse(REPLY_BRIEF_FILE, Brief)  # type: ignore[assignment]
+    if brief.brand_voice != voice.id:
+        raise BriefError(f"{REPLY_BRIEF_FILE}: brand_voice: {brief.brand_voice!r} is not {voice.id!r}")
+    return brief
+
+
+# --------------------------------------------------------------------------- the pack, pointed at a ticket
+
+
+def latest_shipment(pack: ContextPack) -> tuple[str, str | None] | None:
+    """(order id, delivered day or None) of the latest order that shipped, from the pack's facts."""
+    shipped = [(f.value, fid.split(":")[1]) for fid, f in pack.facts.items()
+               if fid.startswith("order:") and fid.endswith(":shipped_at") and f.value <= pack.as_of]
+    if not shipped:
+        return None
+    _, order_id = max(shipped)
+    delivered = pack.value(f"order:{order_id}:delivered_at")
+    return order_id, delivered if delivered and delivered <= pack.as_of else None
+
+
+def reply_pack(pack: ContextPack, ticket_id: str, ctx: dict | None = None) -> ContextPack:
+    """The customer's pack pointed at the ticket being answered, with the service situation in extras."""
+    topic = None
+    if ctx is not None:
+        topic = next((t for tid, t in zip(str(ctx.get("open_ticket_ids") or "").split(", "),
+                                          str(ctx.get("open_ticket_topics") or "").split(", ")) if tid == ticket_id),
+                     None)
+    shipment = latest_shipment(pack)
+    repeat = bool(ctx and ctx.get("has_repeat_issue") and topic and ctx.get("repeat_issue_topic") == topic)
+    extras = {**pack.extras, "answering_ticket_id": ticket_id, "ticket_topic": topic, "repeat_issue": repeat,
+              "latest_shipment": None if shipment is None else ("delivered" if shipment[1] else "in_transit")}
+    return dataclasses.replace(pack, last_ticket_id=ticket_id, extras=extras)
+
+
+def reply_angle(pack: ContextPack) -> str:
+    """reply_<kind>[_repeat]: the ticket's topic and, for delivery topics, where the order is."""
+    kind = TOPIC_KIND.get(pack.extras.get("ticket_topic") or "", "general")
+    if kind == "delivery":
+        kind = "in_transit" if pack.extras.get("latest_shipment") == "in_transit" else "delivered"
+    return f"reply_{kind}{'_repeat' if pack.extras.get('repeat_issue') else ''}"
+
+
+class ReplyGenerator(TemplateGenerator):
+    """The template generator with the reply templates; the angle follows the ticket's situation."""
+
+    name = "template"
+    version = "service-reply-1"
+
+    def __init__(self, templates_dir: Path | str = REPLY_TEMPLATES):
+        super().__init__(templates_dir)
+
+    def choose_angle(self, request: DraftRequest, seed: int) -> str:
+        wanted = reply_angle(request.pack)
+        known = {a.id for a in request.brief.angles}
+        return wanted if wanted in known else request.brief.angles[0].id
+
+
+# --------------------------------------------------------------------------- service checks
+
+
+def service_checks(draft: Draft, pack: ContextPack) -> list[Verdict]:
+    """What a support reply must not get wrong, beyond the messaging guardrails."""
+    text = draft.text()
+    delivery: list[str] = []
+    shipment = latest_shipment(pack)
+    delivered_days = {f.value for fid, f in pack.facts.items() if fid.endswith(":delivered_at")
+                      and f.value <= pack.as_of}
+    for sentence in _SENTENCE.findall(text):
+        claim = _DELIVERY_CLAIM.search(sentence)
+        if claim and not re.search(r"\b(not|hasn't|has not|didn't|isn't|yet)\b", sentence, re.I):
+            if shipment is None:
+                delivery.append(f"says {claim.group(0)!r} but nothing has shipped to this customer")
+            elif shipment[1] is None and re.search(r"\b(latest|last|recent|your order|your bag|shipment)\b",
+                                                   sentence, re.I):
+                delivery.append(f"says {claim.group(0)!r} about the latest shipment, but order {shipment[0]} "
+                                f"has not been delivered yet")
+            for day in _dates_in(sentence, pack.as_of[:4]):
+                if day not in delivered_days:
+                    delivery.append(f"says a delivery happened on {day}, which is no delivery date in the "
+                                    "customer's orders")
+        transit = _IN_TRANSIT_CLAIM.search(sentence)
+        if transit and (shipment is None or shipment[1] is not None):
+            delivery.append(f"says {transit.group(0)!r} but no shipment is in transit")
+    private = [f"mentions {m.group(0)!r}: tags, tiers and value are for agents, never for the customer"
+               for m in _PRIVATE.finditer(text)]
+    return [Verdict("delivery", not delivery, delivery), Verdict("private", not private, private)]
+
+
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september",
+           "october", "november", "december")
+_DAY = re.compile(r"\b(" + "|".join(_MONTHS) + r")\s+(\d{1,2})\b(?:,?\s+(\d{4}))?|\b(\d{4})-(\d{2})-(\d{2})\b", re.I)
+
+
+def _dates_in(sentence: str, default_year: str) -> list[str]:
+    days = []
+    for m in _DAY.finditer(sentence):
+        if m.group(4):
+            days.append(f"{m.group(4)}-{m.group(5)}-{m.group(6)}")
+        else:
+            month = _MONTHS.index(m.group(1).lower()) + 1
+            days.append(f"{m.group(3) or default_year}-{month:02d}-{int(m.group(2)):02d}")
+    return days
+
+
+def apply_service_checks(outcome: DraftOutcome, pack: ContextPack) -> DraftOutcome:
+    """Add the service verdicts; a draft that fails them is blocked with the reasons."""
+    if outcome.draft is None:
+        return outcome
+    extra = service_checks(outcome.draft, pack)
+    verdicts = list(outcome.verdicts) + extra
+    reasons = failure_reasons(extra)
+    if not reasons:
+        return dataclasses.replace(outcome, verdicts=verdicts)
+    block = "; ".join(filter(None, [outcome.block_reason, *reasons]))
+    return dataclasses.replace(outcome, verdicts=verdicts, status="blocked", block_reason=block,
+                               history=list(outcome.history) + reasons)
+
+
+def draft_replies(requests: Sequence[DraftRequest], llm: Generator | None = None,
+                  policy: DraftingPolicy = DraftingPolicy()) -> list[DraftOutcome]:
+    """Draft and check a reply per request (packs from `reply_pack`), same order in and out."""
+    outcomes = draft_batch([DraftJob(r) for r in requests], ReplyGenerator(), llm, policy)
+    return [apply_service_checks(o, r.pack) for o, r in zip(outcomes, requests)]

@@ -1,0 +1,70 @@
+"""A stale source stops drafting and export with a message naming the source and its age."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import duckdb
+import pytest
+
+from dagster_project.ingest import contract
+from dagster_project.quality import StaleSourceError, assert_fresh
+from dagster_project.quality.freshness import dbt_source_freshness, describe_age, freshness_outcomes
+
+
+@pytest.fixture
+def con(tmp_path):
+    con = duckdb.connect(str(tmp_path / "fresh.duckdb"))
+    contract.create_raw_schema(con)
+    con.execute("insert into raw.orders (order_id, customer_id, ordered_at, status, total) "
+                "values ('O1', 'C1', '2026-03-01 08:00', 'fulfilled', 20)")
+    con.execute("insert into raw.email_events values ('E1', 'C1', 'n', 'm', 'open', '2026-03-09 21:30')")
+    yield con
+    con.close()
+
+
+NOW = datetime(2026, 3, 10, 6, 0)
+
+
+def test_fresh_sources_pass_and_report_their_age(con):
+    ages = assert_fresh(con, ["email_events"], timedelta(days=1), now=NOW)
+    assert ages == {"email_events": timedelta(hours=8, minutes=30)}
+
+
+def test_stale_source_raises_naming_source_and_age(con):
+    with pytest.raises(StaleSourceError) as caught:
+        assert_fresh(con, ["orders", "email_events"], {"orders": timedelta(days=2), "email_events": timedelta(days=1)},
+                     now=NOW)
+    message = str(caught.value)
+    assert "raw.orders is 8 days 22 hours old (newest ordered_at 2026-03-01 08:00 UTC); allowed 2 days" in message
+    assert "email_events" not in message, "only the stale source is named"
+    assert set(caught.value.stale) == {"orders"}
+
+
+def test_empty_source_counts_as_stale(con):
+    with pytest.raises(StaleSourceError, match=r"raw.payments has no rows"):
+        assert_fresh(con, ["payments"], timedelta(days=7), now=NOW)
+
+
+def test_unknown_source_is_a_clear_error(con):
+    with pytest.raises(KeyError, match="raw.products has no timestamp"):
+        assert_fresh(con, ["products"], timedelta(days=1), now=NOW)
+
+
+def test_as_of_is_the_default_now(con, monkeypatch):
+    monkeypatch.setenv("NEXTBEST_AS_OF", "2026-03-02")
+    assert assert_fresh(con, ["orders"], timedelta(days=1))["orders"] == timedelta(hours=16)
+
+
+def test_limits_come_from_dbt_source_freshness_and_fail_past_error_after(con):
+    limits = dbt_source_freshness()
+    assert limits["orders"] == {"warn": timedelta(days=2), "error": timedelta(days=7)}
+    by_source = {o.target: o for o in freshness_outcomes(con, now=NOW, limits=limits)}
+    assert by_source["raw.orders"].blocking and "error after 7 days" in by_source["raw.orders"].message
+    assert by_source["raw.email_events"].status == "passed"
+    assert by_source["raw.payments"].blocking and "has no rows" in by_source["raw.payments"].message
+
+
+def test_describe_age():
+    assert describe_age(timedelta(days=3, hours=4, minutes=5)) == "3 days 4 hours"
+    assert describe_age(timedelta(hours=1, minutes=1)) == "1 hour 1 minute"
