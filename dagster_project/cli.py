@@ -26,6 +26,7 @@ STAGE_COMMAND_MODULES: tuple[str, ...] = (
     "dagster_project.quality.commands",
     "dagster_project.service.commands",
     "dagster_project.models.clv_commands",
+    "dagster_project.decisioning.commands",
 )
 
 

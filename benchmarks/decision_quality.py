@@ -1,0 +1,144 @@
+"""Decision quality on the simulator: how much true incremental value does routing capture?
+
+    python benchmarks/decision_quality.py                       # train on seed 42, judge on seed 7
+    python benchmarks/decision_quality.py --train-seed 1 --test-seed 2 --customers 8000
+
+1. Simulates a training store (`nextbest demo --fresh`), trains and registers
+   the uplift models on its past campaigns (`uplift_models` code path).
+2. Simulates a fresh store with another seed (customers the models never saw),
+   and routes it with the trained models (`routing_decisions` code path) with
+   exploration, global holdout and per-playbook holdouts off, so the policy
+   itself is judged.
+3. Scores four policies on the same eligible customers (audience, suppression
+   and frequency caps applied) with the simulator's truth (`sim_truth.uplift`,
+   read here only): the oracle (best true value per customer), routing,
+   rule-based routing (segment -> playbook, `messaging.assets.SEGMENT_PLAYBOOKS`)
+   and random (a random eligible playbook).
+
+Figures: incremental goal conversions (sum of true uplift over sends) and
+incremental value (true uplift x goal value - send cost), per policy and as a
+share of the oracle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dagster_project.decisioning.assets import decide  # noqa: E402
+from dagster_project.decisioning.routing import RoutingPolicy  # noqa: E402
+from dagster_project.messaging.assets import SEGMENT_PLAYBOOKS  # noqa: E402
+from dagster_project.models.uplift_assets import newest_passing, train_and_register  # noqa: E402
+from dagster_project.models.uplift_data import GOALS  # noqa: E402
+from dagster_project.resources.warehouse import connect_duckdb  # noqa: E402
+
+
+def build_store(path: Path, customers: int, months: int, seed: int, end_date: str) -> None:
+    env = {**os.environ, "NEXTBEST_DUCKDB_PATH": str(path), "NEXTBEST_AS_OF": end_date}
+    subprocess.run([sys.executable, "-m", "dagster_project.cli", "simulate", "--customers", str(customers),
+                    "--months", str(months), "--seed", str(seed), "--end-date", end_date, "--db", str(path)],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "dagster_project.cli", "demo", "--db", str(path)],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def score(choice: pd.Series, truth: pd.DataFrame, policy: RoutingPolicy) -> dict:
+    """Sum of true uplift and true net value over the customers a policy sends to."""
+    sent = choice.dropna()
+    u = np.array([truth.at[c, p] for c, p in sent.items()]) if len(sent) else np.zeros(0)
+    value = np.array([policy.goal_values[GOALS[p][0]] for p in sent.values])
+    return {"sends": int(len(sent)), "incremental_conversions": float(u.sum()),
+            "incremental_value": float((u * value - policy.send_cost).sum())}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--customers", type=int, default=8000)
+    parser.add_argument("--months", type=int, default=18)
+    parser.add_argument("--train-seed", type=int, default=42)
+    parser.add_argument("--test-seed", type=int, default=7)
+    parser.add_argument("--end-date", default=datetime.now(timezone.utc).date().isoformat())
+    parser.add_argument("--workdir", default=None, help="keep the two warehouses here (default: a temp folder)")
+    args = parser.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="nextbest-decision-quality-"))
+    work.mkdir(parents=True, exist_ok=True)
+    as_of = datetime.fromisoformat(args.end_date).date()
+    started = time.perf_counter()
+    train_db, test_db = work / f"train_{args.train_seed}.duckdb", work / f"test_{args.test_seed}.duckdb"
+    for path, seed in ((train_db, args.train_seed), (test_db, args.test_seed)):
+        if not path.exists():
+            print(f"simulating + building seed {seed} into {path}", file=sys.stderr)
+            build_store(path, args.customers, args.months, seed, args.end_date)
+
+    con = connect_duckdb(train_db)
+    try:
+        trained = train_and_register(con, as_of)
+        models = {p: (found[0].version, found[1]) for p in GOALS if (found := newest_passing(con, p))}
+    finally:
+        con.close()
+
+    policy = RoutingPolicy(global_holdout_share=0.0, exploration_share=0.0)
+    con = connect_duckdb(test_db)
+    try:
+        decisions = decide(con, as_of, policy, models=models)
+        truth = con.execute("select customer_id, playbook_id, true_uplift from sim_truth.uplift").df() \
+            .pivot(index="customer_id", columns="playbook_id", values="true_uplift")
+        segments = con.execute("select customer_id, segment from analytics.customer_segments").df()
+    finally:
+        con.close()
+
+    eligible = decisions[decisions["decision"].isin(["send", "holdout", "none"])].set_index("customer_id")
+    allowed = {c: [p for p, v in json.loads(a).items() if not isinstance(v, str) or v == "no uplift model yet"]
+               for c, a in eligible["alternatives"].items()}
+    routed = eligible["playbook_id"].where(eligible["decision"].isin(["send", "holdout"]))
+
+    def oracle_pick(c):
+        values = {p: truth.at[c, p] * policy.goal_values[GOALS[p][0]] - policy.send_cost for p in allowed[c]}
+        best = max(values, key=values.get)
+        return best if values[best] > 0 else None
+
+    oracle = pd.Series({c: oracle_pick(c) for c in eligible.index}, dtype=object)
+    by_customer = segments.groupby("customer_id")["segment"].apply(set)
+    rules = pd.Series({c: next((p for s, p in SEGMENT_PLAYBOOKS.items()
+                                if s in by_customer.get(c, set()) and p in allowed[c]), None)
+                       for c in eligible.index}, dtype=object)
+    rng = np.random.default_rng(0)
+    random_pick = pd.Series({c: allowed[c][rng.integers(len(allowed[c]))] for c in eligible.index}, dtype=object)
+
+    results = {name: score(choice, truth, policy) for name, choice in
+               (("oracle", oracle), ("routing", routed), ("rules", rules), ("random", random_pick))}
+    base = results["oracle"]
+    for name, r in results.items():
+        r["share_of_oracle_conversions"] = r["incremental_conversions"] / base["incremental_conversions"]
+        r["share_of_oracle_value"] = r["incremental_value"] / base["incremental_value"]
+    report = {
+        "train_seed": args.train_seed, "test_seed": args.test_seed, "customers": args.customers,
+        "as_of": as_of.isoformat(), "eligible_customers": int(len(eligible)),
+        "models": {p: {k: v for k, v in s.items() if k != "version"} for p, s in trained.items()},
+        "policies": results,
+        "routing_vs_rules": {
+            "conversions": results["routing"]["incremental_conversions"] / results["rules"]["incremental_conversions"] - 1,
+            "value": results["routing"]["incremental_value"] / results["rules"]["incremental_value"] - 1},
+        "targets": {"routing >= 80% of oracle value": results["routing"]["share_of_oracle_value"] >= 0.8,
+                    "routing >= 20% over rules (value)":
+                        results["routing"]["incremental_value"] >= 1.2 * results["rules"]["incremental_value"]},
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(report, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Route each eligible customer to the playbook with the highest expected incremental value, or none.
+
+Pure pandas/numpy; `assets.py` gathers the inputs from the warehouse.
+
+    ev = expected_values(uplift, goal_of, policy)            # uplift x goal value - send cost
+    decisions = route(audience, capped, ev, suppressed, holdout_shares, policy, run_key="2026-11-25")
+
+Order of the rules, per customer:
+1. permanent global holdout (stable hash of the customer id): never messaged;
+2. suppression (opted out, unsubscribed, bounced, complained): never messaged;
+3. playbooks the customer is in the audience of and not capped for;
+4. exploration: a small stable-random share gets a random allowed playbook,
+   so every playbook keeps collecting randomized data;
+   otherwise the best allowed playbook if its expected value is positive, else none;
+5. the chosen playbook's randomized holdout (its brief's `holdout_share`):
+   assigned, recorded, not sent.
+All randomness is a hash of (purpose, run key, customer, playbook): reruns
+decide the same, and holdouts are independent of everything the models see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+# What a goal is worth when it happens, in store currency. A marketer's assumptions:
+# a retained subscriber ~ two more deliveries of margin; a cadence change keeps a
+# subscriber who would otherwise cancel over too much coffee; an add-on is one
+# accessory order; a login is cheap engagement; a reactivation is a new subscription.
+GOAL_VALUES = {
+    "retained_60d": 30.0,
+    "cadence_changed_30d": 15.0,
+    "addon_30d": 12.0,
+    "login_30d": 2.0,
+    "reactivated_60d": 30.0,
+}
+# Cost of one send: ESP cost plus the attention it spends (fatigue, unsubscribes).
+SEND_COST = 0.25
+
+DECISIONS = ("send", "holdout", "global_holdout", "suppressed", "capped", "none")
+
+
+@dataclass(frozen=True)
+class RoutingPolicy:
+    """Knobs of the routing policy (asset config can override each)."""
+
+    global_holdout_share: float = 0.05
+    exploration_share: float = 0.05
+    send_cost: float = SEND_COST
+    goal_values: dict = field(default_factory=lambda: dict(GOAL_VALUES))
+
+
+def stable_unit(*parts: str) -> float:
+    """A number in [0, 1) that depends only on `parts` (sha256), the same on every machine and run."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def in_global_holdout(customer_ids, share: float = 0.05) -> np.ndarray:
+    """True for customers in the permanent global holdout (depends on the id only, never on the date)."""
+    return np.array([stable_unit("global-holdout", cid) < share for cid in customer_ids], dtype=bool)
+
+
+def expected_values(uplift: pd.DataFrame, goal_of: dict[str, str], policy: RoutingPolicy) -> pd.DataFrame:
+    """Expected incremental value per customer (rows) and playbook (columns): uplift x goal value - send cost."""
+    values = pd.Series({p: policy.goal_values[goal_of[p]] for p in uplift.columns})
+    return uplift.mul(values, axis=1) - policy.send_cost
+
+
+def route(audience: pd.DataFrame, capped: pd.DataFrame, ev: pd.DataFrame, suppressed: pd.Series,
+          holdout_shares: dict[str, float], policy: RoutingPolicy, run_key: str) -> pd.DataFrame:
+    """One decision per customer in at least one audience.
+
+    `audience` and `capped`: boolean frames, customers x playbooks; `ev`: the
+    expected values (same shape); `suppressed`: reason per customer or None.
+    Returns customer_id, decision, playbook_id, arm, expected_value,
+    exploration, alternatives (JSON), reason.
+    """
+    playbooks = list(audience.columns)
+    audience = audience.reindex(columns=playbooks, fill_value=False)
+    capped = capped.reindex(index=audience.index, columns=playbooks, fill_value=False)
+    ev = ev.reindex(index=audience.index, columns=playbooks)
+    suppressed = suppressed.reindex(audience.index)
+    rows = []
+    for cid in audience.index[audience.any(axis=1).to_numpy()]:
+        member = [p for p in playbooks if audience.at[cid, p]]
+        allowed = [p for p in member if not capped.at[cid, p]]
+        alternatives = {p: ("frequency cap" if p not in allowed else "no uplift model yet" if np.isnan(ev.at[cid, p])
+                            else round(float(ev.at[cid, p]), 4)) for p in member}
+        row = {"customer_id": cid, "decision": None, "playbook_id": None, "arm": None, "expected_value": None,
+               "exploration": False, "alternatives": json.dumps(alternatives, sort_keys=True), "reason": ""}
+        if stable_unit("global-holdout", cid) < policy.global_holdout_share:
+            row.update(decision="global_holdout", reason="permanent global holdout (never messaged)")
+        elif isinstance(suppressed.get(cid), str) and suppressed.get(cid):
+            row.update(decision="suppressed", reason=suppressed[cid])
+        elif not allowed:
+            row.update(decision="capped", reason="frequency cap reached for every playbook they qualify for")
+        else:
+            best = max(allowed, key=lambda p: -np.inf if np.isnan(ev.at[cid, p]) else ev.at[cid, p])
+            explore = stable_unit("explore", run_key, cid) < policy.exploration_share
+            if explore:
+                best = allowed[int(stable_unit("explore-pick", run_key, cid) * len(allowed))]
+            if not explore and not ev.at[cid, best] > 0:
+                row.update(decision="none", reason="no playbook is expected to be worth its send cost")
+            else:
+                held = stable_unit("holdout", run_key, best, cid) < holdout_shares.get(best, 0.0)
+                row.update(decision="holdout" if held else "send", playbook_id=best,
+                           arm="holdout" if held else "treatment", expected_value=float(ev.at[cid, best]),
+                           exploration=explore,
+                           reason=("exploration: random eligible playbook" if explore else "highest expected value")
+                           + ("; in this playbook's randomized holdout (not sent)" if held else ""))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["customer_id", "decision", "playbook_id", "arm", "expected_value",
+                                       "exploration", "alternatives", "reason"])
+
+
+def frequency_capped(history: pd.DataFrame, customers, caps: dict[str, tuple[int, int]], as_of) -> pd.DataFrame:
+    """customers x playbooks: True where the playbook's cap is already used up at `as_of`.
+
+    `history`: past assignments (customer_id, playbook_id, assigned_at), both arms: a
+    customer held out of a playbook is not re-assigned to it inside the cap window either,
+    so the holdout stays clean until its goal window has passed.
+    """
+    as_of = pd.Timestamp(as_of)
+    out = pd.DataFrame(False, index=pd.Index(customers, name="customer_id"), columns=list(caps))
+    for playbook, (max_messages, per_days) in caps.items():
+        recent = history[(history["playbook_id"] == playbook)
+                         & (history["assigned_at"] > as_of - pd.Timedelta(days=per_days))
+                         & (history["assigned_at"] <= as_of)]
+        counts = recent.groupby("customer_id").size()
+        full = counts.index[counts >= max_messages]
+        out.loc[out.index.intersection(full), playbook] = True
+    return out

@@ -1,0 +1,125 @@
+"""Routing: planted effects route where they work, holdouts are never sent, caps hold, the global holdout is stable."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dagster_project.decisioning.routing import (RoutingPolicy, expected_values, frequency_capped, in_global_holdout,
+                                                 route)
+from dagster_project.decisioning.timing import best_send_hours, next_time_at
+from dagster_project.models.uplift_training import train_playbook_model
+
+GOAL_OF = {"cadence_mismatch": "cadence_changed_30d", "at_risk_save": "retained_60d"}
+
+
+def past_campaign(playbook: str, n: int, seed: int, effect) -> pd.DataFrame:
+    """Randomized past sends: 80% treated, goal drawn with p0 + effect(features) when treated."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"customer_id": [f"{playbook}-{i}" for i in range(n)],
+                          "skip_share_last4": rng.choice([0.0, 0.25, 0.5, 0.75, 1.0], n, p=[.4, .2, .1, .15, .15]),
+                          "opens_30d": rng.poisson(1.0, n).astype(float), "tenure_days": rng.integers(30, 900, n)})
+    treated = rng.random(n) < 0.8
+    p = 0.1 + treated * effect(frame)
+    frame["treated"], frame["outcome"] = treated.astype(int), (rng.random(n) < p).astype(int)
+    frame["goal"], frame["playbook_id"] = GOAL_OF[playbook], playbook
+    return frame
+
+
+@pytest.fixture(scope="module")
+def models():
+    # Cadence mismatch works strongly on customers who skip half their deliveries or more; not elsewhere.
+    cadence = past_campaign("cadence_mismatch", 2500, 1,
+                            lambda f: np.where(f["skip_share_last4"] >= 0.5, 0.5, 0.0))
+    at_risk = past_campaign("at_risk_save", 2500, 2, lambda f: np.full(len(f), 0.05))
+    return {"cadence_mismatch": train_playbook_model(cadence, "cadence_mismatch"),
+            "at_risk_save": train_playbook_model(at_risk, "at_risk_save")}
+
+
+def fresh_customers(n: int = 600, seed: int = 9) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"skip_share_last4": rng.choice([0.0, 0.25, 0.5, 0.75, 1.0], n),
+                         "opens_30d": rng.poisson(1.0, n).astype(float), "tenure_days": rng.integers(30, 900, n)},
+                        index=pd.Index([f"C{i:04d}" for i in range(n)], name="customer_id"))
+
+
+def run(models, customers, holdout=0.0, policy=RoutingPolicy(global_holdout_share=0.0, exploration_share=0.0),
+        capped=None, suppressed=None):
+    uplift = pd.DataFrame({p: m.predict(customers) for p, m in models.items()}, index=customers.index)
+    audience = pd.DataFrame(True, index=customers.index, columns=list(models))
+    capped = capped if capped is not None else pd.DataFrame(False, index=customers.index, columns=list(models))
+    suppressed = suppressed if suppressed is not None else pd.Series(None, index=customers.index, dtype=object)
+    ev = expected_values(uplift, GOAL_OF, policy)
+    return route(audience, capped, ev, suppressed, {p: holdout for p in models}, policy, "2026-11-25") \
+        .set_index("customer_id")
+
+
+def test_planted_effect_routes_that_playbook_to_its_sub_population(models):
+    assert models["cadence_mismatch"].passed
+    customers = fresh_customers()
+    decisions = run(models, customers)
+    skippers = customers["skip_share_last4"] >= 0.5
+    routed = decisions["playbook_id"]
+    assert (routed[skippers] == "cadence_mismatch").mean() > 0.9
+    assert (routed[~skippers] == "cadence_mismatch").mean() < 0.1
+    # Every decision explains itself: alternatives' values and the features behind the choice.
+    sample = decisions[routed == "cadence_mismatch"].iloc[0]
+    assert set(json.loads(sample["alternatives"])) == {"cadence_mismatch", "at_risk_save"}
+    reasons = models["cadence_mismatch"].reasons(customers[skippers].head(5))
+    assert all(any("share of the last 4 deliveries skipped" in r for r in rs) for rs in reasons)
+
+
+def test_holdouts_and_suppressed_are_never_sent(models):
+    customers = fresh_customers(2000)
+    suppressed = pd.Series(np.where(np.arange(2000) % 10 == 0, "unsubscribed", None), index=customers.index)
+    decisions = run(models, customers, holdout=0.2, suppressed=suppressed,
+                    policy=RoutingPolicy(global_holdout_share=0.05, exploration_share=0.1))
+    sends = decisions["decision"] == "send"
+    assert (decisions.loc[sends, "arm"] == "treatment").all()
+    assert (decisions.loc[~sends, "arm"] != "treatment").all()
+    assert not sends[suppressed.notna()].any()
+    global_holdout = in_global_holdout(customers.index, 0.05)
+    assert (decisions.loc[global_holdout, "decision"] == "global_holdout").all()
+    routed = decisions["decision"].isin(["send", "holdout"])
+    held_share = (decisions.loc[routed, "decision"] == "holdout").mean()
+    assert 0.15 < held_share < 0.25
+    assert decisions["exploration"].mean() > 0.05
+
+
+def test_frequency_caps_hold(models):
+    customers = fresh_customers(4)
+    ids = list(customers.index)
+    history = pd.DataFrame({"customer_id": [ids[0], ids[1], ids[2], ids[2]],
+                            "playbook_id": ["cadence_mismatch", "cadence_mismatch", "at_risk_save", "at_risk_save"],
+                            "assigned_at": pd.to_datetime(["2026-11-10", "2026-09-01", "2026-11-01", "2026-11-20"])})
+    caps = {"cadence_mismatch": (1, 30), "at_risk_save": (2, 21)}
+    capped = frequency_capped(history, customers.index, caps, "2026-11-25")
+    assert capped.loc[ids[0], "cadence_mismatch"]          # sent 15 days ago, cap 1 per 30 days
+    assert not capped.loc[ids[1], "cadence_mismatch"]      # 85 days ago: allowed again
+    assert not capped.loc[ids[2], "at_risk_save"]          # only one of the two within 21 days
+    capped.loc[:, :] = True
+    decisions = run(models, customers, capped=capped)
+    assert (decisions["decision"] == "capped").all() and decisions["playbook_id"].isna().all()
+
+
+def test_global_holdout_is_stable_and_about_five_percent():
+    ids = [f"C{i:08d}" for i in range(20000)]
+    first = in_global_holdout(ids)
+    again = in_global_holdout(list(reversed(ids)))[::-1]
+    assert (first == again).all()
+    assert 0.045 < first.mean() < 0.055
+    # Growing the holdout only adds customers; nobody leaves it.
+    assert (in_global_holdout(ids, 0.10)[first]).all()
+
+
+def test_send_hour_follows_history_with_a_prior():
+    events = pd.DataFrame({"customer_id": ["A"] * 12 + ["B"] * 40,
+                           "occurred_at": pd.to_datetime(["2026-11-03 19:10"] * 12 + ["2026-11-05 08:30"] * 40)})
+    hours = best_send_hours(events, ["A", "B", "NEW"]).set_index("customer_id")
+    assert hours.at["A", "send_hour_of_week"] == 1 * 24 + 19      # Tuesday 19:00
+    assert hours.at["NEW", "send_hour_of_week"] == 3 * 24 + 8     # no history: the store's best hour
+    send_at = next_time_at(int(hours.at["A", "send_hour_of_week"]), pd.Timestamp("2026-11-25").to_pydatetime())
+    assert (send_at.weekday(), send_at.hour) == (1, 19) and send_at >= pd.Timestamp("2026-11-25")
