@@ -22,6 +22,7 @@ from dagster_project.project import DUCKDB_HELP, duckdb_path
 # callable(args) -> exit code.
 STAGE_COMMAND_MODULES: tuple[str, ...] = (
     "dagster_project.messaging.commands",
+    "dagster_project.delivery.approval_commands",
     "dagster_project.delivery.commands",
     "dagster_project.quality.commands",
     "dagster_project.service.commands",

@@ -1,0 +1,155 @@
+"""Approval commands for the `nextbest` CLI: `review [BATCH]`, `approve BATCH`, `reject BATCH`.
+
+    nextbest review                                  batches, their drafts and approval state
+    nextbest review at_risk_save-2026-06-30          counts, blocked drafts with reasons, a sample
+    nextbest approve at_risk_save-2026-06-30 --by ana --note "checked offers"
+    nextbest reject at_risk_save-2026-06-30 --by ana --reason "wrong discount"
+
+Decisions are appended to `nextbest.approvals`; the `approved_batches_sensor`
+then exports approved batches (see `approvals.py` for when an approval holds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import textwrap
+from pathlib import Path
+
+BATCH_HELP = "a batch id from `nextbest review`: <playbook>-<run date>, e.g. at_risk_save-2026-06-30"
+DB_HELP = "DuckDB file (default: NEXTBEST_DUCKDB_PATH, else data/nextbest.duckdb)"
+
+
+def register(subparsers) -> None:
+    """Add `review`, `approve` and `reject` to the `nextbest` parser."""
+    review = subparsers.add_parser("review", help="show a batch of drafts for approval (or list batches)")
+    review.add_argument("batch", nargs="?", help=BATCH_HELP + "; omit to list batches")
+    review.add_argument("--sample", type=int, default=5, help="random drafts to show (default 5)")
+    review.add_argument("--seed", type=int, default=None, help="seed of the random sample, to show the same one again")
+    review.add_argument("--db", default=None, help=DB_HELP)
+    review.set_defaults(func=cmd_review)
+
+    approve = subparsers.add_parser("approve", help="approve a batch for sending (recorded in nextbest.approvals)")
+    approve.add_argument("batch", help=BATCH_HELP)
+    approve.add_argument("--by", required=True, help="who approves (name or email)")
+    approve.add_argument("--note", default=None, help="optional note kept with the approval")
+    approve.add_argument("--db", default=None, help=DB_HELP)
+    approve.set_defaults(func=cmd_approve)
+
+    reject = subparsers.add_parser("reject", help="reject a batch (recorded in nextbest.approvals)")
+    reject.add_argument("batch", help=BATCH_HELP)
+    reject.add_argument("--by", required=True, help="who rejects (name or email)")
+    reject.add_argument("--reason", required=True, help="what is wrong, for whoever fixes the drafts")
+    reject.add_argument("--db", default=None, help=DB_HELP)
+    reject.set_defaults(func=cmd_reject)
+
+
+def _connect(args: argparse.Namespace, read_only: bool):
+    from dagster_project.project import duckdb_path
+    from dagster_project.resources.warehouse import connect_duckdb
+
+    if args.db:
+        os.environ["NEXTBEST_DUCKDB_PATH"] = str(Path(args.db).expanduser().resolve())
+    return connect_duckdb(duckdb_path(), read_only=read_only)
+
+
+def _indent(text: str, prefix: str = "    ") -> str:
+    return textwrap.indent(str(text).strip(), prefix)
+
+
+def render_batches(con) -> str:
+    """The batch list: drafts per status and where each batch stands."""
+    from dagster_project.delivery.approvals import check_approval, known_batches
+
+    batches = known_batches(con, limit=50)
+    if batches.empty:
+        return "No drafts yet: materialize message_drafts (`nextbest demo`) first."
+    lines = [f"{'batch':<36} {'drafts':>7} {'sendable':>9} {'blocked':>8}  approval"]
+    for row in batches.itertuples(index=False):
+        check = check_approval(con, row.batch_id)
+        state = check.reason if check.ok else (
+            "awaiting approval" if check.approval is None else f"not approved: {check.reason}")
+        lines.append(f"{row.batch_id:<36} {row.total:>7} {row.sendable:>9} {row.blocked:>8}  {state}")
+    lines.append("\n`nextbest review BATCH` shows one batch; `nextbest approve BATCH --by NAME` approves it.")
+    return "\n".join(lines)
+
+
+def render_review(review) -> str:
+    """One batch for a reviewer: counts, every blocked draft with its reason, a random sample."""
+    s = review.summary
+    out = [f"Batch {s.batch_id}  (playbook {s.playbook_id}, run date {s.run_date})",
+           f"  drafts {s.total}: " + ", ".join(f"{k} {v}" for k, v in review.by_status.items()),
+           f"  approval: {review.check.reason}", ""]
+    out.append(f"Blocked drafts ({len(review.blocked)}), not sent even if the batch is approved:")
+    if review.blocked.empty:
+        out.append("  none")
+    for row in review.blocked.itertuples(index=False):
+        out.append(f"  {row.customer_id}: {row.block_reason}")
+    out.append("")
+    out.append(f"Random sample of sendable drafts ({len(review.sample)}):")
+    for row in review.sample.itertuples(index=False):
+        out += ["", f"--- {row.customer_id} · {row.angle} · offer {row.offer_id or '-'} · CTA {row.cta}",
+                f"    Subject: {row.subject}", f"    Preheader: {row.preheader or ''}", _indent(row.body)]
+    out += ["", f"Approve: nextbest approve {s.batch_id} --by NAME [--note ...]",
+            f"Reject:  nextbest reject {s.batch_id} --by NAME --reason ..."]
+    return "\n".join(out)
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from dagster_project.delivery.approvals import ApprovalError, review_batch
+
+    try:
+        con = _connect(args, read_only=True)
+    except Exception as error:  # noqa: BLE001 - shown to the user as is
+        print(f"Cannot open the warehouse: {error}")
+        return 2
+    try:
+        if not args.batch:
+            print(render_batches(con))
+            return 0
+        review = review_batch(con, args.batch, sample_size=max(0, args.sample), seed=args.seed)
+        if review is None:
+            print(f"Batch {args.batch!r} has no drafts.\n\n{render_batches(con)}")
+            return 2
+        print(render_review(review))
+        return 0
+    except ApprovalError as error:
+        print(f"Cannot review: {error}")
+        return 2
+    finally:
+        con.close()
+
+
+def _decide(args: argparse.Namespace, decision: str, note: str | None) -> int:
+    from dagster_project.delivery.approvals import ApprovalError, approval_ttl, record_decision
+
+    try:
+        ttl = approval_ttl()
+        con = _connect(args, read_only=False)
+    except Exception as error:  # noqa: BLE001 - shown to the user as is
+        print(f"Cannot {decision} {args.batch}: {error}")
+        return 2
+    try:
+        approval = record_decision(con, args.batch, decision, args.by, note, source="cli")
+    except ApprovalError as error:
+        print(f"Cannot {decision} {args.batch}: {error}")
+        return 2
+    finally:
+        con.close()
+    if approval.decision == "approved":
+        until = approval.decided_at + ttl
+        print(f"Approved {approval.batch_id} by {approval.decided_by}: {approval.drafts_sendable} drafts will be "
+              f"sent ({approval.drafts_total - approval.drafts_sendable} blocked stay unsent). The "
+              f"approved_batches_sensor exports it; the approval holds until {until:%Y-%m-%d %H:%M} UTC and "
+              "only while the drafts stay as they are.")
+    else:
+        print(f"Rejected {approval.batch_id} by {approval.decided_by}: {approval.note}. Nothing is sent.")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    return _decide(args, "approve", args.note)
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    return _decide(args, "reject", args.reason)

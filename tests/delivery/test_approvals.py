@@ -1,0 +1,168 @@
+"""Approvals: approve, reject, expiry and changed drafts, from the CLI and the Dagster job."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timedelta
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+from dagster_project.delivery import approval_commands, approvals
+from dagster_project.delivery.assets import approve_batch
+from dagster_project.messaging.assets import DRAFTS_DDL
+from dagster_project.resources.warehouse import DuckDBWarehouse
+from tests.delivery.conftest import noon_utc
+
+BATCH = "at_risk_save-2026-03-10"
+
+
+def write_drafts(con, batch_id: str, customer_ids, blocked=(), body: str = "Hi {c}, your favourite roast is back.",
+                 playbook_id: str = "at_risk_save") -> None:
+    """Replace a batch in nextbest.message_drafts, as the message_drafts asset does."""
+    con.execute("create schema if not exists nextbest")
+    con.execute(DRAFTS_DDL)
+    con.execute("delete from nextbest.message_drafts where batch_id = ?", [batch_id])
+    rows = pd.DataFrame([{
+        "draft_id": f"{batch_id}:{c}", "batch_id": batch_id, "customer_id": c, "playbook_id": playbook_id,
+        "angle": "favourite_product", "generator": "template", "subject": "We saved your roast",
+        "preheader": "Your next bag is on us", "body": body.format(c=c), "cta": "keep_subscription",
+        "offer_id": "SAVE15", "status": "blocked" if c in blocked else "pending_review",
+        "block_reason": "grounding: price 12.00 not in the context pack" if c in blocked else None,
+        "as_of": batch_id[-10:], "created_at": datetime.now(),
+    } for c in customer_ids])
+    con.register("_new_drafts", rows)
+    con.execute("insert into nextbest.message_drafts by name select * from _new_drafts")
+    con.unregister("_new_drafts")
+
+
+@pytest.fixture
+def store(warehouse):
+    """The delivery warehouse (50 customers) with one batch: 10 drafts, 2 of them blocked."""
+    write_drafts(warehouse, BATCH, [f"c{i}" for i in range(10)], blocked={"c3", "c7"})
+    return warehouse
+
+
+def test_approval_is_appended_with_the_drafts_hash_and_holds(store):
+    approval = approvals.record_decision(store, BATCH, "approve", "ana", "offers checked", now=noon_utc())
+    assert approval.drafts_total == 10 and approval.drafts_sendable == 8
+    row = store.execute("select batch_id, decision, decided_by, note, drafts_hash, run_date, playbook_id "
+                        "from nextbest.approvals").fetchall()
+    assert row == [(BATCH, "approved", "ana", "offers checked", approval.drafts_hash,
+                    datetime(2026, 3, 10).date(), "at_risk_save")]
+    check = approvals.check_approval(store, BATCH, now=noon_utc() + timedelta(hours=1))
+    assert check.ok and "approved by ana" in check.reason
+    assert list(approvals.sendable_drafts(store, BATCH)["customer_id"]) == [
+        c for c in (f"c{i}" for i in range(10)) if c not in {"c3", "c7"}]
+
+
+def test_rejection_needs_a_reason_and_wins_until_approved_again(store):
+    approvals.record_decision(store, BATCH, "approve", "ana", now=noon_utc())
+    with pytest.raises(approvals.ApprovalError, match="needs a reason"):
+        approvals.record_decision(store, BATCH, "reject", "ben", "  ", now=noon_utc())
+    approvals.record_decision(store, BATCH, "reject", "ben", "discount too deep", now=noon_utc() + timedelta(minutes=5))
+    check = approvals.check_approval(store, BATCH, now=noon_utc() + timedelta(minutes=6))
+    assert not check.ok and "rejected by ben" in check.reason and "discount too deep" in check.reason
+    approvals.record_decision(store, BATCH, "approve", "ana", now=noon_utc() + timedelta(minutes=10))
+    assert approvals.check_approval(store, BATCH, now=noon_utc() + timedelta(minutes=11)).ok
+    # append-only: every decision is kept, in order
+    assert [d.decision for d in approvals.decisions(store, BATCH)] == ["approved", "rejected", "approved"]
+    assert [d.seq for d in approvals.decisions(store)] == [1, 2, 3]
+
+
+def test_approval_expires_after_the_configured_time(store, monkeypatch):
+    approvals.record_decision(store, BATCH, "approve", "ana", now=noon_utc())
+    assert approvals.check_approval(store, BATCH, now=noon_utc() + timedelta(hours=71)).ok
+    expired = approvals.check_approval(store, BATCH, now=noon_utc() + timedelta(hours=73))
+    assert not expired.ok
+    assert "expired at 2026-03-13 12:00 UTC" in expired.reason and "approve it again" in expired.reason
+    monkeypatch.setenv("NEXTBEST_APPROVAL_TTL_HOURS", "100")
+    assert approvals.check_approval(store, BATCH, now=noon_utc() + timedelta(hours=73)).ok
+    monkeypatch.setenv("NEXTBEST_APPROVAL_TTL_HOURS", "soon")
+    with pytest.raises(approvals.ApprovalError, match="NEXTBEST_APPROVAL_TTL_HOURS"):
+        approvals.check_approval(store, BATCH, now=noon_utc())
+
+
+def test_changed_drafts_need_a_new_approval_but_identical_regeneration_does_not(store):
+    customers = [f"c{i}" for i in range(10)]
+    approvals.record_decision(store, BATCH, "approve", "ana", now=noon_utc())
+    # the daily job regenerates the same drafts (new created_at, same content): still approved
+    write_drafts(store, BATCH, customers, blocked={"c3", "c7"})
+    assert approvals.check_approval(store, BATCH, now=noon_utc()).ok
+    # one body changes: the approval no longer covers what would be sent
+    store.execute("update nextbest.message_drafts set body = body || ' Now 30% off!' where customer_id = 'c1'")
+    changed = approvals.check_approval(store, BATCH, now=noon_utc())
+    assert not changed.ok and "changed after ana approved them" in changed.reason
+    # unblocking a draft changes what is sent too
+    approvals.record_decision(store, BATCH, "approve", "ana", now=noon_utc())
+    store.execute("update nextbest.message_drafts set status = 'pending_review' where customer_id = 'c3'")
+    unblocked = approvals.check_approval(store, BATCH, now=noon_utc())
+    assert not unblocked.ok and "8 sendable then; 10 drafts, 9 sendable now" in unblocked.reason
+
+
+def test_decisions_that_cannot_be_recorded_say_why(store):
+    write_drafts(store, "win_back-2026-03-10", ["c20", "c21"], blocked={"c20", "c21"}, playbook_id="win_back")
+    with pytest.raises(approvals.ApprovalError, match=f"Known batches: {BATCH}"):
+        approvals.record_decision(store, "at_risk_save-2026-03-11", "approve", "ana")
+    with pytest.raises(approvals.ApprovalError, match="nothing to send: all 2 drafts are blocked"):
+        approvals.record_decision(store, "win_back-2026-03-10", "approve", "ana")
+    with pytest.raises(approvals.ApprovalError, match="--by NAME"):
+        approvals.record_decision(store, BATCH, "approve", " ")
+    not_yet = approvals.check_approval(store, BATCH)
+    assert not not_yet.ok and f"nextbest approve {BATCH} --by NAME" in not_yet.reason
+
+
+def _cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="nextbest")
+    approval_commands.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    return args.func(args)
+
+
+def test_cli_review_approve_reject(store, tmp_path, capsys):
+    db = str(tmp_path / "delivery.duckdb")
+    store.close()  # the CLI opens the file itself
+
+    assert _cli("review", "--db", db) == 0
+    listing = capsys.readouterr().out
+    assert BATCH in listing and "awaiting approval" in listing
+
+    assert _cli("review", BATCH, "--sample", "3", "--seed", "1", "--db", db) == 0
+    review = capsys.readouterr().out
+    assert "drafts 10: blocked 2, pending_review 8" in review
+    assert "c3: grounding: price 12.00 not in the context pack" in review
+    assert review.count("Subject: We saved your roast") == 3
+
+    assert _cli("approve", BATCH, "--by", "ana", "--note", "looks right", "--db", db) == 0
+    assert "8 drafts will be sent (2 blocked stay unsent)" in capsys.readouterr().out
+    assert _cli("reject", BATCH, "--by", "ben", "--reason", "wrong tone", "--db", db) == 0
+    assert "Rejected" in capsys.readouterr().out
+    assert _cli("approve", "no_such-2026-01-01", "--by", "ana", "--db", db) == 2
+    assert "has no drafts" in capsys.readouterr().out
+
+    with duckdb.connect(db, read_only=True) as con:
+        rows = con.execute("select decision, decided_by, note, source from nextbest.approvals order by seq").fetchall()
+    assert rows == [("approved", "ana", "looks right", "cli"), ("rejected", "ben", "wrong tone", "cli")]
+
+
+def test_approve_batch_job_records_the_decision_from_run_config(store, tmp_path):
+    db = str(tmp_path / "delivery.duckdb")
+    store.close()
+    resources = {"warehouse": DuckDBWarehouse(path=db)}
+
+    def run(**config):
+        return approve_batch.execute_in_process(
+            run_config={"ops": {"record_approval": {"config": config}}}, resources=resources,
+            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+    assert run(batch=BATCH, by="ana", note="from the UI").success
+    failed = run(batch=BATCH, by="ben", decision="reject")
+    assert not failed.success
+    failure = next(e for e in failed.all_events if e.is_step_failure)
+    assert "needs a reason" in failure.event_specific_data.error.message
+    with duckdb.connect(db, read_only=True) as con:
+        assert con.execute("select decision, decided_by, note, source from nextbest.approvals").fetchall() == [
+            ("approved", "ana", "from the UI", "dagster")]
+        assert approvals.check_approval(con, BATCH).ok

@@ -1,0 +1,142 @@
+"""esp_export end to end in process with the file ESP: only approved, unchanged batches go
+out, each message once; and the delivery definitions wire together."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+from dagster_project.delivery import approvals
+from dagster_project.delivery.assets import assets, campaign_lift, esp_export, jobs, lift_table_markdown, playbook_lift
+from dagster_project.delivery.esp import FileEsp
+from dagster_project.delivery.sensors import sensors
+from dagster_project.resources.warehouse import DuckDBWarehouse
+from tests.delivery.test_approvals import BATCH, write_drafts
+
+CUSTOMERS = [f"c{i}" for i in range(12)]
+BLOCKED = {"c4"}
+
+
+def afternoon_zone() -> str:
+    """A fixed-offset zone where it is about 2 pm now, so quiet hours never defer these sends."""
+    offset = (14 - datetime.now(timezone.utc).hour + 12) % 24 - 12
+    return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+
+
+@pytest.fixture
+def db(warehouse, tmp_path):
+    warehouse.execute("update raw.customers set timezone = ?", [afternoon_zone()])
+    write_drafts(warehouse, BATCH, CUSTOMERS, blocked=BLOCKED)
+    warehouse.close()
+    return tmp_path / "delivery.duckdb"
+
+
+def export(db, tmp_path, batch: str | None = BATCH):
+    config = {"batch": batch, "max_wait_seconds": 2.0} if batch else {"max_wait_seconds": 2.0}
+    return dg.materialize(
+        [esp_export],
+        resources={"warehouse": DuckDBWarehouse(path=str(db)), "esp": FileEsp(path=str(tmp_path / "out.jsonl"))},
+        run_config={"ops": {"esp_export": {"config": config}}},
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+    )
+
+
+def sent_lines(tmp_path) -> list[dict]:
+    path = tmp_path / "out.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def decide(db, *args, **kwargs):
+    with duckdb.connect(str(db)) as con:
+        return approvals.record_decision(con, *args, **kwargs)
+
+
+def failure_message(result) -> str:
+    return next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
+
+
+def test_an_approved_batch_is_sent_once_with_counts_per_state(db, tmp_path):
+    decide(db, BATCH, "approve", "ana")
+    result = export(db, tmp_path)
+    assert result.success
+    lines = sent_lines(tmp_path)
+    assert sorted(line["customer_id"] for line in lines) == sorted(set(CUSTOMERS) - BLOCKED)
+    assert {line["campaign_id"] for line in lines} == {BATCH}
+    (materialization,) = result.asset_materializations_for_node("esp_export")
+    meta = {k: v.value for k, v in materialization.metadata.items()}
+    assert meta["queued"] == 11 and meta["sent"] == 11 and meta["outbox_sent"] == 11
+    assert meta["outbox_queued"] == 0 and meta["outbox_dead"] == 0
+    assert meta["outbox_by_state"]["sent"] == 11
+
+    # the same run again (a retry, or the daily job): nothing is sent twice
+    again = export(db, tmp_path)
+    assert again.success
+    assert len(sent_lines(tmp_path)) == 11
+    (materialization,) = again.asset_materializations_for_node("esp_export")
+    assert materialization.metadata["queued"].value == 0 and materialization.metadata["sent"].value == 0
+
+
+def test_an_unapproved_or_changed_batch_is_not_sent(db, tmp_path):
+    not_approved = export(db, tmp_path)
+    assert not not_approved.success
+    assert f"Not exporting {BATCH}: batch {BATCH} has not been approved" in failure_message(not_approved)
+
+    decide(db, BATCH, "approve", "ana")
+    with duckdb.connect(str(db)) as con:
+        con.execute("update nextbest.message_drafts set subject = 'Last chance!' where customer_id = 'c2'")
+    changed = export(db, tmp_path)
+    assert not changed.success
+    assert "changed after ana approved them" in failure_message(changed)
+    assert sent_lines(tmp_path) == []
+
+
+def test_without_a_batch_every_holding_approval_is_sent(db, tmp_path):
+    with duckdb.connect(str(db)) as con:
+        write_drafts(con, "win_back-2026-03-10", ["c20", "c21"], playbook_id="win_back")
+        write_drafts(con, "expansion-2026-03-10", ["c30"], playbook_id="expansion")
+    decide(db, BATCH, "approve", "ana")
+    decide(db, "win_back-2026-03-10", "approve", "ana")
+    decide(db, "win_back-2026-03-10", "reject", "ben", "not this week")
+    result = export(db, tmp_path, batch=None)
+    assert result.success
+    assert {line["campaign_id"] for line in sent_lines(tmp_path)} == {BATCH}
+
+
+def test_delivery_definitions_wire_together(tmp_path):
+    defs = dg.Definitions(
+        assets=assets, jobs=jobs, sensors=sensors,
+        resources={"warehouse": DuckDBWarehouse(path=str(tmp_path / "w.duckdb")),
+                   "esp": FileEsp(path=str(tmp_path / "out.jsonl"))},
+    )
+    assert defs.resolve_job_def("approve_batch") is not None
+    assert defs.resolve_job_def("export_approved_batch") is not None
+    assert defs.resolve_sensor_def("approved_batches_sensor").job_name == "export_approved_batch"
+    graph = defs.resolve_asset_graph()
+    assert graph.get(esp_export.key).group_name == "delivery"
+    assert graph.get(campaign_lift.key).group_name == "measurement"
+    assert graph.get(dg.AssetKey(["nextbest", "assignments"])).group_name == "decisioning"
+
+
+def test_lift_table_pools_finished_campaigns_per_playbook():
+    performance = pd.DataFrame([
+        # playbook, campaign, control arm, finished, treated n / conversions, control n / conversions
+        ("expansion", "e1", "holdout", True, 1000, 300, 250, 25),
+        ("expansion", "e2", "holdout", True, 1000, 300, 250, 25),
+        ("expansion", "e2", "global_holdout", True, 1000, 300, 100, 10),
+        ("expansion", "e3", "holdout", False, 1000, 900, 250, 0),  # still in its window: left out
+        ("win_back", "w1", "holdout", True, 400, 40, 100, 10),
+    ], columns=["playbook_id", "campaign_id", "control_arm", "window_complete", "treated_customers",
+                "treated_conversions", "control_customers", "control_conversions"]).assign(goal="g")
+    lift = playbook_lift(performance).set_index("playbook_id")
+    assert lift.loc["expansion", "campaigns"] == 2 and lift.loc["expansion", "control"] == 500
+    assert lift.loc["expansion", "lift"] == pytest.approx(0.2)
+    assert lift.loc["expansion", "ci_low"] < 0.2 < lift.loc["expansion", "ci_high"]
+    assert lift.loc["expansion", "ci_low"] > 0
+    assert lift.loc["win_back", "ci_low"] < 0 < lift.loc["win_back", "ci_high"]
+    table = lift_table_markdown(playbook_lift(performance))
+    assert "| expansion | g | 2 | 2,000 | 500 | 30.0% | 10.0% | +20.0 |" in table
