@@ -48,8 +48,12 @@ def check_duckdb_file_name(path: Path) -> None:
 
 
 def dbt_target() -> str:
-    """The dbt target: `duckdb` (default) or `snowflake` (`NEXTBEST_DBT_TARGET`)."""
-    return os.environ.get("NEXTBEST_DBT_TARGET", "duckdb")
+    """The dbt target: `duckdb` (default) or `snowflake`.
+
+    `NEXTBEST_DBT_TARGET` wins; otherwise it follows `NEXTBEST_WAREHOUSE`, so one
+    variable moves both dbt and the Python assets' warehouse resource.
+    """
+    return os.environ.get("NEXTBEST_DBT_TARGET") or os.environ.get("NEXTBEST_WAREHOUSE", "duckdb")
 
 
 dbt_project = DbtProject(

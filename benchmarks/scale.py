@@ -1,0 +1,181 @@
+"""Wall time and peak memory per stage at 10k, 100k and 1M subscribers on DuckDB.
+
+    python benchmarks/scale.py                          # 10,000 / 100,000 / 1,000,000
+    python benchmarks/scale.py --sizes 10000 100000     # some sizes
+    python benchmarks/scale.py --keep DIR               # keep the warehouse files in DIR
+
+Stages, each its own process on its own copy of the warehouse, so each peak
+resident memory (the kernel's rusage of that child) is the stage's own:
+  simulate      `nextbest simulate` into a fresh file (raw.*)
+  dbt build     models, snapshots and tests, as the `warehouse` assets run them
+  <asset>       every other materializable asset in `definitions.py` (models,
+                decisioning, messaging, ...), one at a time in dependency order
+  direct SQL    the same compiled SQL (from that build's manifest, in its run order,
+                tests included) in one DuckDB connection on a copy of the raw data:
+                what dbt's own overhead is measured against (last, as it is long)
+Targets (issue 7, 2 cores / 24 GiB): 1M end to end without simulation < 15 min, peak
+< 8 GiB; dbt build within 1.5x of direct SQL. Results: benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SKIP_GROUPS = {"ingest", "warehouse"}  # raw data comes from `simulate`, dbt models from `dbt build`
+
+
+def run_stage(name: str, argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Run one stage; return (wall seconds, peak RSS MiB, output). Exits loudly on failure."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{name} failed:\n{output[-6000:]}")
+    return wall, usage.ru_maxrss / 1024, output  # ru_maxrss is KiB on Linux
+
+
+def direct_sql(db: str, target: str) -> None:
+    """Replay a dbt build's compiled SQL in one DuckDB connection, in the build's order."""
+    import duckdb
+
+    manifest = json.loads((Path(target) / "manifest.json").read_text())
+    order = [r["unique_id"] for r in json.loads((Path(target) / "run_results.json").read_text())["results"]]
+    con = duckdb.connect(db)
+    for unique_id in order:
+        node = manifest["nodes"][unique_id]
+        sql = node.get("compiled_code")
+        if not sql:
+            continue
+        if node["resource_type"] == "test":
+            con.execute(f"select count(*) from ({sql}) as failures").fetchone()
+            continue
+        relation = f'"{node["schema"]}"."{node.get("alias") or node["name"]}"'
+        kind = "view" if node["config"]["materialized"] == "view" else "table"
+        con.execute(f'create schema if not exists "{node["schema"]}"')
+        # The build already made this relation; drop it so both kinds of replace work.
+        con.execute(f"drop view if exists {relation}")
+        con.execute(f"drop table if exists {relation}")
+        con.execute(f"create {kind} {relation} as {sql}")
+    con.close()
+
+
+def other_assets() -> list[str]:
+    """Materializable assets outside `ingest` and `warehouse`, in dependency order."""
+    from dagster_project.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = []
+    for key in graph.toposorted_asset_keys:
+        node = graph.get(key)
+        if node.is_materializable and node.group_name not in SKIP_GROUPS:
+            keys.append(key.to_user_string())
+    return keys
+
+
+def materialize(key: str) -> None:
+    """Materialize one asset (its upstream tables are already in the warehouse)."""
+    import dagster as dg
+
+    from dagster_project.definitions import defs
+
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(asset_selection=[dg.AssetKey.from_user_string(key)],
+                                    instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    if not result.success:
+        failures = [str(e.event_specific_data.error) for e in result.all_events if e.is_step_failure]
+        sys.exit(f"materializing {key} failed:\n" + "\n".join(failures)[-6000:])
+
+
+def bench(customers: int, months: int, work: Path, print_row) -> None:
+    # PYTHONPATH: run this checkout's package (e.g. a snapshot copy), not whichever is installed.
+    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1", "PYTHONPATH": str(REPO)}
+    # The replay's file has the build's file name (in its own folder): compiled SQL names the database.
+    raw, built, direct = work / "simulated.duckdb", work / "built.duckdb", work / "replay" / "built.duckdb"
+    direct.parent.mkdir(exist_ok=True)
+    wall, peak, _ = run_stage("simulate", [sys.executable, "-m", "dagster_project.cli", "simulate", "--customers", str(customers),
+                                           "--months", str(months), "--db", str(raw)], env)
+    print_row(customers, "simulate", wall, peak)
+    shutil.copyfile(raw, built)
+    shutil.copyfile(raw, direct)
+    target = work / "target"
+    dbt = [str(BIN / "dbt"), "build", "--project-dir", str(REPO / "dbt"), "--profiles-dir", str(REPO / "dbt"), "--quiet",
+           "--target-path", str(target), "--log-path", str(work / "logs")]
+    dbt_wall, peak, _ = run_stage("dbt build", dbt, {**env, "NEXTBEST_DUCKDB_PATH": str(built)})
+    print_row(customers, "dbt build", dbt_wall, peak)
+    total = dbt_wall
+    listed = subprocess.run([sys.executable, __file__, "--list-assets"], env={**env, "NEXTBEST_DUCKDB_PATH": str(built)},
+                            cwd=REPO, capture_output=True, text=True, check=True)
+    for key in json.loads(listed.stdout.strip().splitlines()[-1]):
+        wall, peak, _ = run_stage(key, [sys.executable, __file__, "--materialize", key],
+                                  {**env, "NEXTBEST_DUCKDB_PATH": str(built)})
+        total += wall
+        print_row(customers, f"asset {key}", wall, peak)
+    print_row(customers, "end to end without simulate", total, float("nan"))
+    print_row(customers, "warehouse file", float("nan"), built.stat().st_size / 2**20, "(MiB on disk)")
+    # Last, so the pipeline's own figures are in even if this long replay is cut short.
+    direct_wall, peak, _ = run_stage("direct SQL", [sys.executable, __file__, "--direct", str(direct), str(target)],
+                                     {**env, "NEXTBEST_DUCKDB_PATH": str(direct)})
+    print_row(customers, "direct SQL (same compiled SQL)", direct_wall, peak,
+              f"dbt build / direct = {dbt_wall / direct_wall:.2f}x")
+    direct.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--months", type=int, default=18)
+    parser.add_argument("--keep", type=Path, default=None, help="keep the warehouse files under this folder")
+    parser.add_argument("--record", type=Path, default=None,
+                        help="also append each row to this file as it comes (e.g. benchmarks/RESULTS.md)")
+    parser.add_argument("--direct", nargs=2, metavar=("DB", "TARGET"), help=argparse.SUPPRESS)
+    parser.add_argument("--materialize", metavar="ASSET", help=argparse.SUPPRESS)
+    parser.add_argument("--list-assets", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.direct:
+        return direct_sql(*args.direct)
+    if args.materialize:
+        return materialize(args.materialize)
+    if args.list_assets:
+        return print(json.dumps(other_assets()))
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    print(f"machine: {cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}, "
+          f"Python {platform.python_version()}")
+    print(f"{'subscribers':>12}  {'stage':<40} {'wall s':>8} {'peak MiB':>9}")
+
+    def print_row(size: int, stage: str, wall: float, peak: float, note: str = "") -> None:
+        wall_s = f"{wall:>8.1f}" if wall == wall else f"{'':>8}"
+        peak_s = f"{peak:>9.0f}" if peak == peak else f"{'':>9}"
+        row = f"{size:>12,}  {stage:<40} {wall_s} {peak_s}  {note}".rstrip()
+        print(row, flush=True)
+        if args.record:
+            with args.record.open("a") as out:
+                out.write(row + "\n")
+
+    for size in args.sizes:
+        if args.keep:
+            work = args.keep / f"scale-{size}"
+            work.mkdir(parents=True, exist_ok=True)
+            bench(size, args.months, work, print_row)
+        else:
+            with tempfile.TemporaryDirectory(prefix=f"nextbest-scale-{size}-") as tmp:
+                bench(size, args.months, Path(tmp), print_row)
+
+
+if __name__ == "__main__":
+    main()
