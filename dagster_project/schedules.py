@@ -7,11 +7,9 @@ import dagster as dg
 daily_personalization = dg.define_asset_job(
     name="daily_personalization",
     # Sending is the approval sensor's job (esp_export, one run per approved batch).
-    # The helpdesk/ESP profile export shares the message outbox, whose frequency cap
-    # and opt-in suppression are meant for messages; it runs on demand until the
-    # outbox tells profile updates from messages.
-    selection=dg.AssetSelection.all()
-    - dg.AssetSelection.assets("esp_export", "service_context_export"),
+    # service_context_export runs here: it sends only profile updates (outbox kind
+    # `properties`), which no cap, opt-in or quiet hours apply to, and touches no message.
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets("esp_export"),
     description="Load or observe raw data, rebuild context and segments, and everything downstream.",
 )
 

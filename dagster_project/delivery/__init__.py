@@ -1,4 +1,5 @@
-"""Delivery: the outbox that sends approved drafts to an ESP exactly once, and ESP events back.
+"""Delivery: the outbox that sends approved drafts (and profile updates) to an ESP exactly once,
+and ESP events back.
 
 `esp/` holds the adapters behind one interface, `outbox.py` the table and its
 states, `policy.py` the send-time rules (suppression, caps, quiet hours,

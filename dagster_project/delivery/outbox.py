@@ -1,19 +1,29 @@
-"""`nextbest.outbox`: one row per message, a deterministic send id, and the states it moves through.
+"""`nextbest.outbox`: one row per message or profile update, a deterministic send id, and its states.
 
     queued ──claim──▶ sending ──▶ sent
       ▲                  │  └───▶ failed ──(backoff, Retry-After)──▶ claimed again
       │ quiet hours       │  └───▶ dead     (permanent error, or N attempts)
       └── deferred        └─ crash: reconciled on the next run (see sender.py)
     queued ──▶ suppressed   (unsubscribed / bounced / complained / capped at send time)
+    queued ──▶ superseded   (properties only: a newer update for the same customer was queued)
 
-The send id is a hash of (batch, customer, playbook), so enqueueing the same
-approved batch twice adds nothing, and the id doubles as the ESP idempotency
-key. Every attempt is also appended to `nextbest.outbox_attempts`.
+`kind` tells the two apart: a `message` is a marketing send (frequency caps,
+opt-in and suppression, quiet hours apply); `properties` is a profile update
+(JSON object in `body`) that the adapter's `update_profile` writes, with none of
+those rules: it emails nobody. `destination` names where a row goes: `esp` (the
+configured ESP; messages and ESP profile properties) or another sink such as
+`helpdesk`, so an export only ever hands a row to the adapter it was meant for.
+
+The send id is a hash of (batch, customer, playbook), plus the properties for a
+profile update, so enqueueing the same batch twice adds nothing, and the id
+doubles as the ESP idempotency key. Every attempt is also appended to
+`nextbest.outbox_attempts`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -23,8 +33,12 @@ from dagster_project.ingest.contract import NEXTBEST_SCHEMA, create_raw_schema
 
 OUTBOX = f"{NEXTBEST_SCHEMA}.outbox"
 ATTEMPTS = f"{NEXTBEST_SCHEMA}.outbox_attempts"
-STATES = ("queued", "sending", "sent", "failed", "dead", "suppressed")
+STATES = ("queued", "sending", "sent", "failed", "dead", "suppressed", "superseded")
 DRAFT_COLUMNS = ("batch_id", "customer_id", "playbook_id", "subject", "body", "cta")
+# A profile update: `body` is the properties as a JSON object; subject and cta are not used.
+PROPERTY_COLUMNS = ("batch_id", "customer_id", "playbook_id", "body")
+KINDS = ("message", "properties")
+ESP_DESTINATION = "esp"
 
 OUTBOX_DDL = f"""
 create table if not exists {OUTBOX} (
@@ -45,9 +59,18 @@ create table if not exists {OUTBOX} (
   sent_at timestamp,
   esp varchar,
   idempotency_key varchar,
-  esp_message_id varchar
+  esp_message_id varchar,
+  kind varchar not null default 'message',
+  destination varchar not null default 'esp'
 )
 """
+
+# Tables created before `kind` / `destination` existed: every row in them is a message to the ESP.
+# (DuckDB cannot add a NOT NULL column with IF NOT EXISTS; the default fills existing rows.)
+OUTBOX_MIGRATIONS = (
+    f"alter table {OUTBOX} add column if not exists kind varchar default 'message'",
+    f"alter table {OUTBOX} add column if not exists destination varchar default '{ESP_DESTINATION}'",
+)
 
 ATTEMPTS_DDL = f"""
 create table if not exists {ATTEMPTS} (
@@ -72,10 +95,13 @@ def naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
 
 
-def send_id_for(batch_id: str, customer_id: str, playbook_id: str) -> str:
-    """The deterministic send id of one message: the same inputs always give the same id."""
-    key = "\x1f".join((str(batch_id), str(customer_id), str(playbook_id)))
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+def send_id_for(batch_id: str, customer_id: str, playbook_id: str, content: str | None = None) -> str:
+    """The deterministic send id of one row: the same inputs always give the same id.
+
+    `content` (a profile update's properties) makes a changed update a new row, even within one batch.
+    """
+    parts = (str(batch_id), str(customer_id), str(playbook_id)) + ((str(content),) if content is not None else ())
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
 def ensure_outbox(con) -> None:
@@ -83,28 +109,50 @@ def ensure_outbox(con) -> None:
     create_raw_schema(con)
     con.execute(f"create schema if not exists {NEXTBEST_SCHEMA}")
     con.execute(OUTBOX_DDL)
+    for statement in OUTBOX_MIGRATIONS:
+        con.execute(statement)
     con.execute(ATTEMPTS_DDL)
 
 
 class DraftError(ValueError):
-    """Drafts that cannot be enqueued; the message names every bad row and field."""
+    """Rows that cannot be enqueued; the message names every bad row and field."""
 
 
-def validate_drafts(batch_id: str, drafts: pd.DataFrame) -> list[str]:
-    """Problems with an approved batch of drafts, each naming the row and field (empty if fine)."""
-    missing = [c for c in DRAFT_COLUMNS if c not in drafts.columns]
+def _empty(value) -> bool:
+    return value is None or (isinstance(value, float) and pd.isna(value)) or str(value).strip() == ""
+
+
+def validate_drafts(batch_id: str, drafts: pd.DataFrame, kind: str = "message",
+                    destination: str = ESP_DESTINATION) -> list[str]:
+    """Problems with a batch of drafts (or profile updates), each naming the row and field (empty if fine)."""
+    if kind not in KINDS:
+        return [f"kind {kind!r} is not one of {', '.join(KINDS)}"]
+    if kind == "message" and destination != ESP_DESTINATION:
+        return [f"messages go to destination {ESP_DESTINATION!r}, not {destination!r}"]
+    columns = DRAFT_COLUMNS if kind == "message" else PROPERTY_COLUMNS
+    missing = [c for c in columns if c not in drafts.columns]
     if missing:
-        return [f"drafts for batch {batch_id!r} lack column(s) {', '.join(missing)}"]
+        return [f"{kind} rows for batch {batch_id!r} lack column(s) {', '.join(missing)}"]
+    required = ("customer_id", "playbook_id", "subject", "body") if kind == "message" else columns[1:]
     problems = []
     for position, row in enumerate(drafts.itertuples(index=False)):
-        where = f"draft row {position} (customer_id={getattr(row, 'customer_id', None)!r})"
+        where = f"{'draft' if kind == 'message' else 'properties'} row {position} " \
+                f"(customer_id={getattr(row, 'customer_id', None)!r})"
         if str(row.batch_id) != str(batch_id):
             problems.append(f"{where}: batch_id is {row.batch_id!r}, expected {batch_id!r}")
-        for field in ("customer_id", "playbook_id", "subject", "body"):
-            value = getattr(row, field)
-            if value is None or (isinstance(value, float) and pd.isna(value)) or str(value).strip() == "":
+        for field in required:
+            if _empty(getattr(row, field)):
                 problems.append(f"{where}: {field} is empty")
+        if kind == "properties" and not _empty(row.body) and not _is_json_object(row.body):
+            problems.append(f"{where}: body is not a JSON object of properties")
     return problems
+
+
+def _is_json_object(text) -> bool:
+    try:
+        return isinstance(json.loads(str(text)), dict)
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -112,64 +160,112 @@ class EnqueueSummary:
     batch_id: str
     queued: int
     already_in_outbox: int
+    superseded: int = 0  # older pending profile updates the new ones replace
 
 
-def enqueue_batch(con, batch_id: str, drafts_df: pd.DataFrame, now: datetime | None = None) -> EnqueueSummary:
-    """Queue an approved batch of drafts (batch_id, customer_id, playbook_id, subject, body, cta).
+def enqueue_batch(con, batch_id: str, drafts_df: pd.DataFrame, now: datetime | None = None, *,
+                  kind: str = "message", destination: str = ESP_DESTINATION) -> EnqueueSummary:
+    """Queue a batch: approved drafts (batch_id, customer_id, playbook_id, subject, body, cta), or with
+    `kind="properties"` profile updates (batch_id, customer_id, playbook_id, body = JSON object).
 
-    Idempotent: a message already in the outbox (same send id) is left as it is.
+    Idempotent: a row already in the outbox (same send id) is left as it is. A profile update is a
+    state, not an event, so a new one supersedes the same customer's older queued or failed update to
+    that playbook and destination (an older retry could otherwise overwrite newer values).
     Raises `DraftError` naming each bad row and field, and queues nothing then.
     """
-    problems = validate_drafts(batch_id, drafts_df)
+    problems = validate_drafts(batch_id, drafts_df, kind, destination)
     if problems:
         raise DraftError("; ".join(problems[:20]) + (f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""))
     ensure_outbox(con)
     moment = naive_utc(now or utcnow())
+    properties = kind == "properties"
+    customers = drafts_df["customer_id"].astype(str).to_numpy()
+    playbooks = drafts_df["playbook_id"].astype(str).to_numpy()
+    bodies = drafts_df["body"].astype(str).to_numpy()
     rows = pd.DataFrame({
-        "send_id": [send_id_for(batch_id, c, p) for c, p in zip(drafts_df["customer_id"], drafts_df["playbook_id"])],
+        "send_id": [send_id_for(batch_id, c, p, b if properties else None)
+                    for c, p, b in zip(customers, playbooks, bodies)],
         "batch_id": str(batch_id),
-        "customer_id": drafts_df["customer_id"].astype(str).to_numpy(),
-        "playbook_id": drafts_df["playbook_id"].astype(str).to_numpy(),
-        "subject": drafts_df["subject"].astype(str).to_numpy(),
-        "body": drafts_df["body"].astype(str).to_numpy(),
-        "cta": [None if pd.isna(v) else str(v) for v in drafts_df["cta"]],
-    }).drop_duplicates("send_id")
+        "customer_id": customers,
+        "playbook_id": playbooks,
+        "subject": "" if properties else drafts_df["subject"].astype(str).to_numpy(),
+        "body": bodies,
+        "cta": None if properties else [None if pd.isna(v) else str(v) for v in drafts_df["cta"]],
+    })
+    # One pending update per customer and playbook: the last one given wins.
+    rows = rows.drop_duplicates(["customer_id", "playbook_id"] if properties else "send_id", keep="last")
+    rows = rows.drop_duplicates("send_id")
     con.register("nextbest_drafts_to_enqueue", rows)
     try:
-        before = con.execute(f"select count(*) from {OUTBOX}").fetchall()[0][0]
+        new = con.execute(f"""select send_id, customer_id, playbook_id from nextbest_drafts_to_enqueue
+                              where send_id not in (select send_id from {OUTBOX})""").df()
         con.execute(
             f"""insert into {OUTBOX} (send_id, batch_id, customer_id, playbook_id, subject, body, cta,
-                                      state, attempts, next_attempt_at, enqueued_at)
+                                      state, attempts, next_attempt_at, enqueued_at, kind, destination)
                 select d.send_id, d.batch_id, d.customer_id, d.playbook_id, d.subject, d.body, d.cta,
-                       'queued', 0, ?, ?
+                       'queued', 0, ?, ?, ?, ?
                 from nextbest_drafts_to_enqueue d
                 where d.send_id not in (select send_id from {OUTBOX})""",
-            [moment, moment],
+            [moment, moment, kind, destination],
         )
-        after = con.execute(f"select count(*) from {OUTBOX}").fetchall()[0][0]
     finally:
         con.unregister("nextbest_drafts_to_enqueue")
-    return EnqueueSummary(str(batch_id), after - before, len(rows) - (after - before))
+    superseded = _supersede(con, new, destination) if properties and len(new) else 0
+    return EnqueueSummary(str(batch_id), len(new), len(rows) - len(new), superseded)
 
 
-def state_counts(con, batch_id: str | None = None) -> dict[str, int]:
-    """Messages per outbox state (all batches, or one)."""
-    where, params = ("where batch_id = ?", [batch_id]) if batch_id else ("", [])
-    rows = con.execute(f"select state, count(*) from {OUTBOX} {where} group by 1", params).fetchall()
+def _supersede(con, new: pd.DataFrame, destination: str) -> int:
+    """Retire pending profile updates that the just-queued ones (`new`) replace; returns how many."""
+    con.register("nextbest_new_updates", new)
+    try:
+        before = con.execute(f"select count(*) from {OUTBOX} where state = 'superseded'").fetchall()[0][0]
+        con.execute(
+            f"""update {OUTBOX} o set state = 'superseded', last_error = 'superseded by ' || n.send_id
+                from nextbest_new_updates n
+                where o.kind = 'properties' and o.destination = ? and o.state in ('queued', 'failed')
+                  and o.customer_id = n.customer_id and o.playbook_id = n.playbook_id
+                  and o.send_id <> n.send_id""",
+            [destination],
+        )
+        after = con.execute(f"select count(*) from {OUTBOX} where state = 'superseded'").fetchall()[0][0]
+    finally:
+        con.unregister("nextbest_new_updates")
+    return after - before
+
+
+def scope(batch_id: str | None = None, kind: str | None = None, destination: str | None = None,
+          alias: str = "") -> tuple[str, list]:
+    """SQL conditions (each starting with `and`) and their parameters for a slice of the outbox."""
+    prefix = f"{alias}." if alias else ""
+    sql, params = [], []
+    for column, value in (("batch_id", batch_id), ("kind", kind), ("destination", destination)):
+        if value is not None:
+            sql.append(f"and {prefix}{column} = ?")
+            params.append(value)
+    return " ".join(sql), params
+
+
+def state_counts(con, batch_id: str | None = None, kind: str | None = None,
+                 destination: str | None = None) -> dict[str, int]:
+    """Rows per outbox state (all, or one batch / kind / destination)."""
+    where, params = scope(batch_id, kind, destination)
+    rows = con.execute(f"select state, count(*) from {OUTBOX} where true {where} group by 1", params).fetchall()
     return {state: 0 for state in STATES} | dict(rows)
 
 
-def due_messages(con, now: datetime, limit: int, cap_since: datetime, batch_id: str | None = None) -> pd.DataFrame:
-    """Up to `limit` messages due now, at most one per customer, with the send-time facts the
-    policy needs: the customer's email, time zone, opt-in, last suppressing event, recent sends."""
-    batch_filter = "and o.batch_id = ?" if batch_id else ""
-    params: list = [naive_utc(now)] + ([batch_id] if batch_id else []) + [limit, naive_utc(cap_since)]
+def due_messages(con, now: datetime, limit: int, cap_since: datetime, batch_id: str | None = None,
+                 kind: str | None = None, destination: str = ESP_DESTINATION) -> pd.DataFrame:
+    """Up to `limit` rows due now for `destination` (optionally one batch or kind), at most one per
+    customer, with the send-time facts the policy needs: the customer's email, time zone, opt-in,
+    last suppressing event, and recent marketing sends (profile updates do not count towards caps)."""
+    where, scoped = scope(batch_id, kind, destination, alias="o")
+    params: list = [naive_utc(now), *scoped, limit, naive_utc(cap_since)]
     return con.execute(
         f"""
         with due as (
             select o.*, row_number() over (partition by o.customer_id order by o.next_attempt_at, o.send_id) as rn
             from {OUTBOX} o
-            where o.state in ('queued', 'failed') and o.next_attempt_at <= ? {batch_filter}
+            where o.state in ('queued', 'failed') and o.next_attempt_at <= ? {where}
         ),
         picked as (
             select * from due where rn = 1 order by next_attempt_at, send_id limit ?
@@ -184,7 +280,7 @@ def due_messages(con, now: datetime, limit: int, cap_since: datetime, batch_id: 
         recent as (
             select customer_id, count(*) as n
             from {OUTBOX}
-            where state in ('sent', 'sending') and coalesce(sent_at, claimed_at) >= ?
+            where state in ('sent', 'sending') and coalesce(sent_at, claimed_at) >= ? and kind = 'message'
               and customer_id in (select customer_id from picked)
             group by customer_id
         ),
@@ -195,7 +291,7 @@ def due_messages(con, now: datetime, limit: int, cap_since: datetime, batch_id: 
             group by customer_id
         )
         select p.send_id, p.batch_id, p.customer_id, p.playbook_id, p.subject, p.body, p.cta, p.attempts,
-               p.state, c.customer_id is not null as customer_found, c.email, c.first_name, c.timezone,
+               p.state, p.kind, c.customer_id is not null as customer_found, c.email, c.first_name, c.timezone,
                c.marketing_opt_in, s.event_type as suppress_event, s.occurred_at as suppress_at,
                coalesce(r.n, 0) as recent_sends
         from picked p
@@ -208,19 +304,21 @@ def due_messages(con, now: datetime, limit: int, cap_since: datetime, batch_id: 
     ).df()
 
 
-def in_flight(con, run_token: str) -> pd.DataFrame:
-    """Messages a previous run claimed and never settled (it crashed or was killed mid-send)."""
+def in_flight(con, run_token: str, kind: str | None = None, destination: str = ESP_DESTINATION) -> pd.DataFrame:
+    """Rows for `destination` (optionally one kind) that a previous run claimed and never settled
+    (it crashed or was killed mid-send)."""
+    where, params = scope(None, kind, destination, alias="o")
     return con.execute(
         f"""select o.send_id, o.batch_id, o.customer_id, o.playbook_id, o.subject, o.body, o.cta, o.attempts,
-                   c.email, c.first_name
+                   o.kind, c.email, c.first_name
             from {OUTBOX} o left join raw.customers c using (customer_id)
-            where o.state = 'sending' and coalesce(o.claim_token, '') <> ?""",
-        [run_token],
+            where o.state = 'sending' and coalesce(o.claim_token, '') <> ? {where}""",
+        [run_token, *params],
     ).df()
 
 
 def claim(con, send_ids: list[str], run_token: str, now: datetime, esp: str) -> None:
-    """Mark messages in flight (state `sending`, attempts + 1) before any of them is sent."""
+    """Mark rows in flight (state `sending`, attempts + 1) before any of them is sent."""
     if not send_ids:
         return
     con.execute(

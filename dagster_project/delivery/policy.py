@@ -3,6 +3,13 @@
 Drafts can sit for days between generation and approval, so the outbox checks
 these again for every message right before it goes out. Nothing here touches
 the database or the network; `sender.py` feeds it rows and applies its answers.
+
+The rules are for marketing sends (outbox kind `message`). A profile update
+(kind `properties`: tags and context written to ESP profile properties or a
+helpdesk) emails nobody, so no cap, opt-in, suppressing event or quiet hours
+holds it back, and it does not count towards the cap. Unsubscribed, bounced
+and complained customers still get updates: the helpdesk needs their context
+most, and the ESP keeps enforcing its own suppression on any later email.
 """
 
 from __future__ import annotations
@@ -69,8 +76,11 @@ def in_quiet_hours(local_hour: int, start: int, end: int) -> bool:
     return local_hour >= start or local_hour < end
 
 
-def next_send_time(now: datetime, tz_name: str | None, policy: SendPolicy) -> datetime:
-    """`now` if it is outside the customer's quiet hours, else the UTC time they end (deferred, not dropped)."""
+def next_send_time(now: datetime, tz_name: str | None, policy: SendPolicy, kind: str = "message") -> datetime:
+    """`now` if it is outside the customer's quiet hours (or a profile update, which has none), else the
+    UTC time they end (deferred, not dropped)."""
+    if kind == "properties":
+        return now
     zone = customer_zone(tz_name, policy.default_timezone)
     local = now.astimezone(zone)
     if not in_quiet_hours(local.hour, policy.quiet_start_hour, policy.quiet_end_hour):
@@ -81,10 +91,13 @@ def next_send_time(now: datetime, tz_name: str | None, policy: SendPolicy) -> da
 
 
 def suppression_reason(row: Mapping[str, Any], policy: SendPolicy) -> str | None:
-    """Why this message must not go out now, or None. `row` holds the send-time facts:
-    customer_found, email, marketing_opt_in, suppress_event, suppress_at, recent_sends."""
+    """Why this row must not go out now, or None. `row` holds the send-time facts:
+    kind, customer_found, email, marketing_opt_in, suppress_event, suppress_at, recent_sends.
+    A profile update (kind `properties`) is held back only for a customer unknown to raw.customers."""
     if not row.get("customer_found"):
         return "customer not found in raw.customers"
+    if row.get("kind") == "properties":
+        return None
     if not row.get("email"):
         return "raw.customers.email is empty"
     if row.get("marketing_opt_in") is False:

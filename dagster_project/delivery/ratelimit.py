@@ -74,17 +74,28 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """All of one ESP's limits at once: a send waits for every bucket it draws on."""
+    """All of one ESP's limits at once: a send waits for every bucket it draws on.
 
-    def __init__(self, limits: Iterable[RateLimit], **bucket_kwargs) -> None:
+    `profile_limits` are what one profile update draws on (default: the same as a message).
+    Buckets are shared by name, so messages and profile updates hitting the same endpoint
+    tier (Klaviyo's profiles API) stay under its limit together.
+    """
+
+    def __init__(self, limits: Iterable[RateLimit], profile_limits: Iterable[RateLimit] | None = None,
+                 **bucket_kwargs) -> None:
         self.limits = list(limits)
+        self.profile_limits = self.limits if profile_limits is None else list(profile_limits)
         self._sleep = bucket_kwargs.get("sleep", time.sleep)
-        self._buckets = [(limit, TokenBucket(limit.per_second, limit.burst, **bucket_kwargs))
-                         for limit in self.limits]
+        self._buckets: dict[str, TokenBucket] = {}
+        for limit in self.limits + self.profile_limits:
+            if limit.name not in self._buckets:
+                self._buckets[limit.name] = TokenBucket(limit.per_second, limit.burst, **bucket_kwargs)
 
-    def acquire_send(self) -> float:
-        """Block until one more message may be sent; returns the seconds waited."""
-        waits = [bucket.reserve(limit.cost_per_send) for limit, bucket in self._buckets]
+    def acquire_send(self, kind: str = "message") -> float:
+        """Block until one more message (or, with kind `properties`, profile update) may go out;
+        returns the seconds waited."""
+        limits = self.profile_limits if kind == "properties" else self.limits
+        waits = [self._buckets[limit.name].reserve(limit.cost_per_send) for limit in limits]
         wait = max(waits, default=0.0)
         if wait > 0:
             self._sleep(wait)

@@ -1,4 +1,8 @@
-"""The export loop: claim due messages, check them, send them at the ESP's pace, settle them.
+"""The export loop: claim due rows, check them, send them at the ESP's pace, settle them.
+
+A row is a message (`esp.send`) or a profile update (`esp.update_profile`, outbox
+kind `properties`); the send-time rules in policy.py tell the two apart. An export
+serves one destination (default `esp`), so a helpdesk row never reaches the ESP.
 
 Exactly once, across crashes:
 1. Claim before sending: a chunk is marked `sending` (and its attempt counted)
@@ -9,12 +13,14 @@ Exactly once, across crashes:
    again and re-sent with the *same* idempotency key, which the ESP deduplicates
    (Klaviyo `unique_id`, Customer.io event `id`, HubSpot `sendId`, the webhook's
    `Idempotency-Key`, the file sink's own check). So nothing is lost, and nothing
-   is delivered twice.
+   is delivered twice. A re-sent profile upsert sets the same values again (the
+   webhook and file sink deduplicate it on the key too).
 One export runs at a time per warehouse: DuckDB's file lock serialises processes.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import uuid
@@ -53,15 +59,20 @@ class ExportSummary:
         return (self.sent + self.duplicates) / self.seconds if self.seconds else 0.0
 
 
-def _message(row) -> OutboundMessage:
-    def text(value):
-        return None if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+def _text(value) -> str | None:
+    return None if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
 
+
+def _message(row) -> OutboundMessage:
     return OutboundMessage(
         send_id=row.send_id, batch_id=row.batch_id, customer_id=row.customer_id, playbook_id=row.playbook_id,
-        email=text(row.email) or "", first_name=text(row.first_name), subject=row.subject, body=row.body,
-        cta=text(row.cta),
+        email=_text(row.email) or "", first_name=_text(row.first_name), subject=row.subject, body=row.body,
+        cta=_text(row.cta),
     )
+
+
+def _is_profile_update(row) -> bool:
+    return getattr(row, "kind", "message") == "properties"
 
 
 def _outcome(send_id, state, *, attempt=None, esp=None, outcome=None, detail=None, last_error=None,
@@ -76,17 +87,23 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return frame.astype({"attempt": "Int64"})
 
 
-def _send_one(esp: EspResource, limiter: RateLimiter, message: OutboundMessage) -> SendResult | EspError:
-    limiter.acquire_send()
+def _send_one(esp: EspResource, limiter: RateLimiter, row) -> SendResult | EspError:
+    """Deliver one outbox row by its kind: a message, or a profile update."""
+    kind = "properties" if _is_profile_update(row) else "message"
+    limiter.acquire_send(kind)
     try:
-        return esp.send(message)
+        if kind == "properties":
+            return esp.update_profile(row.customer_id, _text(row.email), json.loads(row.body),
+                                      esp.idempotency_key(row.send_id))
+        return esp.send(_message(row))
     except Exception as exc:  # noqa: BLE001 - classified; a BaseException (kill, Ctrl-C) still ends the run
         return classify_exception(esp.esp_name, exc)
 
 
-def reconcile_in_flight(con, esp: EspResource, run_token: str, now: datetime, summary: ExportSummary) -> None:
-    """Settle messages a dead run left `sending`: sent if the ESP confirms it, else queued again."""
-    stale = outbox.in_flight(con, run_token)
+def reconcile_in_flight(con, esp: EspResource, run_token: str, now: datetime, summary: ExportSummary,
+                        kind: str | None = None, destination: str = outbox.ESP_DESTINATION) -> None:
+    """Settle rows a dead run left `sending`: sent if the ESP confirms it, else queued again."""
+    stale = outbox.in_flight(con, run_token, kind, destination)
     rows = []
     for row in stale.itertuples(index=False):
         message = _message(row)
@@ -104,7 +121,8 @@ def reconcile_in_flight(con, esp: EspResource, run_token: str, now: datetime, su
 
 
 def apply_send_policy(due: pd.DataFrame, now: datetime, policy: SendPolicy) -> tuple[list, list[dict]]:
-    """Split due rows into those to send now and outcomes for the rest (suppressed or deferred)."""
+    """Split due rows into those to send now and outcomes for the rest (suppressed or deferred).
+    Profile updates are only held for an unknown customer (see policy.py)."""
     sendable, held = [], []
     for row in due.itertuples(index=False):
         facts = row._asdict()
@@ -116,7 +134,7 @@ def apply_send_policy(due: pd.DataFrame, now: datetime, policy: SendPolicy) -> t
                                  detail=reason, last_error=reason))
             continue
         tz = None if pd.isna(row.timezone) else row.timezone
-        resume = next_send_time(now, tz, policy)
+        resume = next_send_time(now, tz, policy, facts.get("kind") or "message")
         if resume > now:
             held.append(_outcome(row.send_id, row.state, attempt=row.attempts, outcome="deferred",
                                  detail=f"quiet hours in {tz or policy.default_timezone} until {resume:%Y-%m-%d %H:%M} UTC",
@@ -131,6 +149,8 @@ def run_export(
     esp: EspResource,
     *,
     batch_id: str | None = None,
+    kind: str | None = None,
+    destination: str = outbox.ESP_DESTINATION,
     policy: SendPolicy = SendPolicy(),
     retry: RetryPolicy = RetryPolicy(),
     workers: int = 8,
@@ -140,7 +160,8 @@ def run_export(
     log: Callable[[str], None] | None = None,
     rng: random.Random | None = None,
 ) -> ExportSummary:
-    """Send every due message in the outbox (or one batch) and settle each one.
+    """Send every due row for `destination` (or one batch, or one kind) and settle each one:
+    messages through `esp.send`, profile updates (kind `properties`) through `esp.update_profile`.
 
     Retries due within `max_wait_seconds` are waited for in this run; later ones
     (long backoffs, quiet hours) stay queued for the next run. Returns a summary.
@@ -149,16 +170,16 @@ def run_export(
     outbox.ensure_outbox(con)
     run_token = uuid.uuid4().hex
     summary = ExportSummary()
-    reconcile_in_flight(con, esp, run_token, clock(), summary)
-    limiter = RateLimiter(esp.rate_limits())
+    reconcile_in_flight(con, esp, run_token, clock(), summary, kind, destination)
+    limiter = RateLimiter(esp.rate_limits(), esp.profile_update_limits())
     rng = rng or random.Random()
     idle_since: float | None = None  # wall time, so a frozen test clock cannot wait forever
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="nextbest-send") as pool:
         while True:
             now = clock()
-            due = outbox.due_messages(con, now, chunk_size, now - policy.cap_window, batch_id)
+            due = outbox.due_messages(con, now, chunk_size, now - policy.cap_window, batch_id, kind, destination)
             if due.empty:
-                wait = _seconds_until_next_due(con, now, batch_id)
+                wait = _seconds_until_next_due(con, now, batch_id, kind, destination)
                 idle_since = idle_since or time.monotonic()
                 if wait is None or wait > max_wait_seconds or time.monotonic() - idle_since > max_wait_seconds:
                     break
@@ -172,17 +193,16 @@ def run_export(
             if not sendable:
                 continue
             outbox.claim(con, [row.send_id for row in sendable], run_token, now, esp.esp_name)
-            messages = [_message(row) for row in sendable]
-            results = list(pool.map(lambda m: _send_one(esp, limiter, m), messages))
+            results = list(pool.map(lambda r: _send_one(esp, limiter, r), sendable))
             settled_at = clock()
             outcomes = []
-            for row, message, result in zip(sendable, messages, results):
+            for row, result in zip(sendable, results):
                 attempt = int(row.attempts) + 1
-                key = esp.idempotency_key(message.send_id)
+                key = esp.idempotency_key(row.send_id)
                 if isinstance(result, SendResult):
                     summary.duplicates += result.duplicate
                     summary.sent += not result.duplicate
-                    outcomes.append(_outcome(message.send_id, "sent", attempt=attempt, esp=esp.esp_name,
+                    outcomes.append(_outcome(row.send_id, "sent", attempt=attempt, esp=esp.esp_name,
                                              outcome="duplicate" if result.duplicate else "sent",
                                              sent_at=outbox.naive_utc(settled_at), idempotency_key=key,
                                              esp_message_id=result.esp_message_id))
@@ -190,7 +210,7 @@ def run_export(
                 state, retry_at, detail = after_failure(attempt, result, retry, settled_at, rng)
                 summary.dead += state == "dead"
                 summary.retried += state == "failed"
-                outcomes.append(_outcome(message.send_id, state, attempt=attempt, esp=esp.esp_name,
+                outcomes.append(_outcome(row.send_id, state, attempt=attempt, esp=esp.esp_name,
                                          outcome="dead" if state == "dead" else "retry", detail=detail,
                                          last_error=detail, idempotency_key=key,
                                          next_attempt_at=outbox.naive_utc(retry_at) if retry_at else None))
@@ -199,12 +219,13 @@ def run_export(
                 log(f"sent {summary.sent}, retrying {summary.retried}, dead {summary.dead}, "
                     f"suppressed {summary.suppressed}, deferred {summary.deferred}")
     summary.seconds = time.monotonic() - started
-    summary.remaining = outbox.state_counts(con, batch_id)
+    summary.remaining = outbox.state_counts(con, batch_id, kind, destination)
     return summary
 
 
-def _seconds_until_next_due(con, now: datetime, batch_id: str | None) -> float | None:
-    where, params = ("and batch_id = ?", [batch_id]) if batch_id else ("", [])
+def _seconds_until_next_due(con, now: datetime, batch_id: str | None, kind: str | None,
+                            destination: str) -> float | None:
+    where, params = outbox.scope(batch_id, kind, destination)
     nxt = con.execute(
         f"select min(next_attempt_at) from {outbox.OUTBOX} where state in ('queued', 'failed') {where}", params,
     ).fetchall()[0][0]

@@ -1,10 +1,14 @@
 """Tags and agent-view fields out to the ESP's profile properties and a helpdesk sink, through the outbox.
 
-Each customer's properties become one outbox row per destination (playbook ids
-`service_profile` and `service_helpdesk`; the properties as JSON in `body`), so the
-outbox's deterministic send id, claim/settle loop and idempotent adapters give the
-same exactly-once delivery as messages. Only customers whose properties changed since
-their last export are queued. The helpdesk sink is helpdesk-neutral: a signed webhook
+Each customer's properties become one outbox row of kind `properties` per destination
+(playbook `service_profile` to the ESP, `service_helpdesk` to the helpdesk sink; the
+properties as JSON in `body`), so the outbox's deterministic send id, claim/settle loop
+and idempotent adapters deliver them exactly once, through each adapter's
+`update_profile`. Profile updates are not marketing sends: no frequency cap, opt-in,
+suppression or quiet hours hold them, and they never count towards a customer's cap,
+so this export can run every day beside the campaigns without touching them. Only
+customers whose properties changed since their last export are queued; a newer update
+replaces an older one still waiting. The helpdesk sink is helpdesk-neutral: a signed webhook
 (`NEXTBEST_HELPDESK_WEBHOOK_URL`, `NEXTBEST_HELPDESK_WEBHOOK_SECRET`) or a JSONL file
 (`NEXTBEST_HELPDESK_FILE`, default data/helpdesk.jsonl).
 """
@@ -21,14 +25,12 @@ import pandas as pd
 
 from dagster_project.delivery import outbox
 from dagster_project.delivery.esp import EspResource, FileEsp, WebhookEsp
-from dagster_project.delivery.policy import SendPolicy
 from dagster_project.delivery.sender import ExportSummary, run_export
 
 PROFILE_PLAYBOOK = "service_profile"
 HELPDESK_PLAYBOOK = "service_helpdesk"
-SUBJECT = "NextBest customer context"
-# Properties, not messages: no quiet hours, and no per-customer cap of their own.
-SERVICE_SEND_POLICY = SendPolicy(quiet_start_hour=0, quiet_end_hour=0, max_sends_per_customer=1_000_000)
+# The outbox destination of each playbook: the configured ESP's profiles, or the helpdesk sink.
+OUTBOX_DESTINATIONS = {PROFILE_PLAYBOOK: outbox.ESP_DESTINATION, HELPDESK_PLAYBOOK: "helpdesk"}
 # Agent-view fields exported as properties (tags first); as_of_date is left out so an
 # unchanged customer is not re-sent every day.
 PROPERTY_FIELDS = (
@@ -60,21 +62,23 @@ def profile_properties(row: dict) -> dict[str, Any]:
 
 def export_frame(rows: Iterable[dict], playbook_id: str, batch_id: str,
                  previous: dict[str, str]) -> pd.DataFrame:
-    """Outbox rows (batch_id, customer_id, playbook_id, subject, body, cta) for changed customers only."""
+    """Outbox profile updates (batch_id, customer_id, playbook_id, body) for changed customers only."""
     out = []
     for row in rows:
         body = json.dumps(profile_properties(row), sort_keys=True, separators=(",", ":"))
         if previous.get(row["customer_id"]) != body:
             out.append({"batch_id": batch_id, "customer_id": row["customer_id"], "playbook_id": playbook_id,
-                        "subject": SUBJECT, "body": body, "cta": None})
-    return pd.DataFrame(out, columns=list(outbox.DRAFT_COLUMNS))
+                        "body": body})
+    return pd.DataFrame(out, columns=list(outbox.PROPERTY_COLUMNS))
 
 
 def last_exported(con, playbook_id: str) -> dict[str, str]:
-    """customer_id -> the properties body last queued for them to this destination."""
+    """customer_id -> the properties last queued for them to this destination and still on their way
+    or delivered (dead, suppressed and superseded updates never arrived, so they do not count)."""
     outbox.ensure_outbox(con)
     rows = con.execute(f"select customer_id, arg_max(body, enqueued_at) from {outbox.OUTBOX} "
-                       "where playbook_id = ? and state <> 'dead' group by 1", [playbook_id]).fetchall()
+                       "where playbook_id = ? and kind = 'properties' "
+                       "and state in ('queued', 'failed', 'sending', 'sent') group by 1", [playbook_id]).fetchall()
     return dict(rows)
 
 
@@ -93,18 +97,25 @@ def helpdesk_sink_from_env() -> EspResource:
 
 def export_service_context(con, rows: list[dict], as_of: str, destinations: dict[str, EspResource],
                            **export_kw) -> dict[str, dict]:
-    """Queue changed customers per destination (playbook id -> adapter) and send that batch.
+    """Queue changed customers per destination (playbook id -> adapter) and send every profile update
+    due there (today's, and earlier ones still retrying). Messages in the outbox are left alone.
 
     Re-running is safe: queued rows keep their send id, sent ones are not sent again.
     """
     result = {}
     for playbook_id, esp in destinations.items():
+        if playbook_id not in OUTBOX_DESTINATIONS:
+            raise ValueError(f"service export: unknown destination playbook {playbook_id!r}; "
+                             f"expected one of {', '.join(OUTBOX_DESTINATIONS)}")
+        destination = OUTBOX_DESTINATIONS[playbook_id]
         batch_id = f"{playbook_id}-{as_of}"
         frame = export_frame(rows, playbook_id, batch_id, last_exported(con, playbook_id))
-        queued = outbox.enqueue_batch(con, batch_id, frame) if len(frame) else None
-        summary: ExportSummary = run_export(con, esp, batch_id=batch_id, policy=SERVICE_SEND_POLICY,
-                                            **export_kw)
-        result[playbook_id] = {"queued": queued.queued if queued else 0, "sent": summary.sent,
-                               "duplicates": summary.duplicates, "suppressed": summary.suppressed,
-                               "dead": summary.dead, "remaining": summary.remaining}
+        queued = (outbox.enqueue_batch(con, batch_id, frame, kind="properties", destination=destination)
+                  if len(frame) else None)
+        summary: ExportSummary = run_export(con, esp, kind="properties", destination=destination, **export_kw)
+        result[playbook_id] = {"queued": queued.queued if queued else 0,
+                               "superseded": queued.superseded if queued else 0,
+                               "sent": summary.sent, "duplicates": summary.duplicates,
+                               "suppressed": summary.suppressed, "dead": summary.dead,
+                               "remaining": summary.remaining}
     return result

@@ -4,7 +4,9 @@ Shapes: `klaviyo` (JSON:API profile-import + events), `customerio` (Track API v1
 over TLS: PUT customer, POST event), `hubspot` (contacts batch upsert +
 transactional single send) and `webhook` (NextBest-signed POST). Each keeps the
 idempotency keys it accepted, deduplicating as the real ESP does, and counts
-what it delivered. Faults are queued per request kind: `429` (with Retry-After),
+what it delivered. Profile updates (a profile/contact/person write carrying more
+than the recipient's identity, or a webhook `profile_update`) are kept per
+customer in `profiles` and counted in `profile_updates`. Faults are queued per request kind: `429` (with Retry-After),
 `500`, `hang` (no answer until the client times out), `drop` (close the connection
 before answering) and `drop_after` (accept, then drop: the client cannot know).
 """
@@ -20,12 +22,28 @@ import ssl
 import threading
 import time
 from collections import Counter, deque
+from typing import NamedTuple
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from dagster_project.delivery.signing import SignatureError, verify
 
 NOW = "2026-01-01T00:00:00+00:00"
+# What a message send writes onto the profile before the event; anything more is a profile update.
+IDENTITY = {"email", "external_id", "first_name", "firstname", "nextbest_customer_id"}
+
+
+class ProfileWrite(NamedTuple):
+    """A profile update the server received: the customer, the properties, the idempotency key if any."""
+
+    customer_id: str
+    properties: dict
+    key: str | None = None
+
+
+def _profile_write(customer_id, attributes: dict) -> ProfileWrite | None:
+    extra = {k: v for k, v in attributes.items() if k not in IDENTITY}
+    return ProfileWrite(str(customer_id), extra) if extra else None
 
 
 def _klaviyo(server, method, path, headers, body):
@@ -33,9 +51,10 @@ def _klaviyo(server, method, path, headers, body):
         return 401, {"errors": [{"status": 401, "detail": "missing key or revision"}]}, None
     if method == "POST" and path == "/api/profile-import":
         attrs = body["data"]["attributes"]
+        write = ProfileWrite(str(attrs["external_id"]), attrs["properties"]) if "properties" in attrs else None
         return 200, {"data": {"type": "profile", "id": f"P{attrs.get('external_id')}",
                               "attributes": {"email": attrs.get("email")},
-                              "links": {"self": f"/api/profiles/P{attrs.get('external_id')}/"}}}, None
+                              "links": {"self": f"/api/profiles/P{attrs.get('external_id')}/"}}}, write
     if method == "POST" and path == "/api/events":
         attrs = body["data"]["attributes"]
         return 202, None, (attrs["unique_id"], attrs["properties"]["send_id"])
@@ -46,7 +65,7 @@ def _customerio(server, method, path, headers, body):
     if not headers.get("Authorization", "").startswith("Basic "):
         return 401, {"meta": {"error": "unauthorized"}}, None
     if method == "PUT" and re.fullmatch(r"/api/v1/customers/[^/]+", path):
-        return 200, {}, None
+        return 200, {}, _profile_write(path.rsplit("/", 1)[1], body)
     if method == "POST" and re.fullmatch(r"/api/v1/customers/[^/]+/events", path):
         return 200, {}, (body["id"], body["data"]["send_id"])
     return 404, {"meta": {"error": "not found"}}, None
@@ -58,7 +77,9 @@ def _hubspot(server, method, path, headers, body):
     if method == "POST" and path.startswith("/crm/v3/objects/contacts/batch/upsert"):
         results = [{"id": str(100 + i), "properties": item["properties"], "createdAt": NOW, "updatedAt": NOW,
                     "archived": False, "new": True} for i, item in enumerate(body["inputs"])]
-        return 200, {"status": "COMPLETE", "results": results, "startedAt": NOW, "completedAt": NOW}, None
+        props = body["inputs"][0]["properties"]
+        write = _profile_write(props.get("nextbest_customer_id"), props) if len(body["inputs"]) == 1 else None
+        return 200, {"status": "COMPLETE", "results": results, "startedAt": NOW, "completedAt": NOW}, write
     if method == "POST" and path == "/marketing/v3/transactional/single-email/send":
         key = body["message"]["sendId"]
         status = {"statusId": f"S{key[:8]}", "status": "PENDING", "requestedAt": NOW,
@@ -73,6 +94,8 @@ def _webhook(server, method, path, headers, body_bytes):
     except SignatureError as error:
         return 401, {"error": str(error)}, None
     body = json.loads(body_bytes)
+    if body.get("type") == "profile_update":
+        return 200, {"ok": True}, ProfileWrite(body["customer_id"], body["properties"], headers["Idempotency-Key"])
     return 200, {"ok": True}, (headers["Idempotency-Key"], body["send_id"])
 
 
@@ -93,6 +116,8 @@ class FakeEsp(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.accepted: dict[str, str] = {}  # idempotency key -> send id, first time only
         self.deliveries: Counter[str] = Counter()  # send id -> times a message was actually delivered
+        self.profiles: dict[str, dict] = {}  # customer id -> properties written by profile updates
+        self.profile_updates: Counter[str] = Counter()  # customer id -> profile updates applied
         self.repeats = 0  # requests the idempotency key deduplicated
         self.requests = 0
         self.injected = Counter()
@@ -130,6 +155,18 @@ class FakeEsp(ThreadingHTTPServer):
                 return False
             self.accepted[key] = send_id
             self.deliveries[send_id] += 1
+            return True
+
+    def record_profile(self, write: ProfileWrite) -> bool:
+        """Apply a profile update unless its idempotency key was seen; False for a deduplicated repeat."""
+        with self.lock:
+            if write.key is not None:
+                if write.key in self.accepted:
+                    self.repeats += 1
+                    return False
+                self.accepted[write.key] = write.key
+            self.profile_updates[write.customer_id] += 1
+            self.profiles.setdefault(write.customer_id, {}).update(write.properties)
             return True
 
     def __enter__(self):
@@ -174,7 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
             server.requests += 1
         handler = SHAPES[server.shape]
         body = raw if server.shape == "webhook" else (json.loads(raw) if raw else {})
-        # Faults hit only the request that delivers (events / send / hook), like a real outage would.
+        # Faults hit only the request that delivers (events / send / hook / profile update), like an outage would.
         probe_status, probe_payload, delivery = handler(server, self.command, self.path, headers, body)
         fault = server.next_fault() if delivery else None
         if fault:
@@ -189,7 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "drop":
             return self._drop()
         if delivery:
-            fresh = server.record(*delivery)
+            fresh = server.record_profile(delivery) if isinstance(delivery, ProfileWrite) else server.record(*delivery)
             if not fresh and server.shape in DUPLICATE_STATUS:
                 probe_status, probe_payload = DUPLICATE_STATUS[server.shape], {"message": "duplicate"}
         if fault == "drop_after":

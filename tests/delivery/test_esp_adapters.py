@@ -1,11 +1,13 @@
 """Each ESP's official SDK against a loopback server speaking that ESP's API: successes,
-idempotent repeats, and every failure classified as retryable or permanent."""
+idempotent repeats, every failure classified as retryable or permanent, and profile updates."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from dagster_project.delivery.esp import OutboundMessage, PermanentEspError, RetryableEspError
+from dagster_project.delivery.esp import FileEsp, OutboundMessage, PermanentEspError, RetryableEspError
 from dagster_project.delivery.esp.base import http_error, parse_retry_after
 from tests.delivery.conftest import make_esp
 
@@ -98,3 +100,73 @@ def test_documented_rate_limits_are_the_defaults():
     assert cio.per_second == 100 and cio.cost_per_send == 2
     (hub,) = HubSpotEsp(access_token="t", email_id=1).rate_limits()
     assert hub.burst == 190 and hub.per_second * 10 == 190
+
+
+PROPERTIES = {"nextbest_at_risk": True, "nextbest_tags": ["at_risk", "high_ltv"], "nextbest_open_tickets": 2,
+              "nextbest_plan": "double_bag"}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_update_profile_writes_the_properties_and_sends_nothing(shape, esp_server):
+    server = esp_server(shape)
+    esp = make_esp(shape, server)
+    result = esp.update_profile("c7", "c7@example.com", PROPERTIES, esp.idempotency_key("f" * 32))
+    assert not result.duplicate
+    assert not server.deliveries, "a profile update must not trigger a message"
+    assert server.profile_updates == {"c7": 1} and server.requests == 1
+    written = server.profiles["c7"]
+    if shape == "hubspot":  # HubSpot properties are strings; lists become multiple-checkbox values
+        assert written == {"nextbest_at_risk": "true", "nextbest_tags": "at_risk;high_ltv",
+                           "nextbest_open_tickets": "2", "nextbest_plan": "double_bag"}
+    else:
+        assert written == PROPERTIES
+
+
+def test_webhook_profile_update_is_signed_typed_and_deduplicated(esp_server):
+    server = esp_server("webhook")
+    esp = make_esp("webhook", server)
+    key = "a" * 32
+    esp.update_profile("c7", None, PROPERTIES, key)  # the fake verifies the signature or answers 401
+    assert esp.update_profile("c7", None, PROPERTIES, key).duplicate
+    assert server.profile_updates == {"c7": 1} and server.repeats == 1
+    from dagster_project.delivery.esp.webhook import profile_update_body
+
+    body = json.loads(profile_update_body("c7", None, PROPERTIES, key))
+    assert body["type"] == "profile_update" and body["send_id"] == key and body["properties"] == PROPERTIES
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_update_profile_failures_are_classified(shape, esp_server):
+    server = esp_server(shape)
+    server.plan("429")
+    esp = make_esp(shape, server)
+    with pytest.raises(RetryableEspError) as caught:
+        esp.update_profile("c7", "c7@example.com", PROPERTIES, esp.idempotency_key("f" * 32))
+    assert caught.value.retry_after == 1.0 and not server.profile_updates
+
+
+def test_hubspot_needs_an_email_to_upsert_a_contact(esp_server):
+    server = esp_server("hubspot")
+    with pytest.raises(PermanentEspError, match="c7 has no email"):
+        make_esp("hubspot", server).update_profile("c7", None, PROPERTIES, "k")
+    assert server.requests == 0
+
+
+def test_file_sink_writes_a_properties_line_once(tmp_path):
+    path = tmp_path / "sink.jsonl"
+    esp = FileEsp(path=str(path))
+    esp.send(message())
+    esp.update_profile("c7", "c7@example.com", PROPERTIES, "b" * 32)
+    assert esp.update_profile("c7", "c7@example.com", PROPERTIES, "b" * 32).duplicate
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["kind"] for line in lines] == ["message", "properties"]
+    assert lines[1]["properties"] == PROPERTIES and lines[1]["send_id"] == "b" * 32
+
+
+def test_profile_updates_are_paced_by_the_endpoints_they_call():
+    from dagster_project.delivery.esp import KlaviyoEsp
+
+    klaviyo = KlaviyoEsp(api_key="k")
+    assert [limit.name for limit in klaviyo.profile_update_limits()] == ["profiles"]  # one call, not the events API
+    (configured,) = KlaviyoEsp(api_key="k", requests_per_second=10).profile_update_limits()
+    assert configured.name == "configured" and configured.cost_per_send == 1

@@ -1,5 +1,5 @@
 """Exactly once across a crash: kill the export after K sends, run it again, and every
-message reaches the ESP once, none lost."""
+message (and profile update) reaches the ESP once, none lost."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import time
 from datetime import timedelta
 
 import duckdb
+import pandas as pd
 import pytest
 
 from dagster_project.delivery.esp import FileEsp
@@ -39,7 +40,12 @@ class CrashAfter:
         self.esp_name = esp.esp_name
 
     def send(self, message):
-        result = self.esp.send(message)
+        return self._count(self.esp.send(message))
+
+    def update_profile(self, *args):
+        return self._count(self.esp.update_profile(*args))
+
+    def _count(self, result):
         with self.lock:
             self.count += 1
             if self.count >= self.k:
@@ -81,6 +87,46 @@ def test_file_sink_reconciles_instead_of_resending(warehouse, tmp_path):
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
     sent = [line["send_id"] for line in lines]
     assert len(sent) == len(set(sent)) == 20
+    assert summary.reconciled >= 5
+
+
+def profile_updates(batch_id: str, customer_ids) -> pd.DataFrame:
+    return pd.DataFrame({"batch_id": batch_id, "customer_id": list(customer_ids), "playbook_id": "service_profile",
+                         "body": [json.dumps({"nextbest_open_tickets": int(c[1:])}) for c in customer_ids]})
+
+
+@pytest.mark.parametrize("shape", ["klaviyo", "customerio", "hubspot", "webhook"])
+def test_crash_mid_profile_export_then_rerun_applies_each_update_once(shape, warehouse, esp_server):
+    server = esp_server(shape)
+    ids = [f"c{i}" for i in range(30)]
+    enqueue_batch(warehouse, "p1", profile_updates("p1", ids), now=EARLIER, kind="properties")
+    esp = make_esp(shape, server)
+    with pytest.raises(SimulatedCrash):
+        run_export(warehouse, CrashAfter(esp, k=12), workers=4, chunk_size=8, clock=ticking_noon())
+    assert 12 <= len(server.profile_updates) < 30 and state_counts(warehouse)["sending"] > 0
+
+    summary = run_export(warehouse, esp, workers=4, chunk_size=8, clock=ticking_noon(), retry=QUICK_RETRY)
+    as_stored = str if shape == "hubspot" else int  # HubSpot properties are strings
+    assert server.profiles == {c: {"nextbest_open_tickets": as_stored(c[1:])} for c in ids}, "an update was lost"
+    assert summary.requeued_after_crash >= 1 and state_counts(warehouse)["sent"] == 30
+    if shape == "webhook":  # deduplicated on the idempotency key: applied exactly once
+        assert set(server.profile_updates.values()) == {1}
+    else:  # an upsert has no key: only the in-flight chunk is re-applied, with the same values
+        assert sum(server.profile_updates.values()) - 30 <= 8
+
+
+def test_file_sink_reconciles_profile_updates_instead_of_rewriting(warehouse, tmp_path):
+    path = tmp_path / "helpdesk.jsonl"
+    ids = [f"c{i}" for i in range(20)]
+    enqueue_batch(warehouse, "h1", profile_updates("h1", ids), now=EARLIER, kind="properties",
+                  destination="helpdesk")
+    with pytest.raises(SimulatedCrash):
+        run_export(warehouse, CrashAfter(FileEsp(path=str(path)), k=5), destination="helpdesk", workers=2,
+                   chunk_size=6, clock=ticking_noon())
+    summary = run_export(warehouse, FileEsp(path=str(path)), destination="helpdesk", clock=ticking_noon())
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(line["customer_id"] for line in lines) == sorted(ids)
+    assert len({line["send_id"] for line in lines}) == 20 and {line["kind"] for line in lines} == {"properties"}
     assert summary.reconciled >= 5
 
 

@@ -1,13 +1,15 @@
 """The outbox as a marketer sees it: an approved batch goes out once, failures retry then
-dead-letter with a reason, and send-time checks suppress or defer messages."""
+dead-letter with a reason, and send-time checks suppress or defer messages but not profile updates."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
 
+from dagster_project.delivery.esp import FileEsp
 from dagster_project.delivery.outbox import DraftError, enqueue_batch, send_id_for, state_counts
 from dagster_project.delivery.policy import RetryPolicy, SendPolicy
 from dagster_project.delivery.sender import run_export
@@ -131,3 +133,105 @@ def test_quiet_hours_defer_to_the_customers_morning_not_drop(warehouse, esp_serv
     later = run_export(warehouse, make_esp("webhook", server),
                        clock=lambda: datetime(2026, 3, 10, 23, 5, tzinfo=timezone.utc))
     assert later.sent == 1 and len(server.deliveries) == 2
+
+
+# --- profile updates (kind `properties`) -----------------------------------------------------------
+
+def updates(batch_id: str, customer_ids, playbook_id: str = "service_profile", **props) -> pd.DataFrame:
+    body = json.dumps({"nextbest_at_risk": True, **props}, sort_keys=True)
+    return pd.DataFrame({"batch_id": batch_id, "customer_id": list(customer_ids), "playbook_id": playbook_id,
+                         "body": body})
+
+
+def test_profile_updates_skip_caps_opt_outs_and_quiet_hours_that_still_hold_messages(warehouse, esp_server):
+    server = esp_server("webhook")
+    esp = make_esp("webhook", server)
+    policy = SendPolicy(max_sends_per_customer=1, cap_window=timedelta(days=3))
+    add_customers(warehouse, 1, timezone_name="Asia/Tokyo", start=100)  # c100: 21:00 at noon UTC
+    warehouse.execute("""insert into raw.email_events values
+        ('e1', 'c1', 'old', 'm1', 'unsubscribe', '2026-03-09 08:00'),
+        ('e2', 'c2', 'old', 'm2', 'bounce', '2026-03-09 09:00'),
+        ('e3', 'c3', 'old', 'm3', 'complaint', '2026-03-09 10:00')""")
+    warehouse.execute("update raw.customers set marketing_opt_in = false where customer_id = 'c4'")
+    enqueue_batch(warehouse, "b0", drafts("b0", ["c5"]), now=EARLIER)
+    run_export(warehouse, esp, batch_id="b0", policy=policy, clock=lambda: noon_utc())  # c5 is now at its cap
+
+    everyone = ["c1", "c2", "c3", "c4", "c5", "c6", "c100"]
+    enqueue_batch(warehouse, "b1", drafts("b1", everyone, "expansion"), now=EARLIER)
+    enqueue_batch(warehouse, "p1", updates("p1", everyone), now=EARLIER, kind="properties")
+    enqueue_batch(warehouse, "p2", updates("p2", ["c6"], "service_other", nextbest_plan="x"), now=EARLIER,
+                  kind="properties")
+    summary = run_export(warehouse, esp, policy=policy, clock=lambda: noon_utc())  # no batch: both kinds
+
+    # Every profile update went out, through update_profile, whatever holds the customer's messages.
+    assert set(server.profile_updates) == set(everyone) and server.profile_updates["c6"] == 2
+    assert server.profiles["c1"] == {"nextbest_at_risk": True}
+    # Messages: opt-outs and the capped customer suppressed, Tokyo deferred; c6's two profile
+    # updates do not count towards its cap of one message.
+    assert set(server.deliveries) == {send_id_for("b0", "c5", "at_risk_save"), send_id_for("b1", "c6", "expansion")}
+    assert (summary.sent, summary.suppressed, summary.deferred) == (1 + 8, 5, 1)
+    rows = outbox_rows(warehouse)
+    assert set(rows.query("kind == 'properties'")["state"]) == {"sent"}
+    messages = rows.query("kind == 'message' and batch_id == 'b1'").set_index("customer_id")
+    assert messages.loc["c5", "last_error"].startswith("frequency cap: 1 sent")
+    assert messages.loc["c100", "state"] == "queued"
+
+
+def test_an_export_serves_one_destination_and_can_leave_messages_alone(warehouse, esp_server, tmp_path):
+    server = esp_server("webhook")
+    enqueue_batch(warehouse, "b1", drafts("b1", ["c1"]), now=EARLIER)
+    enqueue_batch(warehouse, "h1", updates("h1", ["c1", "c2"], "service_helpdesk"), now=EARLIER,
+                  kind="properties", destination="helpdesk")
+    enqueue_batch(warehouse, "p1", updates("p1", ["c2"]), now=EARLIER, kind="properties")
+
+    only_updates = run_export(warehouse, make_esp("webhook", server), kind="properties", clock=lambda: noon_utc())
+    assert only_updates.sent == 1 and set(server.profile_updates) == {"c2"} and not server.deliveries
+    assert state_counts(warehouse, "b1")["queued"] == 1  # the marketing message was not touched
+
+    run_export(warehouse, make_esp("webhook", server), clock=lambda: noon_utc())  # the ESP: never helpdesk rows
+    assert len(server.deliveries) == 1 and server.profile_updates == {"c2": 1}
+    assert state_counts(warehouse, "h1")["queued"] == 2
+
+    helpdesk = FileEsp(path=str(tmp_path / "helpdesk.jsonl"))
+    summary = run_export(warehouse, helpdesk, destination="helpdesk", clock=lambda: noon_utc())
+    assert summary.sent == 2 and summary.remaining["sent"] == 2
+
+
+def test_a_newer_profile_update_supersedes_one_still_waiting(warehouse, esp_server):
+    server = esp_server("webhook")
+    enqueue_batch(warehouse, "p1", updates("p1", ["c1"], nextbest_plan="single"), now=EARLIER, kind="properties")
+    newer = enqueue_batch(warehouse, "p2", updates("p2", ["c1"], nextbest_plan="double"), now=EARLIER,
+                          kind="properties")
+    # The same batch with changed properties is a new update too (the send id covers them).
+    same_day = enqueue_batch(warehouse, "p2", updates("p2", ["c1"], nextbest_plan="triple"), now=EARLIER,
+                             kind="properties")
+    assert (newer.superseded, same_day.queued, same_day.superseded) == (1, 1, 1)
+    run_export(warehouse, make_esp("webhook", server), clock=lambda: noon_utc())
+    assert server.profile_updates == {"c1": 1} and server.profiles["c1"]["nextbest_plan"] == "triple"
+    assert state_counts(warehouse)["superseded"] == 2
+
+
+def test_profile_updates_are_validated_naming_row_and_field(warehouse):
+    bad = updates("p1", ["c1", "c2"])
+    bad.loc[1, "body"] = "not json"
+    with pytest.raises(DraftError, match=r"properties row 1 \(customer_id='c2'\): body is not a JSON object"):
+        enqueue_batch(warehouse, "p1", bad, kind="properties")
+    with pytest.raises(DraftError, match="messages go to destination 'esp'"):
+        enqueue_batch(warehouse, "b1", drafts("b1", ["c1"]), destination="helpdesk")
+
+
+def test_an_outbox_from_before_kinds_is_migrated_and_its_rows_are_messages(warehouse, esp_server):
+    from dagster_project.delivery.outbox import OUTBOX_DDL
+
+    old_ddl = "\n".join(line for line in OUTBOX_DDL.splitlines() if not line.strip().startswith(("kind", "destination")))
+    warehouse.execute("create schema if not exists nextbest")
+    warehouse.execute(old_ddl.replace("esp_message_id varchar,", "esp_message_id varchar"))
+    warehouse.execute("""insert into nextbest.outbox (send_id, batch_id, customer_id, playbook_id, subject, body,
+                             state, attempts, next_attempt_at, enqueued_at)
+                         values ('old1', 'b0', 'c1', 'at_risk_save', 'Hi', 'Body', 'queued', 0,
+                                 '2026-03-10 11:00', '2026-03-10 11:00')""")
+    server = esp_server("webhook")
+    summary = run_export(warehouse, make_esp("webhook", server), clock=lambda: noon_utc())
+    row = outbox_rows(warehouse).iloc[0]
+    assert (row.kind, row.destination, row.state) == ("message", "esp", "sent")
+    assert summary.sent == 1 and list(server.deliveries) == ["old1"]

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from dagster_project.delivery.esp.base import RetryableEspError, PermanentEspError
 from dagster_project.delivery.policy import (
-    RetryPolicy, SendPolicy, after_failure, in_quiet_hours, next_send_time, retry_delay,
+    RetryPolicy, SendPolicy, after_failure, in_quiet_hours, next_send_time, retry_delay, suppression_reason,
 )
 from dagster_project.delivery.ratelimit import RateLimit, RateLimiter, TokenBucket
 
@@ -19,6 +19,17 @@ def test_quiet_hours_wrap_midnight_and_follow_the_customers_zone():
     assert resume == datetime(2026, 7, 1, 12, 0, tzinfo=timezone.utc)  # 08:00 EDT
     assert next_send_time(now, "Europe/Berlin", SendPolicy()) == datetime(2026, 7, 1, 6, 0, tzinfo=timezone.utc)
     assert next_send_time(now, "Australia/Sydney", SendPolicy()) == now  # 13:00 there: send now
+
+def test_profile_updates_have_no_quiet_hours_caps_or_opt_out():
+    now = datetime(2026, 7, 1, 3, 0, tzinfo=timezone.utc)  # 23:00 in New York
+    assert next_send_time(now, "America/New_York", SendPolicy(), kind="properties") == now
+    held = {"customer_found": True, "email": "", "marketing_opt_in": False, "suppress_event": "complaint",
+            "suppress_at": "2026-06-30", "recent_sends": 99}
+    assert suppression_reason(held, SendPolicy()) == "raw.customers.email is empty"
+    assert suppression_reason({**held, "kind": "properties"}, SendPolicy()) is None
+    assert suppression_reason({"kind": "properties", "customer_found": False}, SendPolicy()).startswith(
+        "customer not found")
+
 
 def test_unknown_time_zones_fall_back_to_the_default():
     now = datetime(2026, 7, 1, 23, 0, tzinfo=timezone.utc)
@@ -70,3 +81,13 @@ def test_limiter_paces_by_the_tightest_limit_and_cost_per_send():
     for _ in range(101):
         limiter.acquire_send()
     assert abs(fake.now - 2.0) < 0.05 and limiter.sends_per_second == 50
+
+
+def test_messages_and_profile_updates_share_a_bucket_of_the_same_name():
+    fake = FakeTime()
+    limiter = RateLimiter([RateLimit("events", 100, 1), RateLimit("profiles", 10, 1)],
+                          [RateLimit("profiles", 10, 1)], clock=fake.clock, sleep=fake.sleep)
+    for _ in range(5):
+        limiter.acquire_send()
+        limiter.acquire_send("properties")
+    assert abs(fake.now - 0.9) < 1e-6  # 10 calls on the 10/s profiles endpoint, burst 1

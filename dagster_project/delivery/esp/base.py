@@ -2,7 +2,8 @@
 
 Every adapter (Klaviyo, Customer.io, HubSpot, signed webhook, JSONL file) is a
 Dagster `ConfigurableResource` subclassing `EspResource`, takes an
-`OutboundMessage` and either returns a `SendResult` or raises an `EspError`:
+`OutboundMessage` (`send`) or a customer's properties (`update_profile`) and
+either returns a `SendResult` or raises an `EspError`:
 `RetryableEspError` (429, 5xx, timeout, dropped connection; may carry the
 ESP's Retry-After) or `PermanentEspError` (anything retrying will not fix).
 The outbox decides what to do with each; adapters never retry themselves.
@@ -181,9 +182,30 @@ class EspResource(dg.ConfigurableResource):
     def send(self, message: OutboundMessage) -> SendResult:
         """Deliver one message or raise an `EspError`. Must be safe to call from worker threads."""
 
+    @abstractmethod
+    def update_profile(self, customer_id: str, email: str | None, properties: Mapping[str, Any],
+                       idempotency_key: str) -> SendResult:
+        """Write `properties` onto the customer's profile (no email is sent) or raise an `EspError`.
+
+        Returns a `SendResult` whose `send_id` is the idempotency key. A profile upsert sets
+        the same values when repeated, so a re-send after a crash changes nothing; sinks that
+        can (webhook, file) also deduplicate on the key. Must be safe to call from worker threads.
+        """
+
     def documented_limits(self) -> list[RateLimit]:
         """The ESP's published limits, per endpoint tier this adapter calls."""
         return []
+
+    def documented_profile_limits(self) -> list[RateLimit]:
+        """The published limits one `update_profile` (one API call) draws on; default: the send limits."""
+        return [RateLimit(limit.name, limit.per_second, limit.burst) for limit in self.documented_limits()]
+
+    def profile_update_limits(self) -> list[RateLimit]:
+        """The limits the outbox paces profile updates by (sharing buckets with sends by name)."""
+        if self.requests_per_second:
+            return [RateLimit("configured", self.requests_per_second,
+                              max(self.burst or self.requests_per_second, 1.0))]
+        return self.documented_profile_limits()
 
     def requests_per_send(self) -> int:
         """API calls one `send` makes (the override bucket charges this many tokens)."""

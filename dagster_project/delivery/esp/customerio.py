@@ -2,14 +2,16 @@
 
 A Customer.io campaign triggered by `event_name` sends the message with the
 event data. The event `id` is a ULID derived from the send id; Customer.io
-deduplicates events by it, so a re-sent event is recorded once.
+deduplicates events by it, so a re-sent event is recorded once. A profile
+update is one identify call carrying the values as person attributes;
+repeating it sets the same values.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr
@@ -125,6 +127,19 @@ class CustomerIoEsp(EspResource):
         except Exception as exc:
             raise self._error(exc) from None
         return SendResult(message.send_id, esp_message_id=self.idempotency_key(message.send_id))
+
+    def update_profile(self, customer_id: str, email: str | None, properties: Mapping[str, Any],
+                       idempotency_key: str) -> SendResult:
+        client = self._sdk()
+        self._last.response = None
+        attributes = dict(properties)
+        if email:
+            attributes["email"] = email
+        try:
+            client.identify(id=customer_id, **attributes)
+        except Exception as exc:
+            raise self._error(exc) from None
+        return SendResult(idempotency_key)
 
     def close(self) -> None:
         if self._client is not None:

@@ -1,7 +1,9 @@
-"""A JSONL file sink: one line per message, for any tool that picks up files.
+"""A JSONL file sink: one line per message or profile update, for any tool that picks up files.
 
-The sink is idempotent: it reads the send ids already in the file, never writes
-one twice, and can tell the outbox after a crash which messages made it out.
+Each line has a `kind`: `message` (recipient and personalised fields) or
+`properties` (the customer and their `properties`). The sink is idempotent: it
+reads the send ids already in the file, never writes one twice, and can tell
+the outbox after a crash which rows made it out.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from pydantic import Field, PrivateAttr
 
@@ -46,13 +48,22 @@ class FileEsp(EspResource):
         return self._seen
 
     def send(self, message: OutboundMessage) -> SendResult:
-        line = json.dumps({"customer_id": message.customer_id, "email": message.email,
-                           "first_name": message.first_name, **message.personalised_fields()},
-                          sort_keys=True)
+        line = {"kind": "message", "customer_id": message.customer_id, "email": message.email,
+                "first_name": message.first_name, **message.personalised_fields()}
+        return self._append(message.send_id, line)
+
+    def update_profile(self, customer_id: str, email: str | None, properties: Mapping[str, Any],
+                       idempotency_key: str) -> SendResult:
+        line = {"kind": "properties", "customer_id": customer_id, "email": email, "send_id": idempotency_key,
+                "properties": dict(properties)}
+        return self._append(idempotency_key, line)
+
+    def _append(self, send_id: str, payload: dict) -> SendResult:
+        line = json.dumps(payload, sort_keys=True)
         with self._lock:
             seen = self._load()
-            if message.send_id in seen:
-                return SendResult(message.send_id, duplicate=True)
+            if send_id in seen:
+                return SendResult(send_id, duplicate=True)
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
                 with open(self.path, "a", encoding="utf-8") as handle:
@@ -65,8 +76,8 @@ class FileEsp(EspResource):
                         os.fsync(handle.fileno())
             except OSError as exc:
                 raise PermanentEspError(f"file: cannot write {self.path}: {exc.strerror}") from None
-            seen.add(message.send_id)
-        return SendResult(message.send_id, esp_message_id=message.send_id)
+            seen.add(send_id)
+        return SendResult(send_id, esp_message_id=send_id)
 
     def reconcile(self, message: OutboundMessage) -> bool | None:
         with self._lock:

@@ -4,16 +4,22 @@ The contact is upserted by email with its properties; the message goes out via
 the transactional single-send API using a template (`email_id`) that renders
 the personalised fields passed as `customProperties`. The `sendId` is the send
 id: HubSpot sends at most one email per sendId, and answers 409 for a repeat.
+A profile update is the same contact upsert carrying the values as contact
+properties (create the `nextbest_*` properties in HubSpot first; HubSpot
+rejects unknown ones with a 400, which dead-letters the row with that reason).
 """
 
 from __future__ import annotations
 
+import json
 import threading
-from typing import Any
+from typing import Any, Mapping
 
 from pydantic import Field, PrivateAttr
 
-from dagster_project.delivery.esp.base import EspResource, OutboundMessage, SendResult, classify_exception
+from dagster_project.delivery.esp.base import (
+    EspResource, OutboundMessage, PermanentEspError, SendResult, classify_exception,
+)
 from dagster_project.delivery.ratelimit import RateLimit
 
 
@@ -23,6 +29,19 @@ def contact_properties(message: OutboundMessage) -> dict[str, str]:
     if message.first_name:
         props["firstname"] = message.first_name
     return props
+
+
+def property_value(value: Any) -> str:
+    """A value as HubSpot stores it: strings, `true`/`false`, `;`-joined lists (multiple checkboxes)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ";".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
 
 
 class HubSpotEsp(EspResource):
@@ -87,3 +106,26 @@ class HubSpotEsp(EspResource):
                 return SendResult(message.send_id, duplicate=True)
             raise classify_exception(self.esp_name, exc) from None
         return SendResult(message.send_id, esp_message_id=getattr(status, "status_id", None))
+
+    def update_profile(self, customer_id: str, email: str | None, properties: Mapping[str, Any],
+                       idempotency_key: str) -> SendResult:
+        from hubspot.crm.contacts import (
+            BatchInputSimplePublicObjectBatchInputUpsert, SimplePublicObjectBatchInputUpsert,
+        )
+
+        if not email:
+            raise PermanentEspError(f"hubspot: customer {customer_id} has no email in raw.customers; "
+                                    "contacts are upserted by email")
+        props = {key: property_value(value) for key, value in properties.items()}
+        props.update({"email": email, "nextbest_customer_id": str(customer_id)})
+        contacts, _ = self._sdk()
+        try:
+            response = contacts.upsert(
+                BatchInputSimplePublicObjectBatchInputUpsert(inputs=[SimplePublicObjectBatchInputUpsert(
+                    id=email, id_property="email", properties=props)]),
+                _request_timeout=self.timeout_seconds,
+            )
+        except Exception as exc:
+            raise classify_exception(self.esp_name, exc) from None
+        results = getattr(response, "results", None) or []
+        return SendResult(idempotency_key, esp_message_id=getattr(results[0], "id", None) if results else None)

@@ -3,12 +3,14 @@
 A Klaviyo flow triggered by the event metric (`metric_name`) sends the email,
 rendering the personalised fields carried in the event properties. The event's
 `unique_id` is the send id, so Klaviyo records a re-sent event only once.
+A profile update is one profile upsert (`POST /api/profile-import`) with the
+values as custom profile `properties`; repeating it sets the same values.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Mapping
 
 from pydantic import Field, PrivateAttr
 
@@ -21,6 +23,15 @@ def profile_payload(message: OutboundMessage) -> dict[str, Any]:
     attributes: dict[str, Any] = {"email": message.email, "external_id": message.customer_id}
     if message.first_name:
         attributes["first_name"] = message.first_name
+    return {"data": {"type": "profile", "attributes": attributes}}
+
+
+def profile_properties_payload(customer_id: str, email: str | None,
+                               properties: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON:API body for `POST /api/profile-import` that sets custom properties (by external id / email)."""
+    attributes: dict[str, Any] = {"external_id": customer_id, "properties": dict(properties)}
+    if email:
+        attributes["email"] = email
     return {"data": {"type": "profile", "attributes": attributes}}
 
 
@@ -60,6 +71,10 @@ class KlaviyoEsp(EspResource):
             limits.append(RateLimit("profiles", 750 / 60, 75))
         return limits
 
+    def documented_profile_limits(self) -> list[RateLimit]:
+        # A profile update is one call to the profiles endpoint, and nothing on events.
+        return [RateLimit("profiles", 750 / 60, 75)]
+
     def requests_per_send(self) -> int:
         return 2 if self.upsert_profile else 1
 
@@ -88,3 +103,13 @@ class KlaviyoEsp(EspResource):
         except Exception as exc:  # every SDK / transport failure is classified, none escapes raw
             raise classify_exception(self.esp_name, exc) from None
         return SendResult(message.send_id, esp_message_id=profile_id)
+
+    def update_profile(self, customer_id: str, email: str | None, properties: Mapping[str, Any],
+                       idempotency_key: str) -> SendResult:
+        profiles, _ = self._apis()
+        try:
+            response = profiles.create_or_update_profile(
+                profile_properties_payload(customer_id, email, properties), _request_timeout=self.timeout_seconds)
+        except Exception as exc:
+            raise classify_exception(self.esp_name, exc) from None
+        return SendResult(idempotency_key, esp_message_id=getattr(getattr(response, "data", None), "id", None))
