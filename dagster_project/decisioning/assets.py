@@ -5,8 +5,10 @@ suppression (raw.customers opt-in, unsubscribes / bounces / complaints in
 raw.email_events), frequency caps (`nextbest.assignments`), the newest uplift
 model per playbook that passed its check, and point-in-time features at the
 run date. Appends one row per decided customer to `nextbest.routing_decisions`
-and one `nextbest.assignments` row per routed customer (treatment or the
-playbook's holdout), so lift can be measured later. A second run on the same
+and one `nextbest.assignments` row per routed customer (treatment, the
+playbook's holdout, or `global_holdout` for a permanently held-out customer the
+playbook would have gone to, in the same campaign), so lift can be measured
+later against both holdouts. A second run on the same
 run date decides nothing new (both tables are append-only).
 """
 
@@ -132,7 +134,8 @@ def _annotate(con, decisions: pd.DataFrame, uplift, features, models, as_of: dat
             reasons = models[playbook][1].reasons(features.loc[rows["customer_id"]])
             codes.loc[rows.index] = pd.Series(reasons, index=rows.index, dtype=object)
     decisions["reason_codes"] = codes.map(json.dumps)
-    routed = decisions["playbook_id"].notna()
+    # A send time only for customers routed to the campaign (the global holdout is never sent to).
+    routed = decisions["arm"].isin(["treatment", "holdout"])
     events = con.execute("""select customer_id, occurred_at from raw.email_events
                             where event_type in ('open', 'click') and occurred_at < ?""", [at]).df()
     hours = best_send_hours(events, decisions["customer_id"]).set_index("customer_id")["send_hour_of_week"]
@@ -194,6 +197,7 @@ def routing_decisions(context: dg.AssetExecutionContext, config: RoutingConfig,
     return dg.MaterializeResult(metadata={
         "run_date": as_of.isoformat(), "appended": written,
         **{f"decisions_{k}": int(v) for k, v in counts.items()},
+        "global_holdout_assigned": int((decisions["arm"] == "global_holdout").sum()) if len(decisions) else 0,
         "sends_per_playbook": dg.MetadataValue.json(sends["playbook_id"].value_counts().to_dict() if len(sends) else {}),
         "expected_incremental_value": float(sends["expected_value"].sum()) if len(sends) else 0.0,
     })

@@ -6,7 +6,9 @@ Pure pandas/numpy; `assets.py` gathers the inputs from the warehouse.
     decisions = route(audience, capped, ev, suppressed, holdout_shares, policy, run_key="2026-11-25")
 
 Order of the rules, per customer:
-1. permanent global holdout (stable hash of the customer id): never messaged;
+1. permanent global holdout (stable hash of the customer id): never messaged, but
+   rules 2-4 still pick the playbook they would have received, recorded with arm
+   `global_holdout` so campaigns can be compared with customers who get nothing;
 2. suppression (opted out, unsubscribed, bounced, complained): never messaged;
 3. playbooks the customer is in the audience of and not capped for;
 4. exploration: a small stable-random share gets a random allowed playbook,
@@ -78,7 +80,8 @@ def route(audience: pd.DataFrame, capped: pd.DataFrame, ev: pd.DataFrame, suppre
     `audience` and `capped`: boolean frames, customers x playbooks; `ev`: the
     expected values (same shape); `suppressed`: reason per customer or None.
     Returns customer_id, decision, playbook_id, arm, expected_value,
-    exploration, alternatives (JSON), reason.
+    exploration, alternatives (JSON), reason. Global holdout rows carry the
+    playbook they would have received (arm `global_holdout`), or none.
     """
     playbooks = list(audience.columns)
     audience = audience.reindex(columns=playbooks, fill_value=False)
@@ -93,9 +96,9 @@ def route(audience: pd.DataFrame, capped: pd.DataFrame, ev: pd.DataFrame, suppre
                             else round(float(ev.at[cid, p]), 4)) for p in member}
         row = {"customer_id": cid, "decision": None, "playbook_id": None, "arm": None, "expected_value": None,
                "exploration": False, "alternatives": json.dumps(alternatives, sort_keys=True), "reason": ""}
-        if stable_unit("global-holdout", cid) < policy.global_holdout_share:
-            row.update(decision="global_holdout", reason="permanent global holdout (never messaged)")
-        elif isinstance(suppressed.get(cid), str) and suppressed.get(cid):
+        global_held = stable_unit("global-holdout", cid) < policy.global_holdout_share
+        best, explore = None, False
+        if isinstance(suppressed.get(cid), str) and suppressed.get(cid):
             row.update(decision="suppressed", reason=suppressed[cid])
         elif not allowed:
             row.update(decision="capped", reason="frequency cap reached for every playbook they qualify for")
@@ -106,13 +109,21 @@ def route(audience: pd.DataFrame, capped: pd.DataFrame, ev: pd.DataFrame, suppre
                 best = allowed[int(stable_unit("explore-pick", run_key, cid) * len(allowed))]
             if not explore and not ev.at[cid, best] > 0:
                 row.update(decision="none", reason="no playbook is expected to be worth its send cost")
-            else:
-                held = stable_unit("holdout", run_key, best, cid) < holdout_shares.get(best, 0.0)
-                row.update(decision="holdout" if held else "send", playbook_id=best,
-                           arm="holdout" if held else "treatment", expected_value=float(ev.at[cid, best]),
-                           exploration=explore,
-                           reason=("exploration: random eligible playbook" if explore else "highest expected value")
-                           + ("; in this playbook's randomized holdout (not sent)" if held else ""))
+                best = None
+        why = ("exploration: random eligible playbook" if explore else "highest expected value")
+        if global_held:
+            # The playbook they would have received (if any) is their campaign: treated vs global holdout.
+            row.update(decision="global_holdout", reason="permanent global holdout (never messaged)"
+                       + (f"; would have received {best} ({why})" if best else ""))
+            if best:
+                row.update(playbook_id=best, arm="global_holdout", expected_value=float(ev.at[cid, best]),
+                           exploration=explore)
+        elif best:
+            held = stable_unit("holdout", run_key, best, cid) < holdout_shares.get(best, 0.0)
+            row.update(decision="holdout" if held else "send", playbook_id=best,
+                       arm="holdout" if held else "treatment", expected_value=float(ev.at[cid, best]),
+                       exploration=explore,
+                       reason=why + ("; in this playbook's randomized holdout (not sent)" if held else ""))
         rows.append(row)
     return pd.DataFrame(rows, columns=["customer_id", "decision", "playbook_id", "arm", "expected_value",
                                        "exploration", "alternatives", "reason"])

@@ -2,8 +2,9 @@
 
 - `approve_batch` (job): records an approval or rejection from run config, like
   `nextbest approve` / `nextbest reject`.
-- `esp_export` (asset, group `delivery`): re-checks the batch's approval, queues its
-  sendable drafts in the outbox and sends them exactly once (`outbox.py`, `sender.py`).
+- `esp_export` (asset, group `delivery`): re-checks the batch's approval and that the raw
+  sources behind its playbook are fresh enough for the brief, queues its sendable drafts
+  in the outbox and sends them exactly once (`outbox.py`, `sender.py`).
   The `approved_batches_sensor` (sensors.py) launches `export_approved_batch` per approval.
 - `campaign_lift` (asset, group `measurement`): the lift per playbook from the dbt mart
   `campaign_performance`, as a markdown table and (with matplotlib) a chart.
@@ -24,6 +25,9 @@ from dagster_project.delivery import approvals
 from dagster_project.delivery.esp.base import EspResource
 from dagster_project.delivery.outbox import enqueue_batch, naive_utc, state_counts, utcnow
 from dagster_project.delivery.sender import ExportSummary, run_export
+from dagster_project.messaging.briefs import BriefError, load_briefs
+from dagster_project.quality.freshness import stale_playbooks
+from dagster_project.quality.runner import existing_table
 from dagster_project.resources.warehouse import DuckDBWarehouse
 
 CAMPAIGN_PERFORMANCE = "analytics.campaign_performance"
@@ -117,9 +121,11 @@ def esp_export(context: dg.AssetExecutionContext, config: EspExportConfig, wareh
                 checks, skipped = [check], []
             else:
                 checks, skipped = _approved_batches(con, now, ttl)
+            drafts = {check.batch_id: approvals.sendable_drafts(con, check.batch_id) for check in checks}
+            _refuse_stale(con, drafts, config.batch)
             queued = already = 0
             for check in checks:
-                result = enqueue_batch(con, check.batch_id, approvals.sendable_drafts(con, check.batch_id), now)
+                result = enqueue_batch(con, check.batch_id, drafts[check.batch_id], now)
                 queued, already = queued + result.queued, already + result.already_in_outbox
                 context.log.info(f"{check.batch_id}: {check.reason}; {result.queued} queued, "
                                  f"{result.already_in_outbox} already in the outbox")
@@ -140,6 +146,31 @@ def esp_export(context: dg.AssetExecutionContext, config: EspExportConfig, wareh
     if skipped:
         metadata["not_exported"] = dg.MetadataValue.md("\n".join(f"- {c.reason}" for c in skipped))
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _refuse_stale(con, drafts: dict[str, pd.DataFrame], batch: str | None) -> None:
+    """Fail before anything is queued or sent when a playbook about to be sent (the batches' and,
+    without a batch, whatever waits in the outbox) has raw sources older than its brief allows."""
+    playbooks = {str(p) for frame in drafts.values() for p in frame["playbook_id"].unique()}
+    if existing_table(con, ("nextbest.outbox",)):
+        # Only marketing messages have briefs; profile updates carry no playbook to check.
+        where = ("kind = 'message' and destination = 'esp' and state in ('queued', 'failed', 'sending')"
+                 + (" and batch_id = ?" if batch else ""))
+        playbooks |= {r[0] for r in con.execute(f"select distinct playbook_id from nextbest.outbox where {where}",
+                                                [batch] if batch else []).fetchall()}
+    if not playbooks:
+        return
+    try:
+        briefs = load_briefs()
+        stale = stale_playbooks(con, [briefs.get(p) for p in sorted(playbooks)])
+    except BriefError as error:
+        raise dg.Failure(description=f"Not exporting: cannot check the data behind these messages: {error}") from None
+    if stale:
+        what = batch or ", ".join(sorted(b for b, f in drafts.items() if set(f["playbook_id"]) & set(stale))) \
+            or "messages waiting in the outbox"
+        raise dg.Failure(
+            description=f"Not exporting {what}: the data behind it is stale.\n" + "\n".join(map(str, stale.values())),
+            metadata={"batch": batch or "", "stale_playbooks": dg.MetadataValue.json(sorted(stale))})
 
 
 def _approved_batches(con, now, ttl) -> tuple[list, list]:

@@ -1,21 +1,26 @@
 """The `message_drafts` asset (group `messaging`): one checked draft per routed customer.
 
-Until routing exists, the playbook comes from `analytics.customer_segments`
-(segment -> playbook below). Drafts land in `nextbest.message_drafts` with
-status `pending_review` or `blocked`; a rerun on the same day replaces that
-day's batches, and customers whose pack, brief and generator are unchanged
-reuse their earlier draft (cache key) instead of being regenerated.
+The playbook is the one `routing_decisions` chose for the run date (treatment arm
+only: holdouts, the global holdout and "none" get no draft). When routing has not
+run for that date, the playbook comes from `analytics.customer_segments`
+(segment -> playbook below). Playbooks whose raw sources are older than their
+brief's `max_data_staleness_days` are skipped (all stale: the asset fails).
+Drafts land in `nextbest.message_drafts` with status `pending_review` or
+`blocked`; a rerun on the same day replaces that day's batches, and customers
+whose pack, brief and generator are unchanged reuse their earlier draft (cache
+key) instead of being regenerated.
 """
 
 
 import json
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Literal, Sequence
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from dagster_project.decisioning.assets import DECISIONS_TABLE
 from dagster_project.messaging.briefs import load_briefs
 from dagster_project.messaging.context_pack import default_as_of, load_catalog, load_context_packs
 from dagster_project.messaging.drafting import (
@@ -24,6 +29,8 @@ from dagster_project.messaging.drafting import (
 from dagster_project.messaging.generators.base import Draft, DraftRequest, Usage
 from dagster_project.messaging.generators.template import TemplateGenerator
 from dagster_project.messaging.guardrails import Verdict
+from dagster_project.models.uplift_data import table_exists
+from dagster_project.quality.freshness import reference_time, stale_playbooks
 from dagster_project.resources.warehouse import DuckDBWarehouse
 
 DRAFTS_TABLE = "nextbest.message_drafts"
@@ -88,6 +95,23 @@ def segment_playbooks(con, customer_ids: Sequence[str] | None = None) -> dict[st
     return {c: SEGMENT_PLAYBOOKS[s] for c, s in best.items()}
 
 
+def routed_playbooks(con, as_of: str) -> dict[str, str] | None:
+    """customer_id -> playbook that `routing_decisions` chose to send on `as_of` (treatment arm only).
+
+    None when routing has not run for that date (no table, or no decisions that day), so the
+    caller falls back to segments; an empty dict when routing ran and chose nobody.
+    """
+    if not table_exists(con, DECISIONS_TABLE):
+        return None
+    if not con.execute(f"select count(*) from {DECISIONS_TABLE} where run_date = ?::date", [as_of]).fetchone()[0]:
+        return None
+    rows = con.execute(f"""
+        select customer_id, playbook_id from {DECISIONS_TABLE}
+        where run_date = ?::date and decision = 'send' and arm = 'treatment' and playbook_id is not null
+        qualify row_number() over (partition by customer_id order by decided_at desc) = 1""", [as_of]).fetchall()
+    return {str(c): str(p) for c, p in rows}
+
+
 def outcome_row(outcome: DraftOutcome, batch_id: str, as_of: str, created_at: datetime) -> dict:
     """One `nextbest.message_drafts` row."""
     d = outcome.draft
@@ -146,18 +170,34 @@ def render_sample(outcomes: Sequence[DraftOutcome], n: int = 5) -> str:
 
 @dg.asset(
     group_name="messaging",
-    deps=[dg.AssetKey("customer_segments")],
+    deps=[dg.AssetKey("customer_segments"), dg.AssetKey("routing_decisions")],
     kinds={"duckdb", "python"},
-    description="One guardrail-checked message draft per segmented customer (nextbest.message_drafts).",
+    description="One guardrail-checked message draft per customer routing sends to (segments until it runs), "
+                "in nextbest.message_drafts.",
 )
 def message_drafts(context: dg.AssetExecutionContext, config: MessageDraftsConfig,
                    warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
-    """Draft, check and store a message for every customer a playbook applies to."""
+    """Draft, check and store a message for every customer routed to a playbook whose data is fresh."""
     briefs = load_briefs()
     as_of = config.as_of or default_as_of()
+    # Freshness is judged at the run date (history ends there), like the context packs.
+    now = datetime.combine(date.fromisoformat(config.as_of), datetime.min.time()) if config.as_of \
+        else reference_time()
     created_at = datetime.now(timezone.utc).replace(tzinfo=None)
     with warehouse.connect() as con:
-        playbooks = segment_playbooks(con)
+        playbooks = routed_playbooks(con, as_of)
+        source = DECISIONS_TABLE if playbooks is not None else SEGMENTS_TABLE
+        if playbooks is None:
+            playbooks = segment_playbooks(con)
+        wanted = [briefs.playbooks[p] for p in sorted(set(playbooks.values())) if p in briefs.playbooks]
+        stale = stale_playbooks(con, wanted, now=now)
+        if stale and len(stale) == len(wanted):
+            raise dg.Failure(description="No drafts: every playbook to draft is stale.\n"
+                             + "\n".join(str(e) for e in stale.values()),
+                             metadata={"stale_playbooks": dg.MetadataValue.json(sorted(stale))})
+        for error in stale.values():
+            context.log.warning(f"skipped: {error}")
+        playbooks = {c: p for c, p in playbooks.items() if p not in stale}
         customers = sorted(playbooks)[: config.limit] if config.limit else sorted(playbooks)
         packs = load_context_packs(con, customers, as_of=as_of)
         catalog = load_catalog(con)
@@ -175,6 +215,7 @@ def message_drafts(context: dg.AssetExecutionContext, config: MessageDraftsConfi
     with warehouse.connect() as con:
         con.execute("create schema if not exists nextbest")
         con.execute(DRAFTS_DDL)
+        # The whole day is replaced: a stale playbook keeps no drafts from an earlier run today.
         batches = sorted({f"{p}-{as_of}" for p in briefs.playbooks})
         con.execute(f"delete from {DRAFTS_TABLE} where batch_id in (select unnest(?::varchar[]))", [batches])
         if len(rows):
@@ -183,7 +224,8 @@ def message_drafts(context: dg.AssetExecutionContext, config: MessageDraftsConfi
             con.unregister("_drafts")
     summary = summarize(outcomes)
     context.log.info(f"message_drafts: {summary}")
-    return dg.MaterializeResult(metadata={
+    metadata = {
+        "playbooks_from": source,
         "drafts": summary["drafts"],
         "by_status": dg.MetadataValue.json(summary["by_status"]),
         "by_generator": dg.MetadataValue.json(summary["by_generator"]),
@@ -191,4 +233,8 @@ def message_drafts(context: dg.AssetExecutionContext, config: MessageDraftsConfi
         "cache_hits": summary["cache_hits"],
         "total_cost_usd": dg.MetadataValue.float(summary["total_cost_usd"]),
         "sample": dg.MetadataValue.md(render_sample(outcomes)),
-    })
+    }
+    if stale:
+        metadata["skipped_stale"] = dg.MetadataValue.md(
+            "\n".join(f"- `{p}`: {str(e).replace(chr(10), ' ')}" for p, e in sorted(stale.items())))
+    return dg.MaterializeResult(metadata=metadata)

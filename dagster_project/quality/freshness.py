@@ -2,7 +2,7 @@
 
 `assert_fresh` is what generation and export call before they act on a
 customer's data: it raises `StaleSourceError` naming every source that is older
-than allowed and by how much. The Dagster freshness checks on the raw assets
+than allowed and by how much; `stale_playbooks` applies it per campaign brief. The Dagster freshness checks on the raw assets
 take their limits from the dbt source freshness (`error_after` in
 `dbt/models/staging/sources.yml`), so there is one place to set them.
 """
@@ -17,6 +17,12 @@ from typing import Iterable, Mapping
 from dagster_project.ingest.assets import FRESHNESS_COLUMNS
 from dagster_project.quality.outcomes import Outcome
 from dagster_project.quality.runner import existing_table, now_utc
+
+# The raw sources a playbook's messages are built from (context pack facts, and the portal
+# actions behind its segments). Briefs set one limit, `max_data_staleness_days`, for all of them.
+# Event sources whose age says whether a brief's facts are current. Not
+# subscriptions: its newest started_at only moves when someone subscribes.
+BRIEF_SOURCES = ("orders", "support_tickets", "portal_events")
 
 _PERIODS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
 
@@ -87,6 +93,26 @@ def assert_fresh(con, sources: Iterable[str], max_staleness: timedelta | Mapping
             "Refusing to run on stale data:\n  " + "\n  ".join(lines)
             + "\nReload these sources (check their loader or `nextbest import`) and run again.", stale)
     return ages
+
+
+def stale_playbooks(con, briefs: Iterable, now: datetime | None = None,
+                    sources: Iterable[str] = BRIEF_SOURCES) -> dict[str, StaleSourceError]:
+    """playbook id -> why it must not run (`StaleSourceError`), for each brief whose sources are too old.
+
+    `briefs`: objects with `id` and `max_data_staleness_days` (`messaging.briefs.Brief`).
+    Fresh briefs are left out, so an empty result means every brief may run.
+    """
+    now = now or reference_time()
+    sources = tuple(sources)
+    stale: dict[str, StaleSourceError] = {}
+    for brief in briefs:
+        try:
+            assert_fresh(con, sources, timedelta(days=brief.max_data_staleness_days), now=now)
+        except StaleSourceError as error:
+            stale[brief.id] = StaleSourceError(
+                f"Playbook {brief.id} (max data staleness {brief.max_data_staleness_days} days): {error}",
+                error.stale)
+    return stale
 
 
 def dbt_source_freshness() -> dict[str, dict[str, timedelta]]:

@@ -66,6 +66,23 @@ def test_train_route_and_append(store):
         join {DECISIONS_TABLE} d using (assignment_id)""").fetchall()
     assert len(new) == decisions["arm"].notna().sum()
     assert all((arm == "treatment") == (decision == "send") for arm, decision in new)
+    assert all((arm == "global_holdout") == (decision == "global_holdout") for arm, decision in new)
+
+
+def test_global_holdout_is_assigned_to_the_campaign_it_would_have_joined(store):
+    run_date = date(2026, 6, 2)  # a date of its own: test_train_route_and_append wrote END
+    train_and_register(store, END)
+    decisions = decide(store, run_date, RoutingPolicy(global_holdout_share=0.2))
+    write_decisions(store, decisions, run_date)
+    arms = store.execute("""select campaign_id, playbook_id, arm, count(*) as n from nextbest.assignments
+                            where assigned_at = ? group by all""", [run_date]).df()
+    held = arms[arms["arm"] == "global_holdout"]
+    assert len(held) and (held["campaign_id"] == "pb-" + held["playbook_id"] + "-2026-06-02").all()
+    treated = set(arms.loc[arms["arm"] == "treatment", "campaign_id"])
+    assert set(held["campaign_id"]) & treated  # campaign_performance pairs them: treated vs global holdout
+    rows = store.execute(f"""select send_at, assignment_id from {DECISIONS_TABLE}
+                             where run_date = ? and arm = 'global_holdout'""", [run_date]).fetchall()
+    assert rows and all(send_at is None and assignment for send_at, assignment in rows)
 
 
 def test_definitions_load():

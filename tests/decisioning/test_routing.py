@@ -123,3 +123,25 @@ def test_send_hour_follows_history_with_a_prior():
     assert hours.at["NEW", "send_hour_of_week"] == 3 * 24 + 8     # no history: the store's best hour
     send_at = next_time_at(int(hours.at["A", "send_hour_of_week"]), pd.Timestamp("2026-11-25").to_pydatetime())
     assert (send_at.weekday(), send_at.hour) == (1, 19) and send_at >= pd.Timestamp("2026-11-25")
+
+
+def test_global_holdout_records_the_playbook_it_would_have_received(models):
+    customers = fresh_customers(2000)
+    suppressed = pd.Series(np.where(np.arange(2000) % 10 == 0, "unsubscribed", None), index=customers.index)
+    policy = RoutingPolicy(global_holdout_share=0.05, exploration_share=0.1)
+    decisions = run(models, customers, holdout=0.2, suppressed=suppressed, policy=policy)
+    without = run(models, customers, holdout=0.2, suppressed=suppressed,
+                  policy=RoutingPolicy(global_holdout_share=0.0, exploration_share=0.1))
+    held = in_global_holdout(customers.index, 0.05)
+    global_rows = decisions[held]
+    assert (global_rows["decision"] == "global_holdout").all()
+    # Their campaign is the playbook routing would have chosen; suppressed ones would have had none.
+    would_have = without.loc[held, "playbook_id"]
+    assert global_rows["playbook_id"].fillna("-").equals(would_have.fillna("-"))
+    assigned = global_rows["playbook_id"].notna()
+    assert assigned.sum() > 50 and (global_rows.loc[assigned, "arm"] == "global_holdout").all()
+    assert global_rows.loc[~assigned, "arm"].isna().all()
+    assert not assigned[suppressed[held].notna()].any()
+    assert global_rows.loc[assigned, "reason"].str.contains("would have received").all()
+    # Nobody else is affected by the global holdout.
+    pd.testing.assert_frame_equal(decisions[~held], without[~held])

@@ -1,10 +1,10 @@
-"""esp_export end to end in process with the file ESP: only approved, unchanged batches go
-out, each message once; and the delivery definitions wire together."""
+"""esp_export end to end in process with the file ESP: only approved, unchanged batches whose
+data is fresh go out, each message once; and the delivery definitions wire together."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import duckdb
@@ -28,9 +28,22 @@ def afternoon_zone() -> str:
     return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
 
 
+def fresh_sources(con, age: timedelta = timedelta(hours=1)) -> None:
+    """One row `age` old in every raw source a brief is built from (the export checks their freshness)."""
+    at = datetime.now(timezone.utc).replace(tzinfo=None) - age
+    con.execute("insert into raw.subscriptions values ('s0', 'c0', 'P1', 'single_bag', 'active', 28, 14.0, ?, "
+                "null, null, null, false)", [at])
+    con.execute("insert into raw.orders values ('o0', 'c0', 's0', ?, 'fulfilled', 14.0, null, null, null)", [at])
+    con.execute("insert into raw.support_tickets values ('t0', 'c0', ?, 'chat', 'other', 'solved', ?, 5, 'Thanks')",
+                [at, at])
+    con.execute("insert into raw.portal_events values ('pe0', 'c0', 'login', ?, '{}')", [at])
+
+
 @pytest.fixture
-def db(warehouse, tmp_path):
+def db(warehouse, tmp_path, monkeypatch):
+    monkeypatch.delenv("NEXTBEST_AS_OF", raising=False)  # freshness is judged against the real clock
     warehouse.execute("update raw.customers set timezone = ?", [afternoon_zone()])
+    fresh_sources(warehouse)
     write_drafts(warehouse, BATCH, CUSTOMERS, blocked=BLOCKED)
     warehouse.close()
     return tmp_path / "delivery.duckdb"
@@ -105,6 +118,27 @@ def test_without_a_batch_every_holding_approval_is_sent(db, tmp_path):
     result = export(db, tmp_path, batch=None)
     assert result.success
     assert {line["campaign_id"] for line in sent_lines(tmp_path)} == {BATCH}
+
+
+def test_a_batch_on_stale_data_is_not_sent(db, tmp_path):
+    decide(db, BATCH, "approve", "ana")
+    with duckdb.connect(str(db)) as con:
+        con.execute("update raw.orders set ordered_at = ordered_at - interval 10 days")
+    for batch in (BATCH, None):
+        result = export(db, tmp_path, batch=batch)
+        assert not result.success
+        message = failure_message(result)
+        assert f"Not exporting {BATCH}: the data behind it is stale" in message
+        assert "Playbook at_risk_save" in message and "raw.orders is 10 days 1 hour old" in message
+    assert sent_lines(tmp_path) == []
+    with duckdb.connect(str(db)) as con:
+        assert not con.execute("select count(*) from information_schema.tables where table_name = 'outbox'"
+                               ).fetchone()[0] or not con.execute("select count(*) from nextbest.outbox").fetchone()[0]
+
+    with duckdb.connect(str(db)) as con:  # the loader catches up: the same approval now goes out
+        con.execute("update raw.orders set ordered_at = ordered_at + interval 10 days")
+    assert export(db, tmp_path).success
+    assert len(sent_lines(tmp_path)) == len(CUSTOMERS) - len(BLOCKED)
 
 
 def test_delivery_definitions_wire_together(tmp_path):

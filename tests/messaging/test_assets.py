@@ -1,37 +1,95 @@
-"""The `message_drafts` asset materializes in process on the tiny store."""
+"""The `message_drafts` asset materializes in process on the tiny store: drafts for the playbook
+routing chose (segments until routing runs), none for holdouts, none on stale data."""
 
 from __future__ import annotations
 
 import json
+from datetime import date, datetime, timedelta
 
 import dagster as dg
 import duckdb
+import pytest
 
+from dagster_project.decisioning.assets import DECISIONS_DDL, DECISIONS_TABLE
 from dagster_project.messaging.assets import message_drafts
 from dagster_project.resources.warehouse import DuckDBWarehouse
 from tests.messaging.store import AS_OF, write_store
 
+SEGMENTS = [("C001", "cadence_mismatch"), ("C001", "at_risk"), ("C002", "onboarding"), ("C003", "win_back")]
 
-def test_message_drafts_writes_checked_drafts_and_reuses_them(tmp_path, monkeypatch):
+
+def freshen(con, day: str = AS_OF) -> None:
+    """Yesterday's rows in every source a brief is built from, for a customer no playbook targets.
+
+    The tiny store's newest subscription and ticket are weeks old and it has no portal events.
+    """
+    at = datetime.combine(date.fromisoformat(day), datetime.min.time()) - timedelta(hours=12)
+    con.execute("insert into raw.customers values ('C900', 'zed@example.com', 'Zed', ?, 'US', 'UTC', false, 'email')",
+                [at])
+    con.execute("insert into raw.subscriptions values ('S900', 'C900', 'P001', 'single_bag', 'active', 28, 14.40, ?, "
+                "null, null, null, false)", [at])
+    con.execute("insert into raw.orders values ('O900', 'C900', 'S900', ?, 'fulfilled', 14.40, null, null, null)", [at])
+    con.execute("insert into raw.support_tickets values ('T900', 'C900', ?, 'chat', 'other', 'solved', ?, 5, 'Thanks')",
+                [at, at])
+    con.execute("insert into raw.portal_events values ('PE900', 'C900', 'login', ?, '{}')", [at])
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """The tiny store with segments, fresh as of AS_OF; returns the DuckDB path."""
     path = tmp_path / "w.duckdb"
     con = duckdb.connect(str(path))
     write_store(con)
+    freshen(con)
     con.execute("create schema analytics")
     con.execute("create table analytics.customer_segments (customer_id varchar, segment varchar)")
-    con.execute("insert into analytics.customer_segments values ('C001','cadence_mismatch'), ('C001','at_risk'),"
-                " ('C002','onboarding'), ('C003','win_back')")
+    con.executemany("insert into analytics.customer_segments values (?, ?)", SEGMENTS)
     con.close()
     monkeypatch.setenv("NEXTBEST_AS_OF", AS_OF)
-    resources = {"warehouse": DuckDBWarehouse(path=str(path))}
+    return path
 
-    result = dg.materialize([message_drafts], resources=resources)
+
+def draft(path):
+    return dg.materialize([message_drafts], resources={"warehouse": DuckDBWarehouse(path=str(path))},
+                          instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def drafted(path) -> list[tuple]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        if not con.execute("select count(*) from information_schema.tables where table_name = 'message_drafts'"
+                           ).fetchone()[0]:
+            return []
+        return con.execute("select customer_id, playbook_id from nextbest.message_drafts order by 1").fetchall()
+    finally:
+        con.close()
+
+
+def metadata(result) -> dict:
+    return result.get_asset_materialization_events()[0].materialization.metadata
+
+
+def route(path, rows, run_date: str = AS_OF) -> None:
+    """Routing decisions as `routing_decisions` writes them: (customer, decision, playbook, arm)."""
+    con = duckdb.connect(str(path))
+    con.execute("create schema if not exists nextbest")
+    con.execute(DECISIONS_DDL)
+    con.executemany(f"insert into {DECISIONS_TABLE} (decision_id, run_date, decided_at, customer_id, decision, "
+                    "playbook_id, arm) values (?, ?, ?, ?, ?, ?, ?)",
+                    [(f"rd-{c}", run_date, datetime(2026, 2, 22, 5), c, d, p, a) for c, d, p, a in rows])
+    con.close()
+
+
+def test_message_drafts_writes_checked_drafts_and_reuses_them(store):
+    result = draft(store)
     assert result.success
-    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    meta = metadata(result)
+    assert meta["playbooks_from"].value == "analytics.customer_segments"  # routing has not run
     assert meta["by_status"].value == {"pending_review": 3}
     assert meta["by_generator"].value == {"template": 3}
     assert "Hi Anna" in meta["sample"].value
 
-    con = duckdb.connect(str(path), read_only=True)
+    con = duckdb.connect(str(store), read_only=True)
     rows = con.execute("select customer_id, playbook_id, batch_id, status, cited_fact_ids, verdicts "
                        "from nextbest.message_drafts order by 1").fetchall()
     con.close()
@@ -39,9 +97,51 @@ def test_message_drafts_writes_checked_drafts_and_reuses_them(tmp_path, monkeypa
     assert rows[0][2] == f"at_risk_save-{AS_OF}" and rows[0][3] == "pending_review"
     assert json.loads(rows[0][4]) and all(v["passed"] for v in json.loads(rows[0][5]))
 
-    again = dg.materialize([message_drafts], resources=resources)
-    meta = again.get_asset_materialization_events()[0].materialization.metadata
-    assert meta["cache_hits"].value == 3
-    con = duckdb.connect(str(path), read_only=True)
-    assert con.execute("select count(*) from nextbest.message_drafts").fetchone()[0] == 3
+    again = draft(store)
+    assert metadata(again)["cache_hits"].value == 3
+    assert len(drafted(store)) == 3
+
+
+def test_routed_customer_gets_the_routed_playbook_and_holdouts_get_none(store):
+    # Segments alone would give C001 at_risk_save and draft for all three.
+    route(store, [("C001", "send", "cadence_mismatch", "treatment"),
+                  ("C002", "holdout", "onboarding", "holdout"),
+                  ("C003", "global_holdout", "win_back", "global_holdout")])
+    result = draft(store)
+    assert result.success
+    assert metadata(result)["playbooks_from"].value == DECISIONS_TABLE
+    assert drafted(store) == [("C001", "cadence_mismatch")]
+
+
+def test_routing_without_decisions_for_the_day_falls_back_to_segments(store):
+    route(store, [("C001", "send", "cadence_mismatch", "treatment")], run_date="2026-02-15")
+    result = draft(store)
+    assert result.success
+    assert metadata(result)["playbooks_from"].value == "analytics.customer_segments"
+    assert drafted(store) == [("C001", "at_risk_save"), ("C002", "onboarding"), ("C003", "win_back")]
+
+
+def test_stale_source_stops_drafting(store):
+    con = duckdb.connect(str(store))
+    con.execute("delete from raw.portal_events")
+    con.execute("insert into raw.portal_events values ('PE1', 'C001', 'login', timestamp '2026-02-10 09:00', '{}')")
     con.close()
+    result = draft(store)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
+    assert "raw.portal_events is 11 days 15 hours old" in failure and "allowed 3 days" in failure
+    assert "at_risk_save" in failure and "win_back" in failure
+    assert drafted(store) == []
+
+
+def test_stale_playbooks_are_skipped_fresh_ones_drafted(store):
+    # Five days old: past the 3 days most briefs allow, within win_back's 7.
+    con = duckdb.connect(str(store))
+    con.execute("update raw.portal_events set occurred_at = occurred_at - interval 4 days")
+    con.close()
+    result = draft(store)
+    assert result.success
+    assert drafted(store) == [("C003", "win_back")]
+    skipped = metadata(result)["skipped_stale"].value
+    assert "`at_risk_save`" in skipped and "`onboarding`" in skipped and "raw.portal_events is 4 days 12 hours old" \
+        in skipped and "win_back" not in skipped
