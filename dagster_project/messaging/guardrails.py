@@ -19,6 +19,7 @@ Pure functions over plain data: no database, no Dagster.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Iterable
@@ -63,6 +64,18 @@ CAPITALISED_RUN = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of\s+|the\s+|de\s+)?[A-
 KIND_WORD = re.compile(r"\b([A-Z][a-z]+)\s+(blend|roast|beans|espresso|coffee|grinder|kettle|mug|filters?)\b")
 RELATIVE_TIME = re.compile(r"\b(yesterday|last (?:week|night)|this morning|earlier today|a few days ago)\b", re.I)
 DISCOUNT_WORDS = re.compile(r"\b(discount|coupon|promo(?:tion)? code|voucher|free shipping|on the house|% off|percent off)\b", re.I)
+DISCOUNT_LITERALS = ("discount", "coupon", "promo", "voucher", "free shipping", "on the house", "% off", "percent off")
+RELATIVE_LITERALS = ("yesterday", "last week", "last night", "this morning", "earlier today", "days ago")
+KIND_LITERALS = ("blend", "roast", "beans", "espresso", "coffee", "grinder", "kettle", "mug", "filter")
+ADDRESS_LITERALS = ("St", "Av", "Road", "Rd", "Lane", "Ln", "Dr", "Blvd", "Boulevard")
+# Capitals to "A", digits to "0", the rest to " ": one cheap pass tells whether SHOUT or a code can match.
+_SHAPES = str.maketrans({**{chr(c): " " for c in range(128)}, **{c: "A" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"},
+                         **{c: "0" for c in "0123456789"}})
+
+
+def _shape(text: str) -> str | None:
+    """`text` as capitals/digits/other ("AAAA" for a shout; "A0" or "0A" inside any code), None if not ASCII."""
+    return text.translate(_SHAPES) if text.isascii() else None
 
 # Words that start sentences or greetings and are not names.
 COMMON_CAPITALISED = {
@@ -79,14 +92,14 @@ COMMON_CAPITALISED |= set(MONTHS) | set(_WEEKDAYS)
 
 # (literal that must appear in the lower-cased text, pattern): the literal check skips most regex scans.
 SURVEILLANCE = [(needs, re.compile(p, re.I)) for needs, p in (
-    (("noticed", "saw", "see"), r"\bwe (?:noticed|saw|see|can see|could see) (?:that )?you (?:opened|clicked|read|viewed|visited|browsed|looked|haven't opened|stopped opening|logged)"),
-    (("open", "click"), r"\byou (?:opened|clicked|haven't opened|didn't open|stopped opening|haven't clicked) (?:our|my|the|this|that|an|any)? ?(?:e-?mails?|messages?|newsletters?|links?)"),
+    (("we noticed", "we saw", "we see", "we can see", "we could see"), r"\bwe (?:noticed|saw|see|can see|could see) (?:that )?you (?:opened|clicked|read|viewed|visited|browsed|looked|haven't opened|stopped opening|logged)"),
+    (("you opened", "you clicked", "you haven't", "you didn't open", "you stopped opening"), r"\byou (?:opened|clicked|haven't opened|didn't open|stopped opening|haven't clicked) (?:our|my|the|this|that|an|any)? ?(?:e-?mails?|messages?|newsletters?|links?)"),
     (("logged in", "visited", "browsed", "viewed", "looked at"), r"\byou (?:logged in|visited|browsed|viewed|looked at)\b"),
     (("track", "monitor", "watch"), r"\b(?:track(?:ed|ing)?|monitor(?:ed|ing)?|watch(?:ed|ing) (?:you|your))\b"),
     (("churn", "propensity", "score", "lifetime value", "ltv", "segment", "likely to"),
      r"\b(?:churn|propensity|risk score|your score|score of|engagement score|lifetime value|ltv|segment(?:ed|s)?|likely to (?:cancel|leave|churn))\b"),
-    (("risk",), r"\bat[- ]risk\b"),
-    (("our ",), r"\b(?:our (?:data|records|algorithm|model|system)s? (?:show|shows|suggest|suggests|says|tell))\b"),
+    (("at-risk", "at risk"), r"\bat[- ]risk\b"),
+    (("our data", "our record", "our algorithm", "our model", "our system"), r"\b(?:our (?:data|records|algorithm|model|system)s? (?:show|shows|suggest|suggests|says|tell))\b"),
     (("based on your",), r"\bbased on your (?:activity|behaviou?r|engagement|browsing)\b"),
 )]
 
@@ -96,15 +109,16 @@ def _has(pack: ContextPack, suffix: str, value=None) -> bool:
 
 
 ACTION_CLAIMS = [
-    (('skip',), re.compile(r"\byou(?:'ve| have)? skipped\b|\byour skip(?:ped)?\b", re.I),
+    (("you skipped", "you've skipped", "you have skipped", "your skip"), re.compile(r"\byou(?:'ve| have)? skipped\b|\byour skip(?:ped)?\b", re.I),
      lambda p: _has(p, ":status", "skipped") or bool(p.value(f"customer:{p.customer_id}:recent_skips")), "a skipped order"),
     (('paus',), re.compile(r"\byou(?:'ve| have)? paused\b|\byour paused\b", re.I),
      lambda p: _has(p, ":status", "paused"), "a paused subscription"),
-    (('cancel', 'stopped'), re.compile(r"\byou(?:'ve| have)? (?:cancell?ed|canceled|stopped)\b|\b(?:cancell?ed|stopped) your subscription\b", re.I),
+    (("you cancel", "you've cancel", "you have cancel", "you stopped", "you've stopped", "you have stopped",
+      "led your subscription", "stopped your subscription"), re.compile(r"\byou(?:'ve| have)? (?:cancell?ed|canceled|stopped)\b|\b(?:cancell?ed|stopped) your subscription\b", re.I),
      lambda p: _has(p, ":status", "cancelled"), "a cancelled subscription"),
     (('added', 'picked up'), re.compile(r"\byou(?:'ve| have)? (?:added|picked up)\b", re.I),
      lambda p: _has(p, ":one_time"), "a one-time add-on"),
-    (('swapp', 'switch', 'changed your', 'changing your'), re.compile(r"\byou(?:'ve| have)? (?:swapped|switched|changed your (?:coffee|schedule|cadence|delivery))\b|"
+    (("swapped", "switched", "changed your", "for swapping", "for switching", "for changing your"), re.compile(r"\byou(?:'ve| have)? (?:swapped|switched|changed your (?:coffee|schedule|cadence|delivery))\b|"
                 r"\bfor (?:swapping|switching|changing your)\b", re.I),
      lambda p: False, "a product or schedule change (not in the pack)"),
     (('upgraded',), re.compile(r"\byou(?:'ve| have)? upgraded\b", re.I),
@@ -159,12 +173,14 @@ class _CatalogIndex:
 
     def __init__(self, catalog: Catalog, voice: BrandVoice):
         # Longest names first, so "Morning Mist Blend Decaf" is found before "Morning Mist Blend".
-        self.names = sorted(((p.name.lower(), p) for p in catalog.products), key=lambda x: -len(x[0]))
+        self.names = sorted(((p.name.lower(), p, re.compile(re.escape(p.name), re.I)) for p in catalog.products),
+                            key=lambda x: -len(x[0]))
         self.terms = sorted(set(voice.allowed_terms + [voice.store_name, voice.sign_off]), key=len, reverse=True)
         self.money = {_cents(p.price) for p in catalog.products if p.active}
         self.numbers = {float(d) for d in catalog.cadence_options}
         self.fact_ids = set(catalog.facts())
         self.currency = re.compile(re.escape(voice.currency_symbol) + r"\s?(\d{1,6}(?:,\d{3})*(?:\.\d{1,2})?)")
+        self.banned = [(phrase, phrase.lower()) for phrase in voice.banned_phrases]
 
 
 _INDEX_CACHE: dict[tuple[int, int], tuple[Catalog, BrandVoice, _CatalogIndex]] = {}
@@ -181,59 +197,128 @@ def _catalog_index(catalog: Catalog, voice: BrandVoice) -> _CatalogIndex:
     return hit[2]
 
 
+@lru_cache(maxsize=4096)  # prices repeat across a batch ("25.20" in every order of a subscription)
 def _cents(value) -> int:
     text = str(value).replace(",", "")
     whole, _, frac = text.partition(".")
     return int(whole or 0) * 100 + int((frac + "00")[:2])
 
 
-@dataclass
 class _PackIndex:
-    money: set[int]
-    numbers: set[float]
-    dates: set[tuple[int, int, int]]
-    product_names: set[str]
+    """The pack's facts by kind, from one pass; each lookup set is built the first time a check needs it."""
 
+    def __init__(self, pack: ContextPack, brief: Brief):
+        self.brief = brief
+        money, numbers, dates, names = [], [], [], set()
+        for fid, fact in pack.facts.items():
+            kind = fact.kind
+            if kind == "date":
+                dates.append(fact.value)
+            elif kind == "number":
+                numbers.append(fact.value)
+            elif kind == "money":
+                money.append(fact.value)
+            elif kind == "text" and fid.endswith((":name", ":product")):
+                names.add(str(fact.value).lower())
+        self.product_names = names
+        self._raw = {"money": money, "numbers": numbers, "dates": dates}
+        self._built: dict[str, set] = {}
 
-def _pack_index(pack: ContextPack, brief: Brief) -> _PackIndex:
-    money, numbers, dates, names = set(), set(), set(), set()
-    for fid, fact in pack.facts.items():
-        kind = fact.kind
-        if kind == "date":
-            v = fact.value
-            dates.add((int(v[:4]), int(v[5:7]), int(v[8:10])))
-        elif kind == "money":
-            money.add(_cents(fact.value))
-        elif kind == "number":
-            numbers.add(float(fact.value))
-        elif kind == "text" and (fid.endswith(":name") or fid.endswith(":product")):
-            names.add(str(fact.value).lower())
-    # Prices after an allowed discount ("$21.42 after 15% off") and the saving itself are grounded too.
-    for offer in brief.offers:
-        if offer.kind == "percent_off":
-            pct = offer.percent_off / 100
-            for cents in list(money):
-                money.add(round(cents * (1 - pct)))
-                money.add(round(cents * pct))
-    return _PackIndex(money, numbers, dates, names)
+    def _get(self, what: str) -> set:
+        built = self._built.get(what)
+        if built is None:
+            raw = self._raw[what]
+            if what == "dates":
+                built = {(int(v[:4]), int(v[5:7]), int(v[8:10])) for v in raw}
+            elif what == "numbers":
+                built = {float(v) for v in raw}
+            else:
+                built = {_cents(v) for v in raw}
+                # Prices after an allowed discount ("$21.42 after 15% off") and the saving itself are grounded too.
+                for offer in self.brief.offers:
+                    if offer.kind == "percent_off":
+                        pct = offer.percent_off / 100
+                        for cents in list(built):
+                            built.add(round(cents * (1 - pct)))
+                            built.add(round(cents * pct))
+            self._built[what] = built
+        return built
+
+    money = property(lambda self: self._get("money"))
+    numbers = property(lambda self: self._get("numbers"))
+    dates = property(lambda self: self._get("dates"))
 
 
 def _month_no(name: str) -> int:
-    return MONTH_STEMS.index(name[:3].lower()) + 1
+    # casefold, not lower: re.I also matches "ſeptember", and only casefold maps "ſ" to "s".
+    return MONTH_STEMS.index(name[:3].casefold()) + 1
+
+
+def _seen(gate: str | None, literals: Iterable[str]) -> bool:
+    """Whether any literal is in `gate` (the lower-cased ASCII text); always True without a gate.
+
+    A pattern runs only when a literal every match of it contains is present. Lower-casing
+    matches what re.I matches for ASCII only, so non-ASCII text (gate None) runs every pattern.
+    """
+    return gate is None or any(map(gate.__contains__, literals))
+
+
+# Lower-case twins of the re.I date patterns, for ASCII text lower-cased (equal matches, found faster).
+_DATE_TWINS = {pattern: re.compile(pattern.pattern) for pattern in (DATE_MONTH_DAY, DATE_DAY_MONTH, DATE_MONTH_YEAR)}
+
+
+def _date_matches(pattern: re.Pattern, text: str, from_months: bool) -> list[re.Match]:
+    """What `pattern.sub` on `text` would replace, left to right; spans index `text`.
+
+    On ASCII text the lower-case twin runs on text.lower(); with `from_months` it is only
+    tried where a month name starts, the only places a match can start.
+    """
+    if not text.isascii():
+        return list(pattern.finditer(text))
+    low, twin = text.lower(), _DATE_TWINS[pattern]
+    if not from_months:
+        return list(twin.finditer(low))
+    starts = []
+    for stem in MONTH_STEMS:
+        i = low.find(stem)
+        while i >= 0:
+            starts.append(i)
+            i = low.find(stem, i + 1)
+    out, end = [], 0
+    for start in sorted(starts):
+        if start >= end:
+            m = twin.match(low, start)
+            if m:
+                out.append(m)
+                end = m.end()
+    return out
+
+
+def _blank(text: str, matches: list[re.Match]) -> str:
+    """`text` with each match's span replaced by one space (as `pattern.sub(" ", text)`)."""
+    if not matches:
+        return text
+    parts, last = [], 0
+    for m in matches:
+        parts.append(text[last:m.start()])
+        parts.append(" ")
+        last = m.end()
+    parts.append(text[last:])
+    return "".join(parts)
 
 
 # --------------------------------------------------------------------------- checks
 
 
-def _grounding(text: str, lowered: str, pack: ContextPack, px: _PackIndex,
+def _grounding(text: str, lowered: str, gate: str | None, pack: ContextPack, px: _PackIndex,
                cx: _CatalogIndex) -> tuple[list[str], str]:
     """Prices, dates, numbers and product names; returns reasons and the text with grounded spans removed."""
     reasons: list[str] = []
-    for name, product in cx.names:
+    for name, product, pattern in cx.names:
         if name in lowered:
             if not product.active and name not in px.product_names:
                 reasons.append(f"names {product.name!r}, which is not in the live catalog")
-            text = re.sub(re.escape(product.name), " ", text, flags=re.I)
+            text = pattern.sub(" ", text)
             lowered = lowered.replace(name, " ")
 
     def money(m: re.Match) -> str:
@@ -252,21 +337,22 @@ def _grounding(text: str, lowered: str, pack: ContextPack, px: _PackIndex,
         elif weekday and all(date(*d).weekday() != _WEEKDAYS.index(weekday.group(1).lower()) for d in hits):
             reasons.append(f"date {weekday.group(0) + shown!r}: the weekday is wrong")
 
-    if any(stem in lowered for stem in MONTH_STEMS):
+    if gate is None or any(stem in lowered for stem in MONTH_STEMS):
         source = text
-        text = DATE_MONTH_DAY.sub(lambda m: check_date(_month_no(m.group(1)), int(m.group(2)), m.group(3),
-                                                       m.start(), m.group(0), source) or " ", text)
-        source = text
-        text = DATE_DAY_MONTH.sub(lambda m: check_date(_month_no(m.group(2)), int(m.group(1)), m.group(3),
-                                                       m.start(), m.group(0), source) or " ", text)
-
-        def month_year(m: re.Match) -> str:
+        found = _date_matches(DATE_MONTH_DAY, text, True)
+        for m in found:
+            check_date(_month_no(m.group(1)), int(m.group(2)), m.group(3), m.start(), source[m.start():m.end()], source)
+        text = source = _blank(text, found)
+        found = _date_matches(DATE_DAY_MONTH, text, False)
+        for m in found:
+            check_date(_month_no(m.group(2)), int(m.group(1)), m.group(3), m.start(), source[m.start():m.end()], source)
+        text = source = _blank(text, found)
+        found = _date_matches(DATE_MONTH_YEAR, text, True)
+        for m in found:
             month, year = _month_no(m.group(1)), int(m.group(2))
             if not any(d[0] == year and d[1] == month for d in px.dates):
-                reasons.append(f"date {m.group(0)!r} matches no date in the customer's facts")
-            return " "
-
-        text = DATE_MONTH_YEAR.sub(month_year, text)
+                reasons.append(f"date {source[m.start():m.end()]!r} matches no date in the customer's facts")
+        text = _blank(text, found)
     if "-" in text:
         text = DATE_ISO.sub(lambda m: check_date(int(m.group(2)), int(m.group(3)), m.group(1), m.start(),
                                                  m.group(0), "") or " ", text)
@@ -277,7 +363,7 @@ def _grounding(text: str, lowered: str, pack: ContextPack, px: _PackIndex,
             check_date(int(m.group(1)), int(m.group(2)), year, m.start(), m.group(0), "")
             return " "
         text = DATE_SLASH.sub(slash, text)
-    if "%" in text or "percent" in lowered:
+    if "%" in text or "percent" in lowered or gate is None:
         text = PERCENT.sub(" ", text)  # percentages belong to the offer check
     for m in NUMBER.finditer(text):
         if m.start() and (text[m.start() - 1].isalnum() or text[m.start() - 1] in "._"):
@@ -288,7 +374,7 @@ def _grounding(text: str, lowered: str, pack: ContextPack, px: _PackIndex,
             value = None
         if value is None or (value not in px.numbers and value not in cx.numbers):
             reasons.append(f"number {m.group(0)} matches no fact in the pack or the catalog")
-    if any(k in lowered for k in ("yesterday", "last week", "last night", "this morning", "earlier today", "days ago")):
+    if _seen(gate, RELATIVE_LITERALS):
         for m in RELATIVE_TIME.finditer(text):
             reasons.append(f"{m.group(0)!r} is a time claim no fact supports; use the date")
     return reasons, text
@@ -307,16 +393,17 @@ def _unknown_names(text: str, pack: ContextPack, cx: _CatalogIndex) -> list[str]
                  and w.lower() not in ("of", "the", "de")]
         if len(words) >= 2:
             reasons.append(f"names {' '.join(words)!r}, which is not a product in the catalog or a fact")
-    for m in KIND_WORD.finditer(text):
-        if m.group(1).lower() not in COMMON_CAPITALISED:
-            reasons.append(f"names {m.group(0)!r}, which is not a product in the catalog")
+    if _seen(text, KIND_LITERALS):  # KIND_WORD is case-sensitive: its lower-case kind word is in the text
+        for m in KIND_WORD.finditer(text):
+            if m.group(1).lower() not in COMMON_CAPITALISED:
+                reasons.append(f"names {m.group(0)!r}, which is not a product in the catalog")
     return sorted(set(reasons))
 
 
-def _actions(text: str, lowered: str, pack: ContextPack) -> list[str]:
+def _actions(text: str, gate: str | None, pack: ContextPack) -> list[str]:
     reasons = []
     for triggers, pattern, holds, needs in ACTION_CLAIMS:
-        if any(t in lowered for t in triggers):
+        if _seen(gate, triggers):
             m = pattern.search(text)
             if m and not holds(pack):
                 reasons.append(f"says {m.group(0)!r} but nothing in the customer's facts shows {needs}")
@@ -336,7 +423,13 @@ def _citations(draft: Draft, pack: ContextPack, cx: _CatalogIndex) -> list[str]:
     return reasons
 
 
-def _offer_cta(draft: Draft, text: str, lowered: str, pack: ContextPack, brief: Brief) -> list[str]:
+def _find_codes(text: str, shape: str | None) -> list[str]:
+    # A code mixes capitals and digits, so somewhere a capital touches a digit.
+    return find_codes(text) if shape is None or "A0" in shape or "0A" in shape else []
+
+
+def _offer_cta(draft: Draft, text: str, lowered: str, gate: str | None, shape: str | None, pack: ContextPack,
+               brief: Brief) -> list[str]:
     reasons = []
     if brief.cta(draft.cta) is None:
         reasons.append(f"CTA {draft.cta!r} is not one of the brief's ({', '.join(c.id for c in brief.ctas)})")
@@ -354,7 +447,7 @@ def _offer_cta(draft: Draft, text: str, lowered: str, pack: ContextPack, brief: 
                                f"customer has {pack.tenure_months}")
             if orders < rules.min_orders:
                 reasons.append(f"offer {offer.id!r} needs >= {rules.min_orders} orders; customer has {orders}")
-    if "%" in text or "percent" in lowered:
+    if "%" in text or "percent" in lowered or gate is None:
         for m in PERCENT.finditer(text):
             pct = float(m.group(1))
             if offer is None or offer.kind != "percent_off":
@@ -363,13 +456,13 @@ def _offer_cta(draft: Draft, text: str, lowered: str, pack: ContextPack, brief: 
                 reasons.append(f"{m.group(0)} is above the offer's price rule (at most {offer.rules.max_percent_off:g}%)")
             elif pct != offer.percent_off:
                 reasons.append(f"{m.group(0)} is not the offer's {offer.percent_off:g}%")
-    if offer is None and not reasons:
+    if offer is None and not reasons and _seen(gate, DISCOUNT_LITERALS):
         m = DISCOUNT_WORDS.search(text)
         if m:
             reasons.append(f"mentions {m.group(0)!r} but the draft carries no offer from the brief")
-    for code in find_codes(text):
+    for code in _find_codes(text, shape):
         reasons.append(f"mentions code {code!r}, which no offer in the brief defines")
-    if "http" in lowered or "www." in lowered:
+    if "http" in lowered or "www." in lowered or gate is None:
         allowed_urls = {c.url for c in brief.ctas}
         for m in URL.finditer(text):
             if m.group(0).rstrip(".,)") not in allowed_urls:
@@ -377,7 +470,8 @@ def _offer_cta(draft: Draft, text: str, lowered: str, pack: ContextPack, brief: 
     return reasons
 
 
-def _tone(draft: Draft, text: str, lowered: str, pack: ContextPack, voice: BrandVoice) -> list[str]:
+def _tone(draft: Draft, text: str, lowered: str, shape: str | None, pack: ContextPack, voice: BrandVoice,
+          cx: _CatalogIndex) -> list[str]:
     reasons = []
     words = len(draft.body.split())
     limit = voice.max_words_brief if pack.tone == "brief" else voice.max_words
@@ -391,10 +485,10 @@ def _tone(draft: Draft, text: str, lowered: str, pack: ContextPack, voice: Brand
     bangs = text.count("!")
     if bangs > voice.max_exclamations:
         reasons.append(f"{bangs} exclamation marks; at most {voice.max_exclamations}")
-    for phrase in voice.banned_phrases:
-        if phrase.lower() in lowered:
+    for phrase, low in cx.banned:
+        if low in lowered:
             reasons.append(f"uses banned phrase {phrase!r}")
-    shouting = [w for w in SHOUT.findall(text) if w.isalpha()]
+    shouting = [w for w in SHOUT.findall(text) if w.isalpha()] if shape is None or "AAAA" in shape else []
     if shouting:
         reasons.append(f"shouts in capitals: {', '.join(sorted(set(shouting)))}")
     if voice.sign_off.lower() not in draft.body.lower():
@@ -402,10 +496,10 @@ def _tone(draft: Draft, text: str, lowered: str, pack: ContextPack, voice: Brand
     return reasons
 
 
-def _surveillance(text: str, lowered: str) -> list[str]:
+def _surveillance(text: str, gate: str | None) -> list[str]:
     reasons = []
     for needs, pattern in SURVEILLANCE:
-        if any(n in lowered for n in needs):
+        if _seen(gate, needs):
             m = pattern.search(text)
             if m:
                 reasons.append(f"surveillance phrasing {m.group(0)!r}: the copy must not reveal tracking, "
@@ -413,12 +507,14 @@ def _surveillance(text: str, lowered: str) -> list[str]:
     return reasons
 
 
-def _personal_data(draft: Draft, text: str, lowered: str, pack: ContextPack) -> list[str]:
+def _personal_data(draft: Draft, text: str, lowered: str, gate: str | None, pack: ContextPack) -> list[str]:
     reasons = []
-    checks = [("a phone number", PHONE), ("a street address", ADDRESS)]
+    checks = [("a phone number", PHONE)]
+    if _seen(text, ADDRESS_LITERALS):  # ADDRESS is case-sensitive: its street word is in the text
+        checks.append(("a street address", ADDRESS))
     if "@" in text:
         checks.append(("an email address", EMAIL))
-    if "ending" in lowered:
+    if "ending" in lowered or gate is None:
         checks.append(("payment card details", CARD))
     for label, pattern in checks:
         m = pattern.search(text)
@@ -432,35 +528,50 @@ def _personal_data(draft: Draft, text: str, lowered: str, pack: ContextPack) -> 
     return reasons
 
 
-def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
-
-
 _WORD = re.compile(r"[a-z0-9%$']+")
 
 
-def _injection(text: str, lowered: str, pack: ContextPack) -> list[str]:
+def _phrases(words: list[str], n: int) -> tuple[str, ...]:
+    """Each run of n words as " w1 ... wn ": in " " + " ".join(other words) + " " exactly when the run is."""
+    return tuple(" " + " ".join(words[i:i + n]) + " " for i in range(len(words) - n + 1))
+
+
+@lru_cache(maxsize=4096)
+def _ticket(body: str) -> tuple[tuple[str, ...], tuple[str, ...] | None, tuple[str, ...]]:
+    """What the injection check needs from one ticket body, worked out once per body.
+
+    (its 6-word phrases, the payload it asks to include or None when it gives no
+    instructions, the 4-word phrases of its instruction sentences).
+    """
+    six = _phrases(_WORD.findall(body.lower()), 6)
+    if not INJECTION_MARKERS.search(body):
+        return six, None, ()
+    payload = set(find_codes(body)) | set(URL.findall(body)) | set(PERCENT.findall(body))
+    payload |= set(re.findall(r"[\"“]([^\"”]{3,})[\"”]", body))
+    instruction_words = _WORD.findall(" ".join(
+        s for s in re.split(r"(?<=[.!?])\s+", body) if INJECTION_MARKERS.search(s) or find_codes(s)).lower())
+    return six, tuple(sorted(p for p in payload if p)), _phrases(instruction_words, 4)
+
+
+def _injection(lowered: str, pack: ContextPack) -> list[str]:
     reasons = []
     draft_words = None
     for fid, fact in pack.facts.items():
         if fact.kind != "customer_text" or not fact.value:
             continue
-        body = str(fact.value)
+        six, payload, four = _ticket(str(fact.value))
+        if not six and payload is None:
+            continue
         if draft_words is None:
-            draft_words = _WORD.findall(lowered)
-            draft6, draft4 = _ngrams(draft_words, 6), _ngrams(draft_words, 4)
+            draft_words = " " + " ".join(_WORD.findall(lowered)) + " "
         ticket = fid.split(":")[1]
-        if _ngrams(_WORD.findall(body.lower()), 6) & draft6:
+        if any(phrase in draft_words for phrase in six):
             reasons.append(f"repeats the customer's own words from ticket {ticket}; ticket text is data, not copy")
             continue
-        if not INJECTION_MARKERS.search(body):
+        if payload is None:
             continue
-        payload = set(find_codes(body)) | set(URL.findall(body)) | set(PERCENT.findall(body))
-        payload |= set(re.findall(r"[\"“]([^\"”]{3,})[\"”]", body))
-        echoed = sorted(p for p in payload if p and p.lower() in lowered)
-        instruction_words = _WORD.findall(" ".join(
-            s for s in re.split(r"(?<=[.!?])\s+", body) if INJECTION_MARKERS.search(s) or find_codes(s)).lower())
-        if echoed or (_ngrams(instruction_words, 4) & draft4):
+        echoed = [p for p in payload if p.lower() in lowered]
+        if echoed or any(phrase in draft_words for phrase in four):
             what = f" ({', '.join(echoed)})" if echoed else ""
             reasons.append(f"follows instructions written in ticket {ticket}{what}; ticket text is data, never instructions")
     return reasons
@@ -478,20 +589,22 @@ def _staleness(pack: ContextPack, brief: Brief) -> list[str]:
 def check_draft(draft: Draft, pack: ContextPack, brief: Brief, voice: BrandVoice, catalog: Catalog) -> list[Verdict]:
     """Run every guardrail on one draft; a draft may go to review only when all pass."""
     cx = _catalog_index(catalog, voice)
-    px = _pack_index(pack, brief)
+    px = _PackIndex(pack, brief)
     text = draft.text()
     lowered = text.lower()
-    grounding, rest = _grounding(text, lowered, pack, px, cx)
+    gate = lowered if text.isascii() else None  # literal pre-checks are exact for ASCII text only
+    shape = _shape(text)
+    grounding, rest = _grounding(text, lowered, gate, pack, px, cx)
     grounding += _unknown_names(rest, pack, cx)
     results = {
         "grounding": grounding,
-        "actions": _actions(text, lowered, pack),
+        "actions": _actions(text, gate, pack),
         "citations": _citations(draft, pack, cx),
-        "offer_cta": _offer_cta(draft, text, lowered, pack, brief),
-        "tone": _tone(draft, text, lowered, pack, voice),
-        "surveillance": _surveillance(text, lowered),
-        "personal_data": _personal_data(draft, text, lowered, pack),
-        "injection": _injection(text, lowered, pack),
+        "offer_cta": _offer_cta(draft, text, lowered, gate, shape, pack, brief),
+        "tone": _tone(draft, text, lowered, shape, pack, voice, cx),
+        "surveillance": _surveillance(text, gate),
+        "personal_data": _personal_data(draft, text, lowered, gate, pack),
+        "injection": _injection(lowered, pack),
         "staleness": _staleness(pack, brief),
     }
     return [Verdict(name, not reasons, reasons) for name, reasons in results.items()]
