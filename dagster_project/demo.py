@@ -18,8 +18,11 @@ from dagster_project.ingest.simulator import simulate
 from dagster_project.project import duckdb_path
 from dagster_project.resources.warehouse import connect_duckdb
 
-MARTS = ("customer_context", "customer_segments", "customer_segment_history", "customer_tags")
+MARTS = ("customer_context", "customer_segments", "customer_segment_history", "customer_tags",
+         "customer_features", "customer_labels", "customer_service_context", "campaign_performance")
 MARTS_SCHEMA = "analytics"
+# NextBest's own tables written by the Python assets.
+DECISION_TABLES = ("customer_scores", "customer_predictions", "routing_decisions", "message_drafts")
 
 
 def _instance() -> dg.DagsterInstance:
@@ -31,10 +34,13 @@ def summarize(echo: Callable[[str], None]) -> None:
     """Print rows per mart and segment sizes."""
     con = connect_duckdb(duckdb_path(), read_only=True)
     try:
-        echo("Marts:")
-        for mart in MARTS:
-            rows = con.execute(f"select count(*) from {MARTS_SCHEMA}.{mart}").fetchone()[0]
-            echo(f"  {MARTS_SCHEMA}.{mart:<26} {rows:>10,} rows")
+        existing = {(schema, name) for schema, name in con.execute(
+            "select table_schema, table_name from information_schema.tables").fetchall()}
+        echo("Tables:")
+        for schema, table in [(MARTS_SCHEMA, m) for m in MARTS] + [("nextbest", t) for t in DECISION_TABLES]:
+            if (schema, table) in existing:
+                rows = con.execute(f"select count(*) from {schema}.{table}").fetchone()[0]
+                echo(f"  {schema + '.' + table:<36} {rows:>10,} rows")
         customers = con.execute(f"select count(*) from {MARTS_SCHEMA}.customer_context").fetchone()[0]
         echo("Segments (customers now in each):")
         for segment, size in con.execute(
@@ -47,6 +53,11 @@ def summarize(echo: Callable[[str], None]) -> None:
                 from {MARTS_SCHEMA}.customer_tags"""
         ).fetchone()
         echo("Tags: high_ltv {:,}, gift_recipient {:,}, at_risk {:,}, brand_advocate {:,}".format(*tags))
+        if ("nextbest", "message_drafts") in existing:
+            echo("Drafts by status: " + ", ".join(
+                f"{status} {count:,}" for status, count in con.execute(
+                    "select status, count(*) from nextbest.message_drafts group by 1 order by 1").fetchall()))
+            echo("Next: `nextbest review` to read a batch, `nextbest approve BATCH --by YOU` to send it.")
     finally:
         con.close()
 

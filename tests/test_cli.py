@@ -33,6 +33,7 @@ def test_demo_runs_everything_and_prints_a_summary(duckdb_file, capsys):
     out = capsys.readouterr().out
     assert "[1/3] Simulating" in out
     assert "analytics.customer_context" in out
+    assert "Drafts by status" in out
     assert "Segments" in out
     # a second demo keeps the raw data and rebuilds
     assert main(["demo"]) == 0

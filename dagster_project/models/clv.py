@@ -1,9 +1,12 @@
 """Churn risk, predicted 12-month CLV and expected next order date per customer.
 
-`predict_clv(transactions, cutoff)` is the one entry point. It fits BG/NBD
-(purchases) and Gamma-Gamma (spend) with weak priors so small stores work,
-trains gradient boosting one horizon back when the store is big enough, and
-blends the two by an internal backtest (`clv_blend`). Every customer gets:
+`fit_clv(transactions, cutoff)` fits BG/NBD (purchases) and Gamma-Gamma
+(spend) with weak priors so small stores work, trains gradient boosting one
+horizon back when the store is big enough, and chooses the blend of the two by
+an internal backtest (`clv_blend`). `score_clv(model, transactions, day)`
+scores the customers' histories up to any day with those fitted pieces, so a
+saved model scores later days without a refit. `predict_clv` does both at
+the cutoff. Every customer gets:
 
 - p_purchase: probability of at least one purchase in the horizon (90 days by
   default, so this is Klaviyo's "churn risk" complement), with an 80% interval;
@@ -16,6 +19,8 @@ blends the two by an internal backtest (`clv_blend`). Every customer gets:
   when given, else the cutoff plus the mean wait of an active customer
 - confidence low / medium / high: the store's size and history and the width
   of the customer's interval
+
+A cutoff is a day: every order placed on it, at any time, is history.
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from dagster_project.models.clv_bgnbd import BgNbdFit
 from dagster_project.models.clv_blend import BlendChoice, choose_blend, with_stacked
-from dagster_project.models.clv_probabilistic import probabilistic_predictions
+from dagster_project.models.clv_gamma_gamma import GammaGammaFit
+from dagster_project.models.clv_gbm import predict_gbm
+from dagster_project.models.clv_probabilistic import predict_from_fits, probabilistic_predictions
 from dagster_project.models.clv_rfm import customer_features
 
 LOW_RISK_BELOW = 0.33
@@ -36,6 +44,45 @@ STORE_CONFIDENCE = (("low", 200, 90), ("medium", 1000, 180))  # (label, customer
 # An 80% interval on p_purchase wider than this caps the customer's confidence.
 INTERVAL_CONFIDENCE = (("low", 0.30), ("medium", 0.15))
 LEVELS = ("low", "medium", "high")
+# Bumped when ClvModel or the booster's features change: saved models of another format are retrained.
+MODEL_FORMAT = 2
+
+
+@dataclass
+class ClvModel:
+    """What `fit_clv` learned from the history up to `cutoff`; `score_clv` scores any day with it."""
+
+    cutoff: pd.Timestamp  # the last day of the training history
+    horizon_days: int
+    purchase: BgNbdFit
+    spend: GammaGammaFit
+    choice: BlendChoice
+    prior_scale: float | None
+    interval_draws: int
+    seed: int
+    model_format: int
+
+    @property
+    def method(self) -> str:
+        """bgnbd, gbm or blend: what the purchase probability comes from."""
+        return self.choice.method
+
+    def summary(self) -> dict:
+        """How the model was made: method, blend weights and why, validation, fitted parameters."""
+        return {
+            "trained_cutoff": str(self.cutoff.date()),
+            "horizon_days": self.horizon_days,
+            "method": self.method,
+            "gbm_weight_purchase": self.choice.purchase_weight,
+            "gbm_weight_volume": self.choice.volume_weight,
+            "why": self.choice.reason,
+            "validation": self.choice.validation,
+            "gbm_features": self.choice.features,
+            "bgnbd": self.purchase.params.as_dict(),
+            "gamma_gamma": self.spend.params.as_dict(),
+            "gamma_gamma_customers": self.spend.n_customers,
+            "prior_scale": self.prior_scale,
+        }
 
 
 @dataclass
@@ -46,46 +93,64 @@ class ClvResult:
     summary: dict
 
 
-def predict_clv(transactions: pd.DataFrame, cutoff, horizon_days: int = 90, *,
-                customer_extras: pd.DataFrame | None = None, training_extras: pd.DataFrame | None = None,
-                prior_scale: float | None = 1.0, interval_draws: int = 40, use_gbm: bool = True,
-                seed: int = 0) -> ClvResult:
-    """Predict for every customer with a purchase by `cutoff` (inclusive).
+def fit_clv(transactions: pd.DataFrame, cutoff, horizon_days: int = 90, *,
+            training_extras: pd.DataFrame | None = None, prior_scale: float | None = 1.0,
+            interval_draws: int = 40, use_gbm: bool = True, seed: int = 0) -> ClvModel:
+    """Fit on every order placed on or before the day `cutoff`.
 
-    transactions: customer_id, date (datetime64), amount.
-    customer_extras: optional per-customer columns as of the cutoff, indexed by
-    customer_id: numeric ones (cadence_days, skips, is_subscriber, ...) become
-    boosting features, `next_charge_date` and `cadence_days` set the next order
-    date. training_extras: the same as of one horizon earlier (defaults to
-    customer_extras, fine for slowly changing facts like cadence).
+    transactions: customer_id, date (datetime64), amount. training_extras:
+    optional per-customer facts as of one horizon before the cutoff, indexed by
+    customer_id; the numeric ones (cadence_days, skips, is_subscriber, ...)
+    become boosting features, and scoring should pass the same columns.
     """
-    cutoff = pd.Timestamp(cutoff)
+    cutoff = pd.Timestamp(cutoff).normalize()
     features = customer_features(transactions, cutoff)
     if features.empty:
         raise ValueError(f"no purchases on or before the cutoff {cutoff.date()}")
-    probabilistic = probabilistic_predictions(features, horizon_days, prior_scale, interval_draws, seed)
-    bg = probabilistic.predictions
-    extras = _numeric(customer_extras)
+    probabilistic = probabilistic_predictions(features, horizon_days, prior_scale)
     if use_gbm:
-        training = _numeric(training_extras) if training_extras is not None else extras
-        choice = choose_blend(transactions, cutoff, horizon_days, with_stacked(features, bg, extras),
-                              prior_scale, training, seed)
+        choice = choose_blend(transactions, cutoff, horizon_days, prior_scale, _numeric(training_extras), seed)
     else:
         choice = BlendChoice(reason="gradient boosting switched off")
+    return ClvModel(cutoff=cutoff, horizon_days=horizon_days, purchase=probabilistic.purchase,
+                    spend=probabilistic.spend, choice=choice, prior_scale=prior_scale,
+                    interval_draws=interval_draws, seed=seed, model_format=MODEL_FORMAT)
+
+
+def score_clv(model: ClvModel, transactions: pd.DataFrame, day=None,
+              customer_extras: pd.DataFrame | None = None) -> ClvResult:
+    """Predict for every customer with a purchase on or before `day` (default: the model's cutoff).
+
+    customer_extras: per-customer facts as of `day`, indexed by customer_id:
+    the numeric ones feed the booster, `next_charge_date` and `cadence_days`
+    set the next order date.
+    """
+    cutoff = pd.Timestamp(model.cutoff if day is None else day).normalize()
+    features = customer_features(transactions, cutoff)
+    if features.empty:
+        raise ValueError(f"no purchases on or before {cutoff.date()}")
+    horizon_days, choice = model.horizon_days, model.choice
+    bg = predict_from_fits(model.purchase, model.spend, features, horizon_days, model.interval_draws, model.seed)
+    boosted = None
+    if choice.booster is not None:
+        boosted = predict_gbm(choice.booster, with_stacked(features, bg, _numeric(customer_extras)))
+
+    def blend(column: str, weight: float) -> pd.Series:
+        return bg[column] if boosted is None or weight == 0.0 else weight * boosted[column] + (1 - weight) * bg[column]
 
     out = pd.DataFrame(index=features.index)
-    out["p_purchase"] = _blend(bg["p_purchase"], choice, "p_purchase", choice.purchase_weight)
-    if interval_draws:
+    out["p_purchase"] = blend("p_purchase", choice.purchase_weight)
+    if model.interval_draws:
         # Parameter-uncertainty widths of BG/NBD, carried over to the blend.
         out["p_purchase_low"] = (out["p_purchase"] - (bg["p_purchase"] - bg["p_purchase_low"])).clip(0, 1)
         out["p_purchase_high"] = (out["p_purchase"] + (bg["p_purchase_high"] - bg["p_purchase"])).clip(0, 1)
     out["churn_risk"] = 1.0 - out["p_purchase"]
     out["churn_risk_band"] = churn_risk_band(out["churn_risk"])
     out["p_alive"] = bg["p_alive"]
-    out["expected_purchases"] = _blend(bg["purchases"], choice, "purchases", choice.volume_weight)
-    out["predicted_spend"] = _blend(bg["spend"], choice, "spend", choice.volume_weight)
+    out["expected_purchases"] = blend("purchases", choice.volume_weight)
+    out["predicted_spend"] = blend("spend", choice.volume_weight)
     out["predicted_clv_12m"] = bg["clv_12m"]
-    if interval_draws:
+    if model.interval_draws:
         out["predicted_clv_12m_low"] = bg["clv_12m_low"]
         out["predicted_clv_12m_high"] = bg["clv_12m_high"]
     out["historic_clv"] = features["historic_spend"]
@@ -95,29 +160,29 @@ def predict_clv(transactions: pd.DataFrame, cutoff, horizon_days: int = 90, *,
 
     history_days = int(features["T"].max())  # first purchase in the store to the cutoff
     store_level = store_confidence(len(features), history_days)
-    width = (out["p_purchase_high"] - out["p_purchase_low"]) if interval_draws else None
+    width = (out["p_purchase_high"] - out["p_purchase_low"]) if model.interval_draws else None
     out["confidence"] = customer_confidence(store_level, width, index=out.index)
-    out["method"] = choice.method
+    out["method"] = model.method
     out["horizon_days"] = horizon_days
 
-    summary = {
-        "cutoff": str(cutoff.date()),
-        "horizon_days": horizon_days,
-        "customers": int(len(features)),
-        "history_days": history_days,
-        "store_confidence": store_level,
-        "method": choice.method,
-        "gbm_weight_purchase": choice.purchase_weight,
-        "gbm_weight_volume": choice.volume_weight,
-        "why": choice.reason,
-        "validation": choice.validation,
-        "gbm_features": choice.features,
-        "bgnbd": probabilistic.purchase.params.as_dict(),
-        "gamma_gamma": probabilistic.spend.params.as_dict(),
-        "gamma_gamma_customers": probabilistic.spend.n_customers,
-        "prior_scale": prior_scale,
-    }
+    summary = {"cutoff": str(cutoff.date()), "customers": int(len(features)), "history_days": history_days,
+               "store_confidence": store_level, **model.summary()}
     return ClvResult(predictions=out, summary=summary)
+
+
+def predict_clv(transactions: pd.DataFrame, cutoff, horizon_days: int = 90, *,
+                customer_extras: pd.DataFrame | None = None, training_extras: pd.DataFrame | None = None,
+                prior_scale: float | None = 1.0, interval_draws: int = 40, use_gbm: bool = True,
+                seed: int = 0) -> ClvResult:
+    """Fit on the history up to the day `cutoff` and score the same day (`fit_clv`, then `score_clv`).
+
+    training_extras defaults to customer_extras, fine for slowly changing
+    facts like cadence.
+    """
+    model = fit_clv(transactions, cutoff, horizon_days,
+                    training_extras=customer_extras if training_extras is None else training_extras,
+                    prior_scale=prior_scale, interval_draws=interval_draws, use_gbm=use_gbm, seed=seed)
+    return score_clv(model, transactions, cutoff, customer_extras)
 
 
 def churn_risk_band(churn_risk: pd.Series) -> pd.Series:
@@ -164,12 +229,6 @@ def expected_next_order_date(last_order: pd.Series, cutoff: pd.Timestamp, days_t
         charge = pd.to_datetime(extras["next_charge_date"], errors="coerce").dt.tz_localize(None).dt.normalize()
         result = result.where(~(charge >= cutoff.normalize()), charge)
     return result
-
-
-def _blend(bg: pd.Series, choice: BlendChoice, column: str, weight: float) -> pd.Series:
-    if choice.scored is None or weight == 0.0:
-        return bg
-    return weight * choice.scored[column] + (1 - weight) * bg
 
 
 def _numeric(extras: pd.DataFrame | None) -> pd.DataFrame | None:

@@ -11,12 +11,13 @@ trains a new model is decided per run:
   date falls before the model's training window ends (replaying an earlier
   day must not use a model that saw later data), or when run config says
   `retrain: true` (the `clv_retrain` job);
-- retraining calls `predict_clv` (BG/NBD + Gamma-Gamma, gradient boosting,
+- retraining calls `fit_clv` (BG/NBD + Gamma-Gamma, gradient boosting,
   blend picked by an internal backtest), backtests the same recipe one
-  horizon back, and registers the fitted pieces (`ClvModel`) with method,
-  blend weights and backtest figures in `nextbest.model_registry`;
+  horizon back, and registers the fitted `ClvModel` with method, blend
+  weights and backtest figures in `nextbest.model_registry`; a registered
+  model saved in an older format (`clv.MODEL_FORMAT`) is retrained too;
 - otherwise the latest registered `ClvModel` scores today's histories with
-  its fitted parameters and booster (`score_clv_model`), so predictions move
+  its fitted parameters and booster (`score_clv`), so predictions move
   with customers' orders but not with a refit, and every row names the
   `model_version` that made it.
 
@@ -35,21 +36,14 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from dagster_project.messaging.context_pack import default_as_of
 from dagster_project.models import registry
-from dagster_project.models.clv import (churn_risk_band, customer_confidence, expected_next_order_date, predict_clv,
-                                        store_confidence)
-from dagster_project.models.clv_bgnbd import (BgNbdFit, expected_days_to_next_purchase, expected_purchases, p_alive,
-                                              p_purchase_within)
-from dagster_project.models.clv_blend import with_stacked
-from dagster_project.models.clv_gamma_gamma import GammaGammaFit, expected_spend
-from dagster_project.models.clv_gbm import GbmModels, predict_gbm, train_gbm
+from dagster_project.models.clv import MODEL_FORMAT, ClvModel, fit_clv, predict_clv, score_clv
 from dagster_project.models.clv_metrics import score_predictions
-from dagster_project.models.clv_probabilistic import CLV_DAYS, INTERVAL, probabilistic_predictions
+from dagster_project.models.clv_probabilistic import probabilistic_predictions
 from dagster_project.models.clv_rfm import customer_features, outcomes_after
 from dagster_project.resources.warehouse import DuckDBWarehouse
 
@@ -140,11 +134,6 @@ where ranked.rank = 1
 """
 
 
-def end_of_day(day: date) -> pd.Timestamp:
-    """The last instant of `day`: `predict_clv` keeps purchases up to and including the cutoff."""
-    return pd.Timestamp(day) + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
-
-
 def load_orders(con, as_of: date) -> pd.DataFrame:
     """Fulfilled orders up to the end of `as_of`: customer_id, date, amount."""
     return con.execute(ORDERS_SQL, [pd.Timestamp(as_of) + pd.Timedelta(days=1)]).df()
@@ -166,103 +155,7 @@ def next_charge_dates(con) -> tuple[pd.DataFrame, set]:
     return dates.to_frame(), built_for
 
 
-# --- the registered model: fitted pieces that score later days --------------------------------
-
-@dataclass
-class ClvModel:
-    """What `predict_clv` fitted at `trained_as_of`, kept so later days can be scored without a refit."""
-
-    trained_as_of: date
-    horizon_days: int
-    purchase: BgNbdFit
-    spend: GammaGammaFit
-    gbm: GbmModels | None
-    purchase_weight: float
-    volume_weight: float
-    method: str
-    interval_draws: int = INTERVAL_DRAWS
-    seed: int = SEED
-
-
-def fit_clv_model(transactions: pd.DataFrame, as_of: date, facts_now: pd.DataFrame, facts_then: pd.DataFrame,
-                  summary: dict) -> ClvModel:
-    """Refit the pieces behind a `predict_clv` run (its `summary`) so they can be saved.
-
-    Same data, prior and seed give the same fits, so scoring this model at
-    `as_of` reproduces that run (the tests check it).
-    """
-    cutoff = end_of_day(as_of)
-    probabilistic = probabilistic_predictions(customer_features(transactions, cutoff), HORIZON_DAYS,
-                                              summary["prior_scale"])
-    gbm = None
-    if summary["gbm_weight_purchase"] or summary["gbm_weight_volume"]:
-        # The booster `choose_blend` kept: trained on the whole window one horizon back.
-        train_cutoff = cutoff - pd.Timedelta(days=HORIZON_DAYS)
-        base = customer_features(transactions, train_cutoff)
-        outcomes = outcomes_after(transactions, train_cutoff, HORIZON_DAYS, base.index)
-        bg = probabilistic_predictions(base, HORIZON_DAYS, summary["prior_scale"]).predictions
-        gbm = train_gbm(with_stacked(base, bg, facts_then), outcomes, seed=SEED)
-    return ClvModel(trained_as_of=as_of, horizon_days=HORIZON_DAYS, purchase=probabilistic.purchase,
-                    spend=probabilistic.spend, gbm=gbm, purchase_weight=summary["gbm_weight_purchase"],
-                    volume_weight=summary["gbm_weight_volume"], method=summary["method"])
-
-
-def score_clv_model(model: ClvModel, transactions: pd.DataFrame, as_of: date,
-                    extras: pd.DataFrame | None) -> pd.DataFrame:
-    """The columns of `predict_clv(...).predictions`, from the model's fitted parameters."""
-    cutoff = end_of_day(as_of)
-    features = customer_features(transactions, cutoff)
-    if features.empty:
-        raise ValueError(f"no fulfilled orders on or before {as_of}")
-    x, t_x, T = (features[c].to_numpy(float) for c in ("frequency", "recency", "T"))
-    monetary = features["monetary_value"].to_numpy(float)
-    h, params = model.horizon_days, model.purchase.params
-    per_purchase = expected_spend(model.spend.params, x, monetary)
-    bg = pd.DataFrame({"p_alive": p_alive(params, x, t_x, T),
-                       "p_purchase": p_purchase_within(params, x, t_x, T, h),
-                       "purchases": expected_purchases(params, x, t_x, T, h)}, index=features.index)
-    bg["spend"] = bg["purchases"] * per_purchase
-    clv = expected_purchases(params, x, t_x, T, CLV_DAYS) * per_purchase
-    p_draws, clv_draws = [], []
-    for drawn_bg, drawn_gg in zip(model.purchase.draws(model.interval_draws, model.seed),
-                                  model.spend.draws(model.interval_draws, model.seed + 1)):
-        p_draws.append(p_purchase_within(drawn_bg, x, t_x, T, h))
-        clv_draws.append(expected_purchases(drawn_bg, x, t_x, T, CLV_DAYS) * expected_spend(drawn_gg, x, monetary))
-    p_low, p_high = np.percentile(p_draws, INTERVAL, axis=0)
-    clv_low, clv_high = np.percentile(clv_draws, INTERVAL, axis=0)
-
-    boosted = None
-    if model.gbm is not None:
-        numeric = extras.select_dtypes(include=["number", "bool"]) if extras is not None else None
-        boosted = predict_gbm(model.gbm, with_stacked(features, bg, numeric))
-
-    def blend(column: str, weight: float) -> pd.Series:
-        return bg[column] if boosted is None or weight == 0.0 else weight * boosted[column] + (1 - weight) * bg[column]
-
-    out = pd.DataFrame(index=features.index)
-    out["p_purchase"] = blend("p_purchase", model.purchase_weight)
-    out["p_purchase_low"] = (out["p_purchase"] - (bg["p_purchase"] - p_low)).clip(0, 1)
-    out["p_purchase_high"] = (out["p_purchase"] + (p_high - bg["p_purchase"])).clip(0, 1)
-    out["churn_risk"] = 1.0 - out["p_purchase"]
-    out["churn_risk_band"] = churn_risk_band(out["churn_risk"])
-    out["p_alive"] = bg["p_alive"]
-    out["expected_purchases"] = blend("purchases", model.volume_weight)
-    out["predicted_spend"] = blend("spend", model.volume_weight)
-    out["predicted_clv_12m"] = clv
-    out["predicted_clv_12m_low"], out["predicted_clv_12m_high"] = clv_low, clv_high
-    out["historic_clv"] = features["historic_spend"]
-    out["last_order_date"] = pd.to_datetime(features["last_day"].to_numpy().astype("datetime64[D]")).to_series(
-        index=features.index)
-    days_to_next = pd.Series(expected_days_to_next_purchase(params, x, T), index=features.index)
-    out["expected_next_order_date"] = expected_next_order_date(out["last_order_date"], cutoff, days_to_next, extras)
-    store_level = store_confidence(len(features), int(features["T"].max()))
-    out["confidence"] = customer_confidence(store_level, out["p_purchase_high"] - out["p_purchase_low"], out.index)
-    out["method"] = model.method
-    out["horizon_days"] = h
-    return out
-
-
-# --- training: predict_clv, backtest, register -------------------------------------------------
+# --- training: fit_clv, backtest, register -------------------------------------------------
 
 def backtest(transactions: pd.DataFrame, facts_at, as_of: date) -> dict:
     """Fit the same recipe one horizon before `as_of`, score it on the days since, beside plain BG/NBD.
@@ -271,7 +164,7 @@ def backtest(transactions: pd.DataFrame, facts_at, as_of: date) -> dict:
     {"evaluated": False, "why": ...} when there is no history before the backtest cutoff.
     """
     cutoff_day = as_of - timedelta(days=HORIZON_DAYS)
-    cutoff = end_of_day(cutoff_day)
+    cutoff = pd.Timestamp(cutoff_day)
     features = customer_features(transactions, cutoff)
     if features.empty:
         return {"evaluated": False, "why": f"no orders before {cutoff_day}, {HORIZON_DAYS} days before the as-of date"}
@@ -301,6 +194,11 @@ def retrain_reason(record: registry.RegisteredModel | None, as_of: date, forced:
     if (as_of - trained_for).days >= MAX_MODEL_AGE_DAYS:
         return f"registered model is {(as_of - trained_for).days} days old (retrain every {MAX_MODEL_AGE_DAYS})"
     return None
+
+
+def is_current(model) -> bool:
+    """Was this registered artifact saved by the current `fit_clv` (same `ClvModel` format)?"""
+    return isinstance(model, ClvModel) and getattr(model, "model_format", None) == MODEL_FORMAT
 
 
 def calibration_plot_markdown(figures: dict) -> str:
@@ -359,27 +257,30 @@ def customer_predictions(context: dg.AssetExecutionContext, config: CustomerPred
     extras = facts_now.join(charges, how="outer")
 
     reason = retrain_reason(record, as_of, config.retrain)
+    if not reason:
+        with warehouse.connect(read_only=True) as con:
+            _, model = registry.load_latest(con, MODEL_NAME)
+        if not is_current(model):
+            reason = f"registered model {record.version} was saved in an older format"
     if reason:
         context.log.info(f"training a new {MODEL_NAME} model: {reason}")
         facts_then = facts_cache[as_of - timedelta(days=HORIZON_DAYS)]
-        result = predict_clv(transactions, end_of_day(as_of), HORIZON_DAYS, customer_extras=extras,
-                             training_extras=facts_then, interval_draws=INTERVAL_DRAWS, seed=SEED)
+        model = fit_clv(transactions, as_of, HORIZON_DAYS, training_extras=facts_then,
+                        interval_draws=INTERVAL_DRAWS, seed=SEED)
+        result = score_clv(model, transactions, as_of, extras)
         figures = backtest(transactions, facts_cache.__getitem__, as_of)
-        model = fit_clv_model(transactions, as_of, facts_now, facts_then, result.summary)
-        predictions = result.predictions
         metrics = {"backtest": figures, "training": {k: v for k, v in result.summary.items() if k != "gbm_features"}}
         with warehouse.connect() as con:
             version = registry.register_model(
                 con, MODEL_NAME, model, training_window_start=transactions["date"].min().date(),
                 training_window_end=as_of, features=result.summary["gbm_features"], metrics=metrics,
-                method=result.summary["method"], notes=reason)
+                method=model.method, notes=reason)
         record_metrics = metrics
     else:
-        with warehouse.connect(read_only=True) as con:
-            _, model = registry.load_latest(con, MODEL_NAME)
         version, record_metrics = record.version, record.metrics or {}
         context.log.info(f"scoring with registered model {version}")
-        predictions = score_clv_model(model, transactions, as_of, extras)
+        result = score_clv(model, transactions, as_of, extras)
+    predictions = result.predictions
 
     table = to_table(predictions, as_of, version, datetime.now(timezone.utc).replace(tzinfo=None))
     with warehouse.connect() as con:

@@ -15,7 +15,7 @@ import pandas as pd
 from dagster_project.models.clv import predict_clv
 from dagster_project.models.clv_metrics import score_predictions
 from dagster_project.models.clv_probabilistic import probabilistic_predictions
-from dagster_project.models.clv_rfm import customer_features, outcomes_after
+from dagster_project.models.clv_rfm import customer_features, in_history, outcomes_after
 
 
 @dataclass
@@ -35,7 +35,8 @@ def run_backtest(transactions: pd.DataFrame, cutoff: pd.Timestamp, horizon_days:
     baseline = probabilistic_predictions(customer_features(transactions, cutoff), horizon_days,
                                          prior_scale=None).predictions.reindex(customers)
     actual = outcomes_after(transactions, cutoff, horizon_days, customers)
-    later = transactions.loc[transactions["date"] > cutoff, "customer_id"]
+    history = in_history(transactions, cutoff)
+    later = transactions.loc[~history, "customer_id"]
     new_after = int(later[~later.isin(customers)].nunique())
 
     c = chosen.predictions
@@ -44,7 +45,7 @@ def run_backtest(transactions: pd.DataFrame, cutoff: pd.Timestamp, horizon_days:
         "horizon_days": horizon_days,
         "customers": int(len(customers)),
         "new_customers_after_cutoff_not_scored": new_after,
-        "transactions_up_to_cutoff": int((transactions["date"] <= cutoff).sum()),
+        "transactions_up_to_cutoff": int(history.sum()),
         "chosen_model": chosen.summary["method"],
         "why": chosen.summary["why"],
         "gbm_weight_purchase": chosen.summary["gbm_weight_purchase"],

@@ -33,7 +33,23 @@ class ProbabilisticFit:
 
 def probabilistic_predictions(features: pd.DataFrame, horizon_days: int, prior_scale: float | None = 1.0,
                               draws: int = 0, seed: int = 0) -> ProbabilisticFit:
-    """Fit BG/NBD and Gamma-Gamma on `features` (from `clv_rfm`) and predict.
+    """Fit BG/NBD and Gamma-Gamma on `features` (from `clv_rfm`) and predict for the same customers.
+
+    See `predict_from_fits` for the columns.
+    """
+    x = features["frequency"].to_numpy(float)
+    purchase = fit_bgnbd(x, features["recency"].to_numpy(float), features["T"].to_numpy(float),
+                         prior_scale=prior_scale)
+    fallback = float(features["first_amount"].clip(lower=0).mean())
+    spend = fit_gamma_gamma(x, features["monetary_value"].to_numpy(float), fallback_mean_spend=fallback,
+                            prior_scale=prior_scale)
+    return ProbabilisticFit(purchase=purchase, spend=spend,
+                            predictions=predict_from_fits(purchase, spend, features, horizon_days, draws, seed))
+
+
+def predict_from_fits(purchase: BgNbdFit, spend: GammaGammaFit, features: pd.DataFrame, horizon_days: int,
+                      draws: int = 0, seed: int = 0) -> pd.DataFrame:
+    """Predictions of fitted BG/NBD and Gamma-Gamma models for the customers in `features`.
 
     Columns: p_alive, p_purchase (>= 1 purchase in the horizon), purchases and
     spend (expected in the horizon), spend_per_purchase, clv_12m (expected
@@ -42,10 +58,6 @@ def probabilistic_predictions(features: pd.DataFrame, horizon_days: int, prior_s
     """
     x, t_x, T = (features[c].to_numpy(float) for c in ("frequency", "recency", "T"))
     monetary = features["monetary_value"].to_numpy(float)
-    purchase = fit_bgnbd(x, t_x, T, prior_scale=prior_scale)
-    fallback = float(features["first_amount"].clip(lower=0).mean())
-    spend = fit_gamma_gamma(x, monetary, fallback_mean_spend=fallback, prior_scale=prior_scale)
-
     per_purchase = expected_spend(spend.params, x, monetary)
     point = _predict(purchase.params, x, t_x, T, horizon_days)
     frame = pd.DataFrame({
@@ -65,7 +77,7 @@ def probabilistic_predictions(features: pd.DataFrame, horizon_days: int, prior_s
             clv_draws.append(drawn["purchases_12m"] * expected_spend(gg, x, monetary))
         frame["p_purchase_low"], frame["p_purchase_high"] = np.percentile(p_draws, INTERVAL, axis=0)
         frame["clv_12m_low"], frame["clv_12m_high"] = np.percentile(clv_draws, INTERVAL, axis=0)
-    return ProbabilisticFit(purchase=purchase, spend=spend, predictions=frame)
+    return frame
 
 
 def _predict(params: BgNbdParams, x, t_x, T, horizon_days: int) -> dict[str, np.ndarray]:

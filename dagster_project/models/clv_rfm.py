@@ -15,12 +15,26 @@ import pandas as pd
 RECENT_WINDOWS = (30, 90, 180)
 
 
+def end_of_history(cutoff) -> pd.Timestamp:
+    """Midnight after the cutoff day: orders before it are history, orders from it on are the future.
+
+    The cutoff is a day, whatever its time of day: 2024-06-30 and
+    2024-06-30 23:59 both keep every order placed on 2024-06-30.
+    """
+    return pd.Timestamp(cutoff).normalize() + pd.Timedelta(days=1)
+
+
+def in_history(transactions: pd.DataFrame, cutoff) -> pd.Series:
+    """True for the orders placed on or before the cutoff day."""
+    return transactions["date"] < end_of_history(cutoff)
+
+
 def purchase_days(transactions: pd.DataFrame, until: pd.Timestamp) -> pd.DataFrame:
-    """One row per customer and purchase day up to `until` (inclusive), sorted.
+    """One row per customer and purchase day up to the day `until` (that whole day included), sorted.
 
     Columns: customer_id, day (int days since 1970-01-01), amount (day's total).
     """
-    before = transactions[transactions["date"] <= until]
+    before = transactions[in_history(transactions, until)]
     day = before["date"].to_numpy().astype("datetime64[D]").astype(np.int64)
     daily = (pd.DataFrame({"customer_id": before["customer_id"].to_numpy(), "day": day,
                            "amount": before["amount"].to_numpy(dtype=float)})
@@ -69,7 +83,7 @@ def _summarise(daily: pd.DataFrame, cutoff_day: int) -> pd.DataFrame:
 
 
 def customer_features(transactions: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
-    """RFM plus purchase-gap and recent-activity features, as of `cutoff`.
+    """RFM plus purchase-gap, purchase-rate and recent-activity features, as of `cutoff`.
 
     Gap features are NaN for customers without enough purchases; the gradient
     boosting model handles missing values natively.
@@ -85,6 +99,8 @@ def customer_features(transactions: pd.DataFrame, cutoff: pd.Timestamp) -> pd.Da
     features["gap_last"] = gaps.last()
     features["days_since_last"] = cutoff_day - features["last_day"]
     features["overdue_ratio"] = features["days_since_last"] / features["gap_mean"]
+    # Repeat purchase days per day since the first: unlike frequency, it does not grow with the log.
+    features["purchase_rate"] = features["frequency"] / features["T"].clip(lower=1)
     age = cutoff_day - daily["day"]
     for window in RECENT_WINDOWS:
         recent = daily[age < window].groupby("customer_id", sort=False, observed=True)["amount"]
@@ -95,9 +111,10 @@ def customer_features(transactions: pd.DataFrame, cutoff: pd.Timestamp) -> pd.Da
 
 def outcomes_after(transactions: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: int,
                    customers: pd.Index) -> pd.DataFrame:
-    """What each customer did in (cutoff, cutoff + horizon]: purchased, purchase days, spend."""
-    end = pd.Timestamp(cutoff) + pd.Timedelta(days=horizon_days)
-    window = transactions[(transactions["date"] > cutoff) & (transactions["date"] <= end)]
+    """What each customer did in the `horizon_days` days after the cutoff day: purchased, purchase days, spend."""
+    start = end_of_history(cutoff)
+    end = start + pd.Timedelta(days=horizon_days)
+    window = transactions[(transactions["date"] >= start) & (transactions["date"] < end)]
     daily = purchase_days(window, end)
     grouped = daily.groupby("customer_id", sort=False, observed=True)["amount"]
     purchases = grouped.size().reindex(customers, fill_value=0)

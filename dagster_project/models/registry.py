@@ -144,12 +144,13 @@ def register_model(con, model_name: str, artifact: Any, *, training_window_start
     try:
         joblib.dump(artifact, temporary)
         sha256 = file_sha256(temporary)
-        version = f"{model_name}-{trained_at:%Y%m%dT%H%M%SZ}-{sha256[:8]}"
+        # Microseconds: a retrain that yields the same artifact within a second is still a new version.
+        version = f"{model_name}-{trained_at:%Y%m%dT%H%M%S%fZ}-{sha256[:8]}"
         taken = con.execute(f"select count(*) from {REGISTRY_TABLE} where version = ?", [version]).fetchone()[0]
         path = folder / f"{version}.joblib"
         if taken or path.exists():
             raise ValueError(f"model version {version} is already in {REGISTRY_TABLE}; "
-                             "the registry is append-only, register again a second later")
+                             "the registry is append-only; register it with a later trained_at")
         os.chmod(temporary, 0o644)  # mkstemp makes it owner-only; artifacts are as readable as the warehouse
         os.replace(temporary, path)
     finally:

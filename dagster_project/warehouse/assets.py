@@ -1,4 +1,12 @@
-"""dbt models as Dagster assets (group `warehouse`); dbt tests become asset checks."""
+"""dbt models as Dagster assets (group `warehouse`); dbt tests become asset checks.
+
+Two `@dbt_assets` because Python scoring sits in the middle of the dbt graph:
+`nextbest_dbt_models` builds everything up to context, features and labels; the
+`customer_scores` asset (group `models`) writes `nextbest.customer_scores`; then
+`nextbest_dbt_scored_models` builds what reads the scores (source
+`nextbest.customer_scores` and everything downstream of it: segments, their
+history, tags, ...). One `dbt build` would make that a cycle.
+"""
 
 
 import json
@@ -11,12 +19,22 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from dagster_project.project import dbt_project, ensure_manifest
 
 
+# Models that read the scores, and everything downstream of them (dbt selection syntax).
+SCORED_MODELS = "source:nextbest.customer_scores+"
+# The scores source is the Python asset that writes it.
+SCORES_SOURCE = ("nextbest", "customer_scores")
+
+
 class NextBestTranslator(DagsterDbtTranslator):
-    """Models are keyed by name (`customer_context`) in group `warehouse`; sources keep `raw/<table>`."""
+    """Models are keyed by name (`customer_context`) in group `warehouse`; sources keep `raw/<table>`,
+    except `nextbest.customer_scores`, which is the `customer_scores` asset."""
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         if dbt_resource_props["resource_type"] in ("model", "snapshot", "seed"):
             return dg.AssetKey(dbt_resource_props["name"])
+        if (dbt_resource_props["resource_type"] == "source"
+                and (dbt_resource_props["source_name"], dbt_resource_props["name"]) == SCORES_SOURCE):
+            return dg.AssetKey("customer_scores")
         return super().get_asset_key(dbt_resource_props)
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
@@ -33,7 +51,20 @@ def dbt_vars() -> list[str]:
     manifest=ensure_manifest(),
     project=dbt_project,
     dagster_dbt_translator=NextBestTranslator(),
+    exclude=SCORED_MODELS,
 )
 def nextbest_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    """`dbt build`: models, snapshots and tests, in dependency order."""
+    """`dbt build` of everything that does not read the scores: models, snapshots and tests."""
+    yield from dbt.cli(["build", *dbt_vars()], context=context).stream()
+
+
+@dbt_assets(
+    manifest=ensure_manifest(),
+    project=dbt_project,
+    dagster_dbt_translator=NextBestTranslator(),
+    select=SCORED_MODELS,
+    name="nextbest_dbt_scored_models",
+)
+def nextbest_dbt_scored_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """`dbt build` of the models that read `nextbest.customer_scores` and everything after them."""
     yield from dbt.cli(["build", *dbt_vars()], context=context).stream()

@@ -1,6 +1,11 @@
 -- One row per (customer, segment) the customer is in as of the as_of day, with the
--- reason in plain words. Segments are behaviour rules over customer_context; the
--- thresholds are dbt vars (dbt_project.yml says what each means).
+-- reason in plain words. Segments are behaviour rules over customer_context plus,
+-- where the propensity models have scored the customer (nextbest.customer_scores),
+-- score filters: at_risk also takes customers the churn model expects to cancel,
+-- cadence_mismatch keeps skippers the skip model expects to skip again, expansion also
+-- takes repeat buyers the upgrade model expects to add or upgrade. Without scores
+-- (none written yet, or a null score) the behaviour rules decide alone. Thresholds are
+-- dbt vars (dbt_project.yml says what each means).
 
 {% set as_text = 'as ' ~ dbt.type_string() %}
 
@@ -12,18 +17,34 @@ customers as (
 
 ),
 
+scores as (
+
+    select * from {{ customer_scores() }}
+
+),
+
 rules as (
 
     select
-        *,
+        customers.*,
+        scores.p_churn,
+        scores.p_skip,
+        scores.p_upgrade,
         subscription_status = 'active' as is_active_subscriber,
         engagement_prior_90d >= {{ var('at_risk_min_prior_engagement') }}
             and engagement_trend_ratio <= {{ var('at_risk_engagement_drop_ratio') }}
             as has_engagement_drop,
         recent_cancel_attempts > 0 as has_cancel_attempt,
-        consecutive_skips >= {{ var('at_risk_consecutive_skips') }} as has_skip_streak
+        consecutive_skips >= {{ var('at_risk_consecutive_skips') }} as has_skip_streak,
+        coalesce(scores.p_churn >= {{ var('at_risk_min_p_churn') }}, false) as has_churn_score,
+        -- no skip score = no filter
+        coalesce(scores.p_skip >= {{ var('cadence_mismatch_min_p_skip') }}, true) as expects_more_skips,
+        coalesce(scores.p_upgrade >= {{ var('expansion_min_p_upgrade') }}, false)
+            and lifetime_fulfilled_orders >= {{ var('expansion_min_orders') }} as has_upgrade_score
 
     from customers
+    left join scores
+        on customers.customer_id = scores.customer_id
 
 ),
 
@@ -40,17 +61,20 @@ at_risk as (
             when has_skip_streak then {{ dbt.concat([
                 "'Skipped the last '", "cast(consecutive_skips " ~ as_text ~ ")",
                 "' deliveries in a row'"]) }}
-            else {{ dbt.concat([
+            when has_engagement_drop then {{ dbt.concat([
                 "'Opens, clicks and logins fell to '",
                 "cast(engagement_last_30d " ~ as_text ~ ")",
                 "' in the last 30 days from '",
                 "cast(engagement_prior_90d " ~ as_text ~ ")",
                 "' in the 90 days before'"]) }}
+            else {{ dbt.concat([
+                "'The churn model gives a '", "cast(cast(round(p_churn * 100) as integer) " ~ as_text ~ ")",
+                "'% chance of cancelling in the next 30 days'"]) }}
         end as reason
 
     from rules
     where is_active_subscriber
-      and (has_engagement_drop or has_cancel_attempt or has_skip_streak)
+      and (has_engagement_drop or has_cancel_attempt or has_skip_streak or has_churn_score)
 
 ),
 
@@ -70,6 +94,7 @@ cadence_mismatch as (
       and recent_cycles >= {{ var('cadence_mismatch_cycles') }}
       and recent_cycle_skips between {{ var('cadence_mismatch_min_skips') }}
                                  and {{ var('cadence_mismatch_max_skips') }}
+      and expects_more_skips
 
 ),
 
@@ -78,13 +103,21 @@ expansion as (
     select
         customer_id,
         'expansion' as segment,
-        {{ dbt.concat([
-            "'Added a one-time item on '", "cast(last_one_time_addon_date " ~ as_text ~ ")"]) }}
-            as reason
+        case
+            when {{ days_before_as_of('last_one_time_addon_date') }} < {{ var('expansion_window_days') }}
+                then {{ dbt.concat([
+                    "'Added a one-time item on '", "cast(last_one_time_addon_date " ~ as_text ~ ")"]) }}
+            else {{ dbt.concat([
+                "'The upgrade model gives a '", "cast(cast(round(p_upgrade * 100) as integer) " ~ as_text ~ ")",
+                "'% chance of adding an item or upgrading in the next 30 days'"]) }}
+        end as reason
 
     from rules
     where is_active_subscriber
-      and {{ days_before_as_of('last_one_time_addon_date') }} < {{ var('expansion_window_days') }}
+      and (
+          {{ days_before_as_of('last_one_time_addon_date') }} < {{ var('expansion_window_days') }}
+          or has_upgrade_score
+      )
       and customer_id not in (select customer_id from at_risk)
 
 ),

@@ -1,0 +1,96 @@
+-- Per point in time and customer: the skip pattern of their latest subscription
+-- cycles before it (the point-in-time version of int_customer_skip_pattern): skips
+-- among the last var cadence_mismatch_cycles cycles and the current run of skips.
+
+with
+
+points as (
+
+    select * from {{ ref('int_features_as_of_dates') }}
+
+),
+
+orders as (
+
+    select * from {{ ref('stg_raw__orders') }}
+    where subscription_id is not null
+      and ordered_at < {{ as_of_end() }}
+
+),
+
+sequenced as (
+
+    select
+        order_id,
+        customer_id,
+        ordered_at,
+        case when order_status = 'skipped' then 1 else 0 end as is_skipped,
+        row_number() over (partition by customer_id order by ordered_at, order_id) as cycle_number
+
+    from orders
+
+),
+
+running as (
+
+    -- the pattern as it stood right after each cycle (it only looks backwards)
+    select
+        *,
+        count(*) over (
+            partition by customer_id order by cycle_number
+            rows between {{ var('cadence_mismatch_cycles') - 1 }} preceding and current row
+        ) as recent_cycles,
+        cast(sum(is_skipped) over (
+            partition by customer_id order by cycle_number
+            rows between {{ var('cadence_mismatch_cycles') - 1 }} preceding and current row
+        ) as {{ dbt.type_int() }}) as recent_cycle_skips,
+        cycle_number - coalesce(max(case when is_skipped = 0 then cycle_number end) over (
+            partition by customer_id order by cycle_number rows between unbounded preceding and current row
+        ), 0) as consecutive_skips
+
+    from sequenced
+
+),
+
+cycles_before as (
+
+    -- a live subscriber has a cycle within the longest cadence plus the longest pause;
+    -- the lower bound keeps the join small
+    select
+        points.as_of_date,
+        running.customer_id,
+        running.cycle_number,
+        running.recent_cycles,
+        running.recent_cycle_skips,
+        running.consecutive_skips,
+        running.ordered_at
+
+    from points
+    inner join running
+        on running.ordered_at < points.as_of_at
+        and running.ordered_at >= {{ dbt.dateadd('day', -var('features_cycle_lookback_days'), 'points.as_of_at') }}
+
+),
+
+latest_cycle as (
+
+    {{ deduplicate('cycles_before', 'as_of_date, customer_id', 'cycle_number desc') }}
+
+),
+
+final as (
+
+    select
+        as_of_date,
+        customer_id,
+        cycle_number as cycles_lifetime,
+        recent_cycles,
+        recent_cycle_skips,
+        consecutive_skips,
+        {{ dbt.datediff('ordered_at', 'as_of_date', 'day') }} as days_since_last_cycle
+
+    from latest_cycle
+
+)
+
+select * from final

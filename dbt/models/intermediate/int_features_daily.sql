@@ -1,0 +1,233 @@
+-- One row per customer per day with anything that happened (orders, emails, portal,
+-- tickets, payments, cancellations) up to the as_of day, as counters. Features sum
+-- these over windows before each point in time, labels over the 30 days after it,
+-- so every date here is when the event happened, never a later state.
+
+with
+
+orders as (
+
+    select * from {{ ref('stg_raw__orders') }}
+    where ordered_at < {{ as_of_end() }}
+
+),
+
+order_items as (
+
+    select * from {{ ref('stg_raw__order_items') }}
+
+),
+
+email_events as (
+
+    select * from {{ ref('stg_raw__email_events') }}
+    where occurred_at < {{ as_of_end() }}
+
+),
+
+portal_events as (
+
+    select * from {{ ref('stg_raw__portal_events') }}
+    where occurred_at < {{ as_of_end() }}
+
+),
+
+tickets as (
+
+    select * from {{ ref('stg_raw__support_tickets') }}
+
+),
+
+payments as (
+
+    select * from {{ ref('stg_raw__payments') }}
+    where attempted_at < {{ as_of_end() }}
+
+),
+
+subscriptions as (
+
+    select * from {{ ref('stg_raw__subscriptions') }}
+
+),
+
+order_facts as (
+
+    select
+        customer_id,
+        cast(ordered_at as date) as activity_date,
+        -- a refund happens later and is not dated: count the order as charged when placed
+        case when order_status in ('fulfilled', 'refunded') then 1 else 0 end as orders_charged,
+        case when order_status in ('fulfilled', 'refunded') then order_total else 0 end as spend,
+        case when order_status = 'skipped' and subscription_id is not null then 1 else 0 end as skips,
+        case when order_status = 'failed' then 1 else 0 end as orders_failed,
+        case when order_status in ('fulfilled', 'refunded') and discount_code is not null
+             then 1 else 0 end as discounted_orders,
+        case when order_status in ('fulfilled', 'refunded') and subscription_id is null
+             then 1 else 0 end as one_time_orders
+
+    from orders
+
+),
+
+add_on_facts as (
+
+    select
+        orders.customer_id,
+        cast(orders.ordered_at as date) as activity_date,
+        count(*) as add_ons
+
+    from order_items
+    inner join orders
+        on order_items.order_id = orders.order_id
+    where order_items.is_one_time
+      and orders.order_status <> 'skipped'
+    group by 1, 2
+
+),
+
+email_facts as (
+
+    select
+        customer_id,
+        cast(occurred_at as date) as activity_date,
+        case when event_type = 'sent' then 1 else 0 end as emails_sent,
+        case when event_type = 'open' then 1 else 0 end as opens,
+        case when event_type = 'click' then 1 else 0 end as clicks,
+        case when event_type = 'conversion' then 1 else 0 end as conversions,
+        case when event_type in ('unsubscribe', 'complaint') then 1 else 0 end as opt_outs,
+        case when event_type = 'bounce' then 1 else 0 end as bounces,
+        case when event_type = 'sent' and campaign_id like 'pb-%' then 1 else 0 end as playbook_sends,
+        case when event_type = 'sent' and ({{ is_discount_campaign('campaign_id') }})
+             then 1 else 0 end as discount_sends,
+        case when event_type = 'conversion' and ({{ is_discount_campaign('campaign_id') }})
+             then 1 else 0 end as discount_conversions
+
+    from email_events
+    where event_type in ('sent', 'open', 'click', 'conversion', 'unsubscribe', 'complaint', 'bounce')
+
+),
+
+portal_facts as (
+
+    select
+        customer_id,
+        cast(occurred_at as date) as activity_date,
+        case when event_type = 'login' then 1 else 0 end as logins,
+        case when event_type <> 'login' then 1 else 0 end as portal_actions,
+        case when event_type = 'cancel_attempt' then 1 else 0 end as cancel_attempts,
+        case when event_type = 'pause' then 1 else 0 end as pauses,
+        case when event_type = 'reschedule' then 1 else 0 end as reschedules,
+        case when event_type = 'swap_product' then 1 else 0 end as product_swaps,
+        case when event_type = 'change_cadence' then 1 else 0 end as cadence_changes,
+        case when event_type = 'reactivate' then 1 else 0 end as reactivations,
+        case when event_type = 'update_payment' then 1 else 0 end as payment_updates
+
+    from portal_events
+
+),
+
+ticket_facts as (
+
+    select
+        customer_id,
+        cast(created_at as date) as activity_date,
+        1 as tickets_opened,
+        case when topic = 'cancel_request' then 1 else 0 end as cancel_request_tickets,
+        case when topic in ('delivery_delay', 'damaged_package') then 1 else 0 end as delivery_tickets,
+        0 as tickets_resolved,
+        0 as csat_ratings,
+        0 as csat_points
+
+    from tickets
+    where created_at < {{ as_of_end() }}
+
+    union all
+
+    -- a rating is known once the ticket is resolved: date it then
+    select
+        customer_id,
+        cast(resolved_at as date) as activity_date,
+        0 as tickets_opened,
+        0 as cancel_request_tickets,
+        0 as delivery_tickets,
+        1 as tickets_resolved,
+        case when csat is not null then 1 else 0 end as csat_ratings,
+        coalesce(csat, 0) as csat_points
+
+    from tickets
+    where resolved_at < {{ as_of_end() }}
+
+),
+
+payment_facts as (
+
+    select
+        customer_id,
+        cast(attempted_at as date) as activity_date,
+        case when payment_status = 'failed' then 1 else 0 end as payment_failures
+
+    from payments
+
+),
+
+cancellation_facts as (
+
+    select
+        customer_id,
+        cast(cancelled_at as date) as activity_date,
+        -- a plan change ends the old subscription with reason 'upgraded'; gifts end on their own
+        case when coalesce(cancel_reason, '') not in ('upgraded', 'gift_ended') then 1 else 0 end
+            as cancellations,
+        case when cancel_reason = 'upgraded' then 1 else 0 end as upgrades
+
+    from subscriptions
+    where cancelled_at < {{ as_of_end() }}
+
+),
+
+{% set counters = {
+    'order_facts': ['orders_charged', 'spend', 'skips', 'orders_failed', 'discounted_orders', 'one_time_orders'],
+    'add_on_facts': ['add_ons'],
+    'email_facts': ['emails_sent', 'opens', 'clicks', 'conversions', 'opt_outs', 'bounces',
+                    'playbook_sends', 'discount_sends', 'discount_conversions'],
+    'portal_facts': ['logins', 'portal_actions', 'cancel_attempts', 'pauses', 'reschedules',
+                     'product_swaps', 'cadence_changes', 'reactivations', 'payment_updates'],
+    'ticket_facts': ['tickets_opened', 'cancel_request_tickets', 'delivery_tickets',
+                     'tickets_resolved', 'csat_ratings', 'csat_points'],
+    'payment_facts': ['payment_failures'],
+    'cancellation_facts': ['cancellations', 'upgrades'],
+} %}
+{% set all_counters = [] %}
+{% for names in counters.values() %}{% do all_counters.extend(names) %}{% endfor %}
+
+stacked as (
+
+    {% for cte, names in counters.items() %}
+    select
+        customer_id,
+        activity_date,
+        {%- for counter in all_counters %}
+        {% if counter in names %}{{ counter }}{% else %}0{% endif %} as {{ counter }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    from {{ cte }}
+    {% if not loop.last %}union all{% endif %}
+    {% endfor %}
+
+),
+
+final as (
+
+    select
+        customer_id,
+        activity_date,
+        {%- for counter in all_counters %}
+        sum({{ counter }}) as {{ counter }}{{ ',' if not loop.last }}
+        {%- endfor %}
+
+    from stacked
+    group by customer_id, activity_date
+
+)
+
+select * from final

@@ -1,0 +1,147 @@
+-- One row per customer per point in time of customer_features: what happened in
+-- the var label_window_days days from as_of_date (churned, skipped a delivery,
+-- upgraded or added an item, converted on a discount message). A label is null when
+-- the customer could not have had the outcome (e.g. no live subscription) or when
+-- the window is not over yet by the as_of day; it never feeds a feature.
+
+{% set window = var('label_window_days') %}
+
+with
+
+features as (
+
+    select
+        as_of_date,
+        customer_id,
+        is_subscriber,
+        is_active_subscriber,
+        is_gift
+
+    from {{ ref('customer_features') }}
+
+),
+
+points as (
+
+    select * from {{ ref('int_features_as_of_dates') }}
+
+),
+
+daily as (
+
+    select * from {{ ref('int_features_daily') }}
+
+),
+
+email_events as (
+
+    select * from {{ ref('stg_raw__email_events') }}
+    where occurred_at < {{ as_of_end() }}
+
+),
+
+outcomes as (
+
+    select
+        points.as_of_date,
+        daily.customer_id,
+        sum(daily.cancellations) as cancellations,
+        sum(daily.skips) as skips,
+        sum(daily.add_ons) + sum(daily.upgrades) as add_ons_or_upgrades
+
+    from points
+    inner join daily
+        on daily.activity_date >= points.as_of_date
+        and daily.activity_date < {{ dbt.dateadd('day', window, 'points.as_of_date') }}
+    group by points.as_of_date, daily.customer_id
+
+),
+
+discount_sends as (
+
+    select customer_id, message_id, occurred_at as sent_at
+    from email_events
+    where event_type = 'sent'
+      and ({{ is_discount_campaign('campaign_id') }})
+
+),
+
+conversions as (
+
+    select message_id, min(occurred_at) as converted_at
+    from email_events
+    where event_type = 'conversion'
+    group by message_id
+
+),
+
+discount_outcomes as (
+
+    -- discount messages sent in the window, converted within the window after each send
+    select
+        points.as_of_date,
+        discount_sends.customer_id,
+        count(*) as discount_messages,
+        max(case when conversions.converted_at
+                      < {{ dbt.dateadd('day', window, 'discount_sends.sent_at') }}
+                 then 1 else 0 end) as converted,
+        max(discount_sends.sent_at) as last_sent_at
+
+    from points
+    inner join discount_sends
+        on discount_sends.sent_at >= points.as_of_at
+        and discount_sends.sent_at < {{ dbt.dateadd('day', window, 'points.as_of_at') }}
+    left join conversions
+        on discount_sends.message_id = conversions.message_id
+    group by points.as_of_date, discount_sends.customer_id
+
+),
+
+joined as (
+
+    select
+        features.as_of_date,
+        features.customer_id,
+        -- the window ends by the end of the as_of day (the data we have)
+        {{ dbt.dateadd('day', window, 'features.as_of_date') }} <= {{ as_of_end() }} as is_window_complete,
+        features.is_subscriber and not features.is_gift as can_churn,
+        features.is_active_subscriber as can_skip_or_expand,
+        coalesce(outcomes.cancellations, 0) > 0 as has_cancelled,
+        coalesce(outcomes.skips, 0) > 0 as has_skipped,
+        coalesce(outcomes.add_ons_or_upgrades, 0) > 0 as has_added_or_upgraded,
+        coalesce(discount_outcomes.discount_messages, 0) > 0 as received_discount_message,
+        -- a send late in the window needs its own window to convert in
+        discount_outcomes.last_sent_at is not null
+            and {{ dbt.dateadd('day', window, 'discount_outcomes.last_sent_at') }} <= {{ as_of_end() }}
+            as is_discount_window_complete,
+        discount_outcomes.converted = 1 as has_converted_on_discount
+
+    from features
+    left join outcomes
+        on features.as_of_date = outcomes.as_of_date
+        and features.customer_id = outcomes.customer_id
+    left join discount_outcomes
+        on features.as_of_date = discount_outcomes.as_of_date
+        and features.customer_id = discount_outcomes.customer_id
+
+),
+
+final as (
+
+    select
+        as_of_date,
+        customer_id,
+        is_window_complete,
+        case when is_window_complete and can_churn then has_cancelled end as churned,
+        case when is_window_complete and can_skip_or_expand then has_skipped end as skipped_next_order,
+        case when is_window_complete and can_skip_or_expand then has_added_or_upgraded end
+            as upgraded_or_added_item,
+        case when is_window_complete then received_discount_message end as received_discount_message,
+        case when received_discount_message and is_discount_window_complete
+             then has_converted_on_discount end as converted_on_discount
+
+    from joined
+
+)
+
+select * from final
