@@ -30,7 +30,7 @@ def test_registering_appends_a_version_and_keeps_the_old_rows(con, tmp_path):
     before = con.execute("select * from nextbest.model_registry").fetchall()
     second = register(con, {"weights": [3, 4]}, datetime(2026, 7, 7, 5, 0, tzinfo=timezone.utc))
 
-    assert first.startswith("clv-20260630T050000000000Z-") and second.startswith("clv-20260707T050000Z-")
+    assert first.startswith("clv-20260630T050000000000Z-") and second.startswith("clv-20260707T050000000000Z-")
     rows = con.execute("select * from nextbest.model_registry order by trained_at").fetchall()
     assert rows[0] == before[0] and len(rows) == 2  # the first row is untouched
     record = latest_model(con, "clv")
