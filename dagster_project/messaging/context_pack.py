@@ -334,6 +334,7 @@ _SUBSCRIPTIONS_SQL = """
 select s.*, p.name as product_name from raw.subscriptions s
 left join raw.products p using (product_id)
 where s.customer_id in (select unnest(?::varchar[])) and s.started_at < ?::date + 1
+order by s.customer_id, s.started_at, s.subscription_id
 """
 _ORDERS_SQL = """
 select * from raw.orders
@@ -344,7 +345,7 @@ _ORDER_STATS_SQL = """
 with scoped as (
     select customer_id, status, subscription_id is not null as is_cycle,
            row_number() over (partition by customer_id, subscription_id is not null
-                              order by ordered_at desc) as n
+                              order by ordered_at desc, order_id desc) as n
     from raw.orders
     where customer_id in (select unnest(?::varchar[])) and ordered_at < ?::date + 1
 )
@@ -360,12 +361,16 @@ from raw.orders o join raw.order_items i using (order_id) join raw.products p us
 where o.customer_id in (select unnest(?::varchar[])) and o.ordered_at < ?::date + 1
   and o.status = 'fulfilled'
 group by all
+order by o.customer_id, times_ordered desc, i.product_id
 """
 _TICKETS_SQL = """
 select * from raw.support_tickets
 where customer_id in (select unnest(?::varchar[])) and created_at < ?::date + 1
 qualify row_number() over (partition by customer_id order by created_at desc, ticket_id desc) <= {limit}
 """
+
+# Every query above orders its rows fully: a pack's fingerprint is its cache key,
+# so the same data must always give the same pack.
 
 # How fresh the warehouse is: its newest order, ticket or sign-up up to as_of.
 _FRESHNESS_SQL = """
@@ -402,7 +407,8 @@ def load_context_packs(con, customer_ids: Iterable[str], as_of: str | None = Non
     if order_owner:
         items = _dicts(con.execute(
             "select i.*, p.name as product_name from raw.order_items i left join raw.products p using (product_id) "
-            "where i.order_id in (select unnest(?::varchar[]))", [list(order_owner)]))
+            "where i.order_id in (select unnest(?::varchar[])) order by i.order_id, i.product_id",
+            [list(order_owner)]))
         for item in items:
             by_customer[order_owner[item["order_id"]]].order_items.append(item)
     for r in _dicts(con.execute(_ORDER_STATS_SQL.format(window=SKIP_WINDOW_ORDERS), params)):
