@@ -97,6 +97,12 @@ def run_demo(customers: int, months: int, seed: int, fresh: bool, echo: Callable
         return 1
     materialized = len(result.get_asset_materialization_events())
     echo(f"      {materialized} assets materialized in {time.perf_counter() - started:.1f}s")
+    checks = result.get_asset_check_evaluations()
+    failed = [c for c in checks if not c.passed]
+    echo(f"      {len(checks) - len(failed)} of {len(checks)} checks passed")
+    for check in failed:
+        echo(f"      {check.severity.value}: {check.asset_key.to_user_string()} · {check.check_name} failed "
+             "(see `nextbest doctor` or the check in the Dagster UI)")
 
     echo("[3/3] Summary")
     summarize(echo)
