@@ -22,6 +22,7 @@
     're_engagement': {'goal': 'login', 'window_days': 30},
     'win_back': {'goal': 'reactivated', 'window_days': 60},
     'high_ltv_recovery': {'goal': 'retained', 'window_days': 60},
+    'save_offer': {'goal': 'retained', 'window_days': 30},
 }) -%}
 {%- set default_goal = var('campaign_default_goal', {'goal': 'ordered', 'window_days': 30}) -%}
 
