@@ -26,6 +26,7 @@ defs = dg.Definitions(
         nextbest_dbt_models,
         nextbest_dbt_scored_models,
         message_drafts,
+        *quality.assets,
         *(asset for stage in STAGES for asset in getattr(stage, "assets", [])),
     ],
     asset_checks=[

@@ -3,8 +3,9 @@
 Reads the brief audiences (`analytics.customer_segments`, `analytics.customer_tags`),
 suppression (raw.customers opt-in, unsubscribes / bounces / complaints in
 raw.email_events), frequency caps (`nextbest.assignments`), the newest uplift
-model per playbook that passed its check, and point-in-time features at the
-run date. Appends one row per decided customer to `nextbest.routing_decisions`
+model per playbook that passed its check, point-in-time features at the
+run date, and predicted 12-month CLV (`nextbest.customer_predictions`, when it
+exists) as the value of a retention goal. Appends one row per decided customer to `nextbest.routing_decisions`
 and one `nextbest.assignments` row per routed customer (treatment, the
 playbook's holdout, or `global_holdout` for a permanently held-out customer the
 playbook would have gone to, in the same campaign), so lift can be measured
@@ -22,10 +23,12 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from dagster_project.decisioning.routing import RoutingPolicy, expected_values, frequency_capped, route
+from dagster_project.decisioning.routing import (RETENTION_GOALS, RoutingPolicy, expected_values, frequency_capped,
+                                                 goal_values, route)
 from dagster_project.decisioning.timing import best_send_hours, next_time_at
 from dagster_project.messaging.briefs import BriefSet, load_briefs
 from dagster_project.messaging.context_pack import default_as_of
+from dagster_project.models.clv_assets import PREDICTIONS_TABLE
 from dagster_project.models.uplift_assets import newest_passing, uplift_models
 from dagster_project.models.uplift_data import GOALS, point_in_time_features, table_exists
 from dagster_project.resources.warehouse import DuckDBWarehouse
@@ -36,9 +39,11 @@ create table if not exists {DECISIONS_TABLE} (
   decision_id varchar, run_date date, decided_at timestamp, customer_id varchar, decision varchar,
   playbook_id varchar, arm varchar, goal varchar, expected_uplift double, expected_value double,
   exploration boolean, alternatives varchar, reason varchar, reason_codes varchar, model_version varchar,
-  send_hour_of_week integer, send_at timestamp, campaign_id varchar, assignment_id varchar
+  send_hour_of_week integer, send_at timestamp, campaign_id varchar, assignment_id varchar, goal_value double
 )
 """
+# Tables created before goal values were per customer lack the column; added in place.
+DECISIONS_MIGRATE = f"alter table {DECISIONS_TABLE} add column if not exists goal_value double"
 ASSIGNMENTS_DDL = """
 create table if not exists nextbest.assignments (
   assignment_id varchar, campaign_id varchar, playbook_id varchar, customer_id varchar,
@@ -90,6 +95,15 @@ def suppression(con, customers) -> pd.Series:
     return frame.reindex(customers).where(lambda s: s.notna(), None)
 
 
+def predicted_clv(con) -> pd.Series | None:
+    """customer_id -> predicted 12-month CLV from `nextbest.customer_predictions`, or None before it exists."""
+    if not table_exists(con, PREDICTIONS_TABLE):
+        return None
+    frame = con.execute(f"select customer_id, predicted_clv_12m from {PREDICTIONS_TABLE} "
+                        "where predicted_clv_12m is not null").df()
+    return frame.drop_duplicates("customer_id", keep="last").set_index("customer_id")["predicted_clv_12m"]
+
+
 def decide(con, as_of: date, policy: RoutingPolicy, briefs: BriefSet | None = None,
            models: dict | None = None) -> pd.DataFrame:
     """Routing decisions for `as_of` (nothing written). `models`: playbook -> (version, UpliftModel)."""
@@ -109,7 +123,10 @@ def decide(con, as_of: date, policy: RoutingPolicy, briefs: BriefSet | None = No
     features = features.set_index("customer_id").reindex(member.index)
     uplift = pd.DataFrame({p: models[p][1].predict(features) if p in models else np.nan for p in playbooks},
                           index=member.index)
-    ev = expected_values(uplift, {p: GOALS[p][0] for p in playbooks}, policy)
+    goal_of = {p: GOALS[p][0] for p in playbooks}
+    clv = predicted_clv(con)
+    ev = expected_values(uplift, goal_of, policy, clv)
+    values = goal_values(member.index, goal_of, policy, clv)
     history = (con.execute("select customer_id, playbook_id, assigned_at from nextbest.assignments").df()
                if table_exists(con, "nextbest.assignments")
                else pd.DataFrame(columns=["customer_id", "playbook_id", "assigned_at"]))
@@ -117,15 +134,22 @@ def decide(con, as_of: date, policy: RoutingPolicy, briefs: BriefSet | None = No
     capped = frequency_capped(history, member.index, caps, at)
     decisions = route(member, capped, ev, suppression(con, member.index),
                       {p: briefs.get(p).holdout_share for p in playbooks}, policy, run_key=as_of.isoformat())
-    return _annotate(con, decisions, uplift, features, models, as_of)
+    return _annotate(con, decisions, uplift, values, clv, features, models, as_of)
 
 
-def _annotate(con, decisions: pd.DataFrame, uplift, features, models, as_of: date) -> pd.DataFrame:
-    """Add goal, uplift, reason codes, model version and the send hour to routed rows."""
+def _annotate(con, decisions: pd.DataFrame, uplift, values, clv, features, models, as_of: date) -> pd.DataFrame:
+    """Add goal, uplift, goal value, reason codes, model version and the send hour to routed rows."""
     at = datetime.combine(as_of, datetime.min.time())
     decisions["goal"] = decisions["playbook_id"].map(lambda p: GOALS[p][0] if isinstance(p, str) else None)
     decisions["expected_uplift"] = [float(uplift.at[c, p]) if isinstance(p, str) else None
                                     for c, p in zip(decisions["customer_id"], decisions["playbook_id"])]
+    decisions["goal_value"] = [float(values.at[c, p]) if isinstance(p, str) else None
+                               for c, p in zip(decisions["customer_id"], decisions["playbook_id"])]
+    clv_ids = set(clv.index) if clv is not None else set()
+    decisions["reason"] = [reason + f"; goal worth {value:.2f} (predicted 12-month CLV)"
+                           if isinstance(p, str) and GOALS[p][0] in RETENTION_GOALS and c in clv_ids else reason
+                           for c, p, value, reason in zip(decisions["customer_id"], decisions["playbook_id"],
+                                                          decisions["goal_value"], decisions["reason"])]
     decisions["model_version"] = decisions["playbook_id"].map(
         lambda p: models[p][0] if isinstance(p, str) and p in models else None)
     codes = pd.Series([[] for _ in range(len(decisions))], index=decisions.index, dtype=object)
@@ -160,6 +184,7 @@ def write_decisions(con, decisions: pd.DataFrame, as_of: date) -> int:
     """Append the run date's decisions and assignments; 0 when that date was already decided."""
     con.execute("create schema if not exists nextbest")
     con.execute(DECISIONS_DDL)
+    con.execute(DECISIONS_MIGRATE)
     con.execute(ASSIGNMENTS_DDL)
     if con.execute(f"select count(*) from {DECISIONS_TABLE} where run_date = ?", [as_of]).fetchall()[0][0]:
         return 0
@@ -178,7 +203,8 @@ def write_decisions(con, decisions: pd.DataFrame, as_of: date) -> int:
 
 @dg.asset(
     group_name="decisioning",
-    deps=[uplift_models, dg.AssetKey("customer_segments"), dg.AssetKey("customer_tags")],
+    deps=[uplift_models, dg.AssetKey("customer_segments"), dg.AssetKey("customer_tags"),
+          dg.AssetKey("customer_predictions")],
     kinds={"duckdb", "python"},
     description="Per eligible customer: best playbook by expected incremental value, or holdout / none, with why.",
 )

@@ -2,7 +2,7 @@
 
 Pure pandas/numpy; `assets.py` gathers the inputs from the warehouse.
 
-    ev = expected_values(uplift, goal_of, policy)            # uplift x goal value - send cost
+    ev = expected_values(uplift, goal_of, policy, clv)       # uplift x goal value - send cost
     decisions = route(audience, capped, ev, suppressed, holdout_shares, policy, run_key="2026-11-25")
 
 Order of the rules, per customer:
@@ -40,6 +40,9 @@ GOAL_VALUES = {
     "login_30d": 2.0,
     "reactivated_60d": 30.0,
 }
+# Goals that keep (or win back) a customer: worth that customer's predicted 12-month CLV
+# when `customer_predictions` has it, so saving a big spender outranks saving a small one.
+RETENTION_GOALS = frozenset({"retained_60d", "reactivated_60d"})
 # Cost of one send: ESP cost plus the attention it spends (fatigue, unsubscribes).
 SEND_COST = 0.25
 
@@ -67,10 +70,33 @@ def in_global_holdout(customer_ids, share: float = 0.05) -> np.ndarray:
     return np.array([stable_unit("global-holdout", cid) < share for cid in customer_ids], dtype=bool)
 
 
-def expected_values(uplift: pd.DataFrame, goal_of: dict[str, str], policy: RoutingPolicy) -> pd.DataFrame:
-    """Expected incremental value per customer (rows) and playbook (columns): uplift x goal value - send cost."""
-    values = pd.Series({p: policy.goal_values[goal_of[p]] for p in uplift.columns})
-    return uplift.mul(values, axis=1) - policy.send_cost
+def goal_values(customers, goal_of: dict[str, str], policy: RoutingPolicy,
+                clv: pd.Series | None = None) -> pd.DataFrame:
+    """What each playbook's goal is worth per customer (rows) and playbook (columns), in store currency.
+
+    Retention goals take the customer's predicted 12-month CLV from `clv` (customer_id -> value);
+    customers without one, and every other goal, get the fixed `policy.goal_values` constant.
+    """
+    customers = pd.Index(customers)
+    values = pd.DataFrame({p: np.full(len(customers), policy.goal_values[g], dtype=float) for p, g in goal_of.items()},
+                          index=customers)
+    if clv is not None:
+        # A negative prediction is noise around zero; a missing one falls back to the constant.
+        per_customer = pd.to_numeric(clv, errors="coerce").clip(lower=0).reindex(customers)
+        for playbook, goal in goal_of.items():
+            if goal in RETENTION_GOALS:
+                values[playbook] = per_customer.fillna(policy.goal_values[goal]).to_numpy()
+    return values
+
+
+def expected_values(uplift: pd.DataFrame, goal_of: dict[str, str], policy: RoutingPolicy,
+                    clv: pd.Series | None = None) -> pd.DataFrame:
+    """Expected incremental value per customer (rows) and playbook (columns): uplift x goal value - send cost.
+
+    `clv` (customer_id -> predicted 12-month CLV) values the retention goals per customer (`goal_values`).
+    """
+    values = goal_values(uplift.index, {p: goal_of[p] for p in uplift.columns}, policy, clv)
+    return uplift * values - policy.send_cost
 
 
 def route(audience: pd.DataFrame, capped: pd.DataFrame, ev: pd.DataFrame, suppressed: pd.Series,

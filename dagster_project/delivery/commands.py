@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-WEBHOOK_SECRET_ENV = {"nextbest": "NEXTBEST_WEBHOOK_SECRET", "customerio": "CUSTOMERIO_WEBHOOK_SIGNING_KEY"}
+WEBHOOK_SECRET_ENV = {"nextbest": "NEXTBEST_WEBHOOK_SECRET", "customerio": "CUSTOMERIO_WEBHOOK_SIGNING_KEY",
+                      "hubspot": "HUBSPOT_CLIENT_SECRET", "klaviyo": "KLAVIYO_WEBHOOK_SECRET"}
 
 
 def register(subparsers) -> None:

@@ -2,13 +2,13 @@
 
     suites.py     load the versioned suites in expectations/ (GX expectations + SQL rules)
     runner.py     validate a suite with Great Expectations 1.x (ephemeral context) and DuckDB SQL
-    anomalies.py  event volume drop, overnight segment size change, score shift (placeholder)
+    anomalies.py  event volume drop, overnight segment size change, score shift (PSI)
     freshness.py  `assert_fresh` for drafting/export, freshness limits from dbt sources
-    checks.py     the Dagster asset checks and the freshness sensor (`asset_checks`, `sensors`)
+    checks.py     the Dagster asset checks, the freshness sensor and `data_quality_summary` (`assets`)
     summary.py    the summary in words (markdown metadata, terminal text)
     commands.py   `nextbest doctor`
 
-Import `asset_checks` and `sensors` from `dagster_project.quality.checks` to wire them.
+Import `asset_checks`, `sensors` and `assets` from `dagster_project.quality.checks` to wire them.
 """
 
 from dagster_project.quality.freshness import StaleSourceError, assert_fresh

@@ -7,13 +7,22 @@ event source or segment, with a message that says what moved and by how much.
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import date, datetime, timedelta
 from statistics import median
 from typing import Any
 
+from dagster_project.models.propensity import OUTCOMES, FeatureReference, feature_psi, feature_reference
+from dagster_project.models.registry import REGISTRY_TABLE
 from dagster_project.quality.outcomes import Outcome
 from dagster_project.quality.runner import existing_table, now_utc
+
+SCORES_TABLE = "nextbest.customer_scores"
+# Decile edges and shares of each model version's first scores: the reference of the shift check.
+REFERENCE_TABLE = "nextbest.score_reference"
+REFERENCE_DDL = (f"create table if not exists {REFERENCE_TABLE} (score varchar not null, model_version varchar not null, "
+                 "as_of_date date, customers integer, edges varchar, shares varchar, recorded_at timestamp)")
 
 
 def reference_day(now: datetime | None = None) -> date:
@@ -113,16 +122,85 @@ def segment_change(con, config: dict[str, Any]) -> list[Outcome]:
     return outcomes
 
 
-def score_shift(con, config: dict[str, Any]) -> list[Outcome]:
-    """Score distribution against the training window. A placeholder until the models stage writes
-    `customer_scores` and a training-window reference; it skips (and says why) until then."""
-    fix = "Retrain the propensity models (the customers changed), or check the features feeding the scores."
-    table = existing_table(con, ("analytics.customer_scores", "nextbest.customer_scores"))
-    target = table or "analytics.customer_scores"
-    if table is None:
-        return [Outcome(target, "score_distribution_shift", config["severity"], "skipped",
+def score_shift(con, config: dict[str, Any], record: bool = False) -> list[Outcome]:
+    """Per propensity: PSI of today's `nextbest.customer_scores` against the same model version's reference.
+
+    The registry keeps no score distribution, so the reference is the version's first scores
+    (the closest to its training window without rescoring old rows): deciles kept in
+    `nextbest.score_reference`. With `record`, a version seen for the first time is recorded
+    (the Dagster check does; `nextbest doctor` is read-only and only compares).
+    """
+    severity, limit, floor = config["severity"], float(config["max_psi"]), int(config.get("min_customers", 1))
+    fix = ("Retrain the propensity models (job propensity_retrain: the customers changed), or check the features "
+           "feeding the scores (the models' feature_drift checks name them). If the shift is intended, raise "
+           "score_shift.max_psi in expectations/anomalies.yml.")
+    if existing_table(con, (SCORES_TABLE,)) is None:
+        return [Outcome(SCORES_TABLE, "score_distribution_shift", severity, "skipped",
                         "customer_scores does not exist yet; the shift check runs once scores are written.",
                         fix, kind="anomaly")]
-    return [Outcome(target, "score_distribution_shift", config["severity"], "skipped",
-                    f"{table} exists but no training-window score distribution is recorded yet "
-                    f"(max PSI {config['max_psi']}); wire this check to the model registry.", fix, kind="anomaly")]
+    if record:
+        con.execute("create schema if not exists nextbest")
+        con.execute(REFERENCE_DDL)
+    references = _score_references(con)
+    outcomes = []
+    for outcome, spec in OUTCOMES.items():
+        name, version_column = f"score_distribution_shift:{spec.score}", f"{outcome}_model_version"
+        scores = con.execute(f"select {version_column} v, {spec.score} p, as_of_date from {SCORES_TABLE} "
+                             f"where {spec.score} is not null and {version_column} is not null").df()
+        if scores.empty:
+            outcomes.append(Outcome(SCORES_TABLE, name, severity, "skipped",
+                                    f"no {spec.score} scores (no {outcome} model has passed its gate yet).",
+                                    fix, kind="anomaly"))
+            continue
+        for version, group in scores.groupby("v"):
+            values = group["p"].to_numpy(dtype=float)[:, None]
+            reference = references.get((spec.score, version))
+            if len(values) < floor:
+                outcomes.append(Outcome(SCORES_TABLE, name, severity, "skipped",
+                                        f"{spec.score}: {len(values):,} scores of {version}, too few to judge "
+                                        f"(below {floor}).", fix, kind="anomaly"))
+            elif reference is None:
+                as_of = group["as_of_date"].max()
+                if record:
+                    deciles = feature_reference(values, [spec.score])
+                    con.execute(f"insert into {REFERENCE_TABLE} values (?, ?, ?, ?, ?, ?, ?)",
+                                [spec.score, version, as_of, len(values), json.dumps(deciles.edges[spec.score]),
+                                 json.dumps(deciles.shares[spec.score]), now_utc()])
+                words = ("recorded now as its reference" if record else
+                         "no reference recorded yet (the Dagster check score_distribution_shift records it)")
+                outcomes.append(Outcome(SCORES_TABLE, name, severity, "skipped",
+                                        f"{spec.score}: first scores of {version} ({len(values):,} customers, "
+                                        f"as of {as_of}); {words}.", fix, kind="anomaly"))
+            else:
+                edges, shares, ref_as_of = reference
+                value = feature_psi(FeatureReference({spec.score: edges}, {spec.score: shares}), values,
+                                    [spec.score])[spec.score]
+                ok = value <= limit
+                window = _training_window(con, version)
+                outcomes.append(Outcome(
+                    SCORES_TABLE, name, severity, "passed" if ok else "failed",
+                    f"{spec.score} PSI {value:.2f} vs the reference of {version} (its first scores, as of "
+                    f"{ref_as_of}{window}; threshold {limit:g}): " + (
+                        "the scores look like the ones the model started with." if ok else
+                        f"{len(values):,} customers no longer score like the customers the model was trained "
+                        "and validated on; audiences picked by this score may be wrong."),
+                    fix, kind="anomaly"))
+    return outcomes
+
+
+def _score_references(con) -> dict[tuple[str, str], tuple[list[float], list[float], date]]:
+    """(score, model version) -> reference decile edges, shares and as_of date; empty before the first record."""
+    if existing_table(con, (REFERENCE_TABLE,)) is None:
+        return {}
+    rows = con.execute(f"select score, model_version, edges, shares, as_of_date from {REFERENCE_TABLE}").fetchall()
+    return {(score, version): (json.loads(edges), json.loads(shares), as_of)
+            for score, version, edges, shares, as_of in rows}
+
+
+def _training_window(con, version: str) -> str:
+    """`, trained on start..end` from the model registry, or nothing when the version is not registered here."""
+    if existing_table(con, (REGISTRY_TABLE,)) is None:
+        return ""
+    row = con.execute(f"select training_window_start, training_window_end from {REGISTRY_TABLE} "
+                      "where version = ?", [version]).fetchone()
+    return f", trained on {row[0]}..{row[1]}" if row else ""

@@ -22,7 +22,7 @@ from dagster_project.quality.freshness import dbt_source_freshness
 from dagster_project.quality.outcomes import Outcome
 from dagster_project.quality.runner import validate_suite
 from dagster_project.quality.suites import Suite, load_anomaly_config, load_suites
-from dagster_project.quality.summary import headline, render_markdown
+from dagster_project.quality.summary import collect_outcomes, headline, render_markdown
 from dagster_project.resources.warehouse import DuckDBWarehouse
 
 CHECK_NAMES = {"ERROR": "blocking_expectations", "WARN": "warning_expectations"}
@@ -80,14 +80,14 @@ def build_suite_checks(suite: Suite) -> dg.AssetChecksDefinition:
 
 
 def _anomaly_check(name: str, specs: list[dg.AssetCheckSpec], run: Callable, severity: str,
-                   description: str) -> dg.AssetChecksDefinition:
+                   description: str, read_only: bool = True) -> dg.AssetChecksDefinition:
     """An anomaly check op: `run(con)` returns outcomes, grouped per spec by the asset they watch."""
     keys = {spec.asset_key.to_user_string(): spec for spec in specs}
 
     @dg.multi_asset_check(specs=specs, name=name, description=description)
     def _check(warehouse: DuckDBWarehouse):
         try:
-            with warehouse.connect(read_only=True) as con:
+            with warehouse.connect(read_only=read_only) as con:
                 outcomes = run(con)
         except Exception as error:  # noqa: BLE001
             outcomes = [_error_outcome(next(iter(keys)), error)]
@@ -126,12 +126,15 @@ def build_segment_change_check(config: dict | None = None) -> dg.AssetChecksDefi
 
 def build_score_shift_check(asset_key: dg.AssetKey = dg.AssetKey("customer_scores"),
                             config: dict | None = None) -> dg.AssetChecksDefinition:
-    """`score_distribution_shift` on the scores asset (a placeholder that skips until scores exist)."""
+    """`score_distribution_shift` on the scores asset: PSI per propensity against the model version's reference.
+
+    Opens the warehouse for writing: it records a new model version's first scores as its reference."""
     config = config or load_anomaly_config()["score_shift"]
     spec = dg.AssetCheckSpec("score_distribution_shift", asset=asset_key, blocking=config["severity"] == "ERROR",
                              description=f"Score PSI against the training window at most {config['max_psi']}.")
-    return _anomaly_check("quality_score_shift", [spec], lambda con: anomalies.score_shift(con, config),
-                          config["severity"], "Score distribution shift against the training window.")
+    return _anomaly_check("quality_score_shift", [spec], lambda con: anomalies.score_shift(con, config, record=True),
+                          config["severity"], "Score distribution shift against each model version's first scores.",
+                          read_only=False)
 
 
 def build_freshness_checks() -> list[dg.AssetChecksDefinition]:
@@ -168,11 +171,41 @@ customer_scores_checks = [build_suite_checks(s) for s in load_suites() if s.asse
 
 asset_checks = [*raw_suite_checks, *customer_context_checks, *anomaly_checks, *freshness_checks]
 
+
+
+@dg.asset(
+    group_name="measurement",
+    # After the loads and customer_context so it describes today's data. A failing blocking
+    # check on those skips it in that run (Dagster's blocking); the check's own summary and
+    # `nextbest doctor` still say what failed.
+    deps=[*{dg.AssetKey(list(s.asset)) for s in suites_for(["raw"])}, dg.AssetKey("customer_context")],
+    description="Every data-quality check on the warehouse, its status and what to do about a failure "
+                "(the same evaluation as `nextbest doctor`), as markdown metadata. Never fails.",
+)
+def data_quality_summary(context, warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
+    """Run the whole suite read-only and attach the markdown summary; a check that cannot run is reported."""
+    try:
+        with warehouse.connect(read_only=True) as con:
+            outcomes = collect_outcomes(con)
+    except Exception as error:  # noqa: BLE001 - the summary reports, it never fails the run
+        context.log.warning(f"data-quality summary incomplete: {error}")
+        outcomes = [_error_outcome("warehouse", error)]
+    return dg.MaterializeResult(metadata={
+        "summary": dg.MetadataValue.md(render_markdown(outcomes, "Data quality of this run")),
+        "headline": dg.MetadataValue.text(headline(outcomes)),
+        "checks_evaluated": len(outcomes),
+        "checks_failed": sum(o.failed for o in outcomes),
+        "blocking_failures": sum(o.blocking for o in outcomes),
+    })
+
+
+assets = [data_quality_summary]
+
 with warnings.catch_warnings():  # superseded like the checks above; still the way to run them on a timer
     warnings.simplefilter("ignore")
     freshness_sensor = dg.build_sensor_for_freshness_checks(
         freshness_checks=freshness_checks, name="raw_freshness_checks_sensor", minimum_interval_seconds=600)
 sensors = [freshness_sensor]
 
-__all__ = ["asset_checks", "sensors", "message_drafts_checks", "customer_scores_checks", "build_suite_checks",
+__all__ = ["assets", "asset_checks", "sensors", "message_drafts_checks", "customer_scores_checks", "build_suite_checks",
            "build_score_shift_check"]

@@ -1,5 +1,8 @@
 """`nextbest service-context` and `nextbest save-offer-choice`: the agent view and agent discretion.
 
+The agent view includes the customer's predictions (churn risk band, 12-month CLV, next order
+date) once `customer_predictions` has run; without them it shows everything else.
+
     nextbest service-context --customer C00000042 [--json]
     nextbest save-offer-choice --recommendation save_offer:portal:E1 --option pause_instead --agent maria
 
@@ -20,7 +23,8 @@ def register(subparsers) -> None:
     """Add the service subcommands to the `nextbest` parser."""
     view = subparsers.add_parser("service-context", help="print a customer's agent view (customer_service_context)")
     view.add_argument("--customer", required=True, help="customer id")
-    view.add_argument("--json", action="store_true", help="print the row (and latest save offer) as JSON")
+    view.add_argument("--json", action="store_true",
+                      help="print the row (and latest save offer and predictions) as JSON")
     view.add_argument("--db", default=None, help="DuckDB file (default: NEXTBEST_DUCKDB_PATH)")
     view.set_defaults(func=run)
 
@@ -40,7 +44,8 @@ def _db(args) -> Path:
 def run(args: argparse.Namespace) -> int:
     """Print the agent view of one customer."""
     from dagster_project.resources.warehouse import connect_duckdb
-    from dagster_project.service.context import latest_save_recommendation, load_service_context, render_agent_view
+    from dagster_project.service.context import (latest_save_recommendation, load_predictions, load_service_context,
+                                                 render_agent_view)
 
     try:
         con = connect_duckdb(_db(args), read_only=True)
@@ -50,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         rows = load_service_context(con, [args.customer])
         save = latest_save_recommendation(con, args.customer)
+        predictions = load_predictions(con, args.customer)
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -60,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: no customer {args.customer!r} in analytics.customer_service_context", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({"context": row, "save_offer": save}, indent=2, default=str))
+        print(json.dumps({"context": row, "save_offer": save, "predictions": predictions}, indent=2, default=str))
     else:
-        print(render_agent_view(row, save))
+        print(render_agent_view(row, save, predictions))
     return 0
 
 

@@ -1,8 +1,10 @@
 """The agent view: one customer's `analytics.customer_service_context` row, readable at a glance.
 
 `load_service_context` reads rows from the mart; `render_agent_view` is pure (a row
-and, optionally, the customer's latest save-offer recommendation in, text out).
-The view is for agents: it shows tags and tiers the customer never sees in a message.
+and, optionally, the customer's latest save-offer recommendation and predictions in, text out).
+The view is for agents: it shows tags, tiers and predictions (churn risk, 12-month CLV, next
+order date) the customer never sees in a message. Predictions are read on their own
+(`load_predictions`), never into the service-context rows that reply drafts are built from.
 """
 
 from __future__ import annotations
@@ -52,6 +54,17 @@ def latest_save_recommendation(con, customer_id: str) -> dict | None:
     return rows[0] if rows else None
 
 
+def load_predictions(con, customer_id: str) -> dict | None:
+    """The customer's `nextbest.customer_predictions` row, or None before the predictions exist (or without orders)."""
+    from dagster_project.models.clv_assets import PREDICTIONS_TABLE
+
+    if not table_exists(con, PREDICTIONS_TABLE):
+        return None
+    rows = _dicts(con.execute(f"select * from {PREDICTIONS_TABLE} where customer_id = ? "
+                              "order by as_of_date desc limit 1", [customer_id]))
+    return rows[0] if rows else None
+
+
 def _fmt(value: Any) -> str:
     if value is None or value == "":
         return "-"
@@ -68,8 +81,19 @@ def _money(value: Any) -> str:
     return "-" if value is None else f"${float(value):,.2f}"
 
 
-def render_agent_view(row: dict, save: dict | None = None) -> str:
-    """The agent view as plain text: who, value, subscription, orders, payments, tickets, save offer."""
+def _prediction_line(p: dict) -> str:
+    """Churn risk band, predicted 12-month CLV and expected next order date, for the agent only."""
+    risk = (f"churn risk {p.get('churn_risk_band') or '-'}"
+            + (f" ({p['churn_risk']:.0%} chance of no order in 90 days)" if p.get("churn_risk") is not None else ""))
+    clv = f"predicted 12-month CLV {_money(p.get('predicted_clv_12m'))}"
+    if p.get("predicted_clv_12m_low") is not None and p.get("predicted_clv_12m_high") is not None:
+        clv += f" ({_money(p['predicted_clv_12m_low'])}-{_money(p['predicted_clv_12m_high'])})"
+    return (f"  Predicted: {risk} · {clv} · next order expected {_fmt(p.get('expected_next_order_date'))}"
+            f" · confidence {p.get('confidence') or '-'}")
+
+
+def render_agent_view(row: dict, save: dict | None = None, predictions: dict | None = None) -> str:
+    """The agent view as plain text: who, value, predictions, subscription, orders, payments, tickets, save offer."""
     r = row
     name = r.get("first_name") or "(no first name)"
     tags = r.get("tags_text") or "none"
@@ -82,9 +106,10 @@ def render_agent_view(row: dict, save: dict | None = None) -> str:
         f"  Lifetime value {_money(r.get('lifetime_value'))} over {r.get('lifetime_fulfilled_orders') or 0} orders"
         f" · value tier {r.get('lifetime_value_tier')} · tags: {tags}",
         f"  Prefers {r.get('channel_preference') or 'email'} · writes {r.get('tone_preference') or 'unknown'}",
-        "",
-        "Subscription",
     ]
+    if predictions:
+        lines.insert(3, _prediction_line(predictions))
+    lines += ["", "Subscription"]
     if r.get("subscription_id"):
         lines.append(f"  {r.get('subscription_product_name') or r.get('subscription_product_id')} · "
                      f"{r.get('plan')} · every {r.get('cadence_days')} days · {_money(r.get('subscription_price'))} · "

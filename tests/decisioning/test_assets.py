@@ -85,6 +85,24 @@ def test_global_holdout_is_assigned_to_the_campaign_it_would_have_joined(store):
     assert rows and all(send_at is None and assignment for send_at, assignment in rows)
 
 
+def test_retention_goals_are_valued_at_predicted_clv(store):
+    train_and_register(store, END)
+    without = decide(store, END, RoutingPolicy())
+    retention = without["goal"].isin(["retained_60d", "reactivated_60d"])
+    assert retention.any() and (without.loc[retention, "goal_value"] == 30.0).all()
+    scored = without.loc[retention, "customer_id"].iloc[0]
+    store.execute("create table nextbest.customer_predictions (customer_id varchar, predicted_clv_12m double)")
+    try:
+        store.execute("insert into nextbest.customer_predictions values (?, 512.5)", [scored])
+        decisions = decide(store, END, RoutingPolicy()).set_index("customer_id")
+    finally:
+        store.execute("drop table nextbest.customer_predictions")
+    assert decisions.at[scored, "goal_value"] == 512.5
+    assert "goal worth 512.50 (predicted 12-month CLV)" in decisions.at[scored, "reason"]
+    others = decisions.drop(index=scored)
+    assert (others.loc[others["goal"].isin(["retained_60d", "reactivated_60d"]), "goal_value"] == 30.0).all()
+
+
 def test_definitions_load():
     defs = dg.Definitions(
         assets=[*uplift_assets.assets, *decisioning_assets.assets],
@@ -93,3 +111,5 @@ def test_definitions_load():
         schedules=[*uplift_assets.schedules, *decisioning_assets.schedules],
         resources={"warehouse": decisioning_assets.DuckDBWarehouse(path="/tmp/unused.duckdb")})
     assert defs.resolve_job_def("daily_routing") is not None
+    deps = defs.resolve_asset_graph().get(dg.AssetKey("routing_decisions")).parent_keys
+    assert dg.AssetKey("customer_predictions") in deps

@@ -1,4 +1,5 @@
-"""Routing: planted effects route where they work, holdouts are never sent, caps hold, the global holdout is stable."""
+"""Routing: planted effects route where they work, holdouts are never sent, caps hold, the global holdout is stable,
+and a save is worth the customer's predicted CLV."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dagster_project.decisioning.routing import (RoutingPolicy, expected_values, frequency_capped, in_global_holdout,
-                                                 route)
+from dagster_project.decisioning.routing import (RoutingPolicy, expected_values, frequency_capped, goal_values,
+                                                 in_global_holdout, route)
 from dagster_project.decisioning.timing import best_send_hours, next_time_at
 from dagster_project.models.uplift_training import train_playbook_model
 
@@ -145,3 +146,23 @@ def test_global_holdout_records_the_playbook_it_would_have_received(models):
     assert global_rows.loc[assigned, "reason"].str.contains("would have received").all()
     # Nobody else is affected by the global holdout.
     pd.testing.assert_frame_equal(decisions[~held], without[~held])
+
+
+def test_a_save_is_worth_the_customers_predicted_clv():
+    # Equal uplift; at 0.05 uplift a send costing 2 pays off only for a goal worth more than 40.
+    customers = pd.Index(["BIG", "SMALL", "UNSCORED"], name="customer_id")
+    uplift = pd.DataFrame({"at_risk_save": 0.05, "cadence_mismatch": 0.0}, index=customers)
+    policy = RoutingPolicy(global_holdout_share=0.0, exploration_share=0.0, send_cost=2.0)
+    clv = pd.Series({"BIG": 400.0, "SMALL": 20.0})
+    ev = expected_values(uplift, GOAL_OF, policy, clv)
+    audience = pd.DataFrame(True, index=customers, columns=list(GOAL_OF))
+    decisions = route(audience, pd.DataFrame(False, index=customers, columns=list(GOAL_OF)), ev,
+                      pd.Series(None, index=customers, dtype=object), {}, policy, "2026-11-25").set_index("customer_id")
+    assert decisions.at["BIG", "decision"] == "send" and decisions.at["BIG", "playbook_id"] == "at_risk_save"
+    assert decisions.at["BIG", "expected_value"] == pytest.approx(0.05 * 400 - 2)
+    assert decisions.at["SMALL", "decision"] == "none"
+    values = goal_values(customers, GOAL_OF, policy, clv)
+    # No prediction: the fixed constant; goals other than retention never use the CLV.
+    assert values.at["UNSCORED", "at_risk_save"] == policy.goal_values["retained_60d"]
+    assert (values["cadence_mismatch"] == policy.goal_values["cadence_changed_30d"]).all()
+    assert expected_values(uplift, GOAL_OF, policy).at["BIG", "at_risk_save"] == pytest.approx(0.05 * 30 - 2)

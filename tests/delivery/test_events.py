@@ -1,4 +1,7 @@
-"""ESP events back: files and signed webhooks land in raw.email_events once per event id."""
+"""ESP events back: files and signed webhooks land in raw.email_events once per event id.
+
+Each ESP's signature scheme is checked: unsigned, forged, stale or replayed requests store nothing.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ import requests
 
 from dagster_project.delivery import commands
 from dagster_project.delivery.events import ingest_events_file, make_webhook_server
-from dagster_project.delivery.signing import sign, sign_customerio
+from dagster_project.delivery.signing import (SignatureError, sign, sign_customerio, sign_hubspot, sign_klaviyo,
+                                              verify_hubspot, verify_klaviyo)
 
 SECRET = "whsec_receiver"
+NOON = 1773144000  # 2026-03-10 12:00:00 UTC
 
 
 def event(n: int, kind: str = "open", customer: str = "c1") -> dict:
@@ -57,7 +62,7 @@ def test_csv_events_and_unix_timestamps(warehouse, tmp_path):
 def receiver(warehouse, tmp_path):
     db = warehouse.execute("select path from duckdb_databases() where database_name = current_database()").fetchall()[0][0]
     warehouse.close()
-    server = make_webhook_server(lambda: duckdb.connect(db), {"nextbest": SECRET, "customerio": SECRET},
+    server = make_webhook_server(lambda: duckdb.connect(db), {source: SECRET for source in ("nextbest", "customerio", "hubspot", "klaviyo")},
                                  port=0, tolerance=60)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
@@ -86,7 +91,7 @@ def test_webhook_receiver_verifies_signatures_and_refuses_replays(receiver):
     assert post(url, body, headers).status_code == 409  # the same signed request again
     # The ESP retrying the same events in a new request: accepted, stored once.
     assert post(url, body, sign(SECRET, body, timestamp=int(time.time()) + 1)).json()["duplicates"] == 2
-    assert post(base + "/webhooks/klaviyo", body, headers).status_code == 404
+    assert post(base + "/webhooks/mailchimp", body, headers).status_code == 404
     con = duckdb.connect(db)
     assert stored(con) == [("ev1", "open"), ("ev2", "bounce")]
     con.close()
@@ -103,6 +108,135 @@ def test_customerio_reporting_webhooks_are_understood(receiver):
     assert con.execute("select customer_id, campaign_id, message_id, event_type from raw.email_events").fetchall() \
         == [("c3", "7", "d1", "complaint")]
     con.close()
+
+
+def rows(db: str, sql: str) -> list[tuple]:
+    con = duckdb.connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def hubspot_body() -> bytes:
+    return json.dumps([
+        {"id": "hs-1", "type": "OPEN", "recipient": "C4@Example.com", "created": NOON * 1000,
+         "emailCampaignId": 42, "sentBy": {"id": "sent-1"}},
+        {"id": "hs-2", "type": "SPAMREPORT", "recipient": "c5@example.com", "created": NOON * 1000,
+         "emailCampaignId": 42, "sentBy": {"id": "sent-2"}},
+        {"id": "hs-3", "type": "CLICK", "recipient": "stranger@example.com", "created": NOON * 1000,
+         "emailCampaignId": 42, "sentBy": {"id": "sent-3"}},
+    ]).encode()
+
+
+def test_hubspot_v3_signed_events_land_once_and_bad_requests_are_refused(receiver):
+    base, db = receiver
+    url = base + "/webhooks/hubspot"
+    body = hubspot_body()
+    now_ms = int(time.time() * 1000)
+
+    assert post(url, body, {}).status_code == 401  # unsigned
+    assert "does not match" in post(url, body, sign_hubspot("wrong", body, url)).json()["error"]
+    assert post(url, body, sign_hubspot(SECRET, body, base + "/elsewhere")).status_code == 401  # other URL
+    stale = sign_hubspot(SECRET, body, url, timestamp_ms=now_ms - 6 * 60 * 1000)
+    assert "refused as a replay" in post(url, body, stale).json()["error"]
+
+    headers = sign_hubspot(SECRET, body, url, timestamp_ms=now_ms)
+    ok = post(url, body, headers)
+    assert ok.status_code == 200 and (ok.json()["inserted"], ok.json()["quarantined"]) == (2, 1)
+    assert post(url, body, headers).status_code == 409  # the same signed request again
+    # HubSpot retrying the same events in a new request: accepted, nothing stored twice.
+    retry = post(url, body, sign_hubspot(SECRET, body, url, timestamp_ms=now_ms + 1000)).json()
+    assert (retry["inserted"], retry["duplicates"]) == (0, 2)
+
+    assert rows(db, "select event_id, customer_id, campaign_id, message_id, event_type, occurred_at::varchar "
+                    "from raw.email_events order by 1") == [
+        ("hs-1", "c4", "42", "sent-1", "open", "2026-03-10 12:00:00"),
+        ("hs-2", "c5", "42", "sent-2", "complaint", "2026-03-10 12:00:00"),
+    ]
+    reasons = rows(db, "select reason from raw.raw_quarantine")
+    assert reasons and all("email 'stranger@example.com' is not in raw.customers" in r[0] for r in reasons)
+
+
+def test_hubspot_signature_behind_a_proxy_uses_the_forwarded_url(receiver):
+    base, db = receiver
+    body = hubspot_body()
+    public = "https://hooks.example.com/webhooks/hubspot"
+    headers = {**sign_hubspot(SECRET, body, public), "X-Forwarded-Proto": "https",
+               "X-Forwarded-Host": "hooks.example.com"}
+    assert post(base + "/webhooks/hubspot", body, headers).json()["inserted"] == 2
+
+
+def klaviyo_body(webhook_id: str = "wh-1") -> bytes:
+    def item(event_id: str, topic: str, profile: dict) -> dict:
+        return {"external_id": event_id, "topic": topic, "payload": {
+            "data": {"type": "event", "id": event_id, "attributes": {
+                "datetime": "2026-03-10T12:00:00+00:00",
+                "event_properties": {"campaign_id": "b1", "message_id": "s1", "$message": "kmsg"}}},
+            "included": [{"type": "profile", "id": "kp", "attributes": profile}]}}
+
+    return json.dumps({"data": [
+        item("kl-1", "event:klaviyo.opened_email", {"email": "c6@example.com", "external_id": "c6"}),
+        item("kl-2", "event:klaviyo.clicked_email", {"email": "c7@example.com"}),  # no external id: by email
+        item("kl-3", "event:klaviyo.bounced_email", {"email": "nobody@example.com"}),
+    ], "meta": {"klaviyo_account_id": "acct", "klaviyo_webhook_id": webhook_id, "timestamp": "2026-03-10T12:00:01Z"}
+    }).encode()
+
+
+def test_klaviyo_signed_events_land_once_and_bad_requests_are_refused(receiver):
+    base, db = receiver
+    url = base + "/webhooks/klaviyo"
+    body = klaviyo_body()
+    now = int(time.time())
+
+    assert post(url, body, {}).status_code == 401  # unsigned
+    assert "does not match" in post(url, body, sign_klaviyo("wrong-secret-0123456789", body)).json()["error"]
+    assert post(url, body + b" ", sign_klaviyo(SECRET, body)).status_code == 401  # body changed
+    stale = sign_klaviyo(SECRET, body, timestamp=now - 3600)
+    assert "refused as a replay" in post(url, body, stale).json()["error"]
+    forged_id = {**sign_klaviyo(SECRET, body), "Klaviyo-Webhook-Id": "wh-other"}
+    assert "differs from meta.klaviyo_webhook_id" in post(url, body, forged_id).json()["error"]
+
+    headers = {**sign_klaviyo(SECRET, body, timestamp=now), "Klaviyo-Webhook-Id": "wh-1"}
+    ok = post(url, body, headers)
+    assert ok.status_code == 200 and (ok.json()["inserted"], ok.json()["quarantined"]) == (2, 1)
+    assert post(url, body, headers).status_code == 409  # replay
+    retry = post(url, body, sign_klaviyo(SECRET, body, timestamp=now + 1)).json()
+    assert (retry["inserted"], retry["duplicates"]) == (0, 2)
+
+    assert rows(db, "select event_id, customer_id, campaign_id, message_id, event_type, occurred_at::varchar "
+                    "from raw.email_events order by 1") == [
+        ("kl-1", "c6", "b1", "s1", "open", "2026-03-10 12:00:00"),
+        ("kl-2", "c7", "b1", "s1", "click", "2026-03-10 12:00:00"),
+    ]
+    assert "email 'nobody@example.com' is not in raw.customers" in rows(db, "select reason from raw.raw_quarantine")[0][0]
+
+
+def test_signature_checks_without_a_server():
+    body = b'{"data": []}'
+    ms = NOON * 1000
+    uri = "https://hooks.example.com/webhooks/hubspot?portal=1"
+    headers = sign_hubspot(SECRET, body, uri, timestamp_ms=ms)
+    assert verify_hubspot(SECRET, headers, body, now=NOON + 299, uri=uri)
+    # HubSpot signs the URL with `:`, `/`, `?`... decoded, so an encoded query value still verifies.
+    encoded = "https://hooks.example.com/webhooks/hubspot?next=%2Fhome"
+    assert verify_hubspot(SECRET, sign_hubspot(SECRET, body, "https://hooks.example.com/webhooks/"
+                          "hubspot?next=/home", timestamp_ms=ms), body, now=NOON, uri=encoded)
+    with pytest.raises(SignatureError, match="refused as a replay"):
+        verify_hubspot(SECRET, headers, body, now=NOON + 301, uri=uri)
+    with pytest.raises(SignatureError, match="method, URL and body"):
+        verify_hubspot(SECRET, headers, body, now=NOON, method="PUT", uri=uri)
+    with pytest.raises(SignatureError, match="X-HubSpot-Request-Timestamp"):
+        verify_hubspot(SECRET, {"X-HubSpot-Signature-v3": "x"}, body, now=NOON, uri=uri)
+
+    signed = sign_klaviyo(SECRET, body, timestamp=NOON)
+    assert verify_klaviyo(SECRET, signed, body, now=NOON)
+    in_ms = {**signed, "Klaviyo-Timestamp": str(NOON * 1000)}  # unit unconfirmed in the docs: ms reads too
+    with pytest.raises(SignatureError, match="does not match"):  # ...but the signature covers the text sent
+        verify_klaviyo(SECRET, in_ms, body, now=NOON)
+    assert verify_klaviyo(SECRET, sign_klaviyo(SECRET, body, timestamp=NOON * 1000), body, now=NOON)
+    with pytest.raises(SignatureError, match="missing Klaviyo-Timestamp"):
+        verify_klaviyo(SECRET, {"Klaviyo-Signature": "x"}, body, now=NOON)
 
 
 def test_cli_ingest_events(warehouse, tmp_path, monkeypatch, capsys):
