@@ -35,20 +35,19 @@ def run_stage(name: str, argv: list[str], env: dict[str, str]) -> tuple[float, f
     return wall, usage.ru_maxrss / 1024  # ru_maxrss is KiB on Linux
 
 
-def bench(customers: int, months: int) -> list[tuple[str, float, float]]:
+def bench(customers: int, months: int):
+    """Yield (stage, wall s, peak MiB) for each stage as it finishes."""
     with tempfile.TemporaryDirectory(prefix="nextbest-bench-") as tmp:
         env = {**os.environ, "NEXTBEST_DUCKDB_PATH": str(Path(tmp) / "bench.duckdb")}
-        rows = []
-        rows.append(("simulate", *run_stage("simulate", [str(BIN / "nextbest"), "simulate", "--customers",
-                                                         str(customers), "--months", str(months)], env)))
+        sim = [str(BIN / "nextbest"), "simulate", "--customers", str(customers), "--months", str(months)]
+        yield ("simulate", *run_stage("simulate", sim, env))
         dbt = [str(BIN / "dbt"), "build", "--project-dir", "dbt", "--profiles-dir", "dbt", "--quiet"]
-        rows.append(("dbt build", *run_stage("dbt build", dbt, env)))
-        rows.append(("nextbest demo (raw present)", *run_stage("demo", [str(BIN / "nextbest"), "demo"], env)))
+        yield ("dbt build (no scores yet)", *run_stage("dbt build", dbt, env))
         # The README's first command on an empty warehouse: simulate + the whole job.
         fresh = {**env, "NEXTBEST_DUCKDB_PATH": str(Path(tmp) / "fresh.duckdb")}
         demo = [str(BIN / "nextbest"), "demo", "--customers", str(customers), "--months", str(months)]
-        rows.append(("nextbest demo (empty warehouse)", *run_stage("demo", demo, fresh)))
-        return rows
+        yield ("nextbest demo (empty warehouse)", *run_stage("demo", demo, fresh))
+        yield ("nextbest demo (raw present)", *run_stage("demo", [str(BIN / "nextbest"), "demo"], fresh))
 
 
 def main() -> None:
