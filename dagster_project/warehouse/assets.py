@@ -21,20 +21,24 @@ from dagster_project.project import dbt_project, ensure_manifest
 
 # Models that read the scores, and everything downstream of them (dbt selection syntax).
 SCORED_MODELS = "source:nextbest.customer_scores+"
-# The scores source is the Python asset that writes it.
-SCORES_SOURCE = ("nextbest", "customer_scores")
+# Sources that are Python assets: the asset key of the one that writes each.
+PYTHON_SOURCES = {
+    ("nextbest", "customer_scores"): dg.AssetKey("customer_scores"),
+    ("nextbest", "customer_predictions"): dg.AssetKey("customer_predictions"),
+}
 
 
 class NextBestTranslator(DagsterDbtTranslator):
     """Models are keyed by name (`customer_context`) in group `warehouse`; sources keep `raw/<table>`,
-    except `nextbest.customer_scores`, which is the `customer_scores` asset."""
+    except those the Python assets write (`nextbest.customer_scores`, `nextbest.customer_predictions`)."""
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         if dbt_resource_props["resource_type"] in ("model", "snapshot", "seed"):
             return dg.AssetKey(dbt_resource_props["name"])
-        if (dbt_resource_props["resource_type"] == "source"
-                and (dbt_resource_props["source_name"], dbt_resource_props["name"]) == SCORES_SOURCE):
-            return dg.AssetKey("customer_scores")
+        if dbt_resource_props["resource_type"] == "source":
+            written_by = PYTHON_SOURCES.get((dbt_resource_props["source_name"], dbt_resource_props["name"]))
+            if written_by:
+                return written_by
         return super().get_asset_key(dbt_resource_props)
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:

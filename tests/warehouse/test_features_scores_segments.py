@@ -82,3 +82,23 @@ def test_tags_and_history_follow_the_scored_segments(scored):
     history = {(r["customer_id"][3:], r["segment"]) for r in scored.rows(
         "select * from analytics.customer_segment_history where customer_id like 'HB-%' and exited_at is null")}
     assert ("ADVOCATE", "at_risk") in history and ("CADENCE", "cadence_mismatch") not in history
+
+
+def test_predicted_clv_lifts_a_customer_into_high_ltv(handbuilt_warehouse, tmp_path_factory):
+    """high_ltv ranks paying customers by what they spent plus their predicted 12-month CLV;
+    predictions from another day are ignored."""
+    paying = [r["customer_id"] for r in handbuilt_warehouse.rows(
+        "select customer_id from analytics.customer_context where lifetime_value > 0 order by lifetime_value")]
+    lowest, next_lowest = paying[0], paying[1]
+    assert handbuilt_warehouse.tags(lowest)["high_ltv"] is False
+
+    wh = handbuilt_warehouse.copy(tmp_path_factory, "predicted")
+    with duckdb.connect(str(wh.path)) as con:
+        con.execute("create schema if not exists nextbest")
+        con.execute("create table nextbest.customer_predictions "
+                    "(customer_id varchar, as_of_date date, predicted_clv_12m double)")
+        con.execute("insert into nextbest.customer_predictions values (?, ?, 100000), (?, ?, 100000)",
+                    [lowest, D1, next_lowest, D1 - timedelta(days=7)])
+    wh.build(D1, "--select", "customer_tags")
+    assert wh.tags(lowest)["high_ltv"] is True
+    assert wh.tags(next_lowest)["high_ltv"] is False  # last week's prediction does not count

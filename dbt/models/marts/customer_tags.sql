@@ -22,15 +22,27 @@ at_risk as (
 
 ),
 
+predictions as (
+
+    select * from {{ customer_predictions() }}
+
+),
+
 ltv_ranked as (
 
     select
-        customer_id,
-        -- share of paying customers with this lifetime value or more
-        cume_dist() over (order by lifetime_value desc) as ltv_top_share
+        customers.customer_id,
+        -- share of paying customers worth this much or more: what they have spent plus
+        -- what they are predicted to spend in the next 12 months (historic alone until
+        -- predictions exist)
+        cume_dist() over (
+            order by customers.lifetime_value + coalesce(predictions.predicted_clv_12m, 0) desc
+        ) as ltv_top_share
 
     from customers
-    where lifetime_value > 0
+    left join predictions
+        on customers.customer_id = predictions.customer_id
+    where customers.lifetime_value > 0
 
 ),
 
