@@ -45,7 +45,7 @@ from dagster_project.models.clv import MODEL_FORMAT, ClvModel, fit_clv, predict_
 from dagster_project.models.clv_metrics import score_predictions
 from dagster_project.models.clv_probabilistic import probabilistic_predictions
 from dagster_project.models.clv_rfm import customer_features, outcomes_after
-from dagster_project.resources.warehouse import DuckDBWarehouse
+from dagster_project.resources.warehouse import DuckDBWarehouse, replace_table_rows
 
 MODEL_NAME = "clv"
 PREDICTIONS_TABLE = "nextbest.customer_predictions"
@@ -300,17 +300,7 @@ def to_table(predictions: pd.DataFrame, as_of: date, version: str, scored_at: da
 
 def write_predictions(con, table: pd.DataFrame) -> None:
     """Replace the contents of `nextbest.customer_predictions` with `table` in one transaction."""
-    con.execute("begin transaction")
-    try:
-        con.execute("create schema if not exists nextbest")
-        con.execute(PREDICTIONS_DDL)
-        con.register("customer_predictions_frame", table)
-        con.execute(f"insert into {PREDICTIONS_TABLE} select * from customer_predictions_frame")
-        con.unregister("customer_predictions_frame")
-        con.execute("commit")
-    except Exception:
-        con.execute("rollback")
-        raise
+    replace_table_rows(con, PREDICTIONS_TABLE, PREDICTIONS_DDL, table)
 
 
 def predictions_metadata(table: pd.DataFrame, metrics: dict, version: str, retrained: str | None) -> dict:

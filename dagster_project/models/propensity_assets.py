@@ -30,7 +30,7 @@ from pydantic import Field
 from dagster_project.models import registry
 from dagster_project.models.propensity import (MAX_FEATURE_PSI, MIN_VALIDATION_AUC, OUTCOMES, PropensityModel,
                                                model_name, population, train_propensity)
-from dagster_project.resources.warehouse import DuckDBWarehouse
+from dagster_project.resources.warehouse import DuckDBWarehouse, replace_table_rows
 
 SCORES_TABLE = "nextbest.customer_scores"
 METHOD = "hist_gradient_boosting+isotonic"
@@ -293,18 +293,7 @@ def score_customers(features: pd.DataFrame, models: dict[str, tuple[str, Propens
 
 def write_scores(con, table: pd.DataFrame) -> None:
     """Replace the contents of nextbest.customer_scores with `table` in one transaction."""
-    con.execute("begin transaction")
-    try:
-        con.execute("create schema if not exists nextbest")
-        con.execute(SCORES_DDL)
-        con.execute(f"delete from {SCORES_TABLE}")
-        con.register("customer_scores_frame", table)
-        con.execute(f"insert into {SCORES_TABLE} select * from customer_scores_frame")
-        con.unregister("customer_scores_frame")
-        con.execute("commit")
-    except Exception:
-        con.execute("rollback")
-        raise
+    replace_table_rows(con, SCORES_TABLE, SCORES_DDL, table)
 
 
 MODEL_ASSETS = {outcome: build_model_asset(outcome) for outcome in OUTCOMES}

@@ -54,6 +54,27 @@ def connect_duckdb(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPy
             time.sleep(0.5)
 
 
+def replace_table_rows(con: duckdb.DuckDBPyConnection, table: str, ddl: str, frame: pd.DataFrame) -> None:
+    """Make `table` hold exactly `frame`'s rows, in one transaction on a DuckDB connection.
+
+    `ddl` creates the table when missing (its schema is created too); readers never
+    see it half written, and a failure leaves the old rows in place.
+    """
+    schema = table.split(".")[0]
+    con.execute("begin transaction")
+    try:
+        con.execute(f"create schema if not exists {schema}")
+        con.execute(ddl)
+        con.execute(f"delete from {table}")
+        con.register("_replacement_rows", frame)
+        con.execute(f"insert into {table} select * from _replacement_rows")
+        con.unregister("_replacement_rows")
+        con.execute("commit")
+    except Exception:
+        con.execute("rollback")
+        raise
+
+
 # ---------------------------------------------------------------------------
 # The engine-neutral interface. Python assets that should run on DuckDB and on
 # Snowflake use these methods (not `connect()`, which hands out a DuckDB
