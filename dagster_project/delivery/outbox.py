@@ -259,13 +259,21 @@ def due_messages(con, now: datetime, limit: int, cap_since: datetime, batch_id: 
     customer, with the send-time facts the policy needs: the customer's email, time zone, opt-in,
     last suppressing event, and recent marketing sends (profile updates do not count towards caps)."""
     where, scoped = scope(batch_id, kind, destination, alias="o")
-    params: list = [naive_utc(now), *scoped, limit, naive_utc(cap_since)]
+    params: list = [naive_utc(now), *scoped, 2 * limit, limit, naive_utc(cap_since)]
     return con.execute(
         f"""
-        with due as (
-            select o.*, row_number() over (partition by o.customer_id order by o.next_attempt_at, o.send_id) as rn
+        with earliest as (
+            -- the earliest due rows first (a top-N, not a sort of the whole outbox); twice the
+            -- limit leaves room for customers with several rows due
+            select o.*
             from {OUTBOX} o
             where o.state in ('queued', 'failed') and o.next_attempt_at <= ? {where}
+            order by o.next_attempt_at, o.send_id
+            limit ?
+        ),
+        due as (
+            select *, row_number() over (partition by customer_id order by next_attempt_at, send_id) as rn
+            from earliest
         ),
         picked as (
             select * from due where rn = 1 order by next_attempt_at, send_id limit ?

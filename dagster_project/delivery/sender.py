@@ -144,6 +144,15 @@ def apply_send_policy(due: pd.DataFrame, now: datetime, policy: SendPolicy) -> t
     return sendable, held
 
 
+def default_chunk_size(esp: EspResource, kind: str | None) -> int:
+    """Rows claimed per round: about two seconds of sending at the ESP's tightest limit, between
+    100 and 5,000. Each round queries the outbox once, so tiny rounds at a fast sink (the file
+    ESP has no limit) would spend their time in that query."""
+    limits = esp.profile_update_limits() if kind == "properties" else esp.rate_limits()
+    rate = min((limit.per_second / max(limit.cost_per_send, 1) for limit in limits), default=float("inf"))
+    return int(min(max(rate * 2, 100), 5_000))
+
+
 def run_export(
     con,
     esp: EspResource,
@@ -154,7 +163,7 @@ def run_export(
     policy: SendPolicy = SendPolicy(),
     retry: RetryPolicy = RetryPolicy(),
     workers: int = 8,
-    chunk_size: int = 100,
+    chunk_size: int | None = None,
     max_wait_seconds: float = 30.0,
     clock: Callable[[], datetime] = outbox.utcnow,
     log: Callable[[str], None] | None = None,
@@ -172,6 +181,7 @@ def run_export(
     summary = ExportSummary()
     reconcile_in_flight(con, esp, run_token, clock(), summary, kind, destination)
     limiter = RateLimiter(esp.rate_limits(), esp.profile_update_limits())
+    chunk_size = chunk_size or default_chunk_size(esp, kind)
     rng = rng or random.Random()
     idle_since: float | None = None  # wall time, so a frozen test clock cannot wait forever
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="nextbest-send") as pool:
@@ -194,6 +204,7 @@ def run_export(
                 continue
             outbox.claim(con, [row.send_id for row in sendable], run_token, now, esp.esp_name)
             results = list(pool.map(lambda r: _send_one(esp, limiter, r), sendable))
+            esp.sync()  # durable before the outbox says sent; if this raises, the rows stay `sending`
             settled_at = clock()
             outcomes = []
             for row, result in zip(sendable, results):

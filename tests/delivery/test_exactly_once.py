@@ -173,3 +173,35 @@ def test_a_killed_process_is_resumed_without_duplicates_or_losses(tmp_path, esp_
     assert max(server.deliveries.values()) == 1
     assert state_counts(con)["sent"] == 120
     con.close()
+
+
+def test_file_sink_fsyncs_once_per_chunk_before_the_outbox_says_sent(warehouse, tmp_path, monkeypatch):
+    import dagster_project.delivery.esp.file as file_esp
+
+    path = tmp_path / "out.jsonl"
+    enqueue_batch(warehouse, "b1", drafts("b1", [f"c{i}" for i in range(25)]), now=EARLIER)
+    synced_sent_counts = []
+
+    def counting_fsync(fd):
+        synced_sent_counts.append(state_counts(warehouse)["sent"])  # what the outbox says at each fsync
+
+    monkeypatch.setattr(file_esp.os, "fsync", counting_fsync)
+    summary = run_export(warehouse, FileEsp(path=str(path)), workers=2, chunk_size=10, clock=ticking_noon())
+    assert summary.sent == 25
+    # three chunks (10, 10, 5): one fsync each, each before that chunk is recorded as sent
+    assert synced_sent_counts == [0, 10, 20]
+
+
+def test_file_sink_reconciles_lines_another_process_wrote_after_it_started(tmp_path):
+    path = tmp_path / "out.jsonl"
+    ours, theirs = FileEsp(path=str(path)), FileEsp(path=str(path))
+    ours.update_profile("c1", None, {"a": 1}, "k1")
+    theirs.update_profile("c2", None, {"a": 2}, "k2")  # appended behind our back
+    from dagster_project.delivery.esp.base import OutboundMessage
+
+    later = OutboundMessage(send_id="k2", customer_id="c2", email=None, first_name=None, subject="", body="",
+                            cta=None, playbook_id="p", batch_id="b")
+    assert ours.reconcile(later) is True
+    assert ours.update_profile("c2", None, {"a": 2}, "k2").duplicate
+    ours.close(), theirs.close()
+    assert [json.loads(line)["send_id"] for line in path.read_text().splitlines()] == ["k1", "k2"]

@@ -228,5 +228,9 @@ class EspResource(dg.ConfigurableResource):
         (the outbox then re-sends with the same idempotency key and the ESP deduplicates)."""
         return None
 
+    def sync(self) -> None:
+        """Make the sends reported so far durable; the outbox calls it before recording a chunk
+        as sent (default: nothing to do, an API call is done when it returns)."""
+
     def close(self) -> None:
         """Release connections (optional)."""
