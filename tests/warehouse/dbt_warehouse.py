@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -24,8 +25,8 @@ class Warehouse:
     path: Path
     work_dir: Path
 
-    def dbt(self, *args: str, as_of: date) -> subprocess.CompletedProcess:
-        """Run a dbt command (e.g. "build") against this file at `as_of`."""
+    def dbt(self, *args: str, as_of: date, dbt_vars: dict | None = None) -> subprocess.CompletedProcess:
+        """Run a dbt command (e.g. "build") against this file at `as_of` (plus any other `dbt_vars`)."""
         exe = shutil.which("dbt")
         assert exe, "dbt is not on PATH"
         env = {
@@ -40,7 +41,7 @@ class Warehouse:
             "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
             "--target-path", str(self.work_dir / "target"),
             "--log-path", str(self.work_dir / "logs"),
-            "--vars", f"{{as_of: '{as_of.isoformat()}'}}",
+            "--vars", json.dumps({"as_of": as_of.isoformat(), **(dbt_vars or {})}),
         ]
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 

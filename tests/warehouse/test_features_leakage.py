@@ -26,7 +26,9 @@ AFTER = datetime.combine(CUT, datetime.min.time())  # the first instant after th
 
 
 def build_features(wh: Warehouse) -> pd.DataFrame:
-    result = wh.dbt("run", "--select", "+customer_features", "+customer_labels", as_of=END)
+    # --full-refresh: the history is rewritten months back, beyond what a daily
+    # incremental run looks at (var incremental_lookback_days)
+    result = wh.dbt("run", "--select", "+customer_features", "+customer_labels", "--full-refresh", as_of=END)
     assert result.returncode == 0, f"dbt run failed:\n{result.stdout[-6000:]}"
     with duckdb.connect(str(wh.path), read_only=True) as con:
         frame = con.execute("select * from analytics.customer_features").df()

@@ -1,9 +1,21 @@
--- Per point in time and customer: counters from int_features_daily summed over the
--- last 4 / 13 weeks and lifetime, and the latest day of some kinds of event, using
--- only days before as_of_date. Weekly points sum weekly buckets with window frames
--- (fast: no join of every day to every point); the scoring point, any weekday, sums
--- the days directly. Both see exactly the 28 / 91 days before as_of_date.
+-- Per point in time and customer with events before it: counters from
+-- int_features_daily summed over the last 4 / 13 weeks and lifetime, and the latest
+-- day of some kinds of event, using only days before as_of_date. Weekly points are
+-- for the customers of int_training_customers, the scoring point for everyone.
+-- A full build sums weekly buckets with window frames for the weekly points (fast: no
+-- join of every day to every point). The scoring point, any weekday, and on an
+-- incremental run the points new since the last run sum the days directly: lifetime
+-- counters once per customer up to the first new point, plus per point the days after
+-- it and those in the windows. Both see exactly the 28 / 91 / 119 days before as_of_date.
 -- Counts are integers; spend is a float (a feature, not bookkeeping).
+
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='as_of_date',
+    on_schema_change='fail',
+    pre_hook="{{ drop_unsettled_rows(sampled=true) }}",
+) }}
 
 {#- (feature, daily counter, weeks back; none = lifetime) -#}
 {%- set sums = [
@@ -68,18 +80,20 @@
     ('last_cancellation_date', 'cancellations'),
 ] -%}
 {%- set counters = (sums | map(attribute=1) | list + latest | map(attribute=1) | list) | unique | list %}
+{%- set max_weeks = sums | map(attribute=2) | reject('none') | max %}
 
 with
 
 points as (
 
     select * from {{ ref('int_features_as_of_dates') }}
+    {{ after_kept() }}
 
 ),
 
-customers as (
+training_customers as (
 
-    select * from {{ ref('stg_raw__customers') }}
+    select customer_id from {{ ref('int_training_customers') }}
 
 ),
 
@@ -94,20 +108,23 @@ daily as (
 
 ),
 
+{% if not is_incremental() %}
 weekly_buckets as (
 
     -- a day's events are first visible at the Monday after its week
     select
-        customer_id,
-        cast({{ dbt.dateadd('day', 7, dbt.date_trunc('week', 'activity_date')) }} as date) as as_of_date,
+        daily.customer_id,
+        cast({{ dbt.dateadd('day', 7, dbt.date_trunc('week', 'daily.activity_date')) }} as date) as as_of_date,
         {%- for counter in counters %}
-        sum({{ counter }}) as {{ counter }},
+        sum(daily.{{ counter }}) as {{ counter }},
         {%- endfor %}
         {%- for name, counter in latest %}
-        max(case when {{ counter }} > 0 then activity_date end) as {{ name }}{{ ',' if not loop.last }}
+        max(case when daily.{{ counter }} > 0 then daily.activity_date end) as {{ name }}{{ ',' if not loop.last }}
         {%- endfor %}
 
     from daily
+    inner join training_customers
+        on daily.customer_id = training_customers.customer_id
     group by 1, 2
 
 ),
@@ -122,18 +139,15 @@ first_seen as (
 
 weekly_grid as (
 
-    -- every weekly point from the customer's first (sign-up or first event), no gaps,
+    -- every weekly point from the customer's first with events before it, no gaps,
     -- so a frame of N rows is N weeks
     select
         points.as_of_date,
-        customers.customer_id
+        first_seen.customer_id
 
-    from customers
-    left join first_seen
-        on customers.customer_id = first_seen.customer_id
+    from first_seen
     inner join points
-        on points.as_of_date >= cast({{ dbt.date_trunc('week', 'customers.created_at') }} as date)
-        or points.as_of_date >= first_seen.first_point
+        on points.as_of_date >= first_seen.first_point
     where not points.is_scoring_point
 
 ),
@@ -178,37 +192,127 @@ weekly_points as (
     from weekly_dense
 
 ),
+{% endif %}
 
-scoring_point as (
+new_points as (
 
+    -- the points summed over days: the scoring point (everyone) and, on an incremental
+    -- run, the new weekly points (the training customers)
+    select as_of_date, is_scoring_point
+    from points
+    {%- if not is_incremental() %}
+    where is_scoring_point
+    {%- endif %}
+
+),
+
+first_new_point as (
+
+    select min(as_of_date) as as_of_date from new_points
+
+),
+
+before_new_points as (
+
+    -- lifetime counters and latest days before the first new point, once per customer
     select
-        points.as_of_date,
         daily.customer_id,
-        {%- for name, counter, weeks in sums %}
-        {%- if weeks is none %}
-        cast(sum(daily.{{ counter }}) as {{ dbt.type_float() if counter == 'spend' else dbt.type_int() }}) as {{ name }},
-        {%- else %}
-        cast(sum(case when {{ in_last_days('daily.activity_date', weeks * 7, 'points.as_of_date') }}
-                 then daily.{{ counter }} else 0 end) as {{ dbt.type_float() if counter == 'spend' else dbt.type_int() }}) as {{ name }},
-        {%- endif %}
+        {%- for name, counter, weeks in sums if weeks is none %}
+        sum(daily.{{ counter }}) as {{ name }},
         {%- endfor %}
         {%- for name, counter in latest %}
         max(case when daily.{{ counter }} > 0 then daily.activity_date end) as {{ name }}{{ ',' if not loop.last }}
         {%- endfor %}
 
-    from points
+    from daily
+    where daily.activity_date < (select as_of_date from first_new_point)
+    group by daily.customer_id
+
+),
+
+since_first_new_point as (
+
+    -- per new point, its windows, and the lifetime counters and latest days from the
+    -- first new point up to it: only days since then or in the longest window are read
+    select
+        new_points.as_of_date,
+        daily.customer_id,
+        {%- for name, counter, weeks in sums %}
+        {%- if weeks is none %}
+        sum(case when daily.activity_date >= first_new_point.as_of_date
+                 then daily.{{ counter }} else 0 end) as {{ name }},
+        {%- else %}
+        sum(case when {{ in_last_days('daily.activity_date', weeks * 7, 'new_points.as_of_date') }}
+                 then daily.{{ counter }} else 0 end) as {{ name }},
+        {%- endif %}
+        {%- endfor %}
+        {%- for name, counter in latest %}
+        max(case when daily.{{ counter }} > 0 and daily.activity_date >= first_new_point.as_of_date
+                 then daily.activity_date end) as {{ name }}{{ ',' if not loop.last }}
+        {%- endfor %}
+
+    from new_points
+    cross join first_new_point
     inner join daily
-        on daily.activity_date < points.as_of_date
-    where points.is_scoring_point
-    group by points.as_of_date, daily.customer_id
+        on daily.activity_date < new_points.as_of_date
+        and (daily.activity_date >= first_new_point.as_of_date
+             or {{ in_last_days('daily.activity_date', max_weeks * 7, 'new_points.as_of_date') }})
+    group by new_points.as_of_date, daily.customer_id
+
+),
+
+new_grid as (
+
+    -- who has events before each new point: before the first one, or since
+    select new_points.as_of_date, before_new_points.customer_id
+    from new_points
+    cross join before_new_points
+
+    union
+
+    select as_of_date, customer_id
+    from since_first_new_point
+
+),
+
+daily_points as (
+
+    select
+        new_grid.as_of_date,
+        new_grid.customer_id,
+        {%- for name, counter, weeks in sums %}
+        cast(
+            {%- if weeks is none %}
+            coalesce(before_new_points.{{ name }}, 0) + coalesce(since_first_new_point.{{ name }}, 0)
+            {%- else %}
+            coalesce(since_first_new_point.{{ name }}, 0)
+            {%- endif %}
+            as {{ dbt.type_float() if counter == 'spend' else dbt.type_int() }}) as {{ name }},
+        {%- endfor %}
+        {%- for name, counter in latest %}
+        coalesce(since_first_new_point.{{ name }}, before_new_points.{{ name }}) as {{ name }}{{ ',' if not loop.last }}
+        {%- endfor %}
+
+    from new_grid
+    inner join new_points
+        on new_grid.as_of_date = new_points.as_of_date
+    left join before_new_points
+        on new_grid.customer_id = before_new_points.customer_id
+    left join since_first_new_point
+        on new_grid.as_of_date = since_first_new_point.as_of_date
+        and new_grid.customer_id = since_first_new_point.customer_id
+    where new_points.is_scoring_point
+       or new_grid.customer_id in (select customer_id from training_customers)
 
 ),
 
 final as (
 
+    {%- if not is_incremental() %}
     select * from weekly_points
     union all
-    select * from scoring_point
+    {%- endif %}
+    select * from daily_points
 
 )
 

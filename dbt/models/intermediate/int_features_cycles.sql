@@ -1,12 +1,29 @@
 -- Per point in time and customer: the skip pattern of their latest subscription
 -- cycles before it (the point-in-time version of int_customer_skip_pattern): skips
 -- among the last var cadence_mismatch_cycles cycles and the current run of skips.
+-- Weekly points for the customers of int_training_customers, the scoring point for
+-- everyone; an incremental run computes the points new since the last one.
+
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='as_of_date',
+    on_schema_change='fail',
+    pre_hook="{{ drop_unsettled_rows(sampled=true) }}",
+) }}
 
 with
 
 points as (
 
     select * from {{ ref('int_features_as_of_dates') }}
+    {{ after_kept() }}
+
+),
+
+training_customers as (
+
+    select customer_id from {{ ref('int_training_customers') }}
 
 ),
 
@@ -69,6 +86,8 @@ cycles_before as (
     inner join running
         on running.ordered_at < points.as_of_at
         and running.ordered_at >= {{ dbt.dateadd('day', -var('features_cycle_lookback_days'), 'points.as_of_at') }}
+    where points.is_scoring_point
+       or running.customer_id in (select customer_id from training_customers)
 
 ),
 

@@ -2,6 +2,16 @@
 -- tickets, payments, cancellations) up to the as_of day, as counters. Features sum
 -- these over windows before each point in time, labels over the 30 days after it,
 -- so every date here is when the event happened, never a later state.
+-- Incremental: a daily run recomputes the last var incremental_lookback_days days the
+-- previous run saw (late events) and the days since (macros/incremental.sql).
+
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='activity_date',
+    on_schema_change='fail',
+    pre_hook="{{ drop_unsettled_rows('activity_date', reads_days_after=1) }}",
+) }}
 
 with
 
@@ -9,6 +19,7 @@ orders as (
 
     select * from {{ ref('stg_raw__orders') }}
     where ordered_at < {{ as_of_end() }}
+      {{ after_kept('ordered_at', 'and', 'activity_date', timestamp=true) }}
 
 ),
 
@@ -22,6 +33,7 @@ email_events as (
 
     select * from {{ ref('stg_raw__email_events') }}
     where occurred_at < {{ as_of_end() }}
+      {{ after_kept('occurred_at', 'and', 'activity_date', timestamp=true) }}
 
 ),
 
@@ -29,6 +41,7 @@ portal_events as (
 
     select * from {{ ref('stg_raw__portal_events') }}
     where occurred_at < {{ as_of_end() }}
+      {{ after_kept('occurred_at', 'and', 'activity_date', timestamp=true) }}
 
 ),
 
@@ -42,6 +55,7 @@ payments as (
 
     select * from {{ ref('stg_raw__payments') }}
     where attempted_at < {{ as_of_end() }}
+      {{ after_kept('attempted_at', 'and', 'activity_date', timestamp=true) }}
 
 ),
 
@@ -141,6 +155,7 @@ ticket_facts as (
 
     from tickets
     where created_at < {{ as_of_end() }}
+      {{ after_kept('created_at', 'and', 'activity_date', timestamp=true) }}
 
     union all
 
@@ -157,6 +172,7 @@ ticket_facts as (
 
     from tickets
     where resolved_at < {{ as_of_end() }}
+      {{ after_kept('resolved_at', 'and', 'activity_date', timestamp=true) }}
 
 ),
 
@@ -183,6 +199,7 @@ cancellation_facts as (
 
     from subscriptions
     where cancelled_at < {{ as_of_end() }}
+      {{ after_kept('cancelled_at', 'and', 'activity_date', timestamp=true) }}
 
 ),
 
@@ -218,11 +235,14 @@ stacked as (
 
 final as (
 
+    -- 4-byte counts and money, not the 16-byte integers DuckDB sums into: a row per
+    -- customer per active day adds up, and every feature and label point reads them
     select
         customer_id,
         activity_date,
         {%- for counter in all_counters %}
-        sum({{ counter }}) as {{ counter }}{{ ',' if not loop.last }}
+        cast(sum({{ counter }}) as {{ type_money() if counter == 'spend' else dbt.type_int() }})
+            as {{ counter }}{{ ',' if not loop.last }}
         {%- endfor %}
 
     from stacked

@@ -2,12 +2,29 @@
 -- subscription they had then (live first, then latest started), rebuilt from dated
 -- events because raw.subscriptions holds today's state - status from cancelled_at,
 -- cadence from change_cadence events, paused from pause/resume events.
+-- Weekly points for the customers of int_training_customers, the scoring point for
+-- everyone; an incremental run computes the points new since the last one.
+
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='as_of_date',
+    on_schema_change='fail',
+    pre_hook="{{ drop_unsettled_rows(sampled=true) }}",
+) }}
 
 with
 
 points as (
 
     select * from {{ ref('int_features_as_of_dates') }}
+    {{ after_kept() }}
+
+),
+
+training_customers as (
+
+    select customer_id from {{ ref('int_training_customers') }}
 
 ),
 
@@ -63,6 +80,8 @@ started as (
     from points
     inner join subscriptions
         on subscriptions.started_at < points.as_of_at
+    where points.is_scoring_point
+       or subscriptions.customer_id in (select customer_id from training_customers)
 
 ),
 
@@ -152,6 +171,8 @@ pauses_before as (
     from points
     inner join pause_events
         on pause_events.occurred_at < points.as_of_at
+    where points.is_scoring_point
+       or pause_events.customer_id in (select customer_id from training_customers)
 
 ),
 

@@ -2,12 +2,24 @@
 -- the scoring point at var as_of): behaviour features computed only from
 -- events before as_of_date, for training propensity models (with customer_labels)
 -- and for scoring today. Each row is what we could have known at as_of_date 00:00 UTC.
+-- Weekly points cover the customers of int_training_customers (var training_customers),
+-- the scoring point every customer. Incremental: a daily run adds the points new since
+-- the last one (macros/incremental.sql); past weekly points never change.
+
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='as_of_date',
+    on_schema_change='fail',
+    pre_hook="{{ drop_unsettled_rows(sampled=true) }}",
+) }}
 
 with
 
 points as (
 
     select * from {{ ref('int_features_as_of_dates') }}
+    {{ after_kept() }}
 
 ),
 
@@ -17,21 +29,30 @@ customers as (
 
 ),
 
+training_customers as (
+
+    select customer_id from {{ ref('int_training_customers') }}
+
+),
+
 activity as (
 
     select * from {{ ref('int_features_activity') }}
+    {{ after_kept() }}
 
 ),
 
 subscriptions as (
 
     select * from {{ ref('int_features_subscriptions') }}
+    {{ after_kept() }}
 
 ),
 
 cycles as (
 
     select * from {{ ref('int_features_cycles') }}
+    {{ after_kept() }}
 
 ),
 
@@ -47,6 +68,8 @@ grid as (
     from points
     inner join customers
         on customers.created_at < points.as_of_at
+    where points.is_scoring_point
+       or customers.customer_id in (select customer_id from training_customers)
 
 ),
 

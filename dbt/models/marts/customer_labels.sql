@@ -3,8 +3,21 @@
 -- upgraded or added an item, converted on a discount message). A label is null when
 -- the customer could not have had the outcome (e.g. no live subscription) or when
 -- the window is not over yet by the as_of day; it never feeds a feature.
+-- Incremental: a daily run recomputes the points whose outcomes may still change (a
+-- label window, plus one more for conversions on a discount message sent late in it,
+-- back from the unsettled days; macros/incremental.sql) and adds the new ones.
 
 {% set window = var('label_window_days') %}
+
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='as_of_date',
+    on_schema_change='fail',
+    pre_hook="{{ drop_unsettled_rows(reads_days_after=2 * var('label_window_days'), sampled=true) }}",
+) }}
+
+-- depends_on: {{ ref('int_training_customers') }}
 
 with
 
@@ -18,18 +31,23 @@ features as (
         is_gift
 
     from {{ ref('customer_features') }}
+    {{ after_kept() }}
 
 ),
 
 points as (
 
     select * from {{ ref('int_features_as_of_dates') }}
+    {{ after_kept() }}
 
 ),
 
 daily as (
 
     select * from {{ ref('int_features_daily') }}
+    {%- if is_incremental() %}
+    where activity_date >= (select min(as_of_date) from points)
+    {%- endif %}
 
 ),
 
@@ -63,6 +81,9 @@ discount_sends as (
     from email_events
     where event_type = 'sent'
       and ({{ is_discount_campaign('campaign_id') }})
+      {%- if is_incremental() %}
+      and occurred_at >= (select min(as_of_at) from points)
+      {%- endif %}
 
 ),
 

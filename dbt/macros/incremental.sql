@@ -1,0 +1,65 @@
+{#-
+    Incremental point-in-time history (int_features_*, customer_features, customer_labels).
+    A daily run keeps what is settled and recomputes the rest: the rows that read a day
+    from incremental_start() on, and the previous run's scoring point. Each model's
+    pre-hook drops those rows (drop_unsettled_rows); the model then computes every date
+    after the latest one left (after_kept). `--full-refresh` rebuilds the whole history
+    with the same rows (tests/warehouse/test_features_incremental.py).
+-#}
+
+{#-
+    The first day whose events may still change since `this` was built: the last
+    var incremental_lookback_days days the previous run saw (late events), and every
+    day after them - minus `days_back`. The previous run's as_of is the latest date
+    stored; a run at an earlier as_of counts back from its own.
+-#}
+{% macro incremental_start(date_column, days_back=0) -%}
+    {%- set lookback = var('incremental_lookback_days') | int -%}
+    {%- if lookback < 1 -%}
+        {{ exceptions.raise_compiler_error(
+            "dbt_project.yml: var incremental_lookback_days must be at least 1 (the day the previous run "
+            ~ "ended on may still get events), got " ~ lookback) }}
+    {%- endif -%}
+    {%- set previous = '(select max(' ~ date_column ~ ') from ' ~ this ~ ')' -%}
+    {{ dbt.dateadd('day', 1 - lookback - days_back,
+                   'least(' ~ as_of_date() ~ ', coalesce(' ~ previous ~ ', ' ~ as_of_date() ~ '))') }}
+{%- endmacro %}
+
+{#-
+    Pre-hook of an incremental point-in-time model. On an incremental run it deletes the
+    rows that read a day from incremental_start() on - a row dated D reads the days before
+    D plus `reads_days_after` days from D (1: a day's own counters; two label windows:
+    labels) - and the previous run's scoring point (the latest date stored); with
+    `sampled`, also the rows of customers no longer in int_training_customers.
+    Renders nothing on a full refresh.
+-#}
+{% macro drop_unsettled_rows(date_column='as_of_date', reads_days_after=0, sampled=false) -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }}
+    where {{ date_column }} > {{ incremental_start(date_column, reads_days_after) }}
+       or {{ date_column }} = (select max({{ date_column }}) from {{ this }})
+       {%- if sampled %}
+       or customer_id not in (select customer_id from {{ ref('int_training_customers') }})
+       {%- endif %}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The latest date `this` kept after its pre-hook (1900-01-01 when empty). -#}
+{% macro last_kept(this_column='as_of_date') -%}
+    coalesce((select max({{ this_column }}) from {{ this }}), cast('1900-01-01' as date))
+{%- endmacro %}
+
+{#-
+    On an incremental run, a `where` (or `and`) keeping what this run computes: `column`
+    after the latest date `this` kept in `this_column` (a timestamp `column`: from the
+    day after it). Renders nothing on a full refresh.
+-#}
+{% macro after_kept(column='as_of_date', keyword='where', this_column='as_of_date', timestamp=false) -%}
+    {%- if is_incremental() -%}
+        {%- if timestamp -%}
+    {{ keyword }} {{ column }} >= cast({{ dbt.dateadd('day', 1, last_kept(this_column)) }} as {{ dbt.type_timestamp() }})
+        {%- else -%}
+    {{ keyword }} {{ column }} > {{ last_kept(this_column) }}
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}
