@@ -11,12 +11,21 @@ playbook's holdout, or `global_holdout` for a permanently held-out customer the
 playbook would have gone to, in the same campaign), so lift can be measured
 later against both holdouts. A second run on the same
 run date decides nothing new (both tables are append-only).
+
+Customers are decided a chunk at a time (`batch_rows` customers, a range of
+customer ids; `NEXTBEST_BATCH_ROWS`): every input is read for that range only,
+the chunk's decisions go to a scratch table, and the whole run date is appended
+in one transaction at the end. Everything per customer is the same whatever the
+chunk; the one store-wide input, the hour-of-week pattern of opens and clicks
+behind send times, is read once for the run.
 """
 
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from typing import Iterable, Iterator
 
 import dagster as dg
 import numpy as np
@@ -25,23 +34,26 @@ from pydantic import Field
 
 from dagster_project.decisioning.routing import (RETENTION_GOALS, RoutingPolicy, expected_values, frequency_capped,
                                                  goal_values, route)
-from dagster_project.decisioning.timing import best_send_hours, next_time_at
+from dagster_project.decisioning.timing import HOURS, best_send_hours, hour_of_week, next_time_at
 from dagster_project.messaging.briefs import BriefSet, load_briefs
 from dagster_project.messaging.context_pack import default_as_of
 from dagster_project.models.clv_assets import PREDICTIONS_TABLE
 from dagster_project.models.uplift_assets import newest_passing, uplift_models
-from dagster_project.models.uplift_data import GOALS, point_in_time_features, table_exists
-from dagster_project.resources.warehouse import DuckDBWarehouse
+from dagster_project.models.uplift_data import FEATURES_TABLE, GOALS, point_in_time_features
+from dagster_project.resources.warehouse import (DuckDBSession, DuckDBWarehouse, KeyRange, WarehouseInterface,
+                                                 WarehouseSession)
 
 DECISIONS_TABLE = "nextbest.routing_decisions"
-DECISIONS_DDL = f"""
-create table if not exists {DECISIONS_TABLE} (
-  decision_id varchar, run_date date, decided_at timestamp, customer_id varchar, decision varchar,
-  playbook_id varchar, arm varchar, goal varchar, expected_uplift double, expected_value double,
-  exploration boolean, alternatives varchar, reason varchar, reason_codes varchar, model_version varchar,
-  send_hour_of_week integer, send_at timestamp, campaign_id varchar, assignment_id varchar, goal_value double
-)
-"""
+# nextbest.routing_decisions, column by column.
+DECISION_COLUMNS = {
+    "decision_id": "varchar", "run_date": "date", "decided_at": "timestamp", "customer_id": "varchar",
+    "decision": "varchar", "playbook_id": "varchar", "arm": "varchar", "goal": "varchar",
+    "expected_uplift": "double", "expected_value": "double", "exploration": "boolean", "alternatives": "varchar",
+    "reason": "varchar", "reason_codes": "varchar", "model_version": "varchar", "send_hour_of_week": "integer",
+    "send_at": "timestamp", "campaign_id": "varchar", "assignment_id": "varchar", "goal_value": "double",
+}
+DECISIONS_DDL = (f"create table if not exists {DECISIONS_TABLE} (\n"
+                 + ",\n".join(f"  {name} {kind}" for name, kind in DECISION_COLUMNS.items()) + "\n)")
 # Tables created before goal values were per customer lack the column; added in place.
 DECISIONS_MIGRATE = f"alter table {DECISIONS_TABLE} add column if not exists goal_value double"
 ASSIGNMENTS_DDL = """
@@ -49,6 +61,20 @@ create table if not exists nextbest.assignments (
   assignment_id varchar, campaign_id varchar, playbook_id varchar, customer_id varchar,
   assigned_at timestamp, arm varchar, message_id varchar
 )
+"""
+# Every customer in an audience source, in order: the chunks are ranges of these ids.
+CUSTOMERS_SQL = """
+select customer_id from analytics.customer_segments
+union
+select customer_id from analytics.customer_tags
+order by customer_id
+"""
+IN_CHUNK = "customer_id >= ? and customer_id <= ?"  # params: chunk.first, chunk.last
+# Opens and clicks per hour before the run date, store-wide: the prior of every send time.
+STORE_HOURS_SQL = """
+select date_trunc('hour', occurred_at) as hour, count(*) as events from raw.email_events
+where event_type in ('open', 'click') and occurred_at < cast(? as timestamp)
+group by 1
 """
 
 
@@ -61,12 +87,52 @@ class RoutingConfig(dg.Config):
     send_cost: float = Field(default=RoutingPolicy().send_cost, description="Cost of one send, store currency.")
 
 
-def audiences(con, briefs: BriefSet, as_of: date) -> pd.DataFrame:
+@dataclass
+class RoutingRun:
+    """What every chunk of one run date shares: policy, briefs, models, the store's hours, one timestamp."""
+
+    as_of: date
+    policy: RoutingPolicy
+    briefs: BriefSet
+    models: dict  # playbook -> (version, UpliftModel)
+    store_hours: np.ndarray  # opens + clicks per hour of the week before the run date, every customer
+    decided_at: datetime
+
+    @property
+    def at(self) -> datetime:
+        return datetime.combine(self.as_of, datetime.min.time())
+
+
+def plan_run(warehouse: WarehouseInterface, as_of: date, policy: RoutingPolicy, briefs: BriefSet | None = None,
+             models: dict | None = None) -> RoutingRun:
+    """Read what the chunks share: the newest uplift model per playbook (unless given) and the store's hours."""
+    briefs = briefs or load_briefs()
+    if models is None:
+        models = {}
+        for playbook in sorted(briefs.playbooks):
+            found = newest_passing(warehouse, playbook)
+            if found is not None:
+                models[playbook] = (found[0].version, found[1])
+    at = datetime.combine(as_of, datetime.min.time())
+    hours = warehouse.read_df(STORE_HOURS_SQL, [at])
+    store_hours = np.bincount(hour_of_week(hours["hour"]), weights=hours["events"].astype(float),
+                              minlength=HOURS) if len(hours) else np.zeros(HOURS)
+    return RoutingRun(as_of, policy, briefs, models, store_hours, datetime.now(timezone.utc).replace(tzinfo=None))
+
+
+def customer_chunks(warehouse: WarehouseInterface, batch_rows: int) -> list[KeyRange]:
+    """Ranges of `batch_rows` customer ids covering everyone in a segment or a tag."""
+    return warehouse.key_ranges(CUSTOMERS_SQL, batch_rows)
+
+
+def audiences(tx: WarehouseSession, briefs: BriefSet, chunk: KeyRange) -> pd.DataFrame:
     """customers x playbooks: in the brief's audience (any listed segment, every listed tag, every score floor)."""
-    segments = con.execute("select customer_id, segment from analytics.customer_segments").df()
-    tags = con.execute("select * from analytics.customer_tags").df().set_index("customer_id")
-    scores = (con.execute("select * from nextbest.customer_scores").df().drop_duplicates("customer_id", keep="last")
-              .set_index("customer_id") if table_exists(con, "nextbest.customer_scores") else pd.DataFrame())
+    bounds = [chunk.first, chunk.last]
+    segments = tx.read_df(f"select customer_id, segment from analytics.customer_segments where {IN_CHUNK}", bounds)
+    tags = tx.read_df(f"select * from analytics.customer_tags where {IN_CHUNK}", bounds).set_index("customer_id")
+    scores = (tx.read_df(f"select * from nextbest.customer_scores where {IN_CHUNK}", bounds)
+              .drop_duplicates("customer_id", keep="last").set_index("customer_id")
+              if tx.exists("nextbest", "customer_scores") else pd.DataFrame())
     customers = pd.Index(sorted(set(segments["customer_id"]) | set(tags.index)), name="customer_id")
     member = pd.DataFrame(False, index=customers, columns=sorted(briefs.playbooks))
     for playbook, brief in briefs.playbooks.items():
@@ -81,72 +147,119 @@ def audiences(con, briefs: BriefSet, as_of: date) -> pd.DataFrame:
     return member[member.any(axis=1)]
 
 
-def suppression(con, customers) -> pd.Series:
+def suppression(tx: WarehouseSession, customers, chunk: KeyRange) -> pd.Series:
     """Reason a customer must not be messaged (opted out, unsubscribed, bounced, complained), else None."""
-    frame = con.execute("""
+    flagged = {"complaint": "marked an email as spam", "unsubscribe": "unsubscribed", "bounce": "email bounced"}
+    frame = tx.read_df(f"""
         select c.customer_id,
           case when not coalesce(c.marketing_opt_in, false) then 'opted out of marketing'
-               when bool_or(e.event_type = 'complaint') then 'marked an email as spam'
-               when bool_or(e.event_type = 'unsubscribe') then 'unsubscribed'
-               when bool_or(e.event_type = 'bounce') then 'email bounced' end as reason
+               {" ".join(f"when max(case when e.event_type = '{kind}' then 1 else 0 end) = 1 then '{why}'"
+                         for kind, why in flagged.items())} end as reason
         from raw.customers c left join raw.email_events e
           on e.customer_id = c.customer_id and e.event_type in ('complaint', 'unsubscribe', 'bounce')
-        group by c.customer_id, c.marketing_opt_in""").df().set_index("customer_id")["reason"]
+        where c.customer_id >= ? and c.customer_id <= ?
+        group by c.customer_id, c.marketing_opt_in""", [chunk.first, chunk.last]).set_index("customer_id")["reason"]
     return frame.reindex(customers).where(lambda s: s.notna(), None)
 
 
-def predicted_clv(con) -> pd.Series | None:
+def predicted_clv(tx: WarehouseSession, chunk: KeyRange) -> pd.Series | None:
     """customer_id -> predicted 12-month CLV from `nextbest.customer_predictions`, or None before it exists."""
-    if not table_exists(con, PREDICTIONS_TABLE):
+    schema, table = PREDICTIONS_TABLE.split(".")
+    if not tx.exists(schema, table):
         return None
-    frame = con.execute(f"select customer_id, predicted_clv_12m from {PREDICTIONS_TABLE} "
-                        "where predicted_clv_12m is not null").df()
+    frame = tx.read_df(f"select customer_id, predicted_clv_12m from {PREDICTIONS_TABLE} "
+                       f"where predicted_clv_12m is not null and {IN_CHUNK}", [chunk.first, chunk.last])
     return frame.drop_duplicates("customer_id", keep="last").set_index("customer_id")["predicted_clv_12m"]
 
 
-def decide(con, as_of: date, policy: RoutingPolicy, briefs: BriefSet | None = None,
-           models: dict | None = None) -> pd.DataFrame:
-    """Routing decisions for `as_of` (nothing written). `models`: playbook -> (version, UpliftModel)."""
-    briefs = briefs or load_briefs()
-    member = audiences(con, briefs, as_of)
-    if member.empty:
-        return pd.DataFrame()
-    playbooks = list(member.columns)
-    if models is None:
-        models = {}
-        for p in playbooks:
-            found = newest_passing(con, p)
-            if found is not None:
-                models[p] = (found[0].version, found[1])
-    at = datetime.combine(as_of, datetime.min.time())
-    features = point_in_time_features(con, pd.DataFrame({"customer_id": member.index, "anchor_at": at}))
-    features = features.set_index("customer_id").reindex(member.index)
+def features_at(tx: WarehouseSession, customers: pd.Index, chunk: KeyRange, at: datetime) -> pd.DataFrame:
+    """Each customer's features at `at`, as uplift training saw them (`uplift_data.point_in_time_features`):
+    the latest `analytics.customer_features` row on or before it, else (DuckDB) the SQL feature set."""
+    schema, table = FEATURES_TABLE.split(".")
+    if tx.exists(schema, table):
+        columns = set(tx.read_df(f"select * from {FEATURES_TABLE} where 1 = 0").columns)
+        as_of = next((c for c in ("as_of_date", "as_of") if c in columns), None)
+        if "customer_id" in columns and as_of is not None:
+            frame = tx.read_df(f"""
+                select * from (
+                    select f.*, row_number() over (partition by f.customer_id order by f.{as_of} desc) as nb_latest
+                    from {FEATURES_TABLE} f
+                    where f.customer_id >= ? and f.customer_id <= ? and f.{as_of} <= cast(? as date)
+                ) latest where nb_latest = 1""", [chunk.first, chunk.last, at.date()])
+            frame = frame.drop(columns=["nb_latest"]).set_index("customer_id").reindex(customers)
+            frame.insert(0, "anchor_at", at)
+            return frame
+    if not isinstance(tx, DuckDBSession):
+        raise RuntimeError(f"{FEATURES_TABLE} is missing (or has no customer_id / as_of_date): build the dbt "
+                           "marts (`dbt build`) before routing")
+    frame = point_in_time_features(tx.dbapi(), pd.DataFrame({"customer_id": customers, "anchor_at": at}))
+    return frame.set_index("customer_id").reindex(customers)
+
+
+def assignment_history(tx: WarehouseSession, chunk: KeyRange) -> pd.DataFrame:
+    """Past assignments of the chunk's customers (customer_id, playbook_id, assigned_at), for frequency caps."""
+    if not tx.exists("nextbest", "assignments"):
+        return pd.DataFrame(columns=["customer_id", "playbook_id", "assigned_at"])
+    return tx.read_df(f"select customer_id, playbook_id, assigned_at from nextbest.assignments where {IN_CHUNK}",
+                      [chunk.first, chunk.last])
+
+
+def decide_chunk(warehouse: WarehouseInterface, run: RoutingRun, chunk: KeyRange) -> pd.DataFrame:
+    """Routing decisions for the customers of one chunk (nothing written); empty when none is in an audience."""
+    with warehouse.transaction() as tx:  # one connection, one snapshot, reads only
+        member = audiences(tx, run.briefs, chunk)
+        if member.empty:
+            return pd.DataFrame(columns=list(DECISION_COLUMNS))
+        playbooks = list(member.columns)
+        features = features_at(tx, member.index, chunk, run.at)
+        clv = predicted_clv(tx, chunk)
+        history = assignment_history(tx, chunk)
+        suppressed = suppression(tx, member.index, chunk)
+        events = tx.read_df(f"""select customer_id, occurred_at from raw.email_events
+                                where event_type in ('open', 'click') and occurred_at < cast(? as timestamp) and {IN_CHUNK}""",
+                            [run.at, chunk.first, chunk.last])
+    models, briefs, policy = run.models, run.briefs, run.policy
     uplift = pd.DataFrame({p: models[p][1].predict(features) if p in models else np.nan for p in playbooks},
                           index=member.index)
     goal_of = {p: GOALS[p][0] for p in playbooks}
-    clv = predicted_clv(con)
     ev = expected_values(uplift, goal_of, policy, clv)
     values = goal_values(member.index, goal_of, policy, clv)
-    history = (con.execute("select customer_id, playbook_id, assigned_at from nextbest.assignments").df()
-               if table_exists(con, "nextbest.assignments")
-               else pd.DataFrame(columns=["customer_id", "playbook_id", "assigned_at"]))
     caps = {p: (briefs.get(p).frequency_cap.max_messages, briefs.get(p).frequency_cap.per_days) for p in playbooks}
-    capped = frequency_capped(history, member.index, caps, at)
-    decisions = route(member, capped, ev, suppression(con, member.index),
-                      {p: briefs.get(p).holdout_share for p in playbooks}, policy, run_key=as_of.isoformat())
-    return _annotate(con, decisions, uplift, values, clv, features, models, as_of)
+    capped = frequency_capped(history, member.index, caps, run.at)
+    decisions = route(member, capped, ev, suppressed, {p: briefs.get(p).holdout_share for p in playbooks}, policy,
+                      run_key=run.as_of.isoformat())
+    return _annotate(decisions, uplift, values, clv, features, events, run)
 
 
-def _annotate(con, decisions: pd.DataFrame, uplift, values, clv, features, models, as_of: date) -> pd.DataFrame:
+def decide(warehouse: WarehouseInterface, as_of: date, policy: RoutingPolicy, briefs: BriefSet | None = None,
+           models: dict | None = None, batch_rows: int | None = None) -> pd.DataFrame:
+    """Routing decisions for `as_of`, every chunk in one frame (nothing written; for scripts and tests).
+
+    `models`: playbook -> (version, UpliftModel), default the newest that passed. The asset
+    does the same chunk by chunk without holding them all (`decision_chunks`).
+    """
+    frames = [frame for _, frame in decision_chunks(warehouse, plan_run(warehouse, as_of, policy, briefs, models),
+                                                    batch_rows or warehouse.batch_rows) if len(frame)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def decision_chunks(warehouse: WarehouseInterface, run: RoutingRun,
+                    batch_rows: int) -> Iterator[tuple[KeyRange, pd.DataFrame]]:
+    """(chunk, its decisions) for every chunk of customers, one at a time."""
+    for chunk in customer_chunks(warehouse, batch_rows):
+        yield chunk, decide_chunk(warehouse, run, chunk)
+
+
+def _annotate(decisions: pd.DataFrame, uplift, values, clv, features, events, run: RoutingRun) -> pd.DataFrame:
     """Add goal, uplift, goal value, reason codes, model version and the send hour to routed rows."""
-    at = datetime.combine(as_of, datetime.min.time())
+    as_of, at, models = run.as_of, run.at, run.models
     decisions["goal"] = decisions["playbook_id"].map(lambda p: GOALS[p][0] if isinstance(p, str) else None)
     decisions["expected_uplift"] = [float(uplift.at[c, p]) if isinstance(p, str) else None
                                     for c, p in zip(decisions["customer_id"], decisions["playbook_id"])]
     decisions["goal_value"] = [float(values.at[c, p]) if isinstance(p, str) else None
                                for c, p in zip(decisions["customer_id"], decisions["playbook_id"])]
     clv_ids = set(clv.index) if clv is not None else set()
-    decisions["reason"] = [reason + f"; goal worth {value:.2f} (predicted 12-month CLV)"
+    decisions["reason"] = [reason + f"; goal worth {value:.2f} (margin on predicted 12-month CLV)"
                            if isinstance(p, str) and GOALS[p][0] in RETENTION_GOALS and c in clv_ids else reason
                            for c, p, value, reason in zip(decisions["customer_id"], decisions["playbook_id"],
                                                           decisions["goal_value"], decisions["reason"])]
@@ -160,9 +273,9 @@ def _annotate(con, decisions: pd.DataFrame, uplift, values, clv, features, model
     decisions["reason_codes"] = codes.map(json.dumps)
     # A send time only for customers routed to the campaign (the global holdout is never sent to).
     routed = decisions["arm"].isin(["treatment", "holdout"])
-    events = con.execute("""select customer_id, occurred_at from raw.email_events
-                            where event_type in ('open', 'click') and occurred_at < ?""", [at]).df()
-    hours = best_send_hours(events, decisions["customer_id"]).set_index("customer_id")["send_hour_of_week"]
+    # Shrunk toward the whole store's hours, not this chunk's customers'.
+    hours = best_send_hours(events, decisions["customer_id"], store_counts=run.store_hours).set_index(
+        "customer_id")["send_hour_of_week"]
     decisions["send_hour_of_week"] = decisions["customer_id"].map(hours).where(routed)
     decisions["send_at"] = [next_time_at(int(h), at) if r else None
                             for h, r in zip(decisions["send_hour_of_week"].fillna(0), routed)]
@@ -172,33 +285,52 @@ def _annotate(con, decisions: pd.DataFrame, uplift, values, clv, features, model
                                   for c, p in zip(decisions["customer_id"], decisions["playbook_id"])]
     decisions["decision_id"] = [_id("rd", as_of, c, "") for c in decisions["customer_id"]]
     decisions["run_date"] = as_of
-    decisions["decided_at"] = datetime.now(timezone.utc).replace(tzinfo=None)
-    return decisions
+    decisions["decided_at"] = run.decided_at
+    return decisions[list(DECISION_COLUMNS)]
 
 
 def _id(prefix: str, as_of: date, customer: str, playbook: str) -> str:
     return f"{prefix}-{hashlib.sha256(f'{as_of}|{customer}|{playbook}'.encode()).hexdigest()[:16]}"
 
 
-def write_decisions(con, decisions: pd.DataFrame, as_of: date) -> int:
-    """Append the run date's decisions and assignments; 0 when that date was already decided."""
-    con.execute("create schema if not exists nextbest")
-    con.execute(DECISIONS_DDL)
-    con.execute(DECISIONS_MIGRATE)
-    con.execute(ASSIGNMENTS_DDL)
-    if con.execute(f"select count(*) from {DECISIONS_TABLE} where run_date = ?", [as_of]).fetchall()[0][0]:
+def ensure_tables(warehouse: WarehouseInterface) -> None:
+    """Create (or bring up to date) nextbest.routing_decisions and nextbest.assignments."""
+    warehouse.execute("create schema if not exists nextbest")
+    warehouse.execute(DECISIONS_DDL)
+    warehouse.execute(DECISIONS_MIGRATE)
+    warehouse.execute(ASSIGNMENTS_DDL)
+
+
+def already_decided(source: WarehouseInterface | WarehouseSession, as_of: date) -> bool:
+    """Whether nextbest.routing_decisions has rows for this run date (the table must exist)."""
+    found = source.read_df(f"select count(*) as n from {DECISIONS_TABLE} where run_date = cast(? as date)", [as_of])
+    return bool(int(found.iloc[0, 0]))
+
+
+def write_decisions(warehouse: WarehouseInterface, chunks: Iterable[pd.DataFrame], as_of: date) -> int:
+    """Append the run date's decisions and assignments in one transaction; 0 when that date was already decided.
+
+    Each chunk goes to a scratch table as it comes, so memory holds one chunk.
+    """
+    ensure_tables(warehouse)
+    if already_decided(warehouse, as_of):
         return 0
-    columns = [r[0] for r in con.execute(f"describe {DECISIONS_TABLE}").fetchall()]
-    con.register("_decisions", decisions[columns])
-    try:
-        con.execute(f"insert into {DECISIONS_TABLE} select * from _decisions")
-        con.execute("""insert into nextbest.assignments (assignment_id, campaign_id, playbook_id, customer_id,
-                           assigned_at, arm, message_id)
-                       select assignment_id, campaign_id, playbook_id, customer_id, ?::timestamp, arm, null
-                       from _decisions where arm is not null""", [datetime.combine(as_of, datetime.min.time())])
-    finally:
-        con.unregister("_decisions")
-    return len(decisions)
+    with warehouse.staged("nextbest", "routing_decisions") as staged:
+        for decisions in chunks:
+            staged.write_df(decisions[list(DECISION_COLUMNS)])
+        with warehouse.transaction() as tx:
+            if already_decided(tx, as_of):  # a run that finished meanwhile: append nothing
+                return 0
+            if staged.rows:
+                # Assignments first: both inserts read the staged rows, never the table they fill.
+                tx.execute(f"""insert into nextbest.assignments (assignment_id, campaign_id, playbook_id, customer_id,
+                                   assigned_at, arm, message_id)
+                               select assignment_id, campaign_id, playbook_id, customer_id, cast(? as timestamp),
+                                   arm, null
+                               from {staged.relation(tx)} where arm is not null""",
+                           [datetime.combine(as_of, datetime.min.time())])
+            written = staged.append(tx)
+    return written
 
 
 @dg.asset(
@@ -213,30 +345,44 @@ def routing_decisions(context: dg.AssetExecutionContext, config: RoutingConfig,
     as_of = date.fromisoformat(config.as_of or default_as_of())
     policy = RoutingPolicy(global_holdout_share=config.global_holdout_share,
                            exploration_share=config.exploration_share, send_cost=config.send_cost)
-    with warehouse.connect() as con:
-        decisions = decide(con, as_of, policy)
-        written = write_decisions(con, decisions, as_of) if len(decisions) else 0
-    if len(decisions) and not written:
+    ensure_tables(warehouse)
+    if already_decided(warehouse, as_of):
         context.log.info(f"{DECISIONS_TABLE} already has decisions for {as_of}; nothing appended")
-    counts = decisions["decision"].value_counts().to_dict() if len(decisions) else {}
-    sends = decisions[decisions["decision"] == "send"] if len(decisions) else pd.DataFrame()
+        return dg.MaterializeResult(metadata={"run_date": as_of.isoformat(), "appended": 0})
+    run = plan_run(warehouse, as_of, policy)
+    counts: dict[str, int] = {}
+    sends: dict[str, int] = {}
+    totals = {"global_holdout_assigned": 0, "expected_incremental_value": 0.0}
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        for i, (chunk, decisions) in enumerate(decision_chunks(warehouse, run, warehouse.batch_rows)):
+            context.log.info(f"chunk {i}: {chunk.rows} customers")
+            for key, n in decisions["decision"].value_counts().items():
+                counts[key] = counts.get(key, 0) + int(n)
+            sent = decisions[decisions["decision"] == "send"]
+            for playbook, n in sent["playbook_id"].value_counts().items():
+                sends[playbook] = sends.get(playbook, 0) + int(n)
+            totals["global_holdout_assigned"] += int((decisions["arm"] == "global_holdout").sum())
+            totals["expected_incremental_value"] += float(sent["expected_value"].sum())
+            yield decisions
+
+    written = write_decisions(warehouse, chunks(), as_of)
     return dg.MaterializeResult(metadata={
         "run_date": as_of.isoformat(), "appended": written,
-        **{f"decisions_{k}": int(v) for k, v in counts.items()},
-        "global_holdout_assigned": int((decisions["arm"] == "global_holdout").sum()) if len(decisions) else 0,
-        "sends_per_playbook": dg.MetadataValue.json(sends["playbook_id"].value_counts().to_dict() if len(sends) else {}),
-        "expected_incremental_value": float(sends["expected_value"].sum()) if len(sends) else 0.0,
+        **{f"decisions_{k}": v for k, v in counts.items()},
+        "global_holdout_assigned": totals["global_holdout_assigned"],
+        "sends_per_playbook": dg.MetadataValue.json(dict(sorted(sends.items(), key=lambda kv: -kv[1]))),
+        "expected_incremental_value": totals["expected_incremental_value"],
     })
 
 
 @dg.asset_check(asset=routing_decisions, description="No held-out or suppressed customer is routed to a send.")
 def holdouts_never_sent(warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
-    with warehouse.connect(read_only=True) as con:
-        if not table_exists(con, DECISIONS_TABLE):
-            return dg.AssetCheckResult(passed=True, metadata={"rows": 0})
-        bad = con.execute(f"""select count(*) from {DECISIONS_TABLE}
-            where (decision <> 'send' and arm = 'treatment') or (decision = 'send' and arm <> 'treatment')""").fetchall()[0][0]
-    return dg.AssetCheckResult(passed=bad == 0, metadata={"violations": int(bad)})
+    if not warehouse.table_exists("nextbest", "routing_decisions"):
+        return dg.AssetCheckResult(passed=True, metadata={"rows": 0})
+    bad = int(warehouse.read_df(f"""select count(*) as n from {DECISIONS_TABLE}
+        where (decision <> 'send' and arm = 'treatment') or (decision = 'send' and arm <> 'treatment')""").iloc[0, 0])
+    return dg.AssetCheckResult(passed=bad == 0, metadata={"violations": bad})
 
 
 daily_routing = dg.define_asset_job("daily_routing", selection=[uplift_models, routing_decisions],

@@ -29,10 +29,14 @@ def _smooth(counts: np.ndarray) -> np.ndarray:
     return sum(w * padded[:, k:k + HOURS] for k, w in enumerate(KERNEL))
 
 
-def best_send_hours(events: pd.DataFrame, customers, prior_events: float = PRIOR_EVENTS) -> pd.DataFrame:
+def best_send_hours(events: pd.DataFrame, customers, prior_events: float = PRIOR_EVENTS,
+                    store_counts: np.ndarray | None = None) -> pd.DataFrame:
     """customer_id, send_hour_of_week, hour_score (posterior share of opens/clicks), history_events.
 
-    `events`: customer_id, occurred_at of opens and clicks.
+    `events`: customer_id, occurred_at of opens and clicks. `store_counts`: the store's
+    opens and clicks per hour of the week (HOURS values) to shrink toward; by default the
+    counts of `events`' own customers, which is the store only when `customers` is everyone
+    (a chunk of customers passes the whole store's counts).
     """
     customers = pd.Index(pd.unique(np.asarray(customers, dtype=object)), name="customer_id")
     counts = np.zeros((len(customers), HOURS))
@@ -40,7 +44,12 @@ def best_send_hours(events: pd.DataFrame, customers, prior_events: float = PRIOR
         codes = customers.get_indexer(events["customer_id"])
         keep = codes >= 0
         np.add.at(counts, (codes[keep], hour_of_week(events["occurred_at"])[keep]), 1.0)
-    store = counts.sum(axis=0) + 1.0  # +1: every hour possible
+    if store_counts is None:
+        store_counts = counts.sum(axis=0)
+    elif np.shape(store_counts) != (HOURS,):
+        raise ValueError(f"store_counts: expected {HOURS} counts, one per hour of the week; got shape "
+                         f"{np.shape(store_counts)}")
+    store = np.asarray(store_counts, dtype=float) + 1.0  # +1: every hour possible
     prior = _smooth((store / store.sum())[None, :])[0]
     n = counts.sum(axis=1, keepdims=True)
     posterior = (_smooth(counts) + prior_events * prior) / (n + prior_events)

@@ -9,10 +9,17 @@ Drafts land in `nextbest.message_drafts` with status `pending_review` or
 `blocked`; a rerun on the same day replaces that day's batches, and customers
 whose pack, brief and generator are unchanged reuse their earlier draft (cache
 key) instead of being regenerated.
+
+Customers are drafted a chunk at a time (`batch_rows` customers, a range of
+customer ids; `NEXTBEST_BATCH_ROWS`): their playbooks, context packs and cached
+drafts are read for that range, drafted, and staged; the day's drafts replace
+the old ones in one transaction at the end. The LLM budget is the run's: each
+chunk may spend what earlier chunks left.
 """
 
 
 import json
+from dataclasses import replace
 from datetime import date, datetime, timezone
 from typing import Literal, Sequence
 
@@ -22,16 +29,15 @@ from pydantic import Field
 
 from dagster_project.decisioning.assets import DECISIONS_TABLE
 from dagster_project.messaging.briefs import load_briefs
-from dagster_project.messaging.context_pack import default_as_of, load_catalog, load_context_packs
+from dagster_project.messaging.context_pack import Catalog, default_as_of, load_catalog, load_context_packs
 from dagster_project.messaging.drafting import (
     DraftingPolicy, DraftJob, DraftOutcome, MemoryDraftCache, draft_batch, summarize,
 )
-from dagster_project.messaging.generators.base import Draft, DraftRequest, Usage
+from dagster_project.messaging.generators.base import Draft, DraftRequest, Generator, Usage
 from dagster_project.messaging.generators.template import TemplateGenerator
 from dagster_project.messaging.guardrails import Verdict
-from dagster_project.models.uplift_data import table_exists
 from dagster_project.quality.freshness import reference_time, stale_playbooks
-from dagster_project.resources.warehouse import DuckDBWarehouse
+from dagster_project.resources.warehouse import DuckDBWarehouse, KeyRange, WarehouseInterface, WarehouseSession
 
 DRAFTS_TABLE = "nextbest.message_drafts"
 SEGMENTS_TABLE = "analytics.customer_segments"
@@ -70,46 +76,71 @@ class MessageDraftsConfig(dg.Config):
     as_of: str | None = Field(default=None, description="YYYY-MM-DD; default NEXTBEST_AS_OF or today.")
 
 
-def segment_playbooks(con, customer_ids: Sequence[str] | None = None) -> dict[str, str]:
-    """customer_id -> playbook from `analytics.customer_segments` (opted-in customers only)."""
-    columns = {r[0] for r in con.execute(
-        "select column_name from information_schema.columns where table_schema = 'analytics' "
-        "and table_name = 'customer_segments'").fetchall()}
+def segment_column(columns) -> str:
+    """The segment column of `analytics.customer_segments` (`segment` or `segment_name`), or why not."""
+    columns = {str(c).lower() for c in columns}
     if not columns:
         raise RuntimeError(f"{SEGMENTS_TABLE} does not exist yet; build the dbt marts first (`nextbest demo`)")
     segment_col = next((c for c in ("segment", "segment_name") if c in columns), None)
     if "customer_id" not in columns or segment_col is None:
         raise RuntimeError(f"{SEGMENTS_TABLE} needs columns customer_id and segment; has {sorted(columns)}")
+    return segment_col
+
+
+def segment_playbooks_sql(segment_col: str, where: str = "") -> str:
+    """customer_id, playbook_id per opted-in customer, from their first segment in SEGMENT_PLAYBOOKS' order.
+
+    `where`: more conditions on `s` (customer_segments), starting with `and`.
+    """
+    segments = ", ".join(f"'{segment}'" for segment in SEGMENT_PLAYBOOKS)
+    rank = " ".join(f"when '{segment}' then {i}" for i, segment in enumerate(SEGMENT_PLAYBOOKS))
+    playbook = " ".join(f"when '{segment}' then '{p}'" for segment, p in SEGMENT_PLAYBOOKS.items())
+    return f"""
+        select customer_id, playbook_id from (
+            select s.customer_id, case s.{segment_col} {playbook} end as playbook_id,
+                   row_number() over (partition by s.customer_id order by case s.{segment_col} {rank} end) as k
+            from {SEGMENTS_TABLE} s join raw.customers c on c.customer_id = s.customer_id
+            where c.marketing_opt_in and s.{segment_col} in ({segments}) {where}
+        ) ranked where k = 1"""
+
+
+def segment_playbooks(con, customer_ids: Sequence[str] | None = None) -> dict[str, str]:
+    """customer_id -> playbook from `analytics.customer_segments` (opted-in customers only; a DuckDB connection)."""
+    segment_col = segment_column(r[0] for r in con.execute(
+        "select column_name from information_schema.columns where table_schema = 'analytics' "
+        "and table_name = 'customer_segments'").fetchall())
     where, params = "", []
     if customer_ids is not None:
         where, params = "and s.customer_id in (select unnest(?::varchar[]))", [list(customer_ids)]
-    rows = con.execute(
-        f"select s.customer_id, s.{segment_col} from {SEGMENTS_TABLE} s "
-        f"join raw.customers c using (customer_id) where c.marketing_opt_in {where} order by 1", params
-    ).fetchall()
-    rank = {seg: i for i, seg in enumerate(SEGMENT_PLAYBOOKS)}
-    best: dict[str, str] = {}
-    for customer_id, segment in rows:
-        if segment in SEGMENT_PLAYBOOKS and (customer_id not in best or rank[segment] < rank[best[customer_id]]):
-            best[customer_id] = segment
-    return {c: SEGMENT_PLAYBOOKS[s] for c, s in best.items()}
-
-
-def routed_playbooks(con, as_of: str) -> dict[str, str] | None:
-    """customer_id -> playbook that `routing_decisions` chose to send on `as_of` (treatment arm only).
-
-    None when routing has not run for that date (no table, or no decisions that day), so the
-    caller falls back to segments; an empty dict when routing ran and chose nobody.
-    """
-    if not table_exists(con, DECISIONS_TABLE):
-        return None
-    if not con.execute(f"select count(*) from {DECISIONS_TABLE} where run_date = ?::date", [as_of]).fetchone()[0]:
-        return None
-    rows = con.execute(f"""
-        select customer_id, playbook_id from {DECISIONS_TABLE}
-        where run_date = ?::date and decision = 'send' and arm = 'treatment' and playbook_id is not null
-        qualify row_number() over (partition by customer_id order by decided_at desc) = 1""", [as_of]).fetchall()
+    rows = con.execute(segment_playbooks_sql(segment_col, where) + " order by 1", params).fetchall()
     return {str(c): str(p) for c, p in rows}
+
+
+# The playbook routing chose per customer for a run date (treatment arm only; the latest decision counts).
+ROUTED_PLAYBOOKS_SQL = f"""
+    select customer_id, playbook_id from (
+        select customer_id, playbook_id, row_number() over (partition by customer_id order by decided_at desc) as k
+        from {DECISIONS_TABLE}
+        where run_date = cast(? as date) and decision = 'send' and arm = 'treatment' and playbook_id is not null
+    ) ranked where k = 1"""
+
+
+def routing_ran(warehouse: WarehouseInterface, as_of: str) -> bool:
+    """Whether `routing_decisions` decided anything for `as_of` (if not, segments choose the playbooks)."""
+    if not warehouse.table_exists("nextbest", "routing_decisions"):
+        return False
+    found = warehouse.read_df(f"select count(*) as n from {DECISIONS_TABLE} where run_date = cast(? as date)",
+                              [date.fromisoformat(as_of)])
+    return bool(int(found.iloc[0, 0]))
+
+
+def playbooks_sql(warehouse: WarehouseInterface, as_of: str) -> tuple[str, list, str]:
+    """SQL giving customer_id, playbook_id to draft (routing's choice, else segments'), its params, its source."""
+    if routing_ran(warehouse, as_of):
+        return ROUTED_PLAYBOOKS_SQL, [date.fromisoformat(as_of)], DECISIONS_TABLE
+    columns = (warehouse.read_df(f"select * from {SEGMENTS_TABLE} where 1 = 0").columns
+               if warehouse.table_exists("analytics", "customer_segments") else [])
+    return segment_playbooks_sql(segment_column(columns)), [], SEGMENTS_TABLE
 
 
 def outcome_row(outcome: DraftOutcome, batch_id: str, as_of: str, created_at: datetime) -> dict:
@@ -131,15 +162,19 @@ def outcome_row(outcome: DraftOutcome, batch_id: str, as_of: str, created_at: da
     }
 
 
-def cached_outcomes(con) -> MemoryDraftCache:
-    """Earlier `pending_review` drafts by cache key, so unchanged customers are not regenerated."""
-    exists = con.execute("select count(*) from information_schema.tables where table_schema = 'nextbest' "
-                         "and table_name = 'message_drafts'").fetchone()[0]
-    if not exists:
+def cached_outcomes(tx: WarehouseSession, chunk: KeyRange) -> MemoryDraftCache:
+    """Earlier `pending_review` drafts of the chunk's customers by cache key, so unchanged ones are not redrafted.
+
+    A cache key covers the customer's context pack, so a chunk only ever hits its own customers' drafts.
+    """
+    if not tx.exists("nextbest", "message_drafts"):
         return MemoryDraftCache()
-    rows = con.execute(f"""
-        select * from {DRAFTS_TABLE} where status = 'pending_review'
-        qualify row_number() over (partition by cache_key order by created_at desc) = 1""").fetchdf()
+    rows = tx.read_df(f"""
+        select * from (
+            select d.*, row_number() over (partition by cache_key order by created_at desc) as nb_newest
+            from {DRAFTS_TABLE} d
+            where status = 'pending_review' and customer_id >= ? and customer_id <= ?
+        ) newest where nb_newest = 1""", [chunk.first, chunk.last])
     cache = MemoryDraftCache()
     for r in rows.to_dict("records"):
         draft = Draft(subject=r["subject"], preheader=r["preheader"] or "", body=r["body"], cta=r["cta"],
@@ -184,45 +219,59 @@ def message_drafts(context: dg.AssetExecutionContext, config: MessageDraftsConfi
     now = datetime.combine(date.fromisoformat(config.as_of), datetime.min.time()) if config.as_of \
         else reference_time()
     created_at = datetime.now(timezone.utc).replace(tzinfo=None)
-    with warehouse.connect() as con:
-        playbooks = routed_playbooks(con, as_of)
-        source = DECISIONS_TABLE if playbooks is not None else SEGMENTS_TABLE
-        if playbooks is None:
-            playbooks = segment_playbooks(con)
-        wanted = [briefs.playbooks[p] for p in sorted(set(playbooks.values())) if p in briefs.playbooks]
-        stale = stale_playbooks(con, wanted, now=now)
-        if stale and len(stale) == len(wanted):
-            raise dg.Failure(description="No drafts: every playbook to draft is stale.\n"
-                             + "\n".join(str(e) for e in stale.values()),
-                             metadata={"stale_playbooks": dg.MetadataValue.json(sorted(stale))})
-        for error in stale.values():
-            context.log.warning(f"skipped: {error}")
-        playbooks = {c: p for c, p in playbooks.items() if p not in stale}
-        customers = sorted(playbooks)[: config.limit] if config.limit else sorted(playbooks)
-        packs = load_context_packs(con, customers, as_of=as_of)
-        catalog = load_catalog(con)
-        cache = cached_outcomes(con)
+    playbooks, params, source = playbooks_sql(warehouse, as_of)
+    chosen = warehouse.read_df(f"select distinct playbook_id from ({playbooks}) chosen", params)["playbook_id"]
+    wanted = [briefs.playbooks[p] for p in sorted(set(chosen)) if p in briefs.playbooks]
+    with warehouse.transaction() as tx:
+        stale = stale_playbooks(tx.dbapi(), wanted, now=now)
+        catalog = load_catalog(tx.dbapi())
+    if stale and len(stale) == len(wanted):
+        raise dg.Failure(description="No drafts: every playbook to draft is stale.\n"
+                         + "\n".join(str(e) for e in stale.values()),
+                         metadata={"stale_playbooks": dg.MetadataValue.json(sorted(stale))})
+    for error in stale.values():
+        context.log.warning(f"skipped: {error}")
+    if stale:
+        playbooks = (f"select customer_id, playbook_id from ({playbooks}) fresh "
+                     f"where playbook_id not in ({', '.join('?' * len(stale))})")
+        params = [*params, *sorted(stale)]
+    customers = f"select customer_id from ({playbooks}) drafted order by customer_id"
+    if config.limit:
+        customers += f" limit {int(config.limit)}"
+    chunks = warehouse.key_ranges(customers, warehouse.batch_rows, params)
+
     llm = None
     if config.generator == "openai":
         from dagster_project.messaging.generators.openai_chat import OpenAIGenerator
         llm = OpenAIGenerator()
-    jobs = [DraftJob(DraftRequest(packs[c], briefs.get(playbooks[c]), briefs.brand_voice, catalog))
-            for c in customers if c in packs and playbooks[c] in briefs.playbooks]
     policy = DraftingPolicy(max_llm_attempts=config.max_llm_attempts, value_threshold=config.value_threshold,
                             budget_usd=config.budget_usd)
-    outcomes = draft_batch(jobs, TemplateGenerator(), llm, policy, cache)
-    rows = pd.DataFrame([outcome_row(o, f"{o.playbook_id}-{as_of}", as_of, created_at) for o in outcomes])
-    with warehouse.connect() as con:
-        con.execute("create schema if not exists nextbest")
-        con.execute(DRAFTS_DDL)
-        # The whole day is replaced: a stale playbook keeps no drafts from an earlier run today.
-        batches = sorted({f"{p}-{as_of}" for p in briefs.playbooks})
-        con.execute(f"delete from {DRAFTS_TABLE} where batch_id in (select unnest(?::varchar[]))", [batches])
-        if len(rows):
-            con.register("_drafts", rows)
-            con.execute(f"insert into {DRAFTS_TABLE} by name select * from _drafts")
-            con.unregister("_drafts")
-    summary = summarize(outcomes)
+    template = TemplateGenerator()
+    warehouse.execute("create schema if not exists nextbest")
+    warehouse.execute(DRAFTS_DDL)
+    summary: dict = {}
+    spent = 0.0
+    sample: dict[bool, list[DraftOutcome]] = {True: [], False: []}  # blocked first, as render_sample shows them
+    with warehouse.staged("nextbest", "message_drafts") as staged:
+        for i, chunk in enumerate(chunks):
+            context.log.info(f"chunk {i}: {chunk.rows} customers")
+            # The budget is the run's: this chunk may spend what the earlier ones left.
+            left = policy if policy.budget_usd is None else replace(
+                policy, budget_usd=max(0.0, policy.budget_usd - spent))
+            outcomes = draft_chunk(warehouse, chunk, playbooks, params, as_of, briefs, catalog, template, llm, left)
+            staged.write_df(pd.DataFrame([outcome_row(o, f"{o.playbook_id}-{as_of}", as_of, created_at)
+                                          for o in outcomes]))
+            spent += sum(o.usage.cost_usd for o in outcomes)
+            summary = merge_summaries(summary, summarize(outcomes))
+            for o in outcomes:
+                kept = sample[o.status == "blocked"]
+                if len(kept) < 5:
+                    kept.append(o)
+        with warehouse.transaction() as tx:
+            # The whole day is replaced: a stale playbook keeps no drafts from an earlier run today.
+            batches = sorted({f"{p}-{as_of}" for p in briefs.playbooks})
+            staged.replace(tx, where=f"batch_id in ({', '.join('?' * len(batches))})", params=batches)
+    summary = summary or summarize([])
     context.log.info(f"message_drafts: {summary}")
     metadata = {
         "playbooks_from": source,
@@ -232,9 +281,37 @@ def message_drafts(context: dg.AssetExecutionContext, config: MessageDraftsConfi
         "fallbacks": summary["fallbacks"],
         "cache_hits": summary["cache_hits"],
         "total_cost_usd": dg.MetadataValue.float(summary["total_cost_usd"]),
-        "sample": dg.MetadataValue.md(render_sample(outcomes)),
+        "sample": dg.MetadataValue.md(render_sample(sample[True] + sample[False])),
     }
     if stale:
         metadata["skipped_stale"] = dg.MetadataValue.md(
             "\n".join(f"- `{p}`: {str(e).replace(chr(10), ' ')}" for p, e in sorted(stale.items())))
     return dg.MaterializeResult(metadata=metadata)
+
+
+def draft_chunk(warehouse: WarehouseInterface, chunk: KeyRange, playbooks: str, params: list, as_of: str,
+                briefs, catalog: Catalog, template: Generator, llm: Generator | None,
+                policy: DraftingPolicy) -> list[DraftOutcome]:
+    """Drafts for one chunk of customers: `playbooks` (SQL of customer_id, playbook_id) read for its range."""
+    with warehouse.transaction() as tx:  # reads only; drafting (maybe slow LLM calls) happens after
+        chosen = tx.read_df(f"select customer_id, playbook_id from ({playbooks}) chunk "
+                            "where customer_id >= ? and customer_id <= ? order by customer_id",
+                            [*params, chunk.first, chunk.last])
+        playbook_of = dict(zip(chosen["customer_id"].astype(str), chosen["playbook_id"].astype(str)))
+        packs = load_context_packs(tx.dbapi(), list(playbook_of), as_of=as_of)
+        cache = cached_outcomes(tx, chunk)
+    jobs = [DraftJob(DraftRequest(packs[c], briefs.get(p), briefs.brand_voice, catalog))
+            for c, p in playbook_of.items() if c in packs and p in briefs.playbooks]
+    return draft_batch(jobs, template, llm, policy, cache)
+
+
+def merge_summaries(total: dict, part: dict) -> dict:
+    """Two `drafting.summarize` results as one (counts added, cost rounded as summarize rounds it)."""
+    if not total:
+        return part
+    merged = {key: total[key] + part[key] for key in ("drafts", "fallbacks", "cache_hits", "prompt_tokens",
+                                                      "completion_tokens")}
+    for key in ("by_status", "by_generator"):
+        merged[key] = {k: total[key].get(k, 0) + part[key].get(k, 0) for k in {**total[key], **part[key]}}
+    merged["total_cost_usd"] = round(total["total_cost_usd"] + part["total_cost_usd"], 6)
+    return {key: merged[key] for key in part}

@@ -14,8 +14,12 @@ trains a new model is decided per run:
 - retraining calls `fit_clv` (BG/NBD + Gamma-Gamma, gradient boosting,
   blend picked by an internal backtest), backtests the same recipe one
   horizon back, and registers the fitted `ClvModel` with method, blend
-  weights and backtest figures in `nextbest.model_registry`; a registered
-  model saved in an older format (`clv.MODEL_FORMAT`) is retrained too;
+  weights, backtest figures and how many orders it read in
+  `nextbest.model_registry`; a registered model saved in an older format
+  (`clv.MODEL_FORMAT`) is retrained too. Training reads at most
+  `MAX_TRAINING_ORDERS` orders: beyond that, every order of a stable sample
+  of customers chosen in the warehouse (`read_key_sample`), so fitting does
+  not grow with the store; scoring still reads every customer's orders;
 - otherwise the latest registered `ClvModel` scores today's histories with
   its fitted parameters and booster (`score_clv`), so predictions move
   with customers' orders but not with a refit, and every row names the
@@ -32,7 +36,6 @@ horizon back, so the booster never trains on facts from after its window;
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
 import base64
 import io
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
@@ -45,7 +48,7 @@ from dagster_project.models.clv import MODEL_FORMAT, ClvModel, fit_clv, predict_
 from dagster_project.models.clv_metrics import score_predictions
 from dagster_project.models.clv_probabilistic import probabilistic_predictions
 from dagster_project.models.clv_rfm import customer_features, outcomes_after
-from dagster_project.resources.warehouse import DuckDBWarehouse, replace_table_rows
+from dagster_project.resources.warehouse import DuckDBWarehouse, KeySample, WarehouseInterface, read_key_sample
 
 MODEL_NAME = "clv"
 PREDICTIONS_TABLE = "nextbest.customer_predictions"
@@ -53,6 +56,11 @@ HORIZON_DAYS = 90  # p_purchase_90d: Klaviyo's churn-risk window
 MAX_MODEL_AGE_DAYS = 7  # weekly retrain
 INTERVAL_DRAWS = 40
 SEED = 0
+# Training reads at most this many fulfilled orders; past it, every order of a stable sample of
+# customers. ~100k customers at ~9 orders each: BG/NBD's four parameters are pinned down far
+# tighter than a prediction can show, and the blend's backtest gets 100x MIN_VALIDATION_CUSTOMERS.
+# A 10k-customer store (~90k orders) is read whole.
+MAX_TRAINING_ORDERS = 1_000_000
 
 # Asset-check floors on the backtest (fit one horizon back, score the last 90 days).
 # AUC: a random buyer should outrank a random non-buyer at least 70% of the time, or
@@ -137,6 +145,15 @@ where ranked.rank = 1
 def load_orders(con, as_of: date) -> pd.DataFrame:
     """Fulfilled orders up to the end of `as_of`: customer_id, date, amount."""
     return con.execute(ORDERS_SQL, [pd.Timestamp(as_of) + pd.Timedelta(days=1)]).df()
+
+
+def load_training_orders(warehouse: WarehouseInterface, as_of: date,
+                         max_orders: int | None = None) -> tuple[pd.DataFrame, KeySample]:
+    """The orders to train on, as `load_orders`: all of them, or every order of a stable sample of
+    customers when there are more than `max_orders` (MAX_TRAINING_ORDERS)."""
+    return read_key_sample(warehouse, ORDERS_SQL, "customer_id",
+                           MAX_TRAINING_ORDERS if max_orders is None else max_orders,
+                           [pd.Timestamp(as_of) + pd.Timedelta(days=1)])
 
 
 def subscription_facts(con, day: date) -> pd.DataFrame:
@@ -243,48 +260,54 @@ def customer_predictions(context: dg.AssetExecutionContext, config: CustomerPred
     """Score every customer with a fulfilled order; retrain first when the model is due (module docstring)."""
     as_of = date.fromisoformat(default_as_of())
     with warehouse.connect() as con:
-        transactions = load_orders(con, as_of)
         facts_cache = {day: subscription_facts(con, day) for day in
                        (as_of, as_of - timedelta(days=HORIZON_DAYS), as_of - timedelta(days=2 * HORIZON_DAYS))}
         charges, built_for = next_charge_dates(con)
-        record = registry.latest_model(con, MODEL_NAME)
+    record = registry.latest_model(warehouse, MODEL_NAME)
     if built_for and built_for != {as_of}:
         context.log.warning(f"analytics.customer_context was built for {sorted(built_for)}, not {as_of}; "
                             "next charge dates before the as-of date are ignored")
-    if transactions.empty:
-        raise ValueError(f"staging.stg_raw__orders has no fulfilled orders on or before {as_of}; nothing to score")
-    facts_now = facts_cache[as_of]
-    extras = facts_now.join(charges, how="outer")
+    no_orders = f"staging.stg_raw__orders has no fulfilled orders on or before {as_of}; nothing to score"
 
     reason = retrain_reason(record, as_of, config.retrain)
     if not reason:
-        with warehouse.connect(read_only=True) as con:
-            _, model = registry.load_latest(con, MODEL_NAME)
+        _, model = registry.load_latest(warehouse, MODEL_NAME)
         if not is_current(model):
             reason = f"registered model {record.version} was saved in an older format"
     if reason:
         context.log.info(f"training a new {MODEL_NAME} model: {reason}")
+        training, sample = load_training_orders(warehouse, as_of)
+        context.log.info(f"training: {sample.describe('fulfilled orders')} "
+                         f"(cap MAX_TRAINING_ORDERS={MAX_TRAINING_ORDERS:,})")
+        if training.empty:
+            raise ValueError(no_orders)
         facts_then = facts_cache[as_of - timedelta(days=HORIZON_DAYS)]
-        model = fit_clv(transactions, as_of, HORIZON_DAYS, training_extras=facts_then,
-                        interval_draws=INTERVAL_DRAWS, seed=SEED)
-        result = score_clv(model, transactions, as_of, extras)
-        figures = backtest(transactions, facts_cache.__getitem__, as_of)
-        metrics = {"backtest": figures, "training": {k: v for k, v in result.summary.items() if k != "gbm_features"}}
-        with warehouse.connect() as con:
-            version = registry.register_model(
-                con, MODEL_NAME, model, training_window_start=transactions["date"].min().date(),
-                training_window_end=as_of, features=result.summary["gbm_features"], metrics=metrics,
-                method=model.method, notes=reason)
+        model = fit_clv(training, as_of, HORIZON_DAYS, training_extras=facts_then, interval_draws=INTERVAL_DRAWS,
+                        seed=SEED)
+        figures = backtest(training, facts_cache.__getitem__, as_of)
+        window_start = training["date"].min().date()
+        del training  # scoring reads every customer's orders next; the sample need not stay too
+
+    with warehouse.connect() as con:
+        transactions = load_orders(con, as_of)
+    if transactions.empty:
+        raise ValueError(no_orders)
+    extras = facts_cache[as_of].join(charges, how="outer")
+    result = score_clv(model, transactions, as_of, extras)
+    if reason:
+        metrics = {"backtest": figures, "training": {k: v for k, v in result.summary.items() if k != "gbm_features"},
+                   "training_read": sample.as_dict()}
+        version = registry.register_model(
+            warehouse, MODEL_NAME, model, training_window_start=window_start, training_window_end=as_of,
+            features=result.summary["gbm_features"], metrics=metrics, method=model.method, notes=reason)
         record_metrics = metrics
     else:
         version, record_metrics = record.version, record.metrics or {}
-        context.log.info(f"scoring with registered model {version}")
-        result = score_clv(model, transactions, as_of, extras)
+        context.log.info(f"scored with registered model {version}")
     predictions = result.predictions
 
     table = to_table(predictions, as_of, version, datetime.now(timezone.utc).replace(tzinfo=None))
-    with warehouse.connect() as con:
-        write_predictions(con, table)
+    write_predictions(warehouse, table)
     return dg.MaterializeResult(metadata=predictions_metadata(table, record_metrics, version, reason))
 
 
@@ -298,9 +321,19 @@ def to_table(predictions: pd.DataFrame, as_of: date, version: str, scored_at: da
     return frame[list(PREDICTION_COLUMNS)]
 
 
-def write_predictions(con, table: pd.DataFrame) -> None:
-    """Replace the contents of `nextbest.customer_predictions` with `table` in one transaction."""
-    replace_table_rows(con, PREDICTIONS_TABLE, PREDICTIONS_DDL, table)
+def write_predictions(warehouse: WarehouseInterface, table: pd.DataFrame) -> None:
+    """Replace the contents of `nextbest.customer_predictions` with `table` in one transaction.
+
+    The table is (re)built first when missing or when its columns are not PREDICTION_COLUMNS
+    (an older release's); that DDL runs on its own, as Snowflake commits before any DDL.
+    """
+    schema, name = PREDICTIONS_TABLE.split(".")
+    columns = (list(warehouse.read_df(f"select * from {PREDICTIONS_TABLE} where 1 = 0").columns)
+               if warehouse.table_exists(schema, name) else None)
+    if columns != list(PREDICTION_COLUMNS):
+        warehouse.execute(f"create schema if not exists {schema}")
+        warehouse.execute(PREDICTIONS_DDL)
+    warehouse.write_df(schema, name, table[list(PREDICTION_COLUMNS)], mode="replace")
 
 
 def predictions_metadata(table: pd.DataFrame, metrics: dict, version: str, retrained: str | None) -> dict:
@@ -315,6 +348,8 @@ def predictions_metadata(table: pd.DataFrame, metrics: dict, version: str, retra
         "by_confidence": dg.MetadataValue.json(_counts(table["confidence"])),
         "predicted_clv_12m_total": dg.MetadataValue.float(float(table["predicted_clv_12m"].sum())),
     }
+    if "training_read" in metrics:
+        metadata["training_read"] = dg.MetadataValue.json(metrics["training_read"])
     if figures.get("evaluated"):
         for model in ("chosen", "bgnbd_baseline"):
             metadata[f"backtest_{model}"] = dg.MetadataValue.json(
@@ -331,9 +366,8 @@ def _counts(column: pd.Series) -> dict[str, int]:
 
 def _scoring_model_figures(warehouse: DuckDBWarehouse) -> tuple[str | None, dict]:
     """The model version in `nextbest.customer_predictions` and its registered backtest figures."""
-    with warehouse.connect(read_only=True) as con:
-        versions = [r[0] for r in con.execute(f"select distinct model_version from {PREDICTIONS_TABLE}").fetchall()]
-        record = registry.latest_model(con, MODEL_NAME)
+    versions = warehouse.read_df(f"select distinct model_version from {PREDICTIONS_TABLE}")["model_version"].tolist()
+    record = registry.latest_model(warehouse, MODEL_NAME)
     if record is None or versions != [record.version]:
         return (versions[0] if versions else None), {}
     return record.version, (record.metrics or {}).get("backtest", {})

@@ -272,24 +272,27 @@ def train_propensity(frame: pd.DataFrame, outcome: str, seed: int = SEED,
 
     `frame` has the feature columns, the outcome's label (null = not applicable,
     dropped) and its `rule_*` column. Raises ValueError with what is missing when
-    there is too little history or no positive outcome to learn from.
+    there is too little history or no positive outcome to learn from. Each part of
+    the split is copied out of `frame` alone (never the whole frame), so memory
+    stays near the size of `frame` itself.
     """
     spec = OUTCOMES[outcome]
-    rows = frame[frame[spec.label].notna()].copy()
-    if rows.empty:
+    known = frame[spec.label].notna().to_numpy()
+    if not known.any():
         raise ValueError(f"no rows of analytics.customer_labels with a known {spec.label}; "
                          "the store needs more history")
-    rows["as_of_date"] = pd.to_datetime(rows["as_of_date"])
-    split = time_split(rows["as_of_date"], validation_weeks)
+    day = pd.to_datetime(frame["as_of_date"]).to_numpy()
+    split = time_split(pd.Series(day[known]), validation_weeks)
+    at = {name: np.datetime64(pd.Timestamp(value)) for name, value in split.__dict__.items()}
     features = feature_columns(frame)
-    day = rows["as_of_date"].dt.date
-    fit_part = rows[(day >= split.train_start) & (day < split.calibrate_start)]
-    if len(fit_part) > max_rows:
-        fit_part = fit_part.sample(max_rows, random_state=seed)
-    calibrate_part = rows[(day >= split.calibrate_start) & (day <= split.train_end)]
-    train_part = rows[(day >= split.train_start) & (day <= split.train_end)]
-    validation = rows[day >= split.validation_start]
-    y_fit = fit_part[spec.label].astype(float).to_numpy()
+    training = known & (day >= at["train_start"]) & (day <= at["train_end"])
+    fit_rows = np.flatnonzero(training & (day < at["calibrate_start"]))
+    if len(fit_rows) > max_rows:
+        # the draw DataFrame.sample(max_rows, random_state=seed) makes, without copying the rows first
+        fit_rows = fit_rows[np.random.RandomState(seed).choice(len(fit_rows), size=max_rows, replace=False)]
+    calibrate = training & (day >= at["calibrate_start"])
+    validation = frame.loc[known & (day >= at["validation_start"]), [*features, spec.label, spec.rule]]
+    y_fit = frame[spec.label].to_numpy()[fit_rows].astype(float)
     if y_fit.sum() == 0 or y_fit.sum() == len(y_fit):
         raise ValueError(f"{spec.label} is always {bool(y_fit[0]) if len(y_fit) else 'missing'} in the training "
                          f"weeks {split.train_start}..{split.calibrate_start}; nothing to learn")
@@ -299,31 +302,30 @@ def train_propensity(frame: pd.DataFrame, outcome: str, seed: int = SEED,
                                              validation_fraction=0.15, n_iter_no_change=15, random_state=seed)
     calibrated = CalibratedClassifierCV(FrozenEstimator(booster), method="isotonic")
     with threadpool_limits(limits=MODEL_THREADS):
-        booster.fit(as_matrix(fit_part, features), y_fit)
-        calibrated.fit(as_matrix(calibrate_part, features), calibrate_part[spec.label].astype(float).to_numpy())
+        booster.fit(as_matrix(frame.iloc[fit_rows], features), y_fit)
+        calibrated.fit(as_matrix(frame.loc[calibrate, features], features),
+                       frame.loc[calibrate, spec.label].astype(float).to_numpy())
 
     # drift is measured on the outcome's population (as scored) against the latest
     # training weeks: lifetime counters grow as a store ages, so the oldest weeks would
     # flag drift that is only the calendar
-    everyone = frame.assign(as_of_date=pd.to_datetime(frame["as_of_date"]))
-    everyone = everyone[population(everyone, outcome)]
-    everyone_day = everyone["as_of_date"].dt.date
-    reference = feature_reference(as_matrix(everyone[(everyone_day >= split.calibrate_start)
-                                                     & (everyone_day <= split.train_end)], features), features)
-    model = PropensityModel(outcome, features, calibrated, reference, split,
-                            float(train_part[spec.label].astype(float).mean()))
+    applies = population(frame, outcome).to_numpy()
+    reference = feature_reference(
+        as_matrix(frame.loc[applies & (day >= at["calibrate_start"]) & (day <= at["train_end"]), features], features),
+        features)
+    train_y = frame.loc[training, spec.label].astype(float).to_numpy()
+    model = PropensityModel(outcome, features, calibrated, reference, split, float(train_y.mean()))
     y_val = validation[spec.label].astype(float).to_numpy()
     p_val = model.predict(validation)
-    baseline = rules_baseline(train_part[spec.rule].astype(float).to_numpy(),
-                              train_part[spec.label].astype(float).to_numpy(),
+    baseline = rules_baseline(frame.loc[training, spec.rule].astype(float).to_numpy(), train_y,
                               validation[spec.rule].astype(float).to_numpy())
     model_metrics = classification_metrics(y_val, p_val)
     baseline_metrics = classification_metrics(y_val, baseline)
-    drift = model.drift(everyone[everyone_day >= split.validation_start])
+    drift = model.drift(frame.loc[applies & (day >= at["validation_start"]), features])
     metrics = {
         "outcome": outcome, "label": spec.label, "rules_baseline": spec.rule,
         "split": {k: str(v) for k, v in split.__dict__.items()},
-        "training_rows": int(len(train_part)), "validation": model_metrics, "rules": baseline_metrics,
+        "training_rows": int(training.sum()), "validation": model_metrics, "rules": baseline_metrics,
         "validation_drift": drift, "gate": gate(model_metrics, baseline_metrics, drift),
     }
     return TrainingResult(model, metrics)

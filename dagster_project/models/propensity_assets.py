@@ -4,7 +4,10 @@ One asset per outcome (`churn_propensity_model`, `skip_propensity_model`,
 `upgrade_propensity_model`, `discount_response_propensity_model`) trains on
 `analytics.customer_features` + `analytics.customer_labels` (propensity.py) and
 registers the model in `nextbest.model_registry` with its validation figures,
-the rules baseline and the gate verdicts. Retraining is weekly: the
+the rules baseline, the gate verdicts and how much history it read. Training
+reads at most `MAX_TRAINING_READ_ROWS` rows: beyond that, a stable sample of
+whole customers chosen in the warehouse (`read_key_sample`), so memory does not
+grow with the store. Retraining is weekly: the
 `propensity_retrain` job (Mondays, config `retrain: true`) trains every
 model; the daily job only trains when no model has passed its gate yet (the
 first run on a new store), so daily runs keep the registered models.
@@ -13,14 +16,17 @@ first run on a new store), so daily runs keep the registered models.
 after `as_of`) with the newest version of each model that passed its gate and
 replaces `nextbest.customer_scores`, which dbt reads (source
 `nextbest.customer_scores`) to assign at_risk / cadence_mismatch / expansion.
-The table is created even when there is nothing to score, so dbt never finds
-it missing after this asset has run.
+It reads and scores `batch_rows` customers at a time (`NEXTBEST_BATCH_ROWS`),
+staging each chunk's scores in the warehouse, and swaps them in with one
+transaction: readers see the old scores or the new ones. The table is created
+even when there is nothing to score, so dbt never finds it missing after this
+asset has run.
 """
 
 import base64
 import io
-import json
 from datetime import datetime, timezone
+from typing import Iterable
 
 import dagster as dg
 import numpy as np
@@ -28,11 +34,13 @@ import pandas as pd
 from pydantic import Field
 
 from dagster_project.models import registry
+from dagster_project.models.registry import registered_model  # noqa: F401 - re-exported for uplift_assets.py
 from dagster_project.models.propensity import (MAX_FEATURE_PSI, MIN_VALIDATION_AUC, OUTCOMES, PropensityModel,
                                                model_name, population, train_propensity)
-from dagster_project.resources.warehouse import DuckDBWarehouse, replace_table_rows
+from dagster_project.resources.warehouse import DuckDBWarehouse, KeySample, WarehouseInterface, read_key_sample
 
-SCORES_TABLE = "nextbest.customer_scores"
+SCORES_SCHEMA, SCORES_NAME = "nextbest", "customer_scores"
+SCORES_TABLE = f"{SCORES_SCHEMA}.{SCORES_NAME}"
 METHOD = "hist_gradient_boosting+isotonic"
 VALUE_HORIZON_DAYS = 90
 
@@ -54,6 +62,12 @@ SCORE_COLUMNS = {
 SCORES_DDL = (f"create table if not exists {SCORES_TABLE} (\n"
               + ",\n".join(f"    {name} {kind}" for name, kind in SCORE_COLUMNS.items()) + "\n)")
 
+# Training reads at most this many customer-weeks; past it, a stable sample of whole customers
+# (all their weeks, so the time split still holds). The booster fits on MAX_TRAINING_ROWS of them;
+# the rest calibrate and validate: 800k rows are 10-16k customers' histories, 80k+ validation rows
+# (AUC to about +-0.01). Training peaks at ~1.4 KB a row read (measured at 10k customers), so
+# ~1.5 GB whatever the store's size; a 10k-customer store (~0.5M rows) is still read whole.
+MAX_TRAINING_READ_ROWS = 800_000
 TRAINING_SQL = """
 select features.*, labels.* exclude (as_of_date, customer_id)
 from analytics.customer_features as features
@@ -63,28 +77,20 @@ where labels.is_window_complete
 """
 SCORING_SQL = "select * from analytics.customer_features where is_scoring_point"
 # Drift compares the last four weeks of points (a whole monthly campaign cycle, so the
-# calendar's phase does not read as drift) with the training window.
+# calendar's phase does not read as drift) with the training window; read as a sample like training.
 RECENT_SQL = """
 select * from analytics.customer_features
-where as_of_date > (select max(as_of_date) from analytics.customer_features) - interval 28 day
+where as_of_date > (select max(as_of_date) from analytics.customer_features) - interval '28 day'
 """
 
 
 # --- registry: the newest version that passed its gate -----------------------------------------
 
-def newest_passing(con, name: str) -> registry.RegisteredModel | None:
+def newest_passing(warehouse: WarehouseInterface, name: str) -> registry.RegisteredModel | None:
     """The most recently trained version of `name` whose gate passed (metrics.gate.passed), or None."""
-    if registry.latest_model(con, name) is None:
-        return None
-    rows = con.execute(f"select {', '.join(registry.COLUMNS)} from {registry.REGISTRY_TABLE} "
-                       "where model_name = ? order by trained_at desc, version desc", [name]).fetchall()
-    for row in rows:
-        record = dict(zip(registry.COLUMNS, row))
-        metrics = json.loads(record["metrics"]) if record["metrics"] else {}
-        if metrics.get("gate", {}).get("passed"):
-            record["features"] = json.loads(record["features"]) if record["features"] else None
-            record["metrics"] = metrics
-            return registry.RegisteredModel(**record)
+    for record in registry.registered_versions(warehouse, name):
+        if (record.metrics or {}).get("gate", {}).get("passed"):
+            return record
     return None
 
 
@@ -141,6 +147,8 @@ def model_metadata(version: str | None, metrics: dict | None, retrained: str | N
             metadata[f"validation_{key}"] = dg.MetadataValue.float(float(value))
     metadata["gate"] = dg.MetadataValue.json(metrics["gate"])
     metadata["split"] = dg.MetadataValue.json(metrics["split"])
+    if "training_read" in metrics:
+        metadata["training_read"] = dg.MetadataValue.json(metrics["training_read"])
     metadata["calibration_table"] = dg.MetadataValue.md(
         "| predicted | observed | customers |\n|---|---|---|\n" + "\n".join(
             f"| {b['mean_predicted']:.3f} | {b['observed_rate']:.3f} | {b['customers']} |"
@@ -159,10 +167,14 @@ class PropensityModelConfig(dg.Config):
         "train only when no version has passed its checks yet."))
 
 
-def load_training_frame(warehouse: DuckDBWarehouse) -> pd.DataFrame:
-    """customer_features joined to customer_labels, rows whose label window is over."""
-    with warehouse.connect(read_only=True) as con:
-        return con.execute(TRAINING_SQL).df()
+def load_training_frame(warehouse: WarehouseInterface,
+                        max_rows: int | None = None) -> tuple[pd.DataFrame, KeySample]:
+    """customer_features joined to customer_labels, rows whose label window is over: all of them, or
+    a stable sample of whole customers when there are more than `max_rows` (MAX_TRAINING_READ_ROWS)."""
+    # In a fixed order: the booster's random subset of rows is then the same at every run.
+    return read_key_sample(warehouse, TRAINING_SQL, "customer_id",
+                           MAX_TRAINING_READ_ROWS if max_rows is None else max_rows,
+                           order_by=("customer_id", "as_of_date"))
 
 
 def build_model_asset(outcome: str) -> dg.AssetsDefinition:
@@ -177,27 +189,29 @@ def build_model_asset(outcome: str) -> dg.AssetsDefinition:
     )
     def _model(context: dg.AssetExecutionContext, config: PropensityModelConfig,
                warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
-        with warehouse.connect(read_only=True) as con:
-            passing = newest_passing(con, name)
+        passing = newest_passing(warehouse, name)
         reason = retrain_reason(config.retrain, passing)
         if reason is None:
             context.log.info(f"keeping {passing.version} (trained {passing.trained_at:%Y-%m-%d})")
             return dg.MaterializeResult(metadata=model_metadata(passing.version, passing.metrics, None))
         context.log.info(f"training {name}: {reason}")
+        frame, sample = load_training_frame(warehouse)
+        context.log.info(f"{sample.describe('training rows')} (cap MAX_TRAINING_READ_ROWS={MAX_TRAINING_READ_ROWS:,})")
         try:
-            result = train_propensity(load_training_frame(warehouse), outcome)
+            result = train_propensity(frame, outcome)
         except ValueError as error:
             # too little history is a state of the store, not a failure of the run
             context.log.warning(f"{name} not trained: {error}")
             return dg.MaterializeResult(metadata={
                 **model_metadata(passing.version if passing else None, passing.metrics if passing else None, None),
-                "not_trained": dg.MetadataValue.text(str(error))})
+                "not_trained": dg.MetadataValue.text(str(error)),
+                "training_read": dg.MetadataValue.json(sample.as_dict())})
+        result.metrics["training_read"] = sample.as_dict()
         split = result.model.split
-        with warehouse.connect() as con:
-            version = registry.register_model(
-                con, name, result.model, training_window_start=split.train_start,
-                training_window_end=split.train_end, features=result.model.features, metrics=result.metrics,
-                method=METHOD, notes=reason)
+        version = registry.register_model(
+            warehouse, name, result.model, training_window_start=split.train_start,
+            training_window_end=split.train_end, features=result.model.features, metrics=result.metrics,
+            method=METHOD, notes=reason)
         verdict = "passed" if result.passed else "FAILED (scoring keeps the previous passing version)"
         context.log.info(f"registered {version}: gate {verdict}")
         return dg.MaterializeResult(metadata=model_metadata(version, result.metrics, reason))
@@ -210,8 +224,7 @@ def build_model_checks(model_asset: dg.AssetsDefinition, outcome: str) -> list[d
     name = model_name(outcome)
 
     def newest(warehouse: DuckDBWarehouse) -> registry.RegisteredModel | None:
-        with warehouse.connect(read_only=True) as con:
-            return registry.latest_model(con, name)
+        return registry.latest_model(warehouse, name)
 
     def verdict(record: registry.RegisteredModel | None, check: str) -> dg.AssetCheckResult:
         if record is None or not record.metrics:
@@ -236,19 +249,19 @@ def build_model_checks(model_asset: dg.AssetsDefinition, outcome: str) -> list[d
                     description=f"Features of the last four weeks vs the training window: largest PSI at most "
                                 f"{MAX_FEATURE_PSI}.")
     def feature_drift(warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
-        with warehouse.connect(read_only=True) as con:
-            loaded = registry.load_latest(con, name)
-            if loaded is None:
-                return verdict(None, "feature_drift")
-            record, model = loaded
-            recent = con.execute(RECENT_SQL).df()
+        loaded = registry.load_latest(warehouse, name)
+        if loaded is None:
+            return verdict(None, "feature_drift")
+        record, model = loaded
+        recent, sample = read_key_sample(warehouse, RECENT_SQL, "customer_id", MAX_TRAINING_READ_ROWS)
         recent = recent[population(recent, outcome)]
         if recent.empty:
             return dg.AssetCheckResult(passed=True, metadata={"why": "nobody to score"})
         drift = model.drift(recent)
         return dg.AssetCheckResult(passed=drift["passed"], metadata={
             "model_version": record.version, "max_psi": drift["max_psi"], "limit": drift["limit"],
-            "top_features": dg.MetadataValue.json(drift["top_features"])})
+            "top_features": dg.MetadataValue.json(drift["top_features"]),
+            "customers_compared": dg.MetadataValue.json(sample.as_dict())})
 
     return [auc_floor, beats_rules, feature_drift]
 
@@ -291,9 +304,32 @@ def score_customers(features: pd.DataFrame, models: dict[str, tuple[str, Propens
     return table[list(SCORE_COLUMNS)]
 
 
-def write_scores(con, table: pd.DataFrame) -> None:
-    """Replace the contents of nextbest.customer_scores with `table` in one transaction."""
-    replace_table_rows(con, SCORES_TABLE, SCORES_DDL, table)
+def scoring_models(warehouse: WarehouseInterface) -> tuple[dict[str, tuple[str, PropensityModel]], list[str]]:
+    """outcome -> (version, model) of the newest version that passed its gate; and the outcomes without one."""
+    models, missing = {}, []
+    for outcome in OUTCOMES:
+        record = newest_passing(warehouse, model_name(outcome))
+        if record is None:
+            missing.append(outcome)
+            continue
+        models[outcome] = (record.version, record.load(base_dir=warehouse.artifact_dir()))
+    return models, missing
+
+
+def write_scores(warehouse: WarehouseInterface, chunks: Iterable[pd.DataFrame]) -> int:
+    """Make nextbest.customer_scores hold exactly the rows of `chunks`; rows written.
+
+    Each chunk is staged as it comes (memory holds one); the table is swapped in one
+    transaction at the end, and created first if missing (even with nothing to score).
+    """
+    warehouse.execute(f"create schema if not exists {SCORES_SCHEMA}")
+    warehouse.execute(SCORES_DDL)
+    with warehouse.staged(SCORES_SCHEMA, SCORES_NAME) as staged:
+        for chunk in chunks:
+            staged.write_df(chunk[list(SCORE_COLUMNS)])
+        with warehouse.transaction() as tx:
+            written = staged.replace(tx)
+    return written
 
 
 MODEL_ASSETS = {outcome: build_model_asset(outcome) for outcome in OUTCOMES}
@@ -307,34 +343,32 @@ MODEL_ASSETS = {outcome: build_model_asset(outcome) for outcome in OUTCOMES}
 )
 def customer_scores(context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
     """Score the scoring point of analytics.customer_features and replace nextbest.customer_scores."""
-    with warehouse.connect(read_only=True) as con:
-        has_features = con.execute(
-            "select count(*) from information_schema.tables where table_schema = 'analytics' "
-            "and table_name = 'customer_features'").fetchone()[0]
-        features = con.execute(SCORING_SQL).df() if has_features else pd.DataFrame()
-        models, missing = {}, []
-        for outcome in OUTCOMES:
-            record = newest_passing(con, model_name(outcome))
-            if record is None:
-                missing.append(outcome)
-                continue
-            models[outcome] = (record.version, record.load(base_dir=registry.warehouse_dir(con)))
+    models, missing = scoring_models(warehouse)
     if missing:
         context.log.warning(f"no passing model for {missing}: those scores are null and segments use "
                             "behaviour rules alone")
-    if features.empty:
-        features = pd.DataFrame(columns=["customer_id", "as_of_date", "cadence_days", "average_order_value",
-                                         "is_active_subscriber", "is_subscriber", "is_gift"])
-    table = score_customers(features, models, datetime.now(timezone.utc).replace(tzinfo=None))
-    with warehouse.connect() as con:
-        write_scores(con, table)
+    scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    # Running sums for the mean of each score (nulls left out, as pandas' mean does).
+    sums = {spec.score: [0.0, 0] for spec in OUTCOMES.values()}
+
+    def chunks() -> Iterable[pd.DataFrame]:
+        if not warehouse.table_exists("analytics", "customer_features"):
+            return
+        for i, features in enumerate(warehouse.iter_batches(SCORING_SQL, warehouse.batch_rows)):
+            context.log.info(f"chunk {i}: {len(features)} customers")
+            table = score_customers(features, models, scored_at)
+            for score, total in sums.items():
+                total[0] += float(table[score].sum())
+                total[1] += int(table[score].notna().sum())
+            yield table
+
+    written = write_scores(warehouse, chunks())
     return dg.MaterializeResult(metadata={
-        "customers": dg.MetadataValue.int(len(table)),
+        "customers": dg.MetadataValue.int(written),
         "model_versions": dg.MetadataValue.json({o: v for o, (v, _) in models.items()}),
         "without_model": dg.MetadataValue.json(missing),
         "mean_scores": dg.MetadataValue.json({
-            spec.score: (None if table[spec.score].isna().all() else float(table[spec.score].mean()))
-            for spec in OUTCOMES.values()}),
+            score: (total / count if count else None) for score, (total, count) in sums.items()}),
     })
 
 

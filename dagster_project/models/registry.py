@@ -3,9 +3,15 @@
 Append-only: every training run adds one row and never changes an old one,
 so any prediction's `model_version` can be traced to its training window,
 features, backtest figures and artifact. Artifacts are joblib files in a
-`models/` folder next to the DuckDB file (`<duckdb dir>/models/<version>.joblib`);
-the row keeps the file's sha256, and loading refuses a file that has changed
-since it was registered.
+`models/` folder next to the DuckDB file (`<duckdb dir>/models/<version>.joblib`;
+on Snowflake, the project's `data/models/`); the row keeps the file's absolute
+path and sha256, and loading refuses a file that has changed since it was
+registered. Rows written before paths were absolute hold paths relative to the
+DuckDB file's folder, and still load.
+
+Every function takes the warehouse resource (either engine, through its
+`read_df` / `write_df` / `transaction()` interface) or, for scripts and tests,
+a DuckDB connection.
 
 joblib files are pickles: load only artifacts from a folder you trust. The
 sha256 catches a file that was overwritten or corrupted, not a forged row.
@@ -17,14 +23,20 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import joblib
+import pandas as pd
 
-REGISTRY_TABLE = "nextbest.model_registry"
+from dagster_project.project import DEFAULT_DUCKDB_PATH
+from dagster_project.resources.warehouse import DuckDBSession, WarehouseInterface, WarehouseSession
+
+REGISTRY_SCHEMA, REGISTRY_NAME = "nextbest", "model_registry"
+REGISTRY_TABLE = f"{REGISTRY_SCHEMA}.{REGISTRY_NAME}"
 
 # Plain types and statements so the same DDL runs on DuckDB and Snowflake.
 REGISTRY_DDL = f"""
@@ -45,6 +57,11 @@ create table if not exists {REGISTRY_TABLE} (
 
 COLUMNS = ("model_name", "version", "trained_at", "training_window_start", "training_window_end", "features",
            "metrics", "method", "artifact_path", "artifact_sha256", "notes")
+_DATE_COLUMNS = ("trained_at", "training_window_start", "training_window_end")
+VERSIONS_SQL = (f"select {', '.join(COLUMNS)} from {REGISTRY_TABLE} "
+                "where model_name = ? order by trained_at desc, version desc")
+# Where artifacts go when the warehouse has no folder of its own (Snowflake): the project's data/.
+DEFAULT_ARTIFACT_DIR = DEFAULT_DUCKDB_PATH.parent
 
 
 class ModelArtifactError(RuntimeError):
@@ -68,7 +85,7 @@ class RegisteredModel:
     notes: str | None
 
     def load(self, base_dir: str | Path | None = None) -> Any:
-        """The artifact, after checking its sha256 (relative paths resolve against `base_dir`)."""
+        """The artifact, after checking its sha256 (relative paths of older rows resolve against `base_dir`)."""
         if not self.artifact_path:
             raise ModelArtifactError(f"model {self.version} in {REGISTRY_TABLE} has no artifact")
         path = Path(self.artifact_path)
@@ -77,26 +94,61 @@ class RegisteredModel:
         return load_artifact(path, self.artifact_sha256, version=self.version)
 
 
-def ensure_registry(con) -> None:
-    """Create schema `nextbest` and the registry table if they do not exist."""
-    con.execute("create schema if not exists nextbest")
-    con.execute(REGISTRY_DDL)
+def registered_model(row: dict) -> RegisteredModel:
+    """A `model_registry` row as either engine's `read_df` gives it (timestamps, NaN for null) as a RegisteredModel."""
+    row = {k: (None if not isinstance(v, (list, dict)) and pd.isna(v) else v) for k, v in row.items()}
+    for key in ("training_window_start", "training_window_end"):
+        if isinstance(row[key], datetime):
+            row[key] = row[key].date()
+    if isinstance(row["trained_at"], pd.Timestamp):
+        row["trained_at"] = row["trained_at"].to_pydatetime()
+    row["features"] = json.loads(row["features"]) if row["features"] else None
+    row["metrics"] = json.loads(row["metrics"]) if row["metrics"] else None
+    return RegisteredModel(**row)
 
 
-def warehouse_dir(con) -> Path | None:
-    """The folder of the DuckDB file behind `con` (None for an in-memory database)."""
-    row = con.execute(
+# --- where the registry lives -----------------------------------------------------------------
+
+@contextmanager
+def _session(warehouse) -> Iterator[WarehouseSession]:
+    """A session on `warehouse`: a resource's own transaction, or a DuckDB connection as it is."""
+    if isinstance(warehouse, WarehouseInterface):
+        with warehouse.transaction() as tx:
+            yield tx
+        return
+    session = DuckDBSession(warehouse)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def ensure_registry(warehouse) -> None:
+    """Create schema `nextbest` and the registry table if they do not exist (DDL, outside any transaction)."""
+    for statement in (f"create schema if not exists {REGISTRY_SCHEMA}", REGISTRY_DDL):
+        warehouse.execute(statement)
+
+
+def warehouse_dir(warehouse) -> Path | None:
+    """The folder of the DuckDB file behind `warehouse` (None for Snowflake or an in-memory DuckDB)."""
+    if isinstance(warehouse, WarehouseInterface):
+        return warehouse.artifact_dir()
+    row = warehouse.execute(
         "select path from duckdb_databases() where database_name = current_database()").fetchone()
     return Path(row[0]).resolve().parent if row and row[0] else None
 
 
-def models_dir(con) -> Path:
-    """`<duckdb dir>/models/`, where artifacts are saved."""
-    base = warehouse_dir(con)
+def models_dir(warehouse) -> Path:
+    """Where artifacts are saved: `<duckdb dir>/models/`, or `data/models/` for a warehouse without a folder."""
+    base = warehouse_dir(warehouse)
     if base is None:
-        raise ModelArtifactError("an in-memory DuckDB has no folder for model artifacts; pass `folder=`")
+        if not isinstance(warehouse, WarehouseInterface):
+            raise ModelArtifactError("an in-memory DuckDB has no folder for model artifacts; pass `folder=`")
+        base = DEFAULT_ARTIFACT_DIR
     return base / "models"
 
+
+# --- artifacts --------------------------------------------------------------------------------
 
 def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file's bytes."""
@@ -124,20 +176,22 @@ def load_artifact(path: str | Path, sha256: str | None, version: str = "") -> An
     return joblib.load(path)
 
 
-def register_model(con, model_name: str, artifact: Any, *, training_window_start: date | None,
+# --- writing and reading rows -----------------------------------------------------------------
+
+def register_model(warehouse, model_name: str, artifact: Any, *, training_window_start: date | None,
                    training_window_end: date | None, features: list | dict | None = None,
                    metrics: dict | None = None, method: str | None = None, notes: str | None = None,
                    folder: str | Path | None = None, trained_at: datetime | None = None) -> str:
     """Save `artifact` with joblib, append its row and return its version.
 
     The version is `<model_name>-<UTC time of training>-<first 8 of the sha256>`,
-    e.g. `clv-20261125T050012Z-3f9a1c2e`. `folder` defaults to
-    `<duckdb dir>/models/`; artifacts inside the DuckDB file's folder are
-    recorded by relative path so the folder can be moved as a whole.
+    e.g. `clv-20261125T050012Z-3f9a1c2e`. `folder` defaults to `models_dir(warehouse)`;
+    the row records the artifact's absolute path. On a warehouse resource the row is
+    written with `write_df` in a transaction of its own.
     """
-    ensure_registry(con)
+    ensure_registry(warehouse)
     trained_at = (trained_at or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(tzinfo=None)
-    folder = Path(folder) if folder is not None else models_dir(con)
+    folder = Path(folder) if folder is not None else models_dir(warehouse)
     folder.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{model_name}-", suffix=".joblib")
     os.close(handle)
@@ -146,9 +200,8 @@ def register_model(con, model_name: str, artifact: Any, *, training_window_start
         sha256 = file_sha256(temporary)
         # Microseconds: a retrain that yields the same artifact within a second is still a new version.
         version = f"{model_name}-{trained_at:%Y%m%dT%H%M%S%fZ}-{sha256[:8]}"
-        taken = con.execute(f"select count(*) from {REGISTRY_TABLE} where version = ?", [version]).fetchone()[0]
-        path = folder / f"{version}.joblib"
-        if taken or path.exists():
+        path = (folder / f"{version}.joblib").resolve()
+        if path.exists() or _version_taken(warehouse, version):
             raise ValueError(f"model version {version} is already in {REGISTRY_TABLE}; "
                              "the registry is append-only; register it with a later trained_at")
         os.chmod(temporary, 0o644)  # mkstemp makes it owner-only; artifacts are as readable as the warehouse
@@ -156,41 +209,47 @@ def register_model(con, model_name: str, artifact: Any, *, training_window_start
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
-    base = warehouse_dir(con)
-    recorded = path.resolve()
-    if base is not None and recorded.is_relative_to(base):
-        recorded = recorded.relative_to(base)
-    row = (model_name, version, trained_at, training_window_start, training_window_end,
-           _json(features), _json(metrics), method, str(recorded), sha256, notes)
-    con.execute(f"insert into {REGISTRY_TABLE} ({', '.join(COLUMNS)}) values ({', '.join('?' * len(COLUMNS))})",
-                list(row))
+    row = pd.DataFrame([(model_name, version, trained_at, training_window_start, training_window_end,
+                         _json(features), _json(metrics), method, str(path), sha256, notes)], columns=list(COLUMNS))
+    # Every column typed (text, timestamps): a column holding only None has no type to stage it by.
+    row = row.astype({c: "string" for c in COLUMNS if c not in _DATE_COLUMNS})
+    row[list(_DATE_COLUMNS)] = row[list(_DATE_COLUMNS)].apply(pd.to_datetime)
+    try:
+        with _session(warehouse) as tx:
+            tx.write_df(REGISTRY_SCHEMA, REGISTRY_NAME, row)
+    except BaseException:
+        path.unlink(missing_ok=True)  # no row, no artifact: a failed registration leaves nothing behind
+        raise
     return version
 
 
-def latest_model(con, model_name: str) -> RegisteredModel | None:
+def _version_taken(warehouse, version: str) -> bool:
+    with _session(warehouse) as tx:
+        found = tx.read_df(f"select count(*) as n from {REGISTRY_TABLE} where version = ?", [version])
+    return int(found.iloc[0, 0]) > 0
+
+
+def registered_versions(warehouse, model_name: str) -> list[RegisteredModel]:
+    """Every registered version of `model_name`, newest first (none when nothing is registered)."""
+    with _session(warehouse) as tx:
+        if not tx.exists(REGISTRY_SCHEMA, REGISTRY_NAME):
+            return []
+        rows = tx.read_df(VERSIONS_SQL, [model_name])
+    return [registered_model(row) for row in rows.to_dict("records")]
+
+
+def latest_model(warehouse, model_name: str) -> RegisteredModel | None:
     """The most recently trained version of `model_name`, or None if none is registered."""
-    exists = con.execute(
-        "select count(*) from information_schema.tables where table_schema = 'nextbest' "
-        "and table_name = 'model_registry'").fetchone()[0]
-    if not exists:
-        return None
-    row = con.execute(
-        f"select {', '.join(COLUMNS)} from {REGISTRY_TABLE} where model_name = ? "
-        "order by trained_at desc, version desc limit 1", [model_name]).fetchone()
-    if row is None:
-        return None
-    record = dict(zip(COLUMNS, row))
-    record["features"] = json.loads(record["features"]) if record["features"] else None
-    record["metrics"] = json.loads(record["metrics"]) if record["metrics"] else None
-    return RegisteredModel(**record)
+    versions = registered_versions(warehouse, model_name)
+    return versions[0] if versions else None
 
 
-def load_latest(con, model_name: str) -> tuple[RegisteredModel, Any] | None:
+def load_latest(warehouse, model_name: str) -> tuple[RegisteredModel, Any] | None:
     """The latest registered version of `model_name` and its checked artifact, or None."""
-    record = latest_model(con, model_name)
+    record = latest_model(warehouse, model_name)
     if record is None:
         return None
-    return record, record.load(base_dir=warehouse_dir(con))
+    return record, record.load(base_dir=warehouse_dir(warehouse))
 
 
 def _json(value) -> str | None:

@@ -15,7 +15,6 @@ asset cheaply. Routing uses the newest version that passed its check
 """
 
 
-import json
 from contextlib import contextmanager
 from datetime import date, datetime
 
@@ -25,9 +24,10 @@ from pydantic import Field
 
 from dagster_project.messaging.context_pack import default_as_of
 from dagster_project.models import registry
+from dagster_project.models.registry import registered_model
 from dagster_project.models.uplift_data import GOALS, table_exists, training_frame
 from dagster_project.models.uplift_training import UpliftModel, train_uplift_models
-from dagster_project.resources.warehouse import DuckDBWarehouse
+from dagster_project.resources.warehouse import DuckDBWarehouse, WarehouseInterface
 
 MAX_MODEL_AGE_DAYS = 7
 
@@ -43,23 +43,31 @@ class UpliftModelsConfig(dg.Config):
     as_of: str | None = Field(default=None, description="YYYY-MM-DD; default NEXTBEST_AS_OF or today.")
 
 
-def newest_passing(con, playbook: str) -> tuple[registry.RegisteredModel, UpliftModel] | None:
-    """The newest registered model of a playbook that passed its check, else the newest one, else None."""
-    if not table_exists(con, registry.REGISTRY_TABLE):
-        return None
-    rows = con.execute(f"select {', '.join(registry.COLUMNS)} from {registry.REGISTRY_TABLE} where model_name = ? "
-                       "order by trained_at desc, version desc", [model_name(playbook)]).fetchall()
-    records = []
-    for row in rows:
-        record = dict(zip(registry.COLUMNS, row))
-        record["features"] = json.loads(record["features"]) if record["features"] else None
-        record["metrics"] = json.loads(record["metrics"]) if record["metrics"] else None
-        records.append(registry.RegisteredModel(**record))
+_VERSIONS_SQL = (f"select {', '.join(registry.COLUMNS)} from {registry.REGISTRY_TABLE} where model_name = ? "
+                 "order by trained_at desc, version desc")
+
+
+def newest_passing(warehouse, playbook: str) -> tuple[registry.RegisteredModel, UpliftModel] | None:
+    """The newest registered model of a playbook that passed its check, else the newest one, else None.
+
+    `warehouse`: the warehouse resource (either engine), or a DuckDB connection (scripts, tests).
+    """
+    if isinstance(warehouse, WarehouseInterface):
+        if not warehouse.table_exists("nextbest", "model_registry"):
+            return None
+        rows = warehouse.read_df(_VERSIONS_SQL, [model_name(playbook)]).to_dict("records")
+        base_dir = warehouse.artifact_dir()
+    else:
+        if not table_exists(warehouse, registry.REGISTRY_TABLE):
+            return None
+        with _cursor(warehouse) as cur:  # registry helpers leave a fetchone() result open on the connection
+            rows = cur.execute(_VERSIONS_SQL, [model_name(playbook)]).df().to_dict("records")
+            base_dir = registry.warehouse_dir(cur)
+    records = [registered_model(row) for row in rows]
     if not records:
         return None
     chosen = next((r for r in records if (r.metrics or {}).get("passed")), records[0])
-    with _cursor(con) as cur:  # registry helpers leave a fetchone() result open on the connection
-        return chosen, chosen.load(base_dir=registry.warehouse_dir(cur))
+    return chosen, chosen.load(base_dir=base_dir)
 
 
 @contextmanager
@@ -113,7 +121,7 @@ def train_and_register(con, as_of: date, seed: int = 0) -> dict[str, dict]:
     group_name="models",
     deps=[dg.AssetKey("customer_context")],
     kinds={"duckdb", "scikit-learn"},
-    description="Uplift per playbook (T/DR-learners) from past sends and holdouts, in nextbest.model_registry.",
+    description="Uplift per playbook (T/DR/X-learners) from past sends and holdouts, in nextbest.model_registry.",
 )
 def uplift_models(context: dg.AssetExecutionContext, config: UpliftModelsConfig,
                   warehouse: DuckDBWarehouse) -> dg.MaterializeResult:

@@ -32,6 +32,7 @@ from dagster_project.resources.warehouse import (
     DEFAULT_BATCH_ROWS,
     WarehouseInterface,
     WarehouseSession,
+    batch_rows_from_env,
     check_identifier,
 )
 
@@ -67,6 +68,7 @@ class SnowflakeSession(WarehouseSession):
         self.chunk_rows = chunk_rows
         self._steps: list[Callable[[], None]] = []
         self._staged: list[str] = []
+        self._cursors: list[Any] = []
 
     def quote(self, name: str) -> str:
         # Quoted upper case is what Snowflake resolves an unquoted name to.
@@ -127,6 +129,11 @@ class SnowflakeSession(WarehouseSession):
             f"create table if not exists {self.table(schema, table)} as select * from {source} where 1 = 0"
         )
 
+    def dbapi(self) -> Any:
+        cursor = self.con.cursor()  # the connector's cursor: execute(sql, params), fetchone, description
+        self._cursors.append(cursor)
+        return cursor
+
     def commit(self) -> None:
         """Run the queued statements in one transaction; roll back and re-raise if one fails."""
         if len(self._steps) == 1:
@@ -147,6 +154,9 @@ class SnowflakeSession(WarehouseSession):
 
     def close(self) -> None:
         self._steps.clear()
+        for cursor in self._cursors:
+            cursor.close()
+        self._cursors.clear()
         for staged in self._staged:
             try:
                 self._statement(f"drop table if exists {staged}")
@@ -168,6 +178,10 @@ class SnowflakeWarehouse(WarehouseInterface, dg.ConfigurableResource):
     private_key_path: str | None = None
     private_key_passphrase: str | None = Field(default=None, repr=False)
     write_chunk_rows: int = WRITE_CHUNK_ROWS
+    batch_rows: int = DEFAULT_BATCH_ROWS  # customers per chunk of scoring, routing and drafting
+
+    def _scratch_kind(self) -> str:
+        return "transient table"  # no fail-safe copies of rows that live for one run
 
     def _connect_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -260,5 +274,6 @@ def build_snowflake_warehouse() -> SnowflakeWarehouse:
     return SnowflakeWarehouse(
         account=dg.EnvVar("SNOWFLAKE_ACCOUNT"), user=dg.EnvVar("SNOWFLAKE_USER"),
         warehouse=dg.EnvVar("SNOWFLAKE_WAREHOUSE"), database=dg.EnvVar("SNOWFLAKE_DATABASE"),
+        batch_rows=batch_rows_from_env(),
         **{key: value for key, value in optional.items() if value is not None},
     )

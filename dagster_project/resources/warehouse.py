@@ -5,8 +5,12 @@ step and closed straight after (a sensor or `dagster dev` never holds the file
 open), and the pipeline runs in process (see `definitions.py`).
 
 Both engines, DuckDB here and Snowflake in `snowflake.py`, offer the same
-methods (`read_df`, `iter_batches`, `write_df`, `merge_df`, `execute`,
-`transaction`); `build_warehouse()` picks one by `NEXTBEST_WAREHOUSE`.
+methods (`read_df`, `iter_batches`, `key_ranges`, `write_df`, `merge_df`,
+`staged`, `execute`, `transaction`); `build_warehouse()` picks one by
+`NEXTBEST_WAREHOUSE`. Steps that touch every customer (scoring, routing,
+drafting) work a chunk of `batch_rows` customers at a time (`NEXTBEST_BATCH_ROWS`);
+steps that learn from history (model training) read a bounded, stable sample of
+customers chosen in the warehouse (`read_key_sample`).
 """
 
 from __future__ import annotations
@@ -54,27 +58,6 @@ def connect_duckdb(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPy
             time.sleep(0.5)
 
 
-def replace_table_rows(con: duckdb.DuckDBPyConnection, table: str, ddl: str, frame: pd.DataFrame) -> None:
-    """Make `table` hold exactly `frame`'s rows, in one transaction on a DuckDB connection.
-
-    `ddl` creates the table when missing (its schema is created too); readers never
-    see it half written, and a failure leaves the old rows in place.
-    """
-    schema = table.split(".")[0]
-    con.execute("begin transaction")
-    try:
-        con.execute(f"create schema if not exists {schema}")
-        con.execute(ddl)
-        con.execute(f"delete from {table}")
-        con.register("_replacement_rows", frame)
-        con.execute(f"insert into {table} select * from _replacement_rows")
-        con.unregister("_replacement_rows")
-        con.execute("commit")
-    except Exception:
-        con.execute("rollback")
-        raise
-
-
 # ---------------------------------------------------------------------------
 # The engine-neutral interface. Python assets that should run on DuckDB and on
 # Snowflake use these methods (not `connect()`, which hands out a DuckDB
@@ -85,7 +68,29 @@ def replace_table_rows(con: duckdb.DuckDBPyConnection, table: str, ddl: str, fra
 WriteMode = Literal["append", "replace"]
 # Rows per DataFrame handed out by `iter_batches`: memory stays bounded by this, not by customers.
 DEFAULT_BATCH_ROWS = 50_000
+BATCH_ROWS_ENV = "NEXTBEST_BATCH_ROWS"
+SCRATCH_PREFIX = "nb_stage_"  # scratch tables of `staged`, like Snowflake's upload tables (NB_STAGE_*)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def batch_rows_from_env() -> int:
+    """Customers per chunk from `NEXTBEST_BATCH_ROWS` (default 50,000), or a ValueError naming it."""
+    raw = os.environ.get(BATCH_ROWS_ENV, "").strip().replace("_", "").replace(",", "")
+    if not raw:
+        return DEFAULT_BATCH_ROWS
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{BATCH_ROWS_ENV}={os.environ[BATCH_ROWS_ENV]!r}: expected a whole number of customers "
+                         f"per chunk, at least 1 (default {DEFAULT_BATCH_ROWS})")
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """`first` to `last` (inclusive) of a sorted key, holding `rows` keys: one chunk of a chunked step."""
+
+    first: Any
+    last: Any
+    rows: int
 
 
 @dataclass
@@ -143,6 +148,15 @@ class WarehouseSession(ABC):
 
     def close(self) -> None:
         """Release whatever `_stage` made."""
+
+    @abstractmethod
+    def dbapi(self) -> Any:
+        """A DB-API handle (`execute(sql, params)`, then `fetchone`/`fetchall`/`description`) on this
+        session's connection, for helpers written against one; their SQL must be this engine's."""
+
+    def exists(self, schema: str, table: str) -> bool:
+        """Whether `schema.table` exists (either case, as both engines fold unquoted names)."""
+        return self._exists(schema, table)
 
     def read_df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         """A query's rows as a DataFrame with lower-case column names (`?` placeholders)."""
@@ -267,6 +281,45 @@ class WarehouseInterface:
         """A query's rows as DataFrames of at most `batch_size` rows, streamed (lower-case columns)."""
         raise NotImplementedError
 
+    def key_ranges(self, sql: str, batch_size: int = DEFAULT_BATCH_ROWS,
+                   params: Sequence[Any] | None = None) -> list[KeyRange]:
+        """Chunks of `batch_size` keys: `sql` selects one key column, distinct and in ascending order.
+
+        Only each chunk's first and last key are kept, so a step can then read every input of a
+        chunk with `key >= first and key <= last` and hold one chunk at a time.
+        """
+        ranges = []
+        for batch in self.iter_batches(sql, batch_size, params):
+            if len(batch):
+                keys = batch.iloc[:, 0]
+                ranges.append(KeyRange(keys.iloc[0], keys.iloc[-1], len(batch)))
+        return ranges
+
+    def table_exists(self, schema: str, table: str) -> bool:
+        """Whether `schema.table` exists."""
+        with self.transaction() as tx:
+            return tx.exists(schema, table)
+
+    @contextmanager
+    def staged(self, schema: str, table: str) -> Iterator[StagedRows]:
+        """A scratch copy of `schema.table` (which must exist) to fill chunk by chunk; dropped at the end.
+
+        Publish with `rows.replace(tx)` or `rows.append(tx)` inside a `transaction()` block, so
+        readers of `schema.table` see its old rows or all the new ones, never a part.
+        """
+        rows = StagedRows(self, schema, table)
+        try:
+            yield rows
+        finally:
+            rows.drop()
+
+    def artifact_dir(self) -> Path | None:
+        """The folder relative model artifact paths in `nextbest.model_registry` resolve against."""
+        return None
+
+    def _scratch_kind(self) -> str:
+        return "table"
+
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
         """Run one statement (`?` placeholders), DDL included."""
         with self.transaction() as tx:
@@ -288,6 +341,153 @@ class WarehouseInterface:
         with self.transaction() as tx:
             result = tx.merge_df(schema, table, df, keys, update_columns)
         return result
+
+
+class StagedRows:
+    """Rows written a chunk at a time into a scratch copy of `schema.table`, then published in one go.
+
+        with warehouse.staged("nextbest", "customer_scores") as staged:
+            for chunk in chunks:
+                staged.write_df(score(chunk))          # each chunk its own small transaction
+            with warehouse.transaction() as tx:
+                staged.replace(tx)                     # delete + insert ... select, atomically
+
+    Memory holds one chunk; the table changes only when the transaction commits.
+    """
+
+    def __init__(self, warehouse: WarehouseInterface, schema: str, table: str):
+        self.warehouse = warehouse
+        self.schema = check_identifier(schema, "Schema")
+        self.table = check_identifier(table, "Table")
+        self.scratch = f"{SCRATCH_PREFIX}{table}_{uuid.uuid4().hex[:12]}"
+        self.columns: list[str] | None = None
+        self.rows = 0
+        self._created = False
+
+    def write_df(self, df: pd.DataFrame) -> int:
+        """Add a chunk's rows (the same columns every time, cast to the table's types); rows written."""
+        if df.empty:
+            return 0
+        columns = [str(c) for c in df.columns]
+        if self.columns is not None and columns != self.columns:
+            raise ValueError(f"staged rows for {self.schema}.{self.table}: columns {columns} differ from the "
+                             f"first chunk's {self.columns}")
+        if not self._created:
+            # Unquoted names fold the same way on both engines as the quoted ones `write_df` uses.
+            self.warehouse.execute(
+                f"create {self.warehouse._scratch_kind()} {self.schema}.{self.scratch} as "
+                f"select * from {self.schema}.{self.table} where 1 = 0")
+            self._created = True
+        self.columns = columns
+        written = self.warehouse.write_df(self.schema, self.scratch, df)
+        self.rows += written
+        return written
+
+    def relation(self, tx: WarehouseSession) -> str:
+        """The scratch table's name for SQL in `tx` (e.g. an `insert ... select` of one's own)."""
+        return tx.table(self.schema, self.scratch)
+
+    def append(self, tx: WarehouseSession) -> int:
+        """Insert the staged rows into the table in `tx`; rows inserted."""
+        if not self.rows:
+            return 0
+        cols = ", ".join(tx.quote(c) for c in self.columns or [])
+        tx.execute(f"insert into {tx.table(self.schema, self.table)} ({cols}) select {cols} from {self.relation(tx)}")
+        return self.rows
+
+    def replace(self, tx: WarehouseSession, where: str | None = None, params: Sequence[Any] | None = None) -> int:
+        """Delete the table's rows (all, or those `where` matches) and insert the staged ones, in `tx`."""
+        target = tx.table(self.schema, self.table)
+        tx.execute(f"delete from {target}" + (f" where {where}" if where else ""), params)
+        return self.append(tx)
+
+    def drop(self) -> None:
+        """Drop the scratch table (`staged` does this when its block ends)."""
+        if not self._created:
+            return
+        try:
+            self.warehouse.execute(f"drop table if exists {self.schema}.{self.scratch}")
+        except Exception:  # noqa: BLE001 - never hide the error that ended the block
+            return  # a leftover nb_stage_* table holds only rows that were never published
+        self._created = False
+
+
+# ---------------------------------------------------------------------------
+# A bounded, stable sample of a query's keys (customers), chosen in the warehouse.
+# ---------------------------------------------------------------------------
+
+# A key's bucket: the first hex digits of md5 of the key. md5 is the same function on DuckDB and
+# Snowflake and across their versions (DuckDB's hash() is not), so a sample holds the same customers
+# on either engine and at every retrain, and a smaller sample is a subset of a larger one.
+SAMPLE_BUCKET_DIGITS = 4  # 65,536 buckets: at 1M customers a bucket holds ~15 of them
+
+
+@dataclass(frozen=True)
+class KeySample:
+    """How much of a query `read_key_sample` read: rows and distinct keys, read and available.
+
+    `below` is the bucket bound (keys whose md5 starts below it were read); None when all were.
+    """
+
+    rows_available: int
+    keys_available: int
+    rows_read: int
+    keys_read: int
+    below: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether every row was read."""
+        return self.below is None
+
+    def describe(self, rows: str, keys: str = "customers") -> str:
+        """A log line, e.g. `read 800,000 of 19,500,000 training rows, those of 10,240 of 250,000 customers ...`."""
+        if self.complete:
+            return f"read all {self.rows_read:,} {rows} ({self.keys_read:,} {keys})"
+        return (f"read {self.rows_read:,} of {self.rows_available:,} {rows}, those of {self.keys_read:,} of "
+                f"{self.keys_available:,} {keys} (a stable sample: md5 of the id below {self.below!r})")
+
+    def as_dict(self) -> dict:
+        """The figures as plain values, for run metadata and the model registry."""
+        return {"rows_read": self.rows_read, "rows_available": self.rows_available, "keys_read": self.keys_read,
+                "keys_available": self.keys_available, "sampled": not self.complete,
+                "md5_prefix_below": self.below}
+
+
+def sample_bucket(key: str) -> str:
+    """SQL (both engines) for the sample bucket of column `key`: the first hex digits of its md5."""
+    return f"substr(md5(cast({check_identifier(key, 'Key column')} as varchar)), 1, {SAMPLE_BUCKET_DIGITS})"
+
+
+def read_key_sample(warehouse: WarehouseInterface, sql: str, key: str, max_rows: int,
+                    params: Sequence[Any] | None = None,
+                    order_by: Sequence[str] = ()) -> tuple[pd.DataFrame, KeySample]:
+    """`sql`'s rows for a stable pseudo-random subset of its `key` values, at most `max_rows` rows.
+
+    A key (customer) is read with all its rows or not at all. One grouped count per md5 bucket
+    comes first (at most 65,536 rows back, however big the query); then the longest run of buckets,
+    in md5 order, whose rows fit in `max_rows` is read. When the whole query fits, every row is
+    read. `sql` must return `key`; `?` params go to `sql`. `order_by` (columns of `sql`) fixes the
+    rows' order, which engines otherwise leave to chance (DuckDB's parallel joins do).
+    """
+    bucket = sample_bucket(key)
+    order = ", ".join(check_identifier(c, "Order column") for c in order_by)
+    order = f" order by {order}" if order else ""
+    counts = warehouse.read_df(
+        f"select {bucket} as bucket, count(*) as n_rows, count(distinct {key}) as n_keys "
+        f"from ({sql}) as sampled group by 1", params)
+    rows_available, keys_available = int(counts["n_rows"].sum()), int(counts["n_keys"].sum())
+    if rows_available <= max_rows:
+        frame = warehouse.read_df(f"select * from ({sql}) as sampled{order}", params)
+        return frame, KeySample(rows_available, keys_available, len(frame), keys_available)
+    # Rows with a null key have no bucket: a sample leaves them out.
+    counts = counts[counts["bucket"].notna()].sort_values("bucket", ignore_index=True)  # the order of `<`
+    fits = int((counts["n_rows"].cumsum() <= max_rows).sum())  # buckets 0..fits-1 are read
+    below = str(counts["bucket"].iloc[fits]) if fits < len(counts) else "g"  # "g": above every hex digit
+    frame = warehouse.read_df(f"select * from ({sql}) as sampled where {bucket} < ?{order}",
+                              [*(params or []), below])
+    return frame, KeySample(rows_available, keys_available, len(frame),
+                            int(counts["n_keys"].iloc[:fits].sum()), below)
 
 
 class DuckDBSession(WarehouseSession):
@@ -321,6 +521,9 @@ class DuckDBSession(WarehouseSession):
         self._statement(f"create schema if not exists {self.quote(schema)}")
         self._statement(f"create table if not exists {self.table(schema, table)} as select * from {source} limit 0")
 
+    def dbapi(self) -> duckdb.DuckDBPyConnection:
+        return self.con
+
     def close(self) -> None:
         for view in self._views:
             self.con.unregister(view)
@@ -331,6 +534,7 @@ class DuckDBWarehouse(WarehouseInterface, dg.ConfigurableResource):
     """The embedded warehouse: one DuckDB file (`NEXTBEST_DUCKDB_PATH`)."""
 
     path: str
+    batch_rows: int = DEFAULT_BATCH_ROWS  # customers per chunk of scoring, routing and drafting
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -354,6 +558,10 @@ class DuckDBWarehouse(WarehouseInterface, dg.ConfigurableResource):
             }
 
     # The engine-neutral interface (see WarehouseInterface); `connect()` above stays DuckDB's own.
+
+    def artifact_dir(self) -> Path:
+        """The DuckDB file's folder (model artifacts live in its `models/`; see models/registry.py)."""
+        return Path(self.path).expanduser().resolve().parent
 
     @contextmanager
     def transaction(self) -> Iterator[DuckDBSession]:
@@ -388,7 +596,8 @@ def build_warehouse() -> DuckDBWarehouse | SnowflakeWarehouse:
     """The warehouse resource `NEXTBEST_WAREHOUSE` names: `duckdb` (default) or `snowflake`.
 
     DuckDB's path comes from `NEXTBEST_DUCKDB_PATH` (defaulted in project.py);
-    Snowflake's settings from the `SNOWFLAKE_*` variables (see snowflake.py).
+    Snowflake's settings from the `SNOWFLAKE_*` variables (see snowflake.py); both take the
+    chunk size of the chunked steps from `NEXTBEST_BATCH_ROWS`.
     """
     engine = os.environ.get("NEXTBEST_WAREHOUSE", "duckdb").strip().lower() or "duckdb"
     if engine == "snowflake":
@@ -399,4 +608,4 @@ def build_warehouse() -> DuckDBWarehouse | SnowflakeWarehouse:
         raise ValueError(f"NEXTBEST_WAREHOUSE={engine!r}: expected 'duckdb' or 'snowflake'")
     # The variable always exists by now (project.py sets its default), so EnvVar resolves.
     assert "NEXTBEST_DUCKDB_PATH" in os.environ
-    return DuckDBWarehouse(path=dg.EnvVar("NEXTBEST_DUCKDB_PATH"))
+    return DuckDBWarehouse(path=dg.EnvVar("NEXTBEST_DUCKDB_PATH"), batch_rows=batch_rows_from_env())

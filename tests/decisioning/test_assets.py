@@ -1,27 +1,44 @@
-"""`uplift_models` + `routing_decisions` on a small simulated store (segments hand-made, no dbt)."""
+"""`uplift_models` + `routing_decisions` on a small simulated store (segments hand-made, no dbt),
+decided in chunks of a few customers exactly as in one batch."""
 
 from __future__ import annotations
 
-from datetime import date
+import math
+from datetime import date, datetime
 
 import dagster as dg
+import duckdb
+import pandas as pd
 import pytest
 
 from dagster_project.decisioning import assets as decisioning_assets
-from dagster_project.decisioning.assets import DECISIONS_TABLE, decide, write_decisions
-from dagster_project.decisioning.routing import RoutingPolicy
+from dagster_project.decisioning.assets import (DECISIONS_TABLE, decide, features_at, routing_decisions,
+                                                write_decisions)
+from dagster_project.decisioning.routing import RETENTION_GOALS, RoutingPolicy, goal_values
 from dagster_project.ingest.simulator import simulate
 from dagster_project.models import uplift_assets
 from dagster_project.models.uplift_assets import train_and_register
-from dagster_project.models.uplift_data import assignment_rows, point_in_time_features
-from dagster_project.resources.warehouse import connect_duckdb
+from dagster_project.models.uplift_data import GOALS, assignment_rows, point_in_time_features
+from dagster_project.resources.warehouse import DuckDBSession, DuckDBWarehouse, KeyRange, connect_duckdb
 
 END = date(2026, 6, 1)
+ONE_BATCH = 1_000_000
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    path = tmp_path_factory.mktemp("routing") / "store.duckdb"
+def store_path(tmp_path_factory):
+    return tmp_path_factory.mktemp("routing") / "store.duckdb"
+
+
+@pytest.fixture(scope="module")
+def wh(store_path, store) -> DuckDBWarehouse:
+    """The warehouse resource on the store (the `store` connection stays open beside it, as in one process)."""
+    return DuckDBWarehouse(path=str(store_path))
+
+
+@pytest.fixture(scope="module")
+def store(store_path):
+    path = store_path
     con = connect_duckdb(path)
     simulate(con, customers=600, months=8, seed=5, end_date=END)
     # Stand-ins for the dbt marts: everyone with a live subscription is in every segment.
@@ -50,18 +67,18 @@ def test_features_ignore_everything_after_the_anchor(store):
     assert before.sort_values(key).reset_index(drop=True).equals(after.sort_values(key).reset_index(drop=True))
 
 
-def test_train_route_and_append(store):
+def test_train_route_and_append(store, wh):
     rows = assignment_rows(store, END)
     assert set(rows["treated"]) == {0, 1} and rows["outcome"].between(0, 1).all()
     summary = train_and_register(store, END)
     assert summary and all(s["version"].startswith("uplift_") for s in summary.values())
-    decisions = decide(store, END, RoutingPolicy())
+    decisions = decide(wh, END, RoutingPolicy())
     assert len(decisions) and set(decisions["decision"]) <= {"send", "holdout", "global_holdout", "suppressed",
                                                               "capped", "none"}
     sends = decisions[decisions["decision"] == "send"]
     assert sends["send_hour_of_week"].between(0, 167).all() and sends["model_version"].notna().all()
-    assert write_decisions(store, decisions, END) == len(decisions)
-    assert write_decisions(store, decisions, END) == 0  # same run date: nothing appended twice
+    assert write_decisions(wh, [decisions], END) == len(decisions)
+    assert write_decisions(wh, [decisions], END) == 0  # same run date: nothing appended twice
     new = store.execute(f"""select a.arm, d.decision from nextbest.assignments a
         join {DECISIONS_TABLE} d using (assignment_id)""").fetchall()
     assert len(new) == decisions["arm"].notna().sum()
@@ -69,11 +86,11 @@ def test_train_route_and_append(store):
     assert all((arm == "global_holdout") == (decision == "global_holdout") for arm, decision in new)
 
 
-def test_global_holdout_is_assigned_to_the_campaign_it_would_have_joined(store):
+def test_global_holdout_is_assigned_to_the_campaign_it_would_have_joined(store, wh):
     run_date = date(2026, 6, 2)  # a date of its own: test_train_route_and_append wrote END
     train_and_register(store, END)
-    decisions = decide(store, run_date, RoutingPolicy(global_holdout_share=0.2))
-    write_decisions(store, decisions, run_date)
+    decisions = decide(wh, run_date, RoutingPolicy(global_holdout_share=0.2))
+    write_decisions(wh, [decisions], run_date)
     arms = store.execute("""select campaign_id, playbook_id, arm, count(*) as n from nextbest.assignments
                             where assigned_at = ? group by all""", [run_date]).df()
     held = arms[arms["arm"] == "global_holdout"]
@@ -85,22 +102,121 @@ def test_global_holdout_is_assigned_to_the_campaign_it_would_have_joined(store):
     assert rows and all(send_at is None and assignment for send_at, assignment in rows)
 
 
-def test_retention_goals_are_valued_at_predicted_clv(store):
+def test_retention_goals_are_valued_at_predicted_clv(store, wh):
+    # What a CLV makes a retention goal worth is routing.goal_values' rule; this checks routing is fed the CLV.
     train_and_register(store, END)
-    without = decide(store, END, RoutingPolicy())
-    retention = without["goal"].isin(["retained_60d", "reactivated_60d"])
-    assert retention.any() and (without.loc[retention, "goal_value"] == 30.0).all()
+    policy = RoutingPolicy()
+    without = decide(wh, END, policy)
+    retention = without["goal"].isin(RETENTION_GOALS)
+    assert retention.any()
+    assert (without.loc[retention, "goal_value"] == without.loc[retention, "goal"].map(policy.goal_values)).all()
     scored = without.loc[retention, "customer_id"].iloc[0]
     store.execute("create table nextbest.customer_predictions (customer_id varchar, predicted_clv_12m double)")
     try:
         store.execute("insert into nextbest.customer_predictions values (?, 512.5)", [scored])
-        decisions = decide(store, END, RoutingPolicy()).set_index("customer_id")
+        decisions = decide(wh, END, policy).set_index("customer_id")
     finally:
         store.execute("drop table nextbest.customer_predictions")
-    assert decisions.at[scored, "goal_value"] == 512.5
-    assert "goal worth 512.50 (predicted 12-month CLV)" in decisions.at[scored, "reason"]
+    playbook = decisions.at[scored, "playbook_id"]
+    worth = goal_values([scored], {playbook: GOALS[playbook][0]}, policy, pd.Series({scored: 512.5})).iat[0, 0]
+    assert worth != policy.goal_values[GOALS[playbook][0]]  # the CLV, not the constant
+    assert decisions.at[scored, "goal_value"] == pytest.approx(worth)
+    assert f"goal worth {worth:.2f} (margin on predicted 12-month CLV)" in decisions.at[scored, "reason"]
     others = decisions.drop(index=scored)
-    assert (others.loc[others["goal"].isin(["retained_60d", "reactivated_60d"]), "goal_value"] == 30.0).all()
+    kept = others["goal"].isin(RETENTION_GOALS)
+    assert (others.loc[kept, "goal_value"] == others.loc[kept, "goal"].map(policy.goal_values)).all()
+
+
+class Held:
+    """The most customers one read held, and the sizes of the batches iter_batches handed out."""
+
+    def __init__(self, monkeypatch):
+        self.customers_per_read: list[int] = []
+        self.batches: list[int] = []
+        read, batches = DuckDBSession.read_df, DuckDBWarehouse.iter_batches
+
+        def spy_read(session, sql, params=None):
+            df = read(session, sql, params)
+            if "customer_id" in df.columns:
+                self.customers_per_read.append(df["customer_id"].nunique())
+            return df
+
+        def spy_batches(warehouse, sql, batch_size=50_000, params=None):
+            for batch in batches(warehouse, sql, batch_size, params):
+                self.batches.append(len(batch))
+                yield batch
+
+        monkeypatch.setattr(DuckDBSession, "read_df", spy_read)
+        monkeypatch.setattr(DuckDBWarehouse, "iter_batches", spy_batches)
+
+
+def comparable(decisions: pd.DataFrame) -> pd.DataFrame:
+    """Decisions without the moment they were made, one row per customer in id order, blanks as None."""
+    frame = decisions.drop(columns=["decided_at"]).sort_values("customer_id").reset_index(drop=True).astype(object)
+    return frame.where(frame.notna(), None)
+
+
+def test_chunks_of_seven_customers_decide_as_one_batch(store, wh, monkeypatch):
+    train_and_register(store, END)
+    whole = decide(wh, END, RoutingPolicy(), batch_rows=ONE_BATCH)
+    held = Held(monkeypatch)
+    chunked = decide(wh, END, RoutingPolicy(), batch_rows=7)
+    pd.testing.assert_frame_equal(comparable(chunked), comparable(whole), check_dtype=False)
+    assert set(chunked["decision"]) >= {"send", "global_holdout"} and chunked["send_hour_of_week"].notna().any()
+    customers = store.execute("select count(*) from (select customer_id from analytics.customer_segments "
+                              "union select customer_id from analytics.customer_tags)").fetchone()[0]
+    assert len(held.batches) == math.ceil(customers / 7) and max(held.batches) <= 7
+    assert held.customers_per_read and max(held.customers_per_read) <= 7  # no read held more than a chunk
+
+
+def test_the_asset_appends_chunked_decisions_in_one_go(store, store_path):
+    train_and_register(store, END)
+    run_date = date(2026, 6, 3)
+    expected = comparable(decide(DuckDBWarehouse(path=str(store_path)), run_date, RoutingPolicy()))
+    config = {"ops": {"routing_decisions": {"config": {"as_of": run_date.isoformat()}}}}
+    chunked = DuckDBWarehouse(path=str(store_path), batch_rows=50)
+    result = dg.materialize([routing_decisions], resources={"warehouse": chunked}, run_config=config,
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["appended"].value == len(expected)
+    written = store.execute(f"select * from {DECISIONS_TABLE} where run_date = ?", [run_date]).df()
+    same = ["decision_id", "customer_id", "decision", "playbook_id", "arm", "expected_value", "send_hour_of_week",
+            "campaign_id", "assignment_id", "reason_codes"]
+    pd.testing.assert_frame_equal(comparable(written)[same], expected[same], check_dtype=False)
+    assigned = store.execute("select count(*) from nextbest.assignments where assigned_at = ?", [run_date]).fetchone()
+    assert assigned[0] == expected["arm"].notna().sum()
+    again = dg.materialize([routing_decisions], resources={"warehouse": chunked}, run_config=config,
+                           instance=dg.DagsterInstance.ephemeral())
+    assert again.get_asset_materialization_events()[0].materialization.metadata["appended"].value == 0
+    assert store.execute(f"select count(*) from {DECISIONS_TABLE} where run_date = ?",
+                         [run_date]).fetchone()[0] == len(expected)
+    leftovers = store.execute("select count(*) from information_schema.tables where table_name like 'nb_stage_%'")
+    assert leftovers.fetchone()[0] == 0
+
+
+def test_features_from_the_mart_match_what_uplift_training_reads(tmp_path):
+    # Weekly feature rows, some after the anchor: both readers take the latest on or before it.
+    con = duckdb.connect(str(tmp_path / "mart.duckdb"))
+    con.execute("create schema analytics")
+    con.execute("""create table analytics.customer_features as
+        select 'C' || c as customer_id, date '2026-05-04' + (7 * w)::integer as as_of_date, c * 10 + w as orders_90d,
+               (c + w) % 2 = 0 as is_subscriber
+        from range(1, 6) t(c), range(0, 6) s(w) where not (c = 3 and w < 5)""")
+    con.close()
+    at = datetime(2026, 5, 26)
+    customers = pd.Index(["C1", "C2", "C3", "C4", "C5"], name="customer_id")
+    with DuckDBWarehouse(path=str(tmp_path / "mart.duckdb")).transaction() as tx:
+        ours = features_at(tx, customers, KeyRange("C1", "C5", 5), at)
+        theirs = point_in_time_features(tx.dbapi(), pd.DataFrame({"customer_id": customers, "anchor_at": at}))
+    theirs = theirs.set_index("customer_id").reindex(customers)
+
+    def blanks_as_none(frame):
+        frame = frame[sorted(frame.columns)].astype(object)
+        return frame.where(frame.notna(), None)
+
+    pd.testing.assert_frame_equal(blanks_as_none(ours), blanks_as_none(theirs), check_dtype=False)
+    assert ours.loc["C1", "orders_90d"] == 13 and pd.isna(ours.loc["C3", "orders_90d"])  # C3's first row is later
 
 
 def test_definitions_load():

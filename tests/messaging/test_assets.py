@@ -1,5 +1,6 @@
 """The `message_drafts` asset materializes in process on the tiny store: drafts for the playbook
-routing chose (segments until routing runs), none for holdouts, none on stale data."""
+routing chose (segments until routing runs), none for holdouts, none on stale data; drafted a
+chunk of customers at a time exactly as in one batch, with one LLM budget for the whole run."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from datetime import date, datetime, timedelta
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import pytest
 
 from dagster_project.decisioning.assets import DECISIONS_DDL, DECISIONS_TABLE
 from dagster_project.messaging.assets import message_drafts
-from dagster_project.resources.warehouse import DuckDBWarehouse
+from dagster_project.resources.warehouse import DuckDBSession, DuckDBWarehouse
+from tests.messaging.fake_llm import FakeLLM, grounded_reply
 from tests.messaging.store import AS_OF, write_store
 
 SEGMENTS = [("C001", "cadence_mismatch"), ("C001", "at_risk"), ("C002", "onboarding"), ("C003", "win_back")]
@@ -49,9 +52,20 @@ def store(tmp_path, monkeypatch):
     return path
 
 
-def draft(path):
-    return dg.materialize([message_drafts], resources={"warehouse": DuckDBWarehouse(path=str(path))},
-                          instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+def draft(path, batch_rows: int = 50_000, config: dict | None = None, instance=None):
+    return dg.materialize([message_drafts], resources={"warehouse": DuckDBWarehouse(path=str(path),
+                                                                                    batch_rows=batch_rows)},
+                          run_config={"ops": {"message_drafts": {"config": config or {}}}},
+                          instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def draft_rows(path) -> pd.DataFrame:
+    """Every column a reviewer sees, without the moment the run wrote them."""
+    con = duckdb.connect(str(path))
+    try:
+        return con.execute("select * exclude (created_at) from nextbest.message_drafts order by customer_id").df()
+    finally:
+        con.close()
 
 
 def drafted(path) -> list[tuple]:
@@ -145,3 +159,61 @@ def test_stale_playbooks_are_skipped_fresh_ones_drafted(store):
     skipped = metadata(result)["skipped_stale"].value
     assert "`at_risk_save`" in skipped and "`onboarding`" in skipped and "raw.portal_events is 4 days 12 hours old" \
         in skipped and "win_back" not in skipped
+
+
+def test_chunks_of_two_customers_draft_as_one_batch_and_reuse_the_cache(store, monkeypatch):
+    assert draft(store, batch_rows=1_000).success
+    whole = draft_rows(store)
+    con = duckdb.connect(str(store))
+    con.execute("drop table nextbest.message_drafts")  # no cache: the chunked run drafts afresh
+    con.close()
+    held: list[int] = []
+    read = DuckDBSession.read_df
+
+    def spy(session, sql, params=None):
+        df = read(session, sql, params)
+        if "customer_id" in df.columns:
+            held.append(df["customer_id"].nunique())
+        return df
+
+    monkeypatch.setattr(DuckDBSession, "read_df", spy)
+    instance = dg.DagsterInstance.ephemeral()
+    result = draft(store, batch_rows=2, instance=instance)
+    assert result.success
+    pd.testing.assert_frame_equal(draft_rows(store), whole)
+    assert len(whole) == 3 and not whole["cached"].any()
+    logged = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert "chunk 0: 2 customers" in logged and "chunk 1: 1 customers" in logged
+    assert held and max(held) <= 2  # no read held more than a chunk of customers
+    assert "Hi Anna" in metadata(result)["sample"].value
+    again = draft(store, batch_rows=2)
+    assert metadata(again)["cache_hits"].value == 3  # the cache works chunk by chunk
+
+
+def test_the_llm_budget_is_the_runs_not_each_chunks(store, monkeypatch):
+    # Output tokens only are priced: every request's worst case is its 700 output tokens, $0.007.
+    worst = 700 * 10.0 / 1_000_000
+    openai = {"generator": "openai", "max_llm_attempts": 1}
+    with FakeLLM(reply=grounded_reply) as fake:
+        for name, value in {"OPENAI_MODEL": "fake", "OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "k",
+                            "NEXTBEST_LLM_RPM": "60000", "NEXTBEST_LLM_INPUT_USD_PER_MTOK": "0",
+                            "NEXTBEST_LLM_OUTPUT_USD_PER_MTOK": "10"}.items():
+            monkeypatch.setenv(name, value)
+        assert draft(store, batch_rows=1, config=openai).success  # no budget: what each request really costs
+        cost = draft_rows(store).set_index("customer_id")["cost_usd"]
+        assert len(fake.requests) == 3 and (cost > 0).all() and (cost < worst).all()
+        con = duckdb.connect(str(store))
+        con.execute("drop table nextbest.message_drafts")  # no cache: the budgeted run drafts afresh
+        con.close()
+        # Enough for C001's request and C002's worst case, not for C003's as well. Each chunk is one
+        # customer: with a budget per chunk all three would be sent.
+        budget = float(cost["C001"] + worst + cost["C002"] / 2)
+        result = draft(store, batch_rows=1, config={**openai, "budget_usd": budget})
+        assert result.success
+        calls = len(fake.requests) - 3
+    assert calls == 2
+    rows = draft_rows(store).set_index("customer_id")
+    assert (rows.loc[["C001", "C002"], "prompt_tokens"] > 0).all()  # C001 and C002 were sent to the LLM
+    assert rows.loc["C003", "generator"] == "template" and rows.loc["C003", "fell_back"]
+    assert json.loads(rows.loc["C003", "history"])[0].startswith("budget:")
+    assert metadata(result)["total_cost_usd"].value <= budget

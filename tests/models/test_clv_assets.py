@@ -9,6 +9,7 @@ The daily-job test in tests/test_definitions.py runs it behind the real dbt mode
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 
 import dagster as dg
@@ -93,6 +94,10 @@ def test_predictions_cover_every_buyer_then_the_next_run_reuses_the_registered_m
     assert (pd.to_datetime(trained["expected_next_order_date"]) >= pd.Timestamp(AS_OF)).all()  # a charge may be due today
     registry = read(warehouse, "select * from nextbest.model_registry")
     assert len(registry) == 1 and set(trained["model_version"]) == set(registry["version"])
+    orders = read(warehouse, f"""select count(*) as n from raw.orders
+                                 where status = 'fulfilled' and ordered_at < date '{AS_OF}' + 1""")["n"][0]
+    training_read = json.loads(registry["metrics"][0])["training_read"]
+    assert not training_read["sampled"] and training_read["rows_read"] == orders  # a small store: every order
     metadata = first.asset_materializations_for_node("customer_predictions")[0].metadata
     assert metadata["calibration_plot"].value.startswith("![calibration by decile](data:image/png;base64,")
     assert sum(metadata["by_churn_risk_band"].value.values()) == len(trained)
@@ -108,7 +113,7 @@ def test_predictions_cover_every_buyer_then_the_next_run_reuses_the_registered_m
         assert (scored[column] == trained[column]).all(), column
 
     # A changed artifact stops scoring with an error naming the file.
-    artifact = warehouse.path.replace("warehouse.duckdb", registry["artifact_path"][0])
+    artifact = registry["artifact_path"][0]  # absolute
     with open(artifact, "ab") as handle:
         handle.write(b"tampered")
     with pytest.raises(ModelArtifactError, match="has changed since it was registered"):
@@ -128,3 +133,26 @@ def test_the_model_is_retrained_weekly_and_never_scores_days_it_trained_past():
     assert "before" in retrain_reason(registered(AS_OF + dt.timedelta(days=1)), AS_OF, forced=False)
     assert retrain_reason(registered(AS_OF), AS_OF, forced=True) == "retrain requested in run config"
     assert clv_assets.clv_retrain.name == "clv_retrain"  # the job that forces it
+
+
+def test_training_on_a_capped_sample_of_customers_still_scores_every_buyer(warehouse, monkeypatch):
+    monkeypatch.setattr(clv_assets, "MAX_TRAINING_ORDERS", 2_000)
+    result = materialize(warehouse, retrain=True)
+    assert result.success
+    record = read(warehouse, "select * from nextbest.model_registry")
+    training_read = json.loads(record["metrics"][0])["training_read"]
+    assert training_read["sampled"] and 0 < training_read["rows_read"] <= 2_000
+    assert training_read["keys_read"] < training_read["keys_available"]
+    metadata = result.asset_materializations_for_node("customer_predictions")[0].metadata
+    assert metadata["training_read"].value == training_read
+    scored = read(warehouse, "select customer_id from nextbest.customer_predictions")
+    assert len(scored) == training_read["keys_available"]  # trained on a sample, scored everyone
+    # The sample is whole customers picked by md5 of their id: the same ones at the next retrain.
+    frame, sample = clv_assets.load_training_orders(warehouse, AS_OF)
+    again, _ = clv_assets.load_training_orders(warehouse, AS_OF)
+    pd.testing.assert_frame_equal(frame.sort_values(["customer_id", "date"], ignore_index=True),
+                                  again.sort_values(["customer_id", "date"], ignore_index=True))
+    everything = read(warehouse, f"""select customer_id, count(*) as n from raw.orders
+        where status = 'fulfilled' and ordered_at < date '{AS_OF}' + 1 group by 1""").set_index("customer_id")["n"]
+    assert (frame.groupby("customer_id").size() == everything[frame["customer_id"].unique()].sort_index()).all()
+    assert sample.as_dict() == training_read

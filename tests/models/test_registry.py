@@ -1,4 +1,5 @@
-"""`nextbest.model_registry`: append-only rows, artifacts next to the warehouse, sha256 checked on load."""
+"""`nextbest.model_registry`: append-only rows, artifacts next to the warehouse by absolute path, sha256
+checked on load; the same through a DuckDB connection and through the warehouse resource."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import duckdb
 import pytest
 
 from dagster_project.models.registry import (ModelArtifactError, latest_model, load_latest, models_dir,
-                                             register_model)
+                                             register_model, registered_versions)
+from dagster_project.resources.warehouse import DuckDBWarehouse
 
 
 @pytest.fixture
@@ -36,7 +38,7 @@ def test_registering_appends_a_version_and_keeps_the_old_rows(con, tmp_path):
     record = latest_model(con, "clv")
     assert record.version == second and record.method == "bgnbd"
     assert record.metrics == {"backtest": {"roc_auc": 0.8}} and record.features == ["frequency", "recency"]
-    assert record.artifact_path == f"models/{second}.joblib"  # relative: the data folder can move
+    assert record.artifact_path == str(tmp_path.resolve() / "models" / f"{second}.joblib")  # absolute
     assert (tmp_path / "models" / f"{second}.joblib").is_file() and models_dir(con) == tmp_path / "models"
     assert load_latest(con, "clv")[1] == {"weights": [3, 4]}
     assert latest_model(con, "propensity") is None
@@ -59,4 +61,41 @@ def test_the_same_version_cannot_be_registered_twice(con):
     register(con, {"weights": [1]}, when)
     with pytest.raises(ValueError, match="append-only"):
         register(con, {"weights": [1]}, when)
+    assert con.execute("select count(*) from nextbest.model_registry").fetchone()[0] == 1
+
+
+def test_the_warehouse_resource_registers_and_reads_what_a_connection_does(tmp_path):
+    wh = DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb"))
+    assert latest_model(wh, "clv") is None and registered_versions(wh, "clv") == []
+    first = register(wh, {"weights": [1]}, datetime(2026, 6, 30, 5, 0, tzinfo=timezone.utc))
+    second = register(wh, {"weights": [2]}, datetime(2026, 7, 7, 5, 0, tzinfo=timezone.utc))
+    assert [r.version for r in registered_versions(wh, "clv")] == [second, first]  # newest first
+    record, model = load_latest(wh, "clv")
+    assert model == {"weights": [2]} and record.artifact_path == str(tmp_path.resolve() / "models" / f"{second}.joblib")
+    assert record.training_window_start == date(2026, 1, 1) and record.trained_at == datetime(2026, 7, 7, 5, 0)
+    assert record.metrics == {"backtest": {"roc_auc": 0.8}} and record.notes is None
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    try:
+        assert latest_model(con, "clv") == record  # the same row, read through a plain connection
+    finally:
+        con.close()
+
+
+def test_rows_with_paths_relative_to_the_warehouse_folder_still_load(con, tmp_path):
+    version = register(con, {"weights": [1]}, datetime(2026, 6, 30, 5, 0, tzinfo=timezone.utc))
+    con.execute("update nextbest.model_registry set artifact_path = ?", [f"models/{version}.joblib"])  # older rows
+    assert load_latest(con, "clv")[1] == {"weights": [1]}
+    assert load_latest(DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb")), "clv")[1] == {"weights": [1]}
+
+
+def test_a_registration_whose_row_fails_leaves_no_artifact(con, tmp_path, monkeypatch):
+    register(con, {"weights": [1]}, datetime(2026, 6, 30, 5, 0, tzinfo=timezone.utc))
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("warehouse went away")
+
+    monkeypatch.setattr("dagster_project.resources.warehouse.WarehouseSession.write_df", refuse)
+    with pytest.raises(RuntimeError, match="went away"):
+        register(con, {"weights": [2]}, datetime(2026, 7, 7, 5, 0, tzinfo=timezone.utc))
+    assert len(list((tmp_path / "models").glob("*.joblib"))) == 1
     assert con.execute("select count(*) from nextbest.model_registry").fetchone()[0] == 1

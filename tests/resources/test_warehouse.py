@@ -5,6 +5,7 @@ The Snowflake side of the same interface runs in `test_snowflake.py`.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 
 import pandas as pd
@@ -13,7 +14,8 @@ import snowflake.connector
 import snowflake.connector.pandas_tools
 
 from dagster_project.resources.snowflake import SnowflakeWarehouse
-from dagster_project.resources.warehouse import DuckDBWarehouse, MergeResult, build_warehouse
+from dagster_project.resources.warehouse import (SAMPLE_BUCKET_DIGITS, DuckDBWarehouse, KeyRange, MergeResult,
+                                                 build_warehouse, read_key_sample)
 
 SNOWFLAKE_ENV = {
     "SNOWFLAKE_ACCOUNT": "acme", "SNOWFLAKE_USER": "nb", "SNOWFLAKE_PASSWORD": "pw-not-for-logs",
@@ -138,3 +140,76 @@ def test_a_failed_transaction_leaves_nothing(wh):
         result = tx.merge_df("nextbest", "outbox", outbox_rows(4), ["send_id"])
     assert result == MergeResult(4, 0)
     assert wh.table_row_counts("nextbest") == {"drafts": 2, "outbox": 4}
+
+
+def test_key_ranges_cut_sorted_keys_into_chunks_that_cover_them(wh):
+    wh.write_df("analytics", "segments", pd.DataFrame({"customer_id": [f"C{i:03d}" for i in range(23)] * 2}))
+    ranges = wh.key_ranges("select distinct customer_id from analytics.segments order by 1", batch_size=10)
+    assert ranges == [KeyRange("C000", "C009", 10), KeyRange("C010", "C019", 10), KeyRange("C020", "C022", 3)]
+    covered = [len(wh.read_df("select * from analytics.segments where customer_id >= ? and customer_id <= ?",
+                              [r.first, r.last])) for r in ranges]
+    assert covered == [20, 20, 6]
+    assert wh.key_ranges("select customer_id from analytics.segments where 1 = 0", batch_size=10) == []
+
+
+def test_staged_rows_reach_the_table_only_when_published(wh):
+    wh.execute("create schema if not exists nextbest")
+    wh.execute("create table nextbest.scores (customer_id varchar, score double, note varchar)")
+    wh.write_df("nextbest", "scores", pd.DataFrame({"customer_id": ["old"], "score": [0.1], "note": ["kept"]}))
+    with pytest.raises(RuntimeError, match="chunk 2 failed"):
+        with wh.staged("nextbest", "scores") as staged:
+            staged.write_df(pd.DataFrame({"customer_id": ["C1"], "score": [0.5], "note": [None]}))
+            raise RuntimeError("chunk 2 failed")
+    assert wh.read_df("select customer_id from nextbest.scores")["customer_id"].tolist() == ["old"]
+    with wh.staged("nextbest", "scores") as staged:
+        for start in (0, 3, 6):
+            # A chunk whose text column is all blank still lands in the table's varchar column.
+            staged.write_df(pd.DataFrame({"customer_id": [f"C{i}" for i in range(start, start + 3)],
+                                          "score": [0.5] * 3, "note": [None] * 3}))
+        assert wh.read_df("select count(*) as n from nextbest.scores").iloc[0, 0] == 1  # not published yet
+        with wh.transaction() as tx:
+            assert staged.replace(tx) == 9
+    assert wh.read_df("select count(*) as n from nextbest.scores").iloc[0, 0] == 9
+    assert wh.table_row_counts("nextbest") == {"scores": 9}  # the scratch table is gone
+
+
+def test_chunk_size_comes_from_nextbest_batch_rows(monkeypatch, duckdb_file):
+    monkeypatch.delenv("NEXTBEST_WAREHOUSE", raising=False)
+    monkeypatch.delenv("NEXTBEST_BATCH_ROWS", raising=False)
+    assert build_warehouse().batch_rows == 50_000
+    monkeypatch.setenv("NEXTBEST_BATCH_ROWS", "20_000")
+    assert build_warehouse().batch_rows == 20_000
+    monkeypatch.setenv("NEXTBEST_BATCH_ROWS", "lots")
+    with pytest.raises(ValueError, match="NEXTBEST_BATCH_ROWS='lots': expected a whole number"):
+        build_warehouse()
+    monkeypatch.setenv("NEXTBEST_WAREHOUSE", "snowflake")
+    monkeypatch.setenv("NEXTBEST_BATCH_ROWS", "7")
+    for name, value in SNOWFLAKE_ENV.items():
+        monkeypatch.setenv(name, value)
+    assert build_warehouse().batch_rows == 7
+
+
+def test_a_key_sample_keeps_whole_keys_under_the_cap_by_md5_and_takes_params(wh):
+    # Customer i has 1 + i % 4 orders; one order has no customer.
+    orders = pd.DataFrame({"customer_id": [f"C{i:03d}" for i in range(120) for _ in range(1 + i % 4)] + [None]})
+    orders["amount"] = range(len(orders))
+    wh.write_df("staging", "orders", orders)
+    sql = "select customer_id, amount from staging.orders where amount >= ?"
+    frame, sample = read_key_sample(wh, sql, "customer_id", 100, params=[0], order_by=("customer_id", "amount"))
+    assert (sample.rows_available, sample.keys_available) == (len(orders), 120)
+    assert len(frame) == sample.rows_read <= 100 and frame["customer_id"].nunique() == sample.keys_read
+    sizes = frame.groupby("customer_id").size()
+    assert all(sizes[c] == 1 + int(c[1:]) % 4 for c in sizes.index)  # all of a customer's rows, or none
+    buckets = {c: hashlib.md5(c.encode()).hexdigest()[:SAMPLE_BUCKET_DIGITS] for c in orders["customer_id"].dropna()}
+    assert set(frame["customer_id"]) == {c for c, b in buckets.items() if b < sample.below}
+    # The longest run of md5 buckets that fits: the next customer up would break the cap.
+    next_up = min(b for b in buckets.values() if b >= sample.below)
+    assert sample.rows_read + sum(1 + int(c[1:]) % 4 for c, b in buckets.items() if b == next_up) > 100
+    assert frame.equals(frame.sort_values(["customer_id", "amount"], ignore_index=True))  # in the order asked
+    pd.testing.assert_frame_equal(read_key_sample(wh, sql, "customer_id", 100, params=[0],
+                                                  order_by=("customer_id", "amount"))[0], frame)
+    everything, whole = read_key_sample(wh, sql, "customer_id", len(orders), params=[0])
+    assert whole.complete and len(everything) == len(orders)  # under the cap: every row, the keyless one too
+    assert read_key_sample(wh, sql, "customer_id", 100, params=[len(orders)])[1].rows_available == 0
+    with pytest.raises(ValueError, match="Key column"):
+        read_key_sample(wh, sql, "customer_id; drop table x", 100, params=[0])
