@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dagster_project.delivery.esp.base import EspError
+from dagster_project.delivery.ratelimit import backoff
 
 # Email events after which a customer must not be emailed again.
 SUPPRESSING_EVENTS = ("unsubscribe", "bounce", "complaint")
@@ -48,7 +49,7 @@ class RetryPolicy:
     """Exponential backoff with jitter on retryable errors, then dead-letter.
 
     Attempt n waits a random time in [delay/2, delay] with delay = base * 2**(n-1)
-    capped at max_delay, and never less than the ESP's Retry-After.
+    capped at max_delay, and never less than the ESP's Retry-After (`ratelimit.backoff`).
     """
 
     max_attempts: int = 6
@@ -114,11 +115,9 @@ def suppression_reason(row: Mapping[str, Any], policy: SendPolicy) -> str | None
 
 def retry_delay(attempts: int, policy: RetryPolicy, retry_after: float | None = None,
                 rng: random.Random | None = None) -> timedelta:
-    """How long to wait after failed attempt number `attempts` (1-based)."""
-    rng = rng or random
-    ceiling = min(policy.max_delay.total_seconds(), policy.base_delay.total_seconds() * 2 ** max(0, attempts - 1))
-    delay = rng.uniform(ceiling / 2, ceiling)  # jitter spreads retries so they do not arrive together
-    return timedelta(seconds=max(delay, retry_after or 0.0))
+    """How long to wait after failed attempt number `attempts` (1-based): `ratelimit.backoff`."""
+    return timedelta(seconds=backoff(attempts, policy.base_delay.total_seconds(),
+                                             policy.max_delay.total_seconds(), retry_after, rng))
 
 
 def after_failure(attempts: int, error: EspError, policy: RetryPolicy, now: datetime,

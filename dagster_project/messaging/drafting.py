@@ -5,7 +5,8 @@ For each customer:
     cache hit (same pack, brief and generator version)        -> reuse, no generation
     LLM (when configured, value above the gate, budget left)  -> check; on failure retry with the
                                                                   reasons as feedback, up to N attempts
-    template (default, or fallback after the LLM failed)      -> check
+    template (default, or fallback after the LLM failed or    -> check
+              the budget could not cover its next request)
     all checks pass -> `pending_review`, otherwise `blocked` with the reasons. Nothing is sent silently.
 
 Pure orchestration: generators and the cache are passed in; no database, no Dagster.
@@ -18,7 +19,9 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, Sequence
 
-from dagster_project.messaging.generators.base import Draft, DraftRequest, GenerationError, Generator, Usage
+from dagster_project.messaging.generators.base import (
+    Budget, Draft, DraftRequest, GenerationError, Generator, OverBudget, Usage,
+)
 from dagster_project.messaging.guardrails import Verdict, check_draft, failure_reasons, passed
 
 Status = Literal["pending_review", "blocked"]
@@ -57,8 +60,9 @@ class DraftingPolicy:
 
     max_llm_attempts: int = 3
     value_threshold: float = 0.0  # LLM only when the customer's expected value is at least this
-    budget_usd: float | None = None  # stop LLM calls once a batch has spent this much
-    chunk_size: int = 64  # LLM requests per round; bounds how far the budget can be overshot
+    # The most a batch may spend on the LLM, never exceeded: a request is sent only once its worst-case
+    # cost fits in what is left (see `generators.base.Budget`); the rest get template drafts.
+    budget_usd: float | None = None
 
 
 class DraftCache(Protocol):
@@ -145,45 +149,42 @@ def draft_batch(jobs: Sequence[DraftJob], template: Generator, llm: Generator | 
 
 
 def _run_llm(jobs, queue, outcomes, template, llm, policy) -> None:
-    """LLM attempts in rounds; each round retries what the guardrails rejected, with their reasons."""
+    """LLM attempts in rounds; each round retries what the guardrails rejected, with their reasons.
+
+    One `Budget` spans every round, so retries are paid from the same money as first attempts.
+    """
     state = {i: {"feedback": [], "history": [], "usage": Usage(), "attempts": 0,
                  "key": cache_key(jobs[i].request, llm.version)} for i in queue}
-    spent = 0.0
+    budget = Budget(policy.budget_usd) if policy.budget_usd is not None else None
     pending = list(queue)
     for _ in range(policy.max_llm_attempts):
         if not pending:
             break
         still: list[int] = []
-        for start in range(0, len(pending), policy.chunk_size):
-            chunk = pending[start:start + policy.chunk_size]
-            if policy.budget_usd is not None and spent >= policy.budget_usd:
-                for i in chunk:
-                    state[i]["history"].append(f"budget: campaign LLM budget ${policy.budget_usd:.2f} spent")
-                    state[i]["attempts"] = policy.max_llm_attempts  # no more LLM for this one
+        requests = [replace(jobs[i].request, feedback=tuple(state[i]["feedback"])) for i in pending]
+        for i, result in zip(pending, llm.generate_many(requests, budget=budget)):
+            s = state[i]
+            if isinstance(result, OverBudget):  # never sent: the template writes this one
+                s["history"].append(result.reason)
                 continue
-            requests = [replace(jobs[i].request, feedback=tuple(state[i]["feedback"])) for i in chunk]
-            for i, result in zip(chunk, llm.generate_many(requests)):
-                s = state[i]
-                s["attempts"] += 1
-                usage = result.usage if isinstance(result, (Draft, GenerationError)) else Usage()
-                s["usage"].add(usage)
-                spent += usage.cost_usd
-                if isinstance(result, GenerationError):
-                    reasons = [f"generation: {result.reason}"]
-                else:
-                    verdicts = _check(result, jobs[i].request)
-                    if passed(verdicts):
-                        result.usage = s["usage"]
-                        outcomes[i] = DraftOutcome(
-                            jobs[i].request.pack.customer_id, jobs[i].request.brief.id, "pending_review", result, verdicts,
-                            llm.name, s["attempts"], False, None, s["history"], s["usage"], s["key"])
-                        continue
-                    reasons = failure_reasons(verdicts)
-                s["history"].extend(reasons)
-                s["feedback"] = reasons
-                if s["attempts"] < policy.max_llm_attempts:
-                    still.append(i)
-        pending = [i for i in still if state[i]["attempts"] < policy.max_llm_attempts]
+            s["attempts"] += 1
+            s["usage"].add(result.usage)
+            if isinstance(result, GenerationError):
+                reasons = [f"generation: {result.reason}"]
+            else:
+                verdicts = _check(result, jobs[i].request)
+                if passed(verdicts):
+                    result.usage = s["usage"]
+                    outcomes[i] = DraftOutcome(
+                        jobs[i].request.pack.customer_id, jobs[i].request.brief.id, "pending_review", result, verdicts,
+                        llm.name, s["attempts"], False, None, s["history"], s["usage"], s["key"])
+                    continue
+                reasons = failure_reasons(verdicts)
+            s["history"].extend(reasons)
+            s["feedback"] = reasons
+            if s["attempts"] < policy.max_llm_attempts:
+                still.append(i)
+        pending = still
     for i in queue:
         if outcomes[i] is None:
             s = state[i]

@@ -1,4 +1,4 @@
-"""Send-time rules and pacing as plain functions: no database, no network."""
+"""Send-time rules, pacing and backoff as plain functions: no database, no network."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dagster_project.delivery.esp.base import RetryableEspError, PermanentEspErr
 from dagster_project.delivery.policy import (
     RetryPolicy, SendPolicy, after_failure, in_quiet_hours, next_send_time, retry_delay, suppression_reason,
 )
-from dagster_project.delivery.ratelimit import RateLimit, RateLimiter, TokenBucket
+from dagster_project.delivery.ratelimit import RateLimit, RateLimiter, TokenBucket, backoff
 
 
 def test_quiet_hours_wrap_midnight_and_follow_the_customers_zone():
@@ -91,3 +91,38 @@ def test_messages_and_profile_updates_share_a_bucket_of_the_same_name():
         limiter.acquire_send()
         limiter.acquire_send("properties")
     assert abs(fake.now - 0.9) < 1e-6  # 10 calls on the 10/s profiles endpoint, burst 1
+
+
+def test_a_pause_holds_every_caller_and_an_llm_limiter_starts_at_its_steady_rate():
+    fake = FakeTime()
+    limiter = RateLimiter([RateLimit.per_minute("requests", 600), RateLimit.per_minute("tokens", 60_000)],
+                          clock=fake.clock, sleep=fake.sleep, start_full=False)
+    for _ in range(3):  # 10 requests/s from one in the bucket: no opening burst
+        limiter.acquire([("requests", 1), ("tokens", 1)])
+    assert abs(fake.now - 0.2) < 1e-9
+    limiter.acquire([("tokens", 2_000)])  # more than a second's worth: waits for a full bucket, then owes
+    assert abs(limiter.acquire([("tokens", 1)]) - 1.001) < 1e-6
+    limiter.pause(2.0)  # a 429 with Retry-After: 2
+    assert abs(limiter.acquire([("requests", 1)]) - 2.0) < 1e-9
+    limiter.give_back("tokens", 250)  # the replies used fewer tokens than estimated
+
+
+def test_the_async_limiter_paces_like_the_threaded_one():
+    import asyncio
+    import time
+
+    limiter = RateLimiter([RateLimit.per_minute("requests", 1200)], start_full=False)
+
+    async def burst():
+        await asyncio.gather(*(limiter.aacquire([("requests", 1)]) for _ in range(6)))
+
+    started = time.monotonic()
+    asyncio.run(burst())
+    assert 0.2 <= time.monotonic() - started < 1.0  # 20/s: the sixth waits ~0.25 s
+
+
+def test_backoff_is_capped_and_jittered_below_the_cap():
+    rng = random.Random(3)
+    delays = [backoff(n, 0.5, 30, rng=rng) for n in range(1, 12)]
+    assert 0.25 <= delays[0] <= 0.5 and all(15 <= d <= 30 for d in delays[7:])
+    assert backoff(1, 0.5, 30, retry_after=4.0) == 4.0

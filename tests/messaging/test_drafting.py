@@ -6,7 +6,7 @@ import dataclasses
 
 from dagster_project.messaging.drafting import DraftingPolicy, DraftJob, MemoryDraftCache, draft_batch, summarize
 from dagster_project.messaging.generators.base import DraftRequest, Generator
-from dagster_project.messaging.generators.openai_chat import OpenAIGenerator, OpenAISettings
+from dagster_project.messaging.generators.openai_chat import OpenAIGenerator, OpenAISettings, build_messages
 from dagster_project.messaging.generators.template import TemplateGenerator
 from tests.messaging.fake_llm import FakeLLM, grounded_reply, hallucinating_reply
 
@@ -86,8 +86,27 @@ def test_value_gate_and_budget_keep_llm_spend_in_check(packs, briefs, catalog):
         jobs[0].expected_value = 5.0
         gated = draft_batch(jobs, TemplateGenerator(), _llm(fake), DraftingPolicy(value_threshold=1.0))
         assert [o.generator for o in gated] == ["openai", "template", "template"]
+        sent = len(fake.requests)
+        # A request costs about $1 at these prices: a $0.01 budget cannot cover a single one.
         budget = draft_batch(_jobs(packs, briefs, catalog), TemplateGenerator(),
-                             _llm(fake, input_usd_per_mtok=1000.0), DraftingPolicy(budget_usd=0.01, chunk_size=1))
-    assert [o.generator for o in budget] == ["openai", "template", "template"]
-    assert "budget" in budget[1].history[0]
-    assert summarize(budget)["total_cost_usd"] > 0
+                             _llm(fake, input_usd_per_mtok=1000.0), DraftingPolicy(budget_usd=0.01))
+        assert len(fake.requests) == sent  # nothing was sent, so nothing was spent
+    assert summarize(budget)["total_cost_usd"] == 0
+    assert all(o.generator == "template" and o.fell_back and o.status == "pending_review" for o in budget)
+    assert all(o.history[0].startswith("budget:") and o.attempts == 0 for o in budget)
+
+
+def test_a_budget_is_never_overspent_and_the_rest_get_template_drafts(packs, briefs, catalog):
+    jobs = [DraftJob(DraftRequest(p, brief, briefs.brand_voice, catalog))
+            for brief in briefs.playbooks.values() for p in packs.values()]
+    with FakeLLM(reply=grounded_reply, latency=0.02) as fake:
+        llm = _llm(fake, input_usd_per_mtok=1.0, output_usd_per_mtok=2.0, max_concurrency=8, tokens_per_minute=1e9)
+        budget = 2 * llm.worst_case_cost(build_messages(jobs[0].request))  # far less than the batch would cost
+        outcomes = draft_batch(jobs, TemplateGenerator(), llm, DraftingPolicy(budget_usd=budget))
+        sent = len(fake.requests)
+    assert 0 < summarize(outcomes)["total_cost_usd"] <= budget
+    assert sent == sum(o.usage.requests for o in outcomes)  # every request sent is paid for in the total
+    by_llm = [o for o in outcomes if o.generator == "openai"]
+    rest = [o for o in outcomes if o.generator == "template"]
+    assert by_llm and rest and len(by_llm) + len(rest) == len(jobs)
+    assert all(o.status == "pending_review" and o.fell_back and o.history[-1].startswith("budget:") for o in rest)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import re._parser
 
 import pytest
 
 from dagster_project.messaging.generators.base import Draft, DraftRequest
 from dagster_project.messaging.generators.template import TemplateGenerator
-from dagster_project.messaging.guardrails import check_draft, failure_reasons, passed
+from dagster_project.messaging.guardrails import (
+    ACTION_CLAIMS, DISCOUNT, STREET_ADDRESS, SURVEILLANCE, check_draft, failure_reasons, passed,
+)
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +142,68 @@ def test_stale_data_blocks_the_draft(generator, packs, briefs, catalog):
     draft = _clean(generator, packs, briefs, catalog)
     verdicts = check_draft(draft, stale, briefs.get("at_risk_save"), briefs.brand_voice, catalog)
     assert "staleness: newest order data is 52 days old" in failure_reasons(verdicts)[0]
+
+
+def _phrases(parsed) -> list[str]:
+    """Strings a regex (as re's own parser reads it) matches: every alternative and literal choice,
+    one character for a range or class, a repeat at its minimum and one more; a word boundary is empty."""
+    out = [""]
+    for op, arg in parsed:
+        kind = str(op)
+        if kind == "LITERAL":
+            options = [chr(arg)]
+        elif kind == "AT":
+            options = [""]
+        elif kind == "IN":
+            options = [chr(v) for item, v in arg if str(item) == "LITERAL"]
+            options += [chr(v[0]) for item, v in arg if str(item) == "RANGE"]
+            options += [{"CATEGORY_DIGIT": "7", "CATEGORY_SPACE": " "}.get(str(v), "a") for item, v in arg
+                        if str(item) == "CATEGORY"]
+        elif kind == "SUBPATTERN":
+            options = _phrases(arg[3])
+        elif kind == "BRANCH":
+            options = [s for branch in arg[1] for s in _phrases(branch)]
+        elif kind == "MAX_REPEAT":
+            low, high, sub = arg
+            once = _phrases(sub)
+            options = []
+            for count in sorted({low, min(low + 1, high)}):
+                grown = [""]
+                for _ in range(count):
+                    grown = [a + b for a in grown for b in once]
+                options += grown
+        else:
+            raise AssertionError(f"no phrase list for {kind} {arg}")
+        out = [a + b for a in out for b in options]
+    return out
+
+
+@pytest.mark.parametrize("words, pattern", [(g.words, g.pattern.exact) for g in SURVEILLANCE]
+                         + [(g.words, g.pattern.exact) for g, _, _ in ACTION_CLAIMS]
+                         + [(g.words, g.pattern.exact) for g in (DISCOUNT, STREET_ADDRESS)],
+                         ids=lambda x: x.pattern[:40] if isinstance(x, re.Pattern) else "words")
+def test_every_phrase_a_pattern_catches_holds_one_of_its_pre_check_words(words, pattern):
+    # A pattern is skipped when none of its words is in the draft: no phrase it catches may lack them all.
+    phrases = _phrases(re._parser.parse(pattern.pattern, pattern.flags))
+    assert phrases
+    for phrase in phrases:
+        for text in (phrase, f"Well, {phrase.upper()}.", f"x{phrase}_1", f"({phrase})"):
+            if pattern.search(text):
+                assert words & set(re.findall(r"\w+", text.lower())), (phrase, text, sorted(words))
+
+
+@pytest.mark.parametrize("sentence", [
+    "Your next delivery is Friday, March 12.", "Your next delivery is 14 March 2026.", "Since March 2023!",
+    "It ships 2026-03-14 or 3/14/26.", "Sept. 30th works.", "It's only $19.99, or 15 percent off.",
+    "Call (555) 201-3344 or anna@example.com.", "Send it to 12 Baker Street.", "Card ending in 1234.",
+    "Use code BEANS20 at www.example.com/deal now.", "Try the Sumatra Roast or an Ethiopian Yirgacheffe.",
+    "We noticed you opened our emails. Your churn score is at-risk.", "You cancelled, so you said.",
+    "Your refund arrived yesterday.", "FREE COFFEE for our VALUED CUSTOMER!!", "This is your 12th bag, 1,000 beans.",
+])
+def test_verdicts_do_not_depend_on_the_text_being_plain_ascii(generator, packs, briefs, catalog, sentence):
+    # Plain ASCII text takes faster routes through the checks; they must find exactly what the full ones find.
+    plain = _with_body(_clean(generator, packs, briefs, catalog), sentence)
+    fancy = dataclasses.replace(plain, body=plain.body + "\u200b")  # an invisible non-ASCII character
+    verdicts = check_draft(plain, packs["C001"], briefs.get("at_risk_save"), briefs.brand_voice, catalog)
+    assert not passed(verdicts)
+    assert verdicts == check_draft(fancy, packs["C001"], briefs.get("at_risk_save"), briefs.brand_voice, catalog)

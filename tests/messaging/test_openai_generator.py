@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from dagster_project.messaging.generators.base import Draft, DraftRequest, GenerationError
-from dagster_project.messaging.generators.openai_chat import OpenAIGenerator, OpenAISettings
+from dagster_project.messaging.generators.base import Budget, Draft, DraftRequest, GenerationError, OverBudget
+from dagster_project.messaging.generators.openai_chat import OpenAIGenerator, OpenAISettings, build_messages
 from dagster_project.messaging.guardrails import check_draft, passed
 from tests.messaging.fake_llm import FakeLLM, grounded_reply
 
@@ -106,3 +106,18 @@ def test_concurrency_is_bounded_and_requests_per_minute_respected(packs, briefs,
     # 600/min = 10/s from a near-empty bucket: 12 requests take at least 1.1 s
     assert elapsed >= 1.0
     assert len(llm.requests) == 12
+
+
+def test_a_budget_sends_only_the_requests_it_can_cover(packs, briefs, catalog):
+    with FakeLLM(reply=grounded_reply) as llm:
+        gen = OpenAIGenerator(_settings(llm, input_usd_per_mtok=1.0, output_usd_per_mtok=2.0))
+        requests = [_request(packs, briefs, catalog, c) for c in ("C001", "C002", "C003")] * 3
+        budget = Budget(2 * gen.worst_case_cost(build_messages(requests[0])))
+        results = gen.generate_many(requests, budget=budget)
+    drafts = [r for r in results if isinstance(r, Draft)]
+    refused = [r for r in results if isinstance(r, OverBudget)]
+    assert drafts and refused and len(drafts) + len(refused) == len(requests)
+    assert len(llm.requests) == len(drafts)  # a request the budget cannot cover is never sent
+    assert all(r.usage.requests == 0 and r.reason.startswith("budget:") for r in refused)
+    assert budget.spent_usd == pytest.approx(sum(d.usage.cost_usd for d in drafts))
+    assert budget.spent_usd <= budget.limit_usd and budget.in_flight == 0

@@ -6,6 +6,7 @@ drafting flow, the asset and the CLI never care which one wrote the copy.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -94,11 +95,53 @@ class GenerationError(Exception):
         self.usage = usage or Usage()
 
 
+class OverBudget(GenerationError):
+    """The request was not sent: what is left of the budget cannot cover what it could cost."""
+
+
+class Budget:
+    """A campaign's LLM money, shared by a batch's requests, that is never overspent.
+
+    Before a request is sent its worst-case cost is reserved; once its usage is known
+    the reservation is settled to the actual cost. A request whose worst case the rest
+    of the budget cannot cover is not sent. Safe to share across threads.
+    """
+
+    def __init__(self, limit_usd: float):
+        self.limit_usd = limit_usd
+        self.spent_usd = 0.0  # settled, actual costs
+        self.reserved_usd = 0.0  # worst cases of the requests in flight
+        self.in_flight = 0
+        self._lock = threading.Lock()
+
+    @property
+    def available_usd(self) -> float:
+        return self.limit_usd - self.spent_usd - self.reserved_usd
+
+    def reserve(self, worst_case_usd: float) -> bool:
+        """Hold `worst_case_usd` for one request; False (nothing held) when it does not fit."""
+        with self._lock:
+            if worst_case_usd > self.limit_usd - self.spent_usd - self.reserved_usd:
+                return False
+            self.reserved_usd += worst_case_usd
+            self.in_flight += 1
+            return True
+
+    def settle(self, reserved_usd: float, actual_usd: float) -> None:
+        """Release a reservation and book what the request really cost."""
+        with self._lock:
+            self.in_flight -= 1
+            self.reserved_usd = max(0.0, self.reserved_usd - reserved_usd) if self.in_flight else 0.0
+            self.spent_usd += actual_usd
+
+
 class Generator:
     """Base of every generator: `generate` one draft, `generate_many` a batch.
 
     A batch returns, in order, a `Draft` or a `GenerationError` per request, so
-    one failure never loses the rest of the batch.
+    one failure never loses the rest of the batch. A generator that spends money
+    reserves each request in `budget` (when given) and returns `OverBudget` for
+    the requests it could not afford; a free one ignores it.
     """
 
     name: str = "base"
@@ -107,7 +150,8 @@ class Generator:
     def generate(self, request: DraftRequest) -> Draft:
         raise NotImplementedError
 
-    def generate_many(self, requests: Sequence[DraftRequest]) -> list[Draft | GenerationError]:
+    def generate_many(self, requests: Sequence[DraftRequest],
+                      budget: Budget | None = None) -> list[Draft | GenerationError]:
         out: list[Draft | GenerationError] = []
         for request in requests:
             try:

@@ -3,8 +3,10 @@
 Works with OpenAI, Azure, vLLM or Ollama: model, base URL and key come from
 `OPENAI_MODEL`, `OPENAI_BASE_URL`, `OPENAI_API_KEY`. A batch runs async with
 bounded concurrency inside request and token per-minute buckets; 429, 5xx and
-timeouts are retried with exponential backoff, honouring Retry-After. Every
-draft carries its own tokens and cost. Ticket bodies are never sent: the model
+timeouts are retried with exponential backoff, honouring Retry-After (the pacing
+and backoff the ESP sender uses too: `delivery/ratelimit.py`). Every
+draft carries its own tokens and cost; with a `Budget`, a request is sent only
+once its worst-case cost is reserved. Ticket bodies are never sent: the model
 sees facts, and customer-written text is not a fact.
 """
 
@@ -13,19 +15,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Sequence
 
 import openai
 
-from dagster_project.messaging.generators.base import Draft, DraftRequest, GenerationError, Generator, Usage
-from dagster_project.messaging.generators.ratelimit import RateLimiter
+from dagster_project.messaging.generators.base import (
+    Budget, Draft, DraftRequest, GenerationError, Generator, OverBudget, Usage,
+)
+from dagster_project.delivery.ratelimit import RateLimit, RateLimiter, backoff
 from dagster_project.messaging.generators.template import eligible_offer
 
 PROMPT_VERSION = "prompt-1"
 MAX_BACKOFF_SECONDS = 30.0
+FRAMING_TOKENS = 8  # per chat message (role, separators), more than any chat format spends
+BUDGET_POLL_SECONDS = 0.02
 
 DRAFT_SCHEMA = {
     "type": "object",
@@ -185,11 +190,20 @@ class OpenAIGenerator(Generator):
     def __init__(self, settings: OpenAISettings | None = None):
         self.settings = settings or OpenAISettings.from_env()
         self.version = f"openai:{self.settings.model}:{PROMPT_VERSION}"
-        self.limiter = RateLimiter(self.settings.requests_per_minute, self.settings.tokens_per_minute)
+        # Starts nearly empty: an LLM counts a minute's allowance, so the batch runs at the steady rate at once.
+        self.limiter = RateLimiter([RateLimit.per_minute("requests", self.settings.requests_per_minute),
+                                    RateLimit.per_minute("tokens", self.settings.tokens_per_minute)],
+                                   start_full=False)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         s = self.settings
         return (prompt_tokens * s.input_usd_per_mtok + completion_tokens * s.output_usd_per_mtok) / 1_000_000
+
+    def worst_case_cost(self, messages: list[dict]) -> float:
+        """The most one request can cost: a token per prompt byte (a token is never shorter) plus
+        the framing of each message, and the full `max_output_tokens` back."""
+        prompt = sum(len(m["content"].encode()) + FRAMING_TOKENS for m in messages)
+        return self.cost(prompt, self.settings.max_output_tokens)
 
     def _client(self) -> openai.AsyncOpenAI:
         s = self.settings
@@ -203,24 +217,49 @@ class OpenAIGenerator(Generator):
             raise result
         return result
 
-    def generate_many(self, requests: Sequence[DraftRequest]) -> list[Draft | GenerationError]:
-        return asyncio.run(self.agenerate_many(requests))
+    def generate_many(self, requests: Sequence[DraftRequest],
+                      budget: Budget | None = None) -> list[Draft | GenerationError]:
+        return asyncio.run(self.agenerate_many(requests, budget))
 
-    async def agenerate_many(self, requests: Sequence[DraftRequest]) -> list[Draft | GenerationError]:
-        """Generate a batch concurrently; each slot holds a Draft or the error that stopped it."""
+    async def agenerate_many(self, requests: Sequence[DraftRequest],
+                             budget: Budget | None = None) -> list[Draft | GenerationError]:
+        """Generate a batch concurrently; each slot holds a Draft or the error that stopped it
+        (`OverBudget` for a request `budget` could not cover, which was never sent)."""
         semaphore = asyncio.Semaphore(self.settings.max_concurrency)
         async with self._client() as client:
             async def one(request: DraftRequest) -> Draft | GenerationError:
                 async with semaphore:
                     try:
-                        return await self._generate_one(client, request)
+                        return await self._generate_one(client, request, budget)
                     except GenerationError as error:
                         return error
             return list(await asyncio.gather(*(one(r) for r in requests)))
 
-    async def _generate_one(self, client: openai.AsyncOpenAI, request: DraftRequest) -> Draft:
-        s = self.settings
+    async def _generate_one(self, client: openai.AsyncOpenAI, request: DraftRequest,
+                            budget: Budget | None = None) -> Draft:
         messages = build_messages(request)
+        if budget is None:
+            return await self._send(client, request, messages)
+        # Reserved inside the concurrency slot: only requests about to be sent hold budget.
+        worst = self.worst_case_cost(messages)
+        while not budget.reserve(worst):
+            if not budget.in_flight:  # nothing can hand budget back: what is left is all there is
+                raise OverBudget(f"budget: ${budget.available_usd:.4f} of the campaign's ${budget.limit_usd:.2f} "
+                                 f"LLM budget left, and this request could cost ${worst:.4f}")
+            await asyncio.sleep(BUDGET_POLL_SECONDS)  # requests in flight settle below their worst case
+        actual = worst  # kept if the request is cancelled mid-flight: it may have been billed
+        try:
+            draft = await self._send(client, request, messages)
+            actual = draft.usage.cost_usd
+            return draft
+        except GenerationError as error:  # failed calls cost nothing; a malformed reply costs its tokens
+            actual = error.usage.cost_usd
+            raise
+        finally:
+            budget.settle(worst, actual)
+
+    async def _send(self, client: openai.AsyncOpenAI, request: DraftRequest, messages: list[dict]) -> Draft:
+        s = self.settings
         estimate = sum(len(m["content"]) for m in messages) // 4 + s.max_output_tokens
         if s.response_format == "json_schema":
             response_format = {"type": "json_schema",
@@ -230,7 +269,7 @@ class OpenAIGenerator(Generator):
         usage = Usage()
         attempt = 0
         while True:
-            await self.limiter.acquire(estimate)
+            await self.limiter.aacquire([("requests", 1), ("tokens", estimate)])
             usage.requests += 1
             try:
                 completion = await client.chat.completions.create(
@@ -242,19 +281,19 @@ class OpenAIGenerator(Generator):
                     openai.APIConnectionError, openai.APIStatusError) as error:
                 status = getattr(error, "status_code", None)
                 retryable = status is None or status == 429 or status >= 500 or status == 408
-                self.limiter.settle(estimate, 0)  # nothing was generated
+                self.limiter.give_back("tokens", estimate)  # nothing was generated
                 if not retryable or attempt >= s.max_retries:
                     what = f"HTTP {status}" if status else type(error).__name__
                     raise GenerationError(f"the LLM call failed after {attempt + 1} attempt(s): {what}",
                                           usage) from None
                 response = getattr(error, "response", None)
-                wait = retry_after_seconds(response.headers if response is not None else None)
-                if wait is not None:
-                    self.limiter.pause(wait)
-                else:
-                    wait = min(s.backoff_seconds * 2 ** attempt, MAX_BACKOFF_SECONDS) * (0.5 + random.random())
-                    await asyncio.sleep(wait)
+                retry_after = retry_after_seconds(response.headers if response is not None else None)
                 attempt += 1
+                wait = backoff(attempt, s.backoff_seconds, MAX_BACKOFF_SECONDS, retry_after)
+                if retry_after is not None:
+                    self.limiter.pause(wait)  # the server said it is busy: every request of the batch waits
+                else:
+                    await asyncio.sleep(wait)
                 usage.retries += 1
         reported = completion.usage
         text = completion.choices[0].message.content if completion.choices else None
@@ -264,7 +303,7 @@ class OpenAIGenerator(Generator):
         else:  # some servers omit usage: estimate at ~4 characters a token
             usage.prompt_tokens += sum(len(m["content"]) for m in messages) // 4
             usage.completion_tokens += len(text or "") // 4
-        self.limiter.settle(estimate, usage.prompt_tokens + usage.completion_tokens)
+        self.limiter.give_back("tokens", estimate - (usage.prompt_tokens + usage.completion_tokens))
         usage.cost_usd = self.cost(usage.prompt_tokens, usage.completion_tokens)
         try:
             draft = parse_draft(text, request, self)
