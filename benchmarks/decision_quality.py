@@ -3,21 +3,28 @@
     python benchmarks/decision_quality.py                       # train on seed 42, judge on seed 7
     python benchmarks/decision_quality.py --train-seed 1 --test-seed 2 --customers 8000
 
-1. Simulates a training store (`nextbest demo --fresh`), trains and registers
-   the uplift models on its past campaigns (`uplift_models` code path).
+1. Simulates a training store (`nextbest simulate` + `nextbest demo`), trains and
+   registers the uplift models on its past campaigns (`uplift_models` code path).
 2. Simulates a fresh store with another seed (customers the models never saw),
    and routes it with the trained models (`routing_decisions` code path) with
-   exploration, global holdout and per-playbook holdouts off, so the policy
-   itself is judged.
+   exploration and the global holdout off, so the policy itself is judged. The
+   demo already routed that store on the same day; its assignments would cap
+   everyone, so routing runs on a scratch copy without them.
 3. Scores four policies on the same eligible customers (audience, suppression
    and frequency caps applied) with the simulator's truth (`sim_truth.uplift`,
-   read here only): the oracle (best true value per customer), routing,
-   rule-based routing (segment -> playbook, `messaging.assets.SEGMENT_PLAYBOOKS`)
-   and random (a random eligible playbook).
+   read here only): the oracle (best true value per customer, or nothing),
+   routing (a playbook's randomized holdout counts as sent: the policy chose it),
+   rule-based routing (the playbook of the customer's segment,
+   `messaging.assets.SEGMENT_PLAYBOOKS`, first segment in that order, sent
+   whatever it is worth, as the segment fallback does) and random (a random
+   eligible playbook).
 
 Figures: incremental goal conversions (sum of true uplift over sends) and
-incremental value (true uplift x goal value - send cost), per policy and as a
-share of the oracle.
+incremental value (true uplift x goal value - cost of the send and its offer),
+per policy and as a share of the oracle. Goals and costs are valued as routing
+values them (`routing.goal_values` and `RoutingPolicy.cost`, in margin; a
+retention goal at the customer's predicted 12-month CLV x the margin rate),
+the same for every policy.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,11 +46,11 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dagster_project.decisioning.assets import decide  # noqa: E402
-from dagster_project.decisioning.routing import RoutingPolicy  # noqa: E402
+from dagster_project.decisioning.routing import RoutingPolicy, goal_values  # noqa: E402
 from dagster_project.messaging.assets import SEGMENT_PLAYBOOKS  # noqa: E402
 from dagster_project.models.uplift_assets import newest_passing, train_and_register  # noqa: E402
 from dagster_project.models.uplift_data import GOALS  # noqa: E402
-from dagster_project.resources.warehouse import connect_duckdb  # noqa: E402
+from dagster_project.resources.warehouse import DuckDBWarehouse, connect_duckdb  # noqa: E402
 
 
 def build_store(path: Path, customers: int, months: int, seed: int, end_date: str) -> None:
@@ -54,13 +62,32 @@ def build_store(path: Path, customers: int, months: int, seed: int, end_date: st
                    check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def score(choice: pd.Series, truth: pd.DataFrame, policy: RoutingPolicy) -> dict:
+def score(choice: pd.Series, truth: pd.DataFrame, values: pd.DataFrame, policy: RoutingPolicy) -> dict:
     """Sum of true uplift and true net value over the customers a policy sends to."""
     sent = choice.dropna()
     u = np.array([truth.at[c, p] for c, p in sent.items()]) if len(sent) else np.zeros(0)
-    value = np.array([policy.goal_values[GOALS[p][0]] for p in sent.values])
+    value = np.array([values.at[c, p] for c, p in sent.items()]) if len(sent) else np.zeros(0)
+    cost = np.array([policy.cost(p) for p in sent.values])
     return {"sends": int(len(sent)), "incremental_conversions": float(u.sum()),
-            "incremental_value": float((u * value - policy.send_cost).sum())}
+            "incremental_value": float((u * value - cost).sum()),
+            "sends_per_playbook": {k: int(v) for k, v in sent.value_counts().sort_index().items()}}
+
+
+def judge_copy(test_db: Path, work: Path, as_of) -> Path:
+    """A scratch copy of the judged store without the demo's own routing of `as_of` (it would cap everyone)."""
+    scratch = work / f"{test_db.stem}_judged.duckdb"
+    shutil.copyfile(test_db, scratch)
+    con = connect_duckdb(scratch)
+    try:
+        tables = {r[0] for r in con.execute(
+            "select table_name from information_schema.tables where table_schema = 'nextbest'").fetchall()}
+        if "assignments" in tables:
+            con.execute("delete from nextbest.assignments where assigned_at >= ?", [as_of])
+        if "routing_decisions" in tables:
+            con.execute("delete from nextbest.routing_decisions where run_date >= ?", [as_of])
+    finally:
+        con.close()
+    return scratch
 
 
 def main() -> int:
@@ -90,24 +117,30 @@ def main() -> int:
         con.close()
 
     policy = RoutingPolicy(global_holdout_share=0.0, exploration_share=0.0)
-    con = connect_duckdb(test_db)
+    scratch = judge_copy(test_db, work, as_of)
+    decisions = decide(DuckDBWarehouse(path=str(scratch)), as_of, policy, models=models)
+    con = connect_duckdb(scratch, read_only=True)
     try:
-        decisions = decide(con, as_of, policy, models=models)
         truth = con.execute("select customer_id, playbook_id, true_uplift from sim_truth.uplift").df() \
             .pivot(index="customer_id", columns="playbook_id", values="true_uplift")
         segments = con.execute("select customer_id, segment from analytics.customer_segments").df()
+        clv = con.execute("select customer_id, predicted_clv_12m from nextbest.customer_predictions "
+                          "where predicted_clv_12m is not null").df().drop_duplicates("customer_id", keep="last") \
+            .set_index("customer_id")["predicted_clv_12m"]
     finally:
         con.close()
+    scratch.unlink(missing_ok=True)
 
     eligible = decisions[decisions["decision"].isin(["send", "holdout", "none"])].set_index("customer_id")
     allowed = {c: [p for p, v in json.loads(a).items() if not isinstance(v, str) or v == "no uplift model yet"]
                for c, a in eligible["alternatives"].items()}
     routed = eligible["playbook_id"].where(eligible["decision"].isin(["send", "holdout"]))
+    values = goal_values(eligible.index, {p: GOALS[p][0] for p in truth.columns if p in GOALS}, policy, clv)
 
     def oracle_pick(c):
-        values = {p: truth.at[c, p] * policy.goal_values[GOALS[p][0]] - policy.send_cost for p in allowed[c]}
-        best = max(values, key=values.get)
-        return best if values[best] > 0 else None
+        net = {p: truth.at[c, p] * values.at[c, p] - policy.cost(p) for p in allowed[c]}
+        best = max(net, key=net.get)
+        return best if net[best] > 0 else None
 
     oracle = pd.Series({c: oracle_pick(c) for c in eligible.index}, dtype=object)
     by_customer = segments.groupby("customer_id")["segment"].apply(set)
@@ -117,7 +150,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     random_pick = pd.Series({c: allowed[c][rng.integers(len(allowed[c]))] for c in eligible.index}, dtype=object)
 
-    results = {name: score(choice, truth, policy) for name, choice in
+    results = {name: score(choice, truth, values, policy) for name, choice in
                (("oracle", oracle), ("routing", routed), ("rules", rules), ("random", random_pick))}
     base = results["oracle"]
     for name, r in results.items():
@@ -131,6 +164,8 @@ def main() -> int:
         "routing_vs_rules": {
             "conversions": results["routing"]["incremental_conversions"] / results["rules"]["incremental_conversions"] - 1,
             "value": results["routing"]["incremental_value"] / results["rules"]["incremental_value"] - 1},
+        "routing_vs_random": {
+            "value": results["routing"]["incremental_value"] / results["random"]["incremental_value"] - 1},
         "targets": {"routing >= 80% of oracle value": results["routing"]["share_of_oracle_value"] >= 0.8,
                     "routing >= 20% over rules (value)":
                         results["routing"]["incremental_value"] >= 1.2 * results["rules"]["incremental_value"]},

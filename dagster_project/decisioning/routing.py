@@ -2,7 +2,7 @@
 
 Pure pandas/numpy; `assets.py` gathers the inputs from the warehouse.
 
-    ev = expected_values(uplift, goal_of, policy, clv)       # uplift x goal value - send cost
+    ev = expected_values(uplift, goal_of, policy, clv)       # uplift x goal value (margin) - send and offer cost
     decisions = route(audience, capped, ev, suppressed, holdout_shares, policy, run_key="2026-11-25")
 
 Order of the rules, per customer:
@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-# What a goal is worth when it happens, in store currency. A marketer's assumptions:
-# a retained subscriber ~ two more deliveries of margin; a cadence change keeps a
-# subscriber who would otherwise cancel over too much coffee; an add-on is one
-# accessory order; a login is cheap engagement; a reactivation is a new subscription.
+# What a goal is worth when it happens, in store currency of gross margin (what the store keeps
+# after coffee, roasting, packing and shipping; a delivery of ~26.00 leaves ~9.00). A marketer's
+# assumptions: a retained subscriber ~ three more deliveries of margin; a cadence change keeps
+# a subscriber who would otherwise cancel over too much coffee; an add-on is one accessory
+# order's margin; a login is cheap engagement; a reactivation is a new subscription's first months.
 GOAL_VALUES = {
     "retained_60d": 30.0,
     "cadence_changed_30d": 15.0,
@@ -40,11 +41,20 @@ GOAL_VALUES = {
     "login_30d": 2.0,
     "reactivated_60d": 30.0,
 }
-# Goals that keep (or win back) a customer: worth that customer's predicted 12-month CLV
-# when `customer_predictions` has it, so saving a big spender outranks saving a small one.
-RETENTION_GOALS = frozenset({"retained_60d", "reactivated_60d"})
+# Goals that keep a subscriber: worth that customer's predicted 12-month CLV (revenue, from
+# `customer_predictions`) times the margin rate when it exists, so saving a big spender
+# outranks saving a small one and every goal is valued in the same currency (margin).
+# A reactivation keeps its constant: a cancelled customer's predicted spend is what they are
+# worth if nobody wins them back, not what winning them back is worth.
+RETENTION_GOALS = frozenset({"retained_60d"})
+# Gross margin per unit of revenue: what a predicted 12-month CLV (revenue) is worth to the store.
+CLV_MARGIN_RATE = 0.35
 # Cost of one send: ESP cost plus the attention it spends (fatigue, unsubscribes).
 SEND_COST = 0.25
+# What a playbook's incentive costs per send, in margin: 15% off the next delivery (~26.00),
+# which ~9 in 10 of those who get the offer go on to receive. Paid whether or not the message
+# changed anything, so a discount is worth sending only where it moves enough customers.
+OFFER_COSTS = {"at_risk_save": 3.5, "high_ltv_recovery": 3.5}
 
 DECISIONS = ("send", "holdout", "global_holdout", "suppressed", "capped", "none")
 
@@ -57,6 +67,12 @@ class RoutingPolicy:
     exploration_share: float = 0.05
     send_cost: float = SEND_COST
     goal_values: dict = field(default_factory=lambda: dict(GOAL_VALUES))
+    clv_margin_rate: float = CLV_MARGIN_RATE
+    offer_costs: dict = field(default_factory=lambda: dict(OFFER_COSTS))
+
+    def cost(self, playbook: str) -> float:
+        """What one send of `playbook` costs in margin: the send plus its offer, if any."""
+        return self.send_cost + self.offer_costs.get(playbook, 0.0)
 
 
 def stable_unit(*parts: str) -> float:
@@ -72,31 +88,35 @@ def in_global_holdout(customer_ids, share: float = 0.05) -> np.ndarray:
 
 def goal_values(customers, goal_of: dict[str, str], policy: RoutingPolicy,
                 clv: pd.Series | None = None) -> pd.DataFrame:
-    """What each playbook's goal is worth per customer (rows) and playbook (columns), in store currency.
+    """What each playbook's goal is worth per customer (rows) and playbook (columns), in store currency of margin.
 
-    Retention goals take the customer's predicted 12-month CLV from `clv` (customer_id -> value);
-    customers without one, and every other goal, get the fixed `policy.goal_values` constant.
+    Retention goals take the customer's predicted 12-month CLV from `clv` (customer_id -> revenue)
+    times `policy.clv_margin_rate`; customers without one, and every other goal, get the fixed
+    `policy.goal_values` constant (already margin).
     """
     customers = pd.Index(customers)
     values = pd.DataFrame({p: np.full(len(customers), policy.goal_values[g], dtype=float) for p, g in goal_of.items()},
                           index=customers)
     if clv is not None:
         # A negative prediction is noise around zero; a missing one falls back to the constant.
-        per_customer = pd.to_numeric(clv, errors="coerce").clip(lower=0).reindex(customers)
+        margin = pd.to_numeric(clv, errors="coerce").clip(lower=0).reindex(customers) * policy.clv_margin_rate
         for playbook, goal in goal_of.items():
             if goal in RETENTION_GOALS:
-                values[playbook] = per_customer.fillna(policy.goal_values[goal]).to_numpy()
+                values[playbook] = margin.fillna(policy.goal_values[goal]).to_numpy()
     return values
 
 
 def expected_values(uplift: pd.DataFrame, goal_of: dict[str, str], policy: RoutingPolicy,
                     clv: pd.Series | None = None) -> pd.DataFrame:
-    """Expected incremental value per customer (rows) and playbook (columns): uplift x goal value - send cost.
+    """Expected incremental value per customer (rows) and playbook (columns): uplift x goal value - cost.
 
-    `clv` (customer_id -> predicted 12-month CLV) values the retention goals per customer (`goal_values`).
+    `clv` (customer_id -> predicted 12-month CLV, revenue) values the retention goals per customer at
+    the policy's margin rate (`goal_values`); the cost is the send plus the playbook's offer
+    (`RoutingPolicy.cost`). A playbook is worth sending only where this is positive.
     """
     values = goal_values(uplift.index, {p: goal_of[p] for p in uplift.columns}, policy, clv)
-    return uplift * values - policy.send_cost
+    costs = pd.Series({p: policy.cost(p) for p in uplift.columns})
+    return uplift * values - costs
 
 
 def route(audience: pd.DataFrame, capped: pd.DataFrame, ev: pd.DataFrame, suppressed: pd.Series,

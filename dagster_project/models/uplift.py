@@ -9,8 +9,14 @@ Pure functions and small picklable model classes; no database, no Dagster.
   is regressed on x. In a randomized experiment the propensity e is the
   known treatment share, so psi is unbiased even where the outcome models are
   poor; the regression only has to find who differs.
+- `XLearner` (Kunzel et al. 2019): each arm's rows get an imputed effect from
+  the other arm's outcome model (a model that never saw them), one effect
+  model per arm, blended by the treatment share. Suits past campaigns, where
+  the holdout is a fifth of the treated arm: the big arm's effect model does
+  most of the work and gets most of the weight.
 - `cross_fit_uplift`: K-fold out-of-fold uplift per treatment arm, the basis
   for honest Qini / AUUC and policy values (`uplift_metrics.py`).
+
 
 Binary outcomes use calibrated-enough boosted classifiers (log loss); the
 learners take numeric feature matrices (NaN allowed).
@@ -28,7 +34,7 @@ from threadpoolctl import threadpool_limits
 
 from dagster_project.models.clv_gbm import GBM_THREADS
 
-LEARNERS = ("t_learner", "dr_learner")
+LEARNERS = ("t_learner", "dr_learner", "x_learner")
 DEFAULT_FOLDS = 5
 # Shallow, strongly regularised trees: uplift is a small difference of two
 # probabilities, and deep trees mostly fit the noise in each arm.
@@ -78,6 +84,15 @@ def _as_array(X) -> np.ndarray:
     return X
 
 
+def _effect_model(X: np.ndarray, target: np.ndarray, seed: int):
+    """A shallow boosted regressor of an (imputed or pseudo-) effect on x; the mean for a sliver of rows."""
+    if len(target) < MIN_ROWS_FOR_MODEL:
+        return _ConstantModel(target.mean() if len(target) else 0.0)
+    with threadpool_limits(GBM_THREADS):
+        # _as_array: one arm's rows may have a column with no values at all.
+        return HistGradientBoostingRegressor(random_state=seed, **EFFECT_PARAMS).fit(_as_array(X), target)
+
+
 @dataclass
 class TLearner:
     """Two outcome models, treated and control; uplift is the difference of their predictions."""
@@ -113,31 +128,63 @@ class DRLearner:
     propensity: float | None = None
     effect_model: object = None
 
-    def fit(self, X, t, y) -> "DRLearner":
+    def pseudo_outcomes(self, X, t, y) -> np.ndarray:
+        """psi per row, from outcome models cross-fitted so no row's psi uses a model that saw it."""
         X, t, y = _as_array(X), np.asarray(t, bool), np.asarray(y, float)
         e = float(t.mean()) if self.propensity is None else self.propensity
         self.propensity = e
         mu0, mu1 = np.zeros(len(y)), np.zeros(len(y))
-        # Cross-fit the nuisance models so no row's pseudo-outcome uses a model that saw it.
         folds = StratifiedKFold(self.inner_folds, shuffle=True, random_state=self.seed)
         for train, test in folds.split(X, t.astype(int) * 2 + (y > np.median(y))):
             nuisance = TLearner(self.binary, self.seed).fit(X[train], t[train], y[train])
             mu0[test], mu1[test] = nuisance.outcomes(X[test])
-        psi = mu1 - mu0 + t * (y - mu1) / e - (~t) * (y - mu0) / (1 - e)
-        with threadpool_limits(GBM_THREADS):
-            self.effect_model = HistGradientBoostingRegressor(random_state=self.seed, **EFFECT_PARAMS).fit(X, psi)
+        return mu1 - mu0 + t * (y - mu1) / e - (~t) * (y - mu0) / (1 - e)
+
+    def fit(self, X, t, y) -> "DRLearner":
+        psi = self.pseudo_outcomes(X, t, y)
+        self.effect_model = _effect_model(_as_array(X), psi, self.seed)
         return self
 
     def predict(self, X) -> np.ndarray:
         return self.effect_model.predict(_as_array(X))
 
 
+@dataclass
+class XLearner:
+    """X-learner: effects imputed with the other arm's outcome model, one effect model per arm, blended."""
+
+    binary: bool = True
+    seed: int = 0
+    propensity: float | None = None
+    effect_models: dict = field(default_factory=dict)
+
+    def fit(self, X, t, y, outcome_models: dict | None = None) -> "XLearner":
+        """`outcome_models`: {False: mu0, True: mu1} already fitted on these rows' arms (else fitted here)."""
+        X, t, y = _as_array(X), np.asarray(t, bool), np.asarray(y, float)
+        self.propensity = float(t.mean()) if self.propensity is None else self.propensity
+        models = outcome_models or TLearner(self.binary, self.seed).fit(X, t, y).models
+        # mu0 never saw a treated row and mu1 never saw a control row: each imputation is out of sample.
+        d1 = y[t] - _predict_outcome(models[False], X[t], self.binary)
+        d0 = _predict_outcome(models[True], X[~t], self.binary) - y[~t]
+        self.effect_models = {True: _effect_model(X[t], d1, self.seed), False: _effect_model(X[~t], d0, self.seed)}
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        X = _as_array(X)
+        # Weight each arm's effect model by the other arm's share (Kunzel et al.): the effect
+        # imputed for the small arm uses the model of the big arm, so it is the more precise one.
+        e = self.propensity
+        return e * self.effect_models[False].predict(X) + (1 - e) * self.effect_models[True].predict(X)
+
+
 def make_learner(name: str, binary: bool = True, seed: int = 0, propensity: float | None = None):
-    """A fresh learner by name (`t_learner` or `dr_learner`)."""
+    """A fresh learner by name (one of `LEARNERS`)."""
     if name == "t_learner":
         return TLearner(binary=binary, seed=seed)
     if name == "dr_learner":
         return DRLearner(binary=binary, seed=seed, propensity=propensity)
+    if name == "x_learner":
+        return XLearner(binary=binary, seed=seed, propensity=propensity)
     raise ValueError(f"unknown uplift learner {name!r}; expected one of {LEARNERS}")
 
 
@@ -179,8 +226,9 @@ def cross_fit_uplift(X, arms, y, control, *, learners=LEARNERS, folds: int = DEF
     """K-fold out-of-fold uplift of every treatment arm vs `control`, for every row.
 
     Each fold's rows are predicted by models trained on the other K - 1 folds:
-    one outcome model per arm (the T-learner is their difference) and, per
-    treatment arm, a DR-learner fitted on that arm and control.
+    one outcome model per arm (the T-learner is their difference; the X-learner
+    imputes effects with them) and, per treatment arm, a DR-learner fitted on
+    that arm and control.
     """
     X, y = _as_array(X), np.asarray(y, float)
     arms = np.asarray(arms).astype(str)
@@ -193,15 +241,22 @@ def cross_fit_uplift(X, arms, y, control, *, learners=LEARNERS, folds: int = DEF
         test, train = fold_of == k, fold_of != k
         if not test.any():
             continue
+        fitted = {arm: _outcome_model(X[train & (arms == arm)], y[train & (arms == arm)], binary, seed)
+                  for arm in names}
         for arm in names:
-            rows = train & (arms == arm)
-            outcomes.loc[test, arm] = _predict_outcome(_outcome_model(X[rows], y[rows], binary, seed), X[test], binary)
+            outcomes.loc[test, arm] = _predict_outcome(fitted[arm], X[test], binary)
         for arm in names[1:]:
             if "t_learner" in learners:
                 uplift["t_learner"].loc[test, arm] = outcomes.loc[test, arm] - outcomes.loc[test, control]
+            rows = train & ((arms == arm) | (arms == control))
+            t = arms[rows] == arm
+            if "x_learner" in learners:
+                # The fold's outcome models never saw the fold's rows, nor the other arm's.
+                model = XLearner(binary=binary, seed=seed).fit(X[rows], t, y[rows],
+                                                               {False: fitted[control], True: fitted[arm]})
+                uplift["x_learner"].loc[test, arm] = model.predict(X[test])
             if "dr_learner" in learners:
-                rows = train & ((arms == arm) | (arms == control))
-                model = DRLearner(binary=binary, seed=seed).fit(X[rows], arms[rows] == arm, y[rows])
+                model = DRLearner(binary=binary, seed=seed).fit(X[rows], t, y[rows])
                 uplift["dr_learner"].loc[test, arm] = model.predict(X[test])
     return CrossFit(control, arms, y, uplift, outcomes, fold_of)
 
@@ -215,4 +270,5 @@ def split_customers(ids, test_share: float = 0.3, seed: int = 0) -> np.ndarray:
     return ids.isin(held).to_numpy()
 
 
-__all__ = ["TLearner", "DRLearner", "CrossFit", "cross_fit_uplift", "make_learner", "split_customers", "LEARNERS"]
+__all__ = ["TLearner", "DRLearner", "XLearner", "CrossFit", "cross_fit_uplift", "make_learner", "split_customers",
+           "LEARNERS"]

@@ -1,5 +1,6 @@
-"""Routing: planted effects route where they work, holdouts are never sent, caps hold, the global holdout is stable,
-and a save is worth the customer's predicted CLV."""
+"""Routing: planted effects route where they work (also when every customer is in several audiences),
+nothing is sent where no playbook pays for its send, holdouts are never sent, caps hold, the global holdout
+is stable, and a save is worth the margin on the customer's predicted CLV."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dagster_project.decisioning.routing import (RoutingPolicy, expected_values, frequency_capped, goal_values,
-                                                 in_global_holdout, route)
+from dagster_project.decisioning.routing import (RETENTION_GOALS, RoutingPolicy, expected_values, frequency_capped,
+                                                 goal_values, in_global_holdout, route)
 from dagster_project.decisioning.timing import best_send_hours, next_time_at
 from dagster_project.models.uplift_training import train_playbook_model
 
@@ -47,7 +48,8 @@ def fresh_customers(n: int = 600, seed: int = 9) -> pd.DataFrame:
                         index=pd.Index([f"C{i:04d}" for i in range(n)], name="customer_id"))
 
 
-def run(models, customers, holdout=0.0, policy=RoutingPolicy(global_holdout_share=0.0, exploration_share=0.0),
+def run(models, customers, holdout=0.0,
+        policy=RoutingPolicy(global_holdout_share=0.0, exploration_share=0.0, offer_costs={}),
         capped=None, suppressed=None):
     uplift = pd.DataFrame({p: m.predict(customers) for p, m in models.items()}, index=customers.index)
     audience = pd.DataFrame(True, index=customers.index, columns=list(models))
@@ -148,21 +150,107 @@ def test_global_holdout_records_the_playbook_it_would_have_received(models):
     pd.testing.assert_frame_equal(decisions[~held], without[~held])
 
 
-def test_a_save_is_worth_the_customers_predicted_clv():
-    # Equal uplift; at 0.05 uplift a send costing 2 pays off only for a goal worth more than 40.
+def test_a_save_is_worth_the_margin_on_the_customers_predicted_clv():
+    # Equal uplift; at 0.05 uplift a send costing 2 pays off only for a goal worth more than 40 (margin),
+    # i.e. a predicted 12-month CLV (revenue) above 40 / margin rate.
     customers = pd.Index(["BIG", "SMALL", "UNSCORED"], name="customer_id")
     uplift = pd.DataFrame({"at_risk_save": 0.05, "cadence_mismatch": 0.0}, index=customers)
-    policy = RoutingPolicy(global_holdout_share=0.0, exploration_share=0.0, send_cost=2.0)
-    clv = pd.Series({"BIG": 400.0, "SMALL": 20.0})
+    policy = RoutingPolicy(global_holdout_share=0.0, exploration_share=0.0, send_cost=2.0, offer_costs={})
+    assert 0 < policy.clv_margin_rate < 1
+    clv = pd.Series({"BIG": 400.0, "SMALL": 100.0})  # margin 140 and 35
     ev = expected_values(uplift, GOAL_OF, policy, clv)
     audience = pd.DataFrame(True, index=customers, columns=list(GOAL_OF))
     decisions = route(audience, pd.DataFrame(False, index=customers, columns=list(GOAL_OF)), ev,
                       pd.Series(None, index=customers, dtype=object), {}, policy, "2026-11-25").set_index("customer_id")
     assert decisions.at["BIG", "decision"] == "send" and decisions.at["BIG", "playbook_id"] == "at_risk_save"
-    assert decisions.at["BIG", "expected_value"] == pytest.approx(0.05 * 400 - 2)
+    assert decisions.at["BIG", "expected_value"] == pytest.approx(0.05 * 400 * policy.clv_margin_rate - 2)
     assert decisions.at["SMALL", "decision"] == "none"
     values = goal_values(customers, GOAL_OF, policy, clv)
     # No prediction: the fixed constant; goals other than retention never use the CLV.
     assert values.at["UNSCORED", "at_risk_save"] == policy.goal_values["retained_60d"]
     assert (values["cadence_mismatch"] == policy.goal_values["cadence_changed_30d"]).all()
     assert expected_values(uplift, GOAL_OF, policy).at["BIG", "at_risk_save"] == pytest.approx(0.05 * 30 - 2)
+
+
+def test_a_discount_is_sent_only_where_it_moves_enough_customers_to_pay_for_itself():
+    # The save offer's 15% is paid by everyone who takes it, moved or not.
+    customers = pd.Index(["PERSUADABLE", "LUKEWARM"], name="customer_id")
+    uplift = pd.DataFrame({"at_risk_save": [0.10, 0.03], "cadence_mismatch": [0.0, 0.03]}, index=customers)
+    policy = RoutingPolicy(global_holdout_share=0.0, exploration_share=0.0)
+    assert policy.cost("at_risk_save") == pytest.approx(policy.send_cost + policy.offer_costs["at_risk_save"])
+    assert policy.cost("cadence_mismatch") == policy.send_cost
+    clv = pd.Series({"PERSUADABLE": 200.0, "LUKEWARM": 200.0})  # a save is worth 70 of margin
+    ev = expected_values(uplift, GOAL_OF, policy, clv)
+    assert ev.at["PERSUADABLE", "at_risk_save"] == pytest.approx(0.10 * 70 - policy.cost("at_risk_save"))
+    audience = pd.DataFrame(True, index=customers, columns=list(GOAL_OF))
+    decisions = route(audience, pd.DataFrame(False, index=customers, columns=list(GOAL_OF)), ev,
+                      pd.Series(None, index=customers, dtype=object), {}, policy, "2026-11-25").set_index("customer_id")
+    assert decisions.at["PERSUADABLE", "playbook_id"] == "at_risk_save"
+    # 0.03 x 70 = 2.1 does not cover the offer; a longer cycle (0.03 x 15 = 0.45) covers its send.
+    assert decisions.at["LUKEWARM", "playbook_id"] == "cadence_mismatch"
+
+
+def test_a_win_back_is_not_valued_at_a_lapsed_customers_predicted_spend():
+    # A cancelled customer's predicted spend is what they are worth if nobody wins them back.
+    assert RETENTION_GOALS == {"retained_60d"}
+    policy = RoutingPolicy()
+    values = goal_values(pd.Index(["GONE"]), {"win_back": "reactivated_60d"}, policy, pd.Series({"GONE": 3.0}))
+    assert values.at["GONE", "win_back"] == policy.goal_values["reactivated_60d"]
+
+
+OVERLAP_GOALS = {"cadence_mismatch": "cadence_changed_30d", "expansion": "addon_30d", "at_risk_save": "retained_60d"}
+
+
+def overlapping_campaign(playbook: str, n: int, seed: int, effect) -> pd.DataFrame:
+    """A randomized past campaign sent to every live subscriber (broad audience), 80% treated."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"customer_id": [f"{playbook}-{i}" for i in range(n)],
+                          "skip_share_last4": rng.choice([0.0, 0.25, 0.5, 0.75], n, p=[.5, .2, .15, .15]),
+                          "addons_90d": rng.choice([0.0, 1.0, 2.0, 3.0], n, p=[.6, .15, .15, .1]),
+                          "opens_30d": rng.poisson(1.0, n).astype(float)})
+    treated = rng.random(n) < 0.8
+    frame["treated"] = treated.astype(int)
+    frame["outcome"] = (rng.random(n) < 0.1 + treated * effect(frame)).astype(int)
+    frame["goal"], frame["playbook_id"] = OVERLAP_GOALS[playbook], playbook
+    return frame
+
+
+@pytest.fixture(scope="module")
+def overlap_models():
+    # Every customer is in all three audiences. A longer cycle works on skippers only, a curated
+    # add-on on customers who already add items only, and the save offer on nobody.
+    effects = {"cadence_mismatch": lambda f: np.where(f["skip_share_last4"] >= 0.5, 0.4, 0.0),
+               "expansion": lambda f: np.where(f["addons_90d"] >= 2, 0.35, 0.0),
+               "at_risk_save": lambda f: np.zeros(len(f))}
+    return {p: train_playbook_model(overlapping_campaign(p, 3000, k, effect), p)
+            for k, (p, effect) in enumerate(effects.items())}
+
+
+def test_effects_inside_overlapping_audiences_route_where_they_work_and_nothing_elsewhere(overlap_models):
+    assert overlap_models["cadence_mismatch"].passed and overlap_models["expansion"].passed
+    rng = np.random.default_rng(3)
+    n = 900
+    customers = pd.DataFrame({"skip_share_last4": rng.choice([0.0, 0.25, 0.5, 0.75], n),
+                              "addons_90d": rng.choice([0.0, 1.0, 2.0, 3.0], n),
+                              "opens_30d": rng.poisson(1.0, n).astype(float)},
+                             index=pd.Index([f"L{i:04d}" for i in range(n)], name="customer_id"))
+    # A send costs 1.0: at_risk_save's zero effect (worth 30 a save) never pays; the planted ones do.
+    policy = RoutingPolicy(global_holdout_share=0.0, exploration_share=0.0, send_cost=1.0)
+    uplift = pd.DataFrame({p: m.predict(customers) for p, m in overlap_models.items()}, index=customers.index)
+    audience = pd.DataFrame(True, index=customers.index, columns=list(overlap_models))
+    decisions = route(audience, pd.DataFrame(False, index=customers.index, columns=list(overlap_models)),
+                      expected_values(uplift, OVERLAP_GOALS, policy),
+                      pd.Series(None, index=customers.index, dtype=object), {}, policy, "2026-11-25") \
+        .set_index("customer_id")
+    skipper = customers["skip_share_last4"] >= 0.5
+    adder = customers["addons_90d"] >= 2
+    routed = decisions["playbook_id"]
+    # Skippers get the longer cycle (worth 0.4 x 15, more than 0.35 x 12 for those who also add items) ...
+    assert (routed[skipper] == "cadence_mismatch").mean() > 0.85
+    # ... add-on buyers who do not skip get the bundle ...
+    assert (routed[adder & ~skipper] == "expansion").mean() > 0.85
+    # ... and the rest get nothing: no playbook is worth its send for them, the save offer least of all.
+    rest = decisions[~skipper & ~adder]
+    assert (rest["decision"] == "none").mean() > 0.85
+    assert (decisions["playbook_id"] == "at_risk_save").mean() < 0.03
+    assert rest.loc[rest["decision"] == "none", "reason"].str.contains("worth its send cost").all()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -193,9 +194,17 @@ def test_simulated_campaign_effects_are_recovered(tmp_path_factory):
     assert len(rows) >= 40
     covered = [r["conversion_lift_ci_low"] <= r["planted_lift"] <= r["conversion_lift_ci_high"] for r in rows]
     assert sum(covered) / len(rows) >= 0.85, f"95% intervals covered the planted lift in {sum(covered)}/{len(rows)}"
-    # pooled per playbook, every planted effect (all positive on average) shows up as a clear lift
-    pooled = pd.DataFrame(rows).groupby("playbook_id")[
-        ["treated_customers", "treated_conversions", "control_customers", "control_conversions"]].sum()
-    lift = (pooled["treated_conversions"] / pooled["treated_customers"]
-            - pooled["control_conversions"] / pooled["control_customers"])
-    assert (lift > 0.03).all(), lift.to_dict()
+    # pooled per playbook, the measured lift recovers the planted one (some playbooks help only
+    # some customers and hurt others, so the pooled effect can be small): within 3 standard errors
+    frame = pd.DataFrame(rows)
+    frame["planted_conversions"] = frame["planted_lift"] * frame["treated_customers"]
+    pooled = frame.groupby("playbook_id")[["treated_customers", "treated_conversions", "control_customers",
+                                           "control_conversions", "planted_conversions"]].sum()
+    treated = pooled["treated_conversions"] / pooled["treated_customers"]
+    control = pooled["control_conversions"] / pooled["control_customers"]
+    planted = pooled["planted_conversions"] / pooled["treated_customers"]
+    se = np.sqrt(treated * (1 - treated) / pooled["treated_customers"]
+                 + control * (1 - control) / pooled["control_customers"])
+    off = ((treated - control) - planted).abs() / se
+    assert len(pooled) >= 5 and (off <= 3).all(), pd.DataFrame({"measured": treated - control, "planted": planted,
+                                                                  "standard_errors_off": off}).to_dict()

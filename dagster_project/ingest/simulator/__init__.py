@@ -14,7 +14,10 @@ Model
   baseline engagement, monthly churn hazard, subscribed vs preferred cadence
   (~13% of subscribers drink at half their cadence), add-on appetite, price
   sensitivity, gift recipient (~5%), support-ticket style (brief / warm),
-  payment-failure propensity, "sleeping dog" (outreach backfires), opt-in.
+  payment-failure propensity, "sleeping dog" (outreach backfires: the least
+  engaged), opt-in. Price sensitivity shows: the price-sensitive pick cheaper
+  coffees and smaller plans, sign up with a welcome code and use the
+  newsletter's 10%-off code more often.
   15% of customers are one-time buyers without a subscription.
 * Time advances one week at a time; every stage updates all customers at once
   with numpy (no per-customer or per-event Python loops). A 40% cohort signed
@@ -31,15 +34,19 @@ Model
   followed by a repeat contact on the same topic) come from `engagement.py`,
   `subscriptions.py` and `support.py`.
 * Past campaigns (`campaigns.py`): every four weeks each of the seven
-  playbooks picks an audience by an observable rule, holds out a random 20%
-  (`nextbest.assignments`) and emails the rest; rounds start once 13 weeks
-  of history exist, so very short windows have no campaigns. Each customer's true response
+  playbooks picks an audience by an observable rule, and half of the other
+  reachable live subscribers get one of the five playbooks whose brief audience
+  is every live subscriber, at random (exploration); each audience holds out a
+  random 20% (`nextbest.assignments`); rounds start once 13 weeks of history
+  exist, so very short windows have no campaigns. Each customer's true response
   (`sim_truth.uplift`: customer, playbook, goal, true_uplift) is a function of
-  traits, sometimes negative; the goal happens with probability p0 (holdout)
-  or p0 + uplift (treatment) and the raw data is made to show it, so the
-  treatment-vs-holdout difference recovers the uplift. Goals and windows are
-  in `traits.GOALS` (retained_60d, cadence_changed_30d, addon_30d, login_30d,
-  reactivated_60d).
+  traits, heterogeneous and sometimes negative (docs/SHARED_SEMANTICS.md lists
+  the planted effects); the goal happens with probability p0 (holdout) or
+  p0 + uplift (treatment), p0 being the customer's own rate without a message
+  (for retention: kept unless a churn is scheduled inside the window), and the
+  raw data is made to show it, so the treatment-vs-holdout difference recovers
+  the uplift. Goals and windows are in `traits.GOALS` (retained_60d,
+  cadence_changed_30d, addon_30d, login_30d, reactivated_60d).
 
 Determinism: one `numpy.random.default_rng(seed)` drives everything in a fixed
 order and ids are allocated sequentially, so the same arguments (including

@@ -1,13 +1,19 @@
 """Past playbook campaigns: observable audiences, randomized holdouts, enacted outcomes.
 
 Every four weeks each playbook picks its audience with a rule a marketer could
-write from the data so far (no latent traits). A random 20% of each audience,
-drawn independently of everything else, is held out. For each assigned
-customer the goal outcome is drawn with probability p0 (holdout) or p0 + true
-uplift (treatment), and the simulator then makes the raw data show it: a
-retained customer does not cancel in the window, a lost one does; a cadence
-change, add-on order, login or reactivation happens in the window or is
-held back. Comparing arms in the raw data therefore recovers the uplift.
+write from the data so far (no latent traits); a customer matching several
+rules gets the first in `PRIORITY`. On top of the rules, an exploration share
+of the other reachable live subscribers gets a random playbook whose brief
+audience is every live subscriber (`EXPLORED`), as NextBest's own exploration
+would, so the uplift models learn on the whole audience routing later scores.
+A random 20% of each audience, drawn independently of everything else, is
+held out. For each assigned customer the goal outcome is drawn with
+probability p0 (holdout) or p0 + true uplift (treatment), p0 being the
+customer's current rate without a message (`baseline_rates`), and the
+simulator then makes the raw data show it: a retained customer does not cancel
+in the window, a lost one does; a cadence change, add-on order, login or
+reactivation happens in the window or is held back. Comparing arms in the raw
+data therefore recovers the uplift.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ import numpy as np
 from dagster_project.ingest.contract import PLAYBOOKS
 
 from . import catalog, engagement, orders, subscriptions
-from .state import DAY, NEVER, State
-from .traits import GOALS, goal_probabilities
+from .state import DAY, NEVER, State, pick
+from .traits import GOALS, RETENTION_PLAYBOOKS, baseline_rate, goal_probabilities
 
 EVERY_WEEKS = 4
 FIRST_WEEK = 13  # leave ~90 days of history for the audience rules
@@ -28,6 +34,10 @@ HOUR = 3600
 # Audience priority: a customer matching several rules gets the first.
 PRIORITY = ("high_ltv_recovery", "at_risk_save", "cadence_mismatch", "onboarding", "expansion",
             "re_engagement", "win_back")
+# Playbooks whose brief audience is every live subscriber, and the share of reachable live
+# subscribers no rule picked that one of them goes to each round (at random).
+EXPLORED = ("at_risk_save", "cadence_mismatch", "expansion", "re_engagement", "high_ltv_recovery")
+EXPLORE_SHARE = 0.5
 
 
 def audiences(st: State, week: int, day: int) -> dict[str, np.ndarray]:
@@ -52,8 +62,16 @@ def audiences(st: State, week: int, day: int) -> dict[str, np.ndarray]:
     }
 
 
+def explore_audiences(st: State, day: int) -> dict[str, np.ndarray]:
+    """Boolean masks per explored playbook: every live subscriber (not paused, not a gift that runs
+    out on its own); high-LTV recovery only for the top fifth by spend, like its rule."""
+    live = st.subscribed & ~st.gift & (st.paused_until < day)
+    spend_cut = np.quantile(st.spend[live], 0.8) if live.any() else 0
+    return {p: live & (st.spend >= max(spend_cut, 1)) if p == "high_ltv_recovery" else live for p in EXPLORED}
+
+
 def run_round(st: State, week: int) -> None:
-    """One campaign round: assign, send to treatment, enact every assigned customer's outcome."""
+    """One campaign round: assign (rules, then exploration), send to treatment, enact every outcome."""
     if week < FIRST_WEEK or (week - FIRST_WEEK) % EVERY_WEEKS:
         return
     day = week * 7 + 2
@@ -61,11 +79,44 @@ def run_round(st: State, week: int) -> None:
         return
     masks = audiences(st, week, day)
     free = engagement.reachable(st, day) & (st.last_assigned_day <= day - COOLDOWN_DAYS)
+    chosen = np.full(st.n, -1)
     for playbook in PRIORITY:
         idx = np.flatnonzero(masks[playbook] & free)
         free[idx] = False
+        chosen[idx] = PLAYBOOKS.index(playbook)
+    # Exploration: a random share of the rest gets one of the playbooks whose audience they are in.
+    broad = explore_audiences(st, day)
+    options = np.column_stack([broad[p] for p in EXPLORED]) & free[:, None]
+    idx = np.flatnonzero(options.any(axis=1) & (st.rng.random(st.n) < EXPLORE_SHARE))
+    if len(idx):
+        explored = np.array([PLAYBOOKS.index(p) for p in EXPLORED])
+        chosen[idx] = explored[pick(st.rng, options[idx].astype(float))]
+    for playbook in PRIORITY:
+        idx = np.flatnonzero(chosen == PLAYBOOKS.index(playbook))
         if len(idx):
             _assign(st, playbook, idx, day)
+
+
+def baseline_rates(st: State, playbook: str, idx: np.ndarray, day: int) -> np.ndarray:
+    """Each customer's chance of the playbook's goal in its window without a message, now.
+
+    Where the state says more than the traits (a scheduled churn, how often they log in and
+    order), the rate follows the state, so sending to a broad audience changes how often
+    customers cancel, log in or add items only by the uplift.
+    """
+    t = st.traits
+    goal, window = GOALS[playbook]
+    if playbook in RETENTION_PLAYBOOKS:
+        # The natural course: kept unless a churn is scheduled inside the window.
+        return (st.churn_day[idx] > day + window).astype(float)
+    if goal == "login_30d":
+        weekly = (0.05 + 0.45 * t.engagement[idx]) * st.engagement_factor(idx, day)
+        return 1.0 - np.exp(-weekly * window / 7.0)
+    if goal == "addon_30d":
+        per_order = 0.02 + 0.3 * t.addon_appetite[idx] ** 2
+        orders = np.maximum(window / np.maximum(st.cadence[idx], 1), 1.0)
+        return 1.0 - (1.0 - per_order) ** orders
+    return baseline_rate(t, playbook)[idx]
 
 
 def _assign(st: State, playbook: str, idx: np.ndarray, day: int) -> None:
@@ -77,7 +128,7 @@ def _assign(st: State, playbook: str, idx: np.ndarray, day: int) -> None:
     holdout = np.zeros(n, bool)
     holdout[rng.permutation(n)[: int(round(HOLDOUT_SHARE * n))]] = True
     treated = ~holdout
-    p0, p1 = goal_probabilities(st.traits, playbook, idx)
+    p0, p1 = goal_probabilities(st.traits, playbook, idx, baseline_rates(st, playbook, idx, day))
     success = rng.random(n) < np.where(treated, p1, p0)
 
     t = np.flatnonzero(treated)
@@ -104,11 +155,12 @@ def _retained(st: State, idx, success, day, window, playbook, treated) -> np.nda
     late = st.churn_day[s] <= day + window
     st.churn_day[s[late]] = subscriptions.draw_churn_day(st, s[late], day + window + 1)
     st.churn_reason[s] = -1
+    # A scheduled churn inside the window keeps its day; anyone else lost cancels on a random day in it.
     lost_day = day + rng.integers(3, window - 2, len(f))
-    st.churn_day[f] = np.minimum(st.churn_day[f], lost_day)
+    st.churn_day[f] = np.where(st.churn_day[f] <= day + window, st.churn_day[f], lost_day)
     st.block_react[f] = day + window + 1
-    # A save offer is a discount on the next order for those who take it.
-    if playbook == "at_risk_save":
+    # A save offer (and a high-LTV thank-you) is 15% off the next order for those who stay.
+    if playbook in ("at_risk_save", "high_ltv_recovery"):
         st.discount_next[s[treated[success]]] = catalog.DISCOUNT_CODES.index("SAVE15")
     return day * DAY + rng.integers(1, 10, n) * DAY
 
@@ -117,8 +169,8 @@ def _cadence_changed(st: State, idx, success, day, window, playbook, treated) ->
     rng, n = st.rng, len(idx)
     when = day * DAY + rng.integers(1, window - 5, n) * DAY + rng.integers(8 * HOUR, 22 * HOUR, n)
     s = idx[success]
-    to = np.where(st.mismatch_open[s], st.traits.preferred_cadence[s], subscriptions.longer_cadence(st.cadence[s]))
-    subscriptions.change_cadence(st, s, when[success], to)
+    # Due at `when` (subscriptions.due_cadence_changes), on whatever subscription is live then.
+    st.cadence_change_sec[s] = when[success]
     # The change happens before any cancellation in the window.
     st.churn_day[s] = np.maximum(st.churn_day[s], when[success] // DAY + 1)
     st.block_cadence[idx[~success]] = day + window + 1

@@ -54,7 +54,7 @@ REASON = {name: i for i, name in enumerate(CANCEL_REASONS)}
 SUB_STATUSES = ("active", "paused", "cancelled")
 ORDER_STATUSES = ("fulfilled", "skipped", "refunded", "failed")
 ORDER_STATUS = {name: i for i, name in enumerate(ORDER_STATUSES)}
-DISCOUNT_CODES = ("WELCOME10", "SAVE15", "COMEBACK20")
+DISCOUNT_CODES = ("WELCOME10", "SAVE15", "COMEBACK20", "BREW10")  # BREW10: the newsletter's code
 FAILURE_REASONS = ("card_declined", "expired_card", "insufficient_funds")
 PAYMENT_STATUSES = ("succeeded", "failed")
 

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import catalog
 from .state import DAY, State
 from .traits import ONE_TIME
 
 NEWSLETTER_EVERY_WEEKS = 2
+NEWSLETTER_CODE_USE = 0.8  # P(a reader uses the newsletter's code) = this x price_sensitivity^3
 HOUR = 3600
 
 
@@ -104,4 +106,9 @@ def newsletter(st: State, week: int, d0: int) -> None:
     recent_buyer = (st.traits.customer_type == ONE_TIME) & (st.created_day > day - 180)
     idx = np.flatnonzero(reachable(st, day) & (st.subscribed | recent_buyer))
     campaign = st.out.campaign(f"newsletter-{st.clock.date(day).isoformat()}")
-    send(st, idx, day * DAY + 10 * HOUR, campaign, open_probability(st, idx, day), 0.1)
+    sends = send(st, idx, day * DAY + 10 * HOUR, campaign, open_probability(st, idx, day), 0.1)
+    # Each newsletter carries a 10%-off code for the next delivery; deal seekers use it, full-price
+    # loyalists ignore it, so a subscriber's discounted orders show how price-sensitive they are.
+    reader = idx[sends.opened & st.subscribed[idx] & (st.discount_next[idx] < 0)]
+    uses = reader[st.rng.random(len(reader)) < NEWSLETTER_CODE_USE * st.traits.price_sensitivity[reader] ** 3]
+    st.discount_next[uses] = catalog.DISCOUNT_CODES.index("BREW10")

@@ -62,6 +62,7 @@ def simulate(con, *, customers: int = DEFAULT_CUSTOMERS, months: int = DEFAULT_M
         campaigns.run_round(st, week)
         _signups(st, d0, d1)
         subscriptions.reactivate(st, d0, d1)
+        subscriptions.due_cadence_changes(st, d0, d1)
         subscriptions.portal_changes(st, d0, d1)
         subscriptions.defer_protected(st, d1)
         orders.cycle_orders(st, d0, d1)
@@ -122,8 +123,8 @@ def _signups(st: State, d0: int, d1: int) -> None:
     new = (st.created_day >= d0) & (st.created_day < d1)
     idx = np.flatnonzero(new & (st.traits.customer_type == SUBSCRIBER))
     subscriptions.start(st, idx, st.created_sec[idx] + 300, gift=st.traits.is_gift[idx])
-    # New subscribers often arrive through a welcome code.
-    welcome = idx[st.rng.random(len(idx)) < 0.4]
+    # New subscribers often arrive through a welcome code, the price-sensitive more often (~40% overall).
+    welcome = idx[st.rng.random(len(idx)) < 0.05 + 0.9 * st.traits.price_sensitivity[idx]]
     st.discount_next[welcome] = catalog.DISCOUNT_CODES.index("WELCOME10")
     buyers = np.flatnonzero(new & (st.traits.customer_type == ONE_TIME))
     st.onetime_left[buyers] = 1 + st.rng.poisson(0.6, len(buyers))

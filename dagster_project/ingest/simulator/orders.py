@@ -16,7 +16,7 @@ from .catalog import ORDER_STATUS, REASON
 from .state import DAY, NEVER, State
 from .writer import NULL_TS
 
-DISCOUNT_RATES = np.array([0.10, 0.15, 0.20])  # WELCOME10, SAVE15, COMEBACK20
+DISCOUNT_RATES = np.array([0.10, 0.15, 0.20, 0.10])  # WELCOME10, SAVE15, COMEBACK20, BREW10
 HOUR = 3600
 
 

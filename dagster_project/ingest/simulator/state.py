@@ -95,6 +95,7 @@ class State:
     block_login: np.ndarray = field(init=False)
     block_addon: np.ndarray = field(init=False)
     block_cadence: np.ndarray = field(init=False)
+    cadence_change_sec: np.ndarray = field(init=False)  # a campaign's cadence change, due at this second
     block_react: np.ndarray = field(init=False)
     # observable history used by campaign audiences
     orders_count: np.ndarray = field(init=False)
@@ -138,6 +139,7 @@ class State:
         self.block_login = i32(-1)
         self.block_addon = i32(-1)
         self.block_cadence = i32(-1)
+        self.cadence_change_sec = np.full(n, -1, dtype=np.int64)
         self.block_react = i32(-1)
         self.orders_count = i32(0)
         self.spend = np.zeros(n, dtype=np.int64)

@@ -142,6 +142,18 @@ def reactivate(st: State, d0: int, d1: int) -> None:
     st.out.portal_event(idx + 1, sec - 30, "reactivate", sub=ids)
 
 
+def due_cadence_changes(st: State, d0: int, d1: int) -> None:
+    """Make the cadence changes past campaigns scheduled for this week, if the customer still subscribes."""
+    idx = np.flatnonzero((st.cadence_change_sec >= d0 * DAY) & (st.cadence_change_sec < d1 * DAY))
+    sec = st.cadence_change_sec[idx]
+    st.cadence_change_sec[idx] = -1
+    # A plan upgrade may have replaced the subscription since; the change goes to the live one.
+    live = st.subscribed[idx] & (st.start_sec[idx] < sec)
+    idx, sec = idx[live], sec[live]
+    to = np.where(st.mismatch_open[idx], st.traits.preferred_cadence[idx], longer_cadence(st.cadence[idx]))
+    change_cadence(st, idx, sec, to)
+
+
 def change_cadence(st: State, idx: np.ndarray, sec: np.ndarray, to_days: np.ndarray) -> None:
     """Move subscriptions to a new cadence (portal change_cadence event)."""
     st.out.portal_event(idx + 1, sec, "change_cadence", sub=st.sub_id[idx], a=st.cadence[idx], b=to_days)
@@ -164,7 +176,10 @@ def portal_changes(st: State, d0: int, d1: int) -> None:
     # Only after the subscription started and before this week's cancellation, if any.
     when = np.maximum(st.seconds(day), st.start_sec + 600)
     day = when // DAY
-    active = st.subscribed & (st.paused_until < d0) & ~st.gift & (day < st.churn_day)
+    # ... and before this week's delivery, if any: that order may upgrade the plan, which replaces
+    # the subscription an action after it would name.
+    active = (st.subscribed & (st.paused_until < d0) & ~st.gift & (day < st.churn_day)
+              & ((st.next_charge >= d1) | (day < st.next_charge)))
     # Mismatch customers eventually fix their cadence (~3% a month) unless a campaign's holdout blocks it.
     free = active & (st.block_cadence <= d0)
     fix = np.flatnonzero(free & st.mismatch_open & (rng.random(n) < 0.007))

@@ -1,5 +1,5 @@
--- One row per customer with yes/no tags for audience filters: high lifetime value,
--- gift recipient, at risk, brand advocate. Thresholds are dbt vars.
+-- One row per customer with yes/no tags for audience filters: live subscriber, high
+-- lifetime value, gift recipient, at risk, brand advocate. Thresholds are dbt vars.
 
 with
 
@@ -50,6 +50,8 @@ final as (
 
     select
         cast(customers.customer_id as {{ dbt.type_string() }}) as customer_id,
+        -- a gift runs out on its own, so the recipient is not (yet) a subscriber we can keep
+        customers.is_subscriber and not customers.is_gift as live_subscriber,
         coalesce(ltv_ranked.ltv_top_share <= {{ var('high_ltv_top_share') }}, false) as high_ltv,
         customers.has_gift_subscription as gift_recipient,
         at_risk.customer_id is not null as at_risk,
