@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from dagster_dbt import DbtProject
@@ -28,6 +29,11 @@ RESERVED_STEMS = {"raw", "staging", "intermediate", "analytics", "nextbest", "si
 os.environ["NEXTBEST_DUCKDB_PATH"] = str(
     Path(os.environ.get("NEXTBEST_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH).expanduser().resolve()
 )
+
+
+def default_as_of() -> str:
+    """`NEXTBEST_AS_OF` (YYYY-MM-DD) when set, else today (UTC): the same rule as dbt's var `as_of`."""
+    return os.environ.get("NEXTBEST_AS_OF") or datetime.now(timezone.utc).date().isoformat()
 
 
 def duckdb_path() -> Path:

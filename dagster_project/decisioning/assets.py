@@ -36,7 +36,7 @@ from dagster_project.decisioning.routing import (RETENTION_GOALS, RoutingPolicy,
                                                  goal_values, route)
 from dagster_project.decisioning.timing import HOURS, best_send_hours, hour_of_week, next_time_at
 from dagster_project.messaging.briefs import BriefSet, load_briefs
-from dagster_project.messaging.context_pack import default_as_of
+from dagster_project.project import default_as_of
 from dagster_project.models.clv_assets import PREDICTIONS_TABLE
 from dagster_project.models.uplift_assets import newest_passing, uplift_models
 from dagster_project.models.uplift_data import FEATURES_TABLE, GOALS, point_in_time_features

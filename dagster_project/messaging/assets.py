@@ -29,7 +29,8 @@ from pydantic import Field
 
 from dagster_project.decisioning.assets import DECISIONS_TABLE
 from dagster_project.messaging.briefs import load_briefs
-from dagster_project.messaging.context_pack import Catalog, default_as_of, load_catalog, load_context_packs
+from dagster_project.messaging.context_pack import Catalog, load_catalog, load_context_packs
+from dagster_project.project import default_as_of
 from dagster_project.messaging.drafting import (
     DraftingPolicy, DraftJob, DraftOutcome, MemoryDraftCache, draft_batch, summarize,
 )

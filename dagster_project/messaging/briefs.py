@@ -174,7 +174,8 @@ def _field_path(loc: tuple) -> str:
     return path or "(top level)"
 
 
-def _parse(path: Path, model: type[BaseModel]) -> BaseModel:
+def parse_yaml(path: Path, model: type[BaseModel]) -> BaseModel:
+    """One YAML file validated as `model` (a Brief, BrandVoice, ...); BriefError names file and field."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
@@ -205,7 +206,7 @@ def load_briefs(folder: str | Path | None = None) -> BriefSet:
     problems: list[str] = []
     voice: BrandVoice | None = None
     try:
-        voice = _parse(voice_path, BrandVoice)  # type: ignore[assignment]
+        voice = parse_yaml(voice_path, BrandVoice)  # type: ignore[assignment]
     except BriefError as error:
         problems.append(str(error))
     playbooks: dict[str, Brief] = {}
@@ -213,7 +214,7 @@ def load_briefs(folder: str | Path | None = None) -> BriefSet:
         if path.name == BRAND_VOICE_FILE or path.suffix not in (".yaml", ".yml"):
             continue
         try:
-            brief: Brief = _parse(path, Brief)  # type: ignore[assignment]
+            brief: Brief = parse_yaml(path, Brief)  # type: ignore[assignment]
         except BriefError as error:
             problems.append(str(error))
             continue

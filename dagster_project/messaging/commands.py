@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from dagster_project.messaging.briefs import BriefError, load_briefs
-from dagster_project.messaging.context_pack import Catalog, ContextPack, default_as_of, load_catalog, load_context_packs
+from dagster_project.messaging.context_pack import Catalog, ContextPack, load_catalog, load_context_packs
+from dagster_project.project import default_as_of
 from dagster_project.messaging.drafting import DraftingPolicy, DraftJob, draft_batch
 from dagster_project.messaging.generators.base import Draft, DraftRequest
 from dagster_project.messaging.generators.template import TemplateGenerator

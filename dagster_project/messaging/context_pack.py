@@ -15,13 +15,14 @@ before the dbt marts do.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Iterable, Literal
+
+from dagster_project.project import default_as_of
 
 FactKind = Literal["text", "number", "money", "date", "customer_text"]
 
@@ -296,11 +297,6 @@ def build_context_pack(rows: CustomerRows, as_of: str, data_fresh_at: str | None
 
 
 # --------------------------------------------------------------------------- SQL
-
-
-def default_as_of() -> str:
-    """`NEXTBEST_AS_OF` (YYYY-MM-DD) when set, else today (UTC): the same rule as dbt's var."""
-    return os.environ.get("NEXTBEST_AS_OF") or datetime.now(timezone.utc).date().isoformat()
 
 
 def _dicts(cursor) -> list[dict]:

@@ -42,7 +42,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from dagster_project.messaging.context_pack import default_as_of
+from dagster_project.project import default_as_of
 from dagster_project.models import registry
 from dagster_project.models.clv import MODEL_FORMAT, ClvModel, fit_clv, predict_clv, score_clv
 from dagster_project.models.clv_metrics import score_predictions

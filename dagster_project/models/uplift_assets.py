@@ -22,7 +22,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from dagster_project.messaging.context_pack import default_as_of
+from dagster_project.project import default_as_of
 from dagster_project.models import registry
 from dagster_project.models.registry import registered_model
 from dagster_project.models.uplift_data import GOALS, table_exists, training_frame

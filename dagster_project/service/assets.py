@@ -16,7 +16,8 @@ from pydantic import Field
 
 from dagster_project.messaging.assets import outcome_row, render_sample
 from dagster_project.messaging.briefs import load_briefs
-from dagster_project.messaging.context_pack import default_as_of, load_catalog, load_context_packs
+from dagster_project.messaging.context_pack import load_catalog, load_context_packs
+from dagster_project.project import default_as_of
 from dagster_project.messaging.drafting import DraftingPolicy, summarize
 from dagster_project.messaging.generators.base import DraftRequest
 from dagster_project.resources.warehouse import DuckDBWarehouse

@@ -96,8 +96,8 @@ def load_save_brief(folder: str | Path | None = None) -> Brief:
     if PLAYBOOK_ID in briefs.playbooks:
         brief = briefs.playbooks[PLAYBOOK_ID]
     else:
-        from dagster_project.messaging.briefs import _parse  # the one YAML + field-path validator
-        brief = _parse(SAVE_BRIEF_FILE, Brief)  # type: ignore[assignment]
+        from dagster_project.messaging.briefs import parse_yaml
+        brief = parse_yaml(SAVE_BRIEF_FILE, Brief)  # type: ignore[assignment]
         if brief.brand_voice != briefs.brand_voice.id:
             raise BriefError(f"{SAVE_BRIEF_FILE}: brand_voice: {brief.brand_voice!r} is not "
                              f"{briefs.brand_voice.id!r} (brand_voice.yaml in {briefs.folder})")
