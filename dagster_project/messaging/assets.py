@@ -27,9 +27,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from dagster_project.decisioning.assets import DECISIONS_TABLE
+from dagster_project.decisioning.assets import DECISIONS_TABLE, IN_CHUNK
 from dagster_project.messaging.briefs import load_briefs
-from dagster_project.messaging.context_pack import Catalog, load_catalog, load_context_packs
+from dagster_project.messaging.context_pack import Catalog, data_fresh_day, load_catalog, load_scoped_packs
 from dagster_project.project import default_as_of
 from dagster_project.messaging.drafting import (
     DraftingPolicy, DraftJob, DraftOutcome, MemoryDraftCache, draft_batch, summarize,
@@ -224,8 +224,9 @@ def message_drafts(context: dg.AssetExecutionContext, config: MessageDraftsConfi
     chosen = warehouse.read_df(f"select distinct playbook_id from ({playbooks}) chosen", params)["playbook_id"]
     wanted = [briefs.playbooks[p] for p in sorted(set(chosen)) if p in briefs.playbooks]
     with warehouse.transaction() as tx:
-        stale = stale_playbooks(tx.dbapi(), wanted, now=now)
-        catalog = load_catalog(tx.dbapi())
+        stale = stale_playbooks(tx, wanted, now=now)
+        catalog = load_catalog(tx)
+        fresh_at = data_fresh_day(tx, as_of)  # read once: every chunk's packs carry the same day
     if stale and len(stale) == len(wanted):
         raise dg.Failure(description="No drafts: every playbook to draft is stale.\n"
                          + "\n".join(str(e) for e in stale.values()),
@@ -259,7 +260,8 @@ def message_drafts(context: dg.AssetExecutionContext, config: MessageDraftsConfi
             # The budget is the run's: this chunk may spend what the earlier ones left.
             left = policy if policy.budget_usd is None else replace(
                 policy, budget_usd=max(0.0, policy.budget_usd - spent))
-            outcomes = draft_chunk(warehouse, chunk, playbooks, params, as_of, briefs, catalog, template, llm, left)
+            outcomes = draft_chunk(warehouse, chunk, playbooks, params, as_of, fresh_at, briefs, catalog, template,
+                                   llm, left)
             staged.write_df(pd.DataFrame([outcome_row(o, f"{o.playbook_id}-{as_of}", as_of, created_at)
                                           for o in outcomes]))
             spent += sum(o.usage.cost_usd for o in outcomes)
@@ -291,15 +293,18 @@ def message_drafts(context: dg.AssetExecutionContext, config: MessageDraftsConfi
 
 
 def draft_chunk(warehouse: WarehouseInterface, chunk: KeyRange, playbooks: str, params: list, as_of: str,
-                briefs, catalog: Catalog, template: Generator, llm: Generator | None,
+                fresh_at: str | None, briefs, catalog: Catalog, template: Generator, llm: Generator | None,
                 policy: DraftingPolicy) -> list[DraftOutcome]:
-    """Drafts for one chunk of customers: `playbooks` (SQL of customer_id, playbook_id) read for its range."""
+    """Drafts for one chunk of customers: `playbooks` (SQL of customer_id, playbook_id) read for its range.
+
+    `fresh_at` is the run's `data_fresh_day`, which every context pack carries.
+    """
+    in_chunk = f"select customer_id, playbook_id from ({playbooks}) chunk where {IN_CHUNK}"
+    in_chunk_params = [*params, chunk.first, chunk.last]
     with warehouse.transaction() as tx:  # reads only; drafting (maybe slow LLM calls) happens after
-        chosen = tx.read_df(f"select customer_id, playbook_id from ({playbooks}) chunk "
-                            "where customer_id >= ? and customer_id <= ? order by customer_id",
-                            [*params, chunk.first, chunk.last])
+        chosen = tx.read_df(f"{in_chunk} order by customer_id", in_chunk_params)
         playbook_of = dict(zip(chosen["customer_id"].astype(str), chosen["playbook_id"].astype(str)))
-        packs = load_context_packs(tx.dbapi(), list(playbook_of), as_of=as_of)
+        packs = load_scoped_packs(tx, in_chunk, in_chunk_params, as_of, fresh_at)
         cache = cached_outcomes(tx, chunk)
     jobs = [DraftJob(DraftRequest(packs[c], briefs.get(p), briefs.brand_voice, catalog))
             for c, p in playbook_of.items() if c in packs and p in briefs.playbooks]

@@ -8,7 +8,8 @@ are customer text: kept as data (for tone and for the injection guardrail),
 never as instructions.
 
 `build_context_pack(rows)` is pure (plain rows in, pack out); `load_context_packs`
-and `load_catalog` read the `raw.*` contract tables with SQL, so packs exist
+(by customer id), `load_scoped_packs` (a chunk of customers) and `load_catalog` read
+the `raw.*` contract tables with SQL both DuckDB and Snowflake run, so packs exist
 before the dbt marts do.
 """
 
@@ -18,11 +19,15 @@ import json
 import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Sequence
+
+import numpy as np
+import pandas as pd
 
 from dagster_project.project import default_as_of
+from dagster_project.resources.warehouse import session_on
 
 FactKind = Literal["text", "number", "money", "date", "customer_text"]
 
@@ -297,130 +302,206 @@ def build_context_pack(rows: CustomerRows, as_of: str, data_fresh_at: str | None
 
 
 # --------------------------------------------------------------------------- SQL
+#
+# SQL both engines speak, read through the warehouse interface (`?` placeholders). A query's
+# customers come from a scope, SQL selecting `customer_id`, spliced in as
+# `customer_id in (select customer_id from (<scope>) in_scope)`. Every query orders its rows
+# fully: a pack's fingerprint is its draft-cache key, so the same data must give the same pack.
 
-
-def _dicts(cursor) -> list[dict]:
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
-
-
-def load_catalog(con) -> Catalog:
-    """The live catalog from `raw.products`, and the cycles subscribers use (`raw.subscriptions`)."""
-    products = _dicts(con.execute(
-        "select product_id, name, category, price, active, subscription_eligible "
-        "from raw.products order by product_id"
-    ))
-    cadences = {r[0] for r in con.execute(
-        "select distinct cadence_days from raw.subscriptions where cadence_days is not null"
-    ).fetchall()}
-    # Cycles subscribers use, plus the store's standard ones (a cycle nobody uses yet is still offered).
-    cadences |= set(STANDARD_CADENCES)
-    return Catalog(
-        tuple(CatalogProduct(str(p["product_id"]), p["name"], p["category"], _money(p["price"]),
-                             bool(p["active"]), bool(p["subscription_eligible"])) for p in products),
-        tuple(sorted(int(d) for d in cadences)),
-    )
-
+IDS_PER_QUERY = 1_000  # customer ids bound per query when packs are asked for by id
 
 _CUSTOMERS_SQL = """
 select customer_id, first_name, created_at from raw.customers
-where customer_id in (select unnest(?::varchar[])) and created_at < ?::date + 1
+where customer_id in (select customer_id from ({scope}) in_scope) and created_at < ?
+order by customer_id
 """
 _SUBSCRIPTIONS_SQL = """
-select s.*, p.name as product_name from raw.subscriptions s
-left join raw.products p using (product_id)
-where s.customer_id in (select unnest(?::varchar[])) and s.started_at < ?::date + 1
+select s.subscription_id, s.customer_id, s.product_id, s.plan, s.status, s.cadence_days, s.price, s.started_at,
+       s.cancelled_at, s.cancel_reason, s.next_charge_at, s.is_gift, p.name as product_name
+from raw.subscriptions s left join raw.products p on p.product_id = s.product_id
+where s.customer_id in (select customer_id from ({scope}) in_scope) and s.started_at < ?
 order by s.customer_id, s.started_at, s.subscription_id
 """
-_ORDERS_SQL = """
-select * from raw.orders
-where customer_id in (select unnest(?::varchar[])) and ordered_at < ?::date + 1
-qualify row_number() over (partition by customer_id order by ordered_at desc, order_id desc) <= {limit}
+_ORDER_COLUMNS = ("order_id, customer_id, subscription_id, ordered_at, status, total, discount_code, shipped_at, "
+                  "delivered_at")
+# Each customer's most recent orders (their order is fixed in Python, newest first).
+_RECENT_ORDERS_SQL = f"""
+select {_ORDER_COLUMNS} from (
+    select {_ORDER_COLUMNS},
+           row_number() over (partition by customer_id order by ordered_at desc, order_id desc) as recent
+    from raw.orders
+    where customer_id in (select customer_id from ({{scope}}) in_scope) and ordered_at < ?
+) ranked where recent <= {{limit}}
 """
+_ORDER_ITEMS_SQL = """
+select i.order_id, i.product_id, i.quantity, i.unit_price, i.is_one_time, p.name as product_name
+from raw.order_items i
+join ({orders}) o on o.order_id = i.order_id
+left join raw.products p on p.product_id = i.product_id
+order by i.order_id, i.product_id
+"""
+# A cycle order is a subscription's; the skip window counts each customer's latest cycle orders.
 _ORDER_STATS_SQL = """
-with scoped as (
-    select customer_id, status, subscription_id is not null as is_cycle,
-           row_number() over (partition by customer_id, subscription_id is not null
+select customer_id,
+       sum(case when status = 'fulfilled' then 1 else 0 end) as fulfilled_orders,
+       sum(case when is_cycle = 1 and n <= {window} and status = 'skipped' then 1 else 0 end) as skips_in_window,
+       sum(case when is_cycle = 1 and n <= {window} then 1 else 0 end) as orders_in_window
+from (
+    select customer_id, status, case when subscription_id is null then 0 else 1 end as is_cycle,
+           row_number() over (partition by customer_id, case when subscription_id is null then 0 else 1 end
                               order by ordered_at desc, order_id desc) as n
     from raw.orders
-    where customer_id in (select unnest(?::varchar[])) and ordered_at < ?::date + 1
-)
-select customer_id,
-       count(*) filter (where status = 'fulfilled') as fulfilled_orders,
-       count(*) filter (where is_cycle and n <= {window} and status = 'skipped') as skips_in_window,
-       count(*) filter (where is_cycle and n <= {window}) as orders_in_window
-from scoped group by customer_id
+    where customer_id in (select customer_id from ({scope}) in_scope) and ordered_at < ?
+) scoped
+group by customer_id
+order by customer_id
 """
 _PRODUCT_COUNTS_SQL = """
 select o.customer_id, i.product_id, p.name, p.price, count(*) as times_ordered
-from raw.orders o join raw.order_items i using (order_id) join raw.products p using (product_id)
-where o.customer_id in (select unnest(?::varchar[])) and o.ordered_at < ?::date + 1
-  and o.status = 'fulfilled'
-group by all
+from raw.orders o
+join raw.order_items i on i.order_id = o.order_id
+join raw.products p on p.product_id = i.product_id
+where o.customer_id in (select customer_id from ({scope}) in_scope) and o.ordered_at < ? and o.status = 'fulfilled'
+group by o.customer_id, i.product_id, p.name, p.price
 order by o.customer_id, times_ordered desc, i.product_id
 """
-_TICKETS_SQL = """
-select * from raw.support_tickets
-where customer_id in (select unnest(?::varchar[])) and created_at < ?::date + 1
-qualify row_number() over (partition by customer_id order by created_at desc, ticket_id desc) <= {limit}
+_TICKET_COLUMNS = "ticket_id, customer_id, created_at, channel, topic, status, resolved_at, csat, body"
+_RECENT_TICKETS_SQL = f"""
+select {_TICKET_COLUMNS} from (
+    select {_TICKET_COLUMNS},
+           row_number() over (partition by customer_id order by created_at desc, ticket_id desc) as recent
+    from raw.support_tickets
+    where customer_id in (select customer_id from ({{scope}}) in_scope) and created_at < ?
+) ranked where recent <= {{limit}}
 """
-
-# Every query above orders its rows fully: a pack's fingerprint is its cache key,
-# so the same data must always give the same pack.
-
-# How fresh the warehouse is: its newest order, ticket or sign-up up to as_of.
+# How fresh the warehouse is: its newest order, ticket or sign-up up to as_of. Three maxima, not
+# greatest(): Snowflake's greatest() is null when any argument is (an empty table), DuckDB's is not.
 _FRESHNESS_SQL = """
-select greatest(
-    (select max(ordered_at) from raw.orders where ordered_at < ?::date + 1),
-    (select max(created_at) from raw.support_tickets where created_at < ?::date + 1),
-    (select max(created_at) from raw.customers where created_at < ?::date + 1))
+select (select max(ordered_at) from raw.orders where ordered_at < ?) as newest_order,
+       (select max(created_at) from raw.support_tickets where created_at < ?) as newest_ticket,
+       (select max(created_at) from raw.customers where created_at < ?) as newest_signup
 """
 
 
-def load_context_packs(con, customer_ids: Iterable[str], as_of: str | None = None) -> dict[str, ContextPack]:
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as dicts of plain values, the same from either engine: None for nulls, datetimes for timestamps."""
+    frame = frame.astype(object).where(frame.notna(), None)
+    return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _whole(value: Any) -> int | None:
+    # An integer column with nulls can arrive as floats (Snowflake's Arrow results): 28.0 must read "28".
+    return None if value is None else int(value)
+
+
+def _until(as_of: str) -> datetime:
+    """The first moment after `as_of`: events before it count."""
+    return datetime.combine(date.fromisoformat(as_of) + timedelta(days=1), time.min)
+
+
+def load_catalog(source) -> Catalog:
+    """The live catalog from `raw.products`, and the cycles subscribers use (`raw.subscriptions`).
+
+    `source`: a warehouse resource, a session of one, or a DuckDB connection.
+    """
+    with session_on(source) as tx:
+        products = _records(tx.read_df(
+            "select product_id, name, category, price, active, subscription_eligible "
+            "from raw.products order by product_id"))
+        used = tx.read_df("select distinct cadence_days from raw.subscriptions where cadence_days is not null "
+                          "order by cadence_days")
+    # Cycles subscribers use, plus the store's standard ones (a cycle nobody uses yet is still offered).
+    cadences = {int(d) for d in used["cadence_days"]} | set(STANDARD_CADENCES)
+    return Catalog(
+        tuple(CatalogProduct(str(p["product_id"]), p["name"], p["category"], _money(p["price"]),
+                             bool(p["active"]), bool(p["subscription_eligible"])) for p in products),
+        tuple(sorted(cadences)),
+    )
+
+
+def data_fresh_day(source, as_of: str) -> str | None:
+    """The day of the warehouse's newest order, ticket or sign-up up to `as_of` (None when it has none)."""
+    with session_on(source) as tx:
+        row = _records(tx.read_df(_FRESHNESS_SQL, [_until(as_of)] * 3))[0]
+    newest = [value for value in row.values() if value is not None]
+    return _day(max(newest)) if newest else None
+
+
+def load_context_packs(source, customer_ids: Iterable[str], as_of: str | None = None) -> dict[str, ContextPack]:
     """Context packs for these customers from the `raw.*` tables, as of a day (default today).
 
     Events after `as_of` are ignored. Customers missing from `raw.customers` get no pack.
+    `source`: a warehouse resource, a session of one, or a DuckDB connection. Ids are read
+    `IDS_PER_QUERY` at a time; a chunked step selects its customers with `load_scoped_packs`.
     """
     ids = sorted({str(i) for i in customer_ids})
     as_of = as_of or default_as_of()
     if not ids:
         return {}
-    params = [ids, as_of]
-    by_customer: dict[str, CustomerRows] = {
-        r["customer_id"]: CustomerRows(customer=r) for r in _dicts(con.execute(_CUSTOMERS_SQL, params))
-    }
-    for s in _dicts(con.execute(_SUBSCRIPTIONS_SQL, params)):
+    packs: dict[str, ContextPack] = {}
+    with session_on(source) as tx:
+        fresh_at = data_fresh_day(tx, as_of)
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            group = ids[start:start + IDS_PER_QUERY]
+            scope = f"select customer_id from raw.customers where customer_id in ({', '.join('?' * len(group))})"
+            packs.update(load_scoped_packs(tx, scope, group, as_of, fresh_at))
+    return packs
+
+
+def load_scoped_packs(source, scope: str, params: Sequence[Any], as_of: str,
+                      fresh_at: str | None) -> dict[str, ContextPack]:
+    """Context packs for the customers `scope` selects (SQL with a `customer_id` column; `params` are its `?`s).
+
+    `fresh_at` is `data_fresh_day(source, as_of)`, read once per run rather than once per chunk.
+    A chunked step passes its chunk: `select customer_id ... where customer_id >= ? and customer_id <= ?`.
+    """
+    params = [*params, _until(as_of)]
+    with session_on(source) as tx:
+        def read(sql: str, **parts: Any) -> list[dict]:
+            return _records(tx.read_df(sql.format(scope=scope, **parts), params))
+
+        by_customer: dict[str, CustomerRows] = {
+            r["customer_id"]: CustomerRows(customer=r) for r in read(_CUSTOMERS_SQL)}
+        subscriptions = read(_SUBSCRIPTIONS_SQL)
+        orders = read(_RECENT_ORDERS_SQL, limit=RECENT_ORDERS)
+        recent = _RECENT_ORDERS_SQL.format(scope=scope, limit=RECENT_ORDERS)
+        items = read(_ORDER_ITEMS_SQL, orders=recent)
+        stats = read(_ORDER_STATS_SQL, window=SKIP_WINDOW_ORDERS)
+        product_counts = read(_PRODUCT_COUNTS_SQL)
+        tickets = read(_RECENT_TICKETS_SQL, limit=RECENT_TICKETS)
+
+    for s in subscriptions:
         if s["customer_id"] in by_customer:
-            by_customer[s["customer_id"]].subscriptions.append(s)
-    orders = _dicts(con.execute(_ORDERS_SQL.format(limit=RECENT_ORDERS), params))
+            by_customer[s["customer_id"]].subscriptions.append({**s, "cadence_days": _whole(s["cadence_days"])})
     orders.sort(key=lambda o: (o["ordered_at"], o["order_id"]), reverse=True)
     order_owner = {}
     for o in orders:
         if o["customer_id"] in by_customer:
             by_customer[o["customer_id"]].orders.append(o)
             order_owner[o["order_id"]] = o["customer_id"]
-    if order_owner:
-        items = _dicts(con.execute(
-            "select i.*, p.name as product_name from raw.order_items i left join raw.products p using (product_id) "
-            "where i.order_id in (select unnest(?::varchar[])) order by i.order_id, i.product_id",
-            [list(order_owner)]))
-        for item in items:
-            by_customer[order_owner[item["order_id"]]].order_items.append(item)
-    for r in _dicts(con.execute(_ORDER_STATS_SQL.format(window=SKIP_WINDOW_ORDERS), params)):
+    for item in items:
+        owner = order_owner.get(item["order_id"])
+        if owner:
+            by_customer[owner].order_items.append({**item, "quantity": _whole(item["quantity"])})
+    for r in stats:
         rows = by_customer.get(r["customer_id"])
         if rows:
             rows.fulfilled_orders = int(r["fulfilled_orders"] or 0)
             rows.skips_in_window = int(r["skips_in_window"] or 0)
             rows.orders_in_window = int(r["orders_in_window"] or 0)
-    for p in _dicts(con.execute(_PRODUCT_COUNTS_SQL, params)):
+    for p in product_counts:
         if p["customer_id"] in by_customer:
             by_customer[p["customer_id"]].product_counts.append(p)
-    tickets = _dicts(con.execute(_TICKETS_SQL.format(limit=RECENT_TICKETS), params))
     tickets.sort(key=lambda t: (t["created_at"], t["ticket_id"]), reverse=True)
     for t in tickets:
         if t["customer_id"] in by_customer:
             by_customer[t["customer_id"]].tickets.append(t)
-    fresh = con.execute(_FRESHNESS_SQL, [as_of] * 3).fetchone()[0]
-    fresh_day = _day(fresh)
-    return {cid: build_context_pack(rows, as_of, fresh_day) for cid, rows in by_customer.items()}
+    return {cid: build_context_pack(rows, as_of, fresh_at) for cid, rows in by_customer.items()}

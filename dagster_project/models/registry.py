@@ -23,17 +23,16 @@ import hashlib
 import json
 import os
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import joblib
 import pandas as pd
 
 from dagster_project.project import DEFAULT_DUCKDB_PATH
-from dagster_project.resources.warehouse import DuckDBSession, WarehouseInterface, WarehouseSession
+from dagster_project.resources.warehouse import WarehouseInterface, session_on
 
 REGISTRY_SCHEMA, REGISTRY_NAME = "nextbest", "model_registry"
 REGISTRY_TABLE = f"{REGISTRY_SCHEMA}.{REGISTRY_NAME}"
@@ -108,20 +107,6 @@ def registered_model(row: dict) -> RegisteredModel:
 
 
 # --- where the registry lives -----------------------------------------------------------------
-
-@contextmanager
-def _session(warehouse) -> Iterator[WarehouseSession]:
-    """A session on `warehouse`: a resource's own transaction, or a DuckDB connection as it is."""
-    if isinstance(warehouse, WarehouseInterface):
-        with warehouse.transaction() as tx:
-            yield tx
-        return
-    session = DuckDBSession(warehouse)
-    try:
-        yield session
-    finally:
-        session.close()
-
 
 def ensure_registry(warehouse) -> None:
     """Create schema `nextbest` and the registry table if they do not exist (DDL, outside any transaction)."""
@@ -215,7 +200,7 @@ def register_model(warehouse, model_name: str, artifact: Any, *, training_window
     row = row.astype({c: "string" for c in COLUMNS if c not in _DATE_COLUMNS})
     row[list(_DATE_COLUMNS)] = row[list(_DATE_COLUMNS)].apply(pd.to_datetime)
     try:
-        with _session(warehouse) as tx:
+        with session_on(warehouse) as tx:
             tx.write_df(REGISTRY_SCHEMA, REGISTRY_NAME, row)
     except BaseException:
         path.unlink(missing_ok=True)  # no row, no artifact: a failed registration leaves nothing behind
@@ -224,14 +209,14 @@ def register_model(warehouse, model_name: str, artifact: Any, *, training_window
 
 
 def _version_taken(warehouse, version: str) -> bool:
-    with _session(warehouse) as tx:
+    with session_on(warehouse) as tx:
         found = tx.read_df(f"select count(*) as n from {REGISTRY_TABLE} where version = ?", [version])
     return int(found.iloc[0, 0]) > 0
 
 
 def registered_versions(warehouse, model_name: str) -> list[RegisteredModel]:
     """Every registered version of `model_name`, newest first (none when nothing is registered)."""
-    with _session(warehouse) as tx:
+    with session_on(warehouse) as tx:
         if not tx.exists(REGISTRY_SCHEMA, REGISTRY_NAME):
             return []
         rows = tx.read_df(VERSIONS_SQL, [model_name])

@@ -14,9 +14,12 @@ import os
 from datetime import date, datetime, timedelta
 from typing import Iterable, Mapping
 
+import pandas as pd
+
 from dagster_project.ingest.assets import FRESHNESS_COLUMNS
 from dagster_project.quality.outcomes import Outcome
-from dagster_project.quality.runner import existing_table, now_utc
+from dagster_project.quality.runner import now_utc
+from dagster_project.resources.warehouse import session_on
 
 # The raw sources a playbook's messages are built from (context pack facts, and the portal
 # actions behind its segments). Briefs set one limit, `max_data_staleness_days`, for all of them.
@@ -53,14 +56,25 @@ def describe_age(age: timedelta) -> str:
 
 
 def newest_record(con, source: str) -> datetime | None:
-    """The newest timestamp in `raw.<source>` (by its freshness column), None when empty."""
+    """The newest timestamp in `raw.<source>` (by its freshness column), None when empty.
+
+    `con`: a warehouse resource, a session of one, or a DuckDB connection.
+    """
     column = FRESHNESS_COLUMNS.get(source)
     if column is None:
         raise KeyError(f"raw.{source} has no timestamp that says how fresh it is; "
                        f"sources with one: {', '.join(FRESHNESS_COLUMNS)}")
-    if existing_table(con, (f"raw.{source}",)) is None:
-        return None
-    return con.execute(f"select max({column}) from raw.{source}").fetchone()[0]
+    with session_on(con) as tx:
+        if not tx.exists("raw", source):
+            return None
+        newest = tx.read_df(f"select max({column}) as newest from raw.{source}").iloc[0, 0]
+    return None if pd.isna(newest) else pd.Timestamp(newest).to_pydatetime()
+
+
+def newest_records(con, sources: Iterable[str]) -> dict[str, datetime | None]:
+    """`newest_record` of each source, read in one session."""
+    with session_on(con) as tx:
+        return {source: newest_record(tx, source) for source in sources}
 
 
 def assert_fresh(con, sources: Iterable[str], max_staleness: timedelta | Mapping[str, timedelta],
@@ -70,13 +84,17 @@ def assert_fresh(con, sources: Iterable[str], max_staleness: timedelta | Mapping
     `sources` are raw table names (`orders`, `email_events`); `max_staleness` is one
     limit or one per source. Returns each source's age when all are fresh.
     """
-    now = now or reference_time()
+    return _judge(newest_records(con, sources), max_staleness, now or reference_time())
+
+
+def _judge(newest_by_source: Mapping[str, datetime | None], max_staleness: timedelta | Mapping[str, timedelta],
+           now: datetime) -> dict[str, timedelta]:
+    """`assert_fresh` on newest rows already read."""
     ages: dict[str, timedelta] = {}
     stale: dict[str, timedelta | None] = {}
     lines = []
-    for source in sources:
+    for source, newest in newest_by_source.items():
         limit = max_staleness[source] if isinstance(max_staleness, Mapping) else max_staleness
-        newest = newest_record(con, source)
         column = FRESHNESS_COLUMNS[source]
         if newest is None:
             stale[source] = None
@@ -99,15 +117,16 @@ def stale_playbooks(con, briefs: Iterable, now: datetime | None = None,
                     sources: Iterable[str] = BRIEF_SOURCES) -> dict[str, StaleSourceError]:
     """playbook id -> why it must not run (`StaleSourceError`), for each brief whose sources are too old.
 
-    `briefs`: objects with `id` and `max_data_staleness_days` (`messaging.briefs.Brief`).
-    Fresh briefs are left out, so an empty result means every brief may run.
+    `con`: a warehouse resource, a session of one, or a DuckDB connection; each source's newest
+    row is read once for all briefs. `briefs`: objects with `id` and `max_data_staleness_days`
+    (`messaging.briefs.Brief`). Fresh briefs are left out, so an empty result means every brief may run.
     """
     now = now or reference_time()
-    sources = tuple(sources)
+    newest = newest_records(con, sources)
     stale: dict[str, StaleSourceError] = {}
     for brief in briefs:
         try:
-            assert_fresh(con, sources, timedelta(days=brief.max_data_staleness_days), now=now)
+            _judge(newest, timedelta(days=brief.max_data_staleness_days), now)
         except StaleSourceError as error:
             stale[brief.id] = StaleSourceError(
                 f"Playbook {brief.id} (max data staleness {brief.max_data_staleness_days} days): {error}",
@@ -141,8 +160,9 @@ def freshness_outcomes(con, now: datetime | None = None,
     limits = dbt_source_freshness() if limits is None else limits
     fix = "Reload the source (check its loader or `nextbest import`); drafting and export refuse stale sources."
     outcomes = []
+    newest_by_source = newest_records(con, sorted(limits))
     for source, levels in sorted(limits.items()):
-        newest = newest_record(con, source)
+        newest = newest_by_source[source]
         target = f"raw.{source}"
         if newest is None:
             outcomes.append(Outcome(target, "freshness", "ERROR", "failed", f"{target} has no rows.", fix,

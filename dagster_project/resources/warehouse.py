@@ -6,7 +6,7 @@ open), and the pipeline runs in process (see `definitions.py`).
 
 Both engines, DuckDB here and Snowflake in `snowflake.py`, offer the same
 methods (`read_df`, `iter_batches`, `key_ranges`, `write_df`, `merge_df`,
-`staged`, `execute`, `transaction`); `build_warehouse()` picks one by
+`staged`, `execute`, `transaction`, `kept_open`); `build_warehouse()` picks one by
 `NEXTBEST_WAREHOUSE`. Steps that touch every customer (scoring, routing,
 drafting) work a chunk of `batch_rows` customers at a time (`NEXTBEST_BATCH_ROWS`);
 steps that learn from history (model training) read a bounded, stable sample of
@@ -162,6 +162,12 @@ class WarehouseSession(ABC):
         """A query's rows as a DataFrame with lower-case column names (`?` placeholders)."""
         return self._query(sql, params)
 
+    def stage_df(self, schema: str, df: pd.DataFrame) -> str:
+        """`df` as a relation this session's SQL can select from until the block ends, for an
+        `insert ... select` or `update ... from` of one's own (`write_df` and `merge_df` stage the same
+        way): a registered view on DuckDB, a transient table uploaded into `schema` on Snowflake."""
+        return self._stage(check_identifier(schema, "Schema"), df)
+
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
         """Run one data-changing statement in the transaction (`?` placeholders).
 
@@ -299,6 +305,12 @@ class WarehouseInterface:
         """Whether `schema.table` exists."""
         with self.transaction() as tx:
             return tx.exists(schema, table)
+
+    @contextmanager
+    def kept_open(self) -> Iterator[None]:
+        """Within the block, transactions skip the cost of opening the warehouse anew, for steps that
+        run many small ones (the sender claims and settles each chunk in its own). Nothing by default."""
+        yield
 
     @contextmanager
     def staged(self, schema: str, table: str) -> Iterator[StagedRows]:
@@ -530,6 +542,24 @@ class DuckDBSession(WarehouseSession):
         self._views.clear()
 
 
+@contextmanager
+def session_on(source: WarehouseInterface | WarehouseSession | duckdb.DuckDBPyConnection) -> Iterator[WarehouseSession]:
+    """A session on whatever a helper was handed: a warehouse resource (one transaction of its own),
+    a session (as it is), or a DuckDB connection (wrapped as it is; CLI commands and tests hold those)."""
+    if isinstance(source, WarehouseSession):
+        yield source
+        return
+    if isinstance(source, WarehouseInterface):
+        with source.transaction() as tx:
+            yield tx
+        return
+    session = DuckDBSession(source)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
 class DuckDBWarehouse(WarehouseInterface, dg.ConfigurableResource):
     """The embedded warehouse: one DuckDB file (`NEXTBEST_DUCKDB_PATH`)."""
 
@@ -544,6 +574,14 @@ class DuckDBWarehouse(WarehouseInterface, dg.ConfigurableResource):
             yield con
         finally:
             con.close()
+
+    @contextmanager
+    def kept_open(self) -> Iterator[None]:
+        """The file stays open for the block: a process's connections share one open database, so each
+        transaction's connection costs almost nothing (instead of reopening the file). Other processes
+        wait for the block to end, as for any writer."""
+        with self.connect():
+            yield
 
     def table_row_counts(self, schema: str) -> dict[str, int]:
         """Rows per table in one schema (empty when the schema does not exist)."""

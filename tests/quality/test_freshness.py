@@ -9,7 +9,9 @@ import pytest
 
 from dagster_project.ingest import contract
 from dagster_project.quality import StaleSourceError, assert_fresh
-from dagster_project.quality.freshness import dbt_source_freshness, describe_age, freshness_outcomes
+from dagster_project.quality.freshness import (dbt_source_freshness, describe_age, freshness_outcomes,
+                                               stale_playbooks)
+from dagster_project.resources.warehouse import DuckDBWarehouse
 
 
 @pytest.fixture
@@ -68,3 +70,18 @@ def test_limits_come_from_dbt_source_freshness_and_fail_past_error_after(con):
 def test_describe_age():
     assert describe_age(timedelta(days=3, hours=4, minutes=5)) == "3 days 4 hours"
     assert describe_age(timedelta(hours=1, minutes=1)) == "1 hour 1 minute"
+
+
+def test_playbooks_are_judged_the_same_through_the_warehouse_resource(con, tmp_path):
+    class Brief:
+        def __init__(self, id, days):
+            self.id, self.max_data_staleness_days = id, days
+
+    briefs = [Brief("patient", 10), Brief("eager", 1)]
+    through_connection = stale_playbooks(con, briefs, now=NOW, sources=["orders", "email_events"])
+    con.close()  # the resource opens the file itself
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "fresh.duckdb"))
+    through_resource = stale_playbooks(warehouse, briefs, now=NOW, sources=["orders", "email_events"])
+    assert sorted(through_resource) == sorted(through_connection) == ["eager"]
+    assert str(through_resource["eager"]) == str(through_connection["eager"])
+    assert "raw.orders is 8 days 22 hours old" in str(through_resource["eager"])
