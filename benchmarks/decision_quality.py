@@ -17,7 +17,10 @@
    rule-based routing (the playbook of the customer's segment,
    `messaging.assets.SEGMENT_PLAYBOOKS`, first segment in that order, sent
    whatever it is worth, as the segment fallback does) and random (a random
-   eligible playbook).
+   eligible playbook). A fifth line, `ceiling_true_effects_same_features`, routes on
+   a model fitted to the TRUE effects of every training customer from the same
+   features: the most any learner could get from these features (the rest of the
+   oracle's value hangs on traits the data does not show).
 
 Figures: incremental goal conversions (sum of true uplift over sends) and
 incremental value (true uplift x goal value - cost of the send and its offer),
@@ -42,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.ensemble import HistGradientBoostingRegressor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -49,7 +53,7 @@ from dagster_project.decisioning.assets import decide  # noqa: E402
 from dagster_project.decisioning.routing import RoutingPolicy, goal_values  # noqa: E402
 from dagster_project.messaging.assets import SEGMENT_PLAYBOOKS  # noqa: E402
 from dagster_project.models.uplift_assets import newest_passing, train_and_register  # noqa: E402
-from dagster_project.models.uplift_data import GOALS  # noqa: E402
+from dagster_project.models.uplift_data import GOALS, feature_columns, point_in_time_features  # noqa: E402
 from dagster_project.resources.warehouse import DuckDBWarehouse, connect_duckdb  # noqa: E402
 
 
@@ -71,6 +75,37 @@ def score(choice: pd.Series, truth: pd.DataFrame, values: pd.DataFrame, policy: 
     return {"sends": int(len(sent)), "incremental_conversions": float(u.sum()),
             "incremental_value": float((u * value - cost).sum()),
             "sends_per_playbook": {k: int(v) for k, v in sent.value_counts().sort_index().items()}}
+
+
+def features_now(con, customers, as_of) -> pd.DataFrame:
+    """Routing's features for `customers` at the start of `as_of` (the latest customer_features row)."""
+    at = datetime.combine(as_of, datetime.min.time())
+    frame = point_in_time_features(con, pd.DataFrame({"customer_id": list(customers), "anchor_at": at}))
+    return frame.set_index("customer_id").reindex(list(customers))
+
+
+def ceiling_uplift(train_db: Path, test_features: pd.DataFrame, as_of, playbooks) -> pd.DataFrame:
+    """Uplift a model would predict had it learned the TRUE effects (sim_truth) from the same features.
+
+    One boosted regressor per playbook on every training-store customer. What routing on these
+    predictions captures is the most any learner could get from these features: the rest of the
+    oracle's value hangs on traits the data does not show.
+    """
+    con = connect_duckdb(train_db, read_only=True)
+    try:
+        ids = [r[0] for r in con.execute("select customer_id from raw.customers").fetchall()]
+        train = features_now(con, ids, as_of)
+        truth = con.execute("select customer_id, playbook_id, true_uplift from sim_truth.uplift").df() \
+            .pivot(index="customer_id", columns="playbook_id", values="true_uplift").reindex(train.index)
+    finally:
+        con.close()
+    columns = [c for c in feature_columns(train) if train[c].nunique(dropna=True) > 1]
+    predicted = {}
+    for playbook in playbooks:
+        model = HistGradientBoostingRegressor(max_iter=200, random_state=0)
+        model.fit(train[columns].astype(float), truth[playbook])
+        predicted[playbook] = model.predict(test_features.reindex(columns=columns).astype(float))
+    return pd.DataFrame(predicted, index=test_features.index)
 
 
 def judge_copy(test_db: Path, work: Path, as_of) -> Path:
@@ -109,8 +144,12 @@ def main() -> int:
             print(f"simulating + building seed {seed} into {path}", file=sys.stderr)
             build_store(path, args.customers, args.months, seed, args.end_date)
 
-    con = connect_duckdb(train_db)
+    # Trained on a copy without the uplift models the demo registered: the models judged are this code's.
+    trained_copy = work / f"{train_db.stem}_training.duckdb"
+    shutil.copyfile(train_db, trained_copy)
+    con = connect_duckdb(trained_copy)
     try:
+        con.execute("delete from nextbest.model_registry where model_name like 'uplift_%'")
         trained = train_and_register(con, as_of)
         models = {p: (found[0].version, found[1]) for p in GOALS if (found := newest_passing(con, p))}
     finally:
@@ -127,6 +166,8 @@ def main() -> int:
         clv = con.execute("select customer_id, predicted_clv_12m from nextbest.customer_predictions "
                           "where predicted_clv_12m is not null").df().drop_duplicates("customer_id", keep="last") \
             .set_index("customer_id")["predicted_clv_12m"]
+        eligible_ids = decisions.loc[decisions["decision"].isin(["send", "holdout", "none"]), "customer_id"]
+        test_features = features_now(con, eligible_ids, as_of)
     finally:
         con.close()
     scratch.unlink(missing_ok=True)
@@ -143,6 +184,13 @@ def main() -> int:
         return best if net[best] > 0 else None
 
     oracle = pd.Series({c: oracle_pick(c) for c in eligible.index}, dtype=object)
+    ceiling = ceiling_uplift(trained_copy, test_features, as_of, list(truth.columns))
+
+    def ceiling_pick(c):
+        net = {p: ceiling.at[c, p] * values.at[c, p] - policy.cost(p) for p in allowed[c]}
+        best = max(net, key=net.get)
+        return best if net[best] > 0 else None
+
     by_customer = segments.groupby("customer_id")["segment"].apply(set)
     rules = pd.Series({c: next((p for s, p in SEGMENT_PLAYBOOKS.items()
                                 if s in by_customer.get(c, set()) and p in allowed[c]), None)
@@ -151,7 +199,9 @@ def main() -> int:
     random_pick = pd.Series({c: allowed[c][rng.integers(len(allowed[c]))] for c in eligible.index}, dtype=object)
 
     results = {name: score(choice, truth, values, policy) for name, choice in
-               (("oracle", oracle), ("routing", routed), ("rules", rules), ("random", random_pick))}
+               (("oracle", oracle), ("routing", routed), ("rules", rules), ("random", random_pick),
+                ("ceiling_true_effects_same_features", pd.Series({c: ceiling_pick(c) for c in eligible.index},
+                                                                  dtype=object)))}
     base = results["oracle"]
     for name, r in results.items():
         r["share_of_oracle_conversions"] = r["incremental_conversions"] / base["incremental_conversions"]

@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     """Add the `uplift-backtest` command to the `nextbest` parser."""
     command = subparsers.add_parser(
         "uplift-backtest", help="backtest uplift models on a randomized campaign export",
-        description="K-fold cross-fitted T- and DR-learners; prints ATE, Qini, AUUC, top-k uplift, policy values.")
+        description="K-fold cross-fitted T-, DR-, X- and interaction learners; prints ATE, Qini, AUUC, top-k uplift, policy values.")
     command.add_argument("file", help="CSV or Parquet file, one row per customer")
     command.add_argument("--treatment", required=True, help="column with the arm each customer was assigned")
     command.add_argument("--control", required=True, help="the treatment column's value for the control arm")

@@ -107,10 +107,11 @@ def train_and_register(con, as_of: date, seed: int = 0) -> dict[str, dict]:
                 training_window_start=pd.Timestamp(rows["assigned_at"].min()).date(), training_window_end=as_of,
                 features=model.columns, metrics={**model.metrics, "ate": model.ate, "goal": model.goal},
                 method=f"{model.learner} (HistGradientBoosting), goal {model.goal}",
-                notes="held-out customers: 30%; check: held-out Qini >= 0")
+                notes=f"held-out customers: 30%; check: {model.metrics.get('check', 'average effect only')}")
         heldout = model.metrics.get("heldout", {})
         summary[playbook] = {"version": version, "rows": model.metrics.get("rows"), "learner": model.learner,
                              "passed": model.passed, "ate": round(model.ate.get("ate", 0.0), 4),
+                             "shrink": model.metrics.get("shrink"),
                              "heldout_qini": heldout.get("qini"), "heldout_auuc": heldout.get("auuc"),
                              "top10_uplift": heldout.get("uplift_top_10pct", {}).get("uplift"),
                              "top30_uplift": heldout.get("uplift_top_30pct", {}).get("uplift")}
@@ -121,7 +122,7 @@ def train_and_register(con, as_of: date, seed: int = 0) -> dict[str, dict]:
     group_name="models",
     deps=[dg.AssetKey("customer_context")],
     kinds={"duckdb", "scikit-learn"},
-    description="Uplift per playbook (T/DR/X-learners) from past sends and holdouts, in nextbest.model_registry.",
+    description="Uplift per playbook (T/DR/X/interaction learners) from past sends and holdouts, in nextbest.model_registry.",
 )
 def uplift_models(context: dg.AssetExecutionContext, config: UpliftModelsConfig,
                   warehouse: DuckDBWarehouse) -> dg.MaterializeResult:

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from dagster_project.models.uplift import LEARNERS, cross_fit_uplift, make_learner
-from dagster_project.models.uplift_metrics import qini_coefficient
+from dagster_project.models.uplift_metrics import calibration_slope, qini_coefficient
+from dagster_project.models.uplift_training import train_playbook_model
 
 
 def campaign(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
@@ -72,3 +73,34 @@ def test_a_column_blank_in_one_arm_only_does_not_break_any_learner():
     for learner in LEARNERS:
         predicted = make_learner(learner, seed=0).fit(X.to_numpy(), t, y).predict(X.to_numpy())
         assert np.isfinite(predicted).all(), learner
+
+
+def test_calibration_slope_tells_real_differences_from_noise():
+    X, t, y, truth = campaign(6000, seed=5)
+    real = calibration_slope(truth, t, y)
+    assert abs(real["slope"] - 1) < 2 * real["se"] + 0.1 and real["z"] > 4
+    # Twice as spread as the truth: the slope says to halve the differences.
+    assert 0.3 < calibration_slope(2 * truth, t, y)["slope"] < 0.7
+    noise = calibration_slope(np.random.default_rng(0).normal(0, 0.1, len(y)), t, y)
+    assert abs(noise["z"]) < 3
+    # Predictions that do not vary tell nothing.
+    assert calibration_slope(np.full(len(y), 0.05), t, y)["z"] == 0.0
+
+
+def test_a_playbook_without_real_differences_is_routed_on_its_measured_average():
+    """Same effect for everyone: no learner's differences hold up out of fold, so the model does not
+    pass and predicts the measured average for every customer; a planted effect does pass."""
+    rng = np.random.default_rng(6)
+    n = 3000
+    rows = pd.DataFrame({"customer_id": [f"C{i}" for i in range(n)], "opens_4w": rng.poisson(2.0, n).astype(float),
+                         "tenure_days": rng.integers(30, 900, n).astype(float), "goal": "retained_60d"})
+    rows["treated"] = (rng.random(n) < 0.8).astype(int)
+    flat = rows.assign(outcome=(rng.random(n) < 0.6 + 0.05 * rows["treated"]).astype(int))
+    model = train_playbook_model(flat, "at_risk_save")
+    assert not model.passed
+    assert np.allclose(model.predict(flat), model.ate["ate"])
+    planted = rows.assign(outcome=(rng.random(n) < 0.2 + 0.4 * rows["treated"] * (rows["opens_4w"] >= 3)).astype(int))
+    model = train_playbook_model(planted, "expansion")
+    assert model.passed and model.metrics["oof_calibration_train"][model.learner]["z"] >= 2
+    predicted = model.predict(planted)
+    assert predicted[planted["opens_4w"] >= 3].mean() - predicted[planted["opens_4w"] < 3].mean() > 0.25
