@@ -78,9 +78,12 @@ where labels.is_window_complete
 SCORING_SQL = "select * from analytics.customer_features where is_scoring_point"
 # Drift compares the last four weeks of points (a whole monthly campaign cycle, so the
 # calendar's phase does not read as drift) with the training window; read as a sample like training.
+# Weekly points only, like training: the scoring point covers every customer, the weekly points
+# the dbt training sample (var training_customers), a different population above that size.
 RECENT_SQL = """
 select * from analytics.customer_features
 where as_of_date > (select max(as_of_date) from analytics.customer_features) - interval '28 day'
+  and not is_scoring_point
 """
 
 

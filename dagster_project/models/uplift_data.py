@@ -38,6 +38,7 @@ GOALS = {
     "high_ltv_recovery": ("retained_60d", 60),
 }
 FEATURES_TABLE = "analytics.customer_features"
+TRAINING_CUSTOMERS_TABLE = "intermediate.int_training_customers"
 KEY_COLUMNS = ("customer_id", "as_of", "as_of_date", "anchor_at", "first_day", "last_day")
 
 # Human-readable names for reason codes ("few opens in the last 30 days").
@@ -194,6 +195,11 @@ def assignment_rows(con, as_of: date | datetime | None = None, playbooks=None) -
     Columns: assignment_id, playbook_id, customer_id, assigned_at, treated, goal, outcome.
     """
     as_of = pd.Timestamp(as_of) if as_of is not None else pd.Timestamp(data_end(con))
+    # The weekly feature history covers the dbt training sample only (var training_customers):
+    # customers outside it have no features at their past sends, so they are not training rows.
+    sampled = ""
+    if table_exists(con, FEATURES_TABLE) and table_exists(con, TRAINING_CUSTOMERS_TABLE):
+        sampled = f"and r.customer_id in (select customer_id from {TRAINING_CUSTOMERS_TABLE})"
     frames = []
     for playbook, (goal, days) in GOALS.items():
         if playbooks is not None and playbook not in playbooks:
@@ -203,7 +209,7 @@ def assignment_rows(con, as_of: date | datetime | None = None, playbooks=None) -
                    (r.arm = 'treatment')::int as treated, '{goal}' as goal,
                    ({_OUTCOME_SQL[goal].format(days=days)})::int as outcome
             from nextbest.assignments r
-            where r.playbook_id = ? and r.assigned_at + interval {days} day <= ?
+            where r.playbook_id = ? and r.assigned_at + interval {days} day <= ? {sampled}
             order by r.assigned_at, r.customer_id""", [playbook, as_of.to_pydatetime()]).df())
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -219,6 +219,33 @@ def test_features_from_the_mart_match_what_uplift_training_reads(tmp_path):
     assert ours.loc["C1", "orders_90d"] == 13 and pd.isna(ours.loc["C3", "orders_90d"])  # C3's first row is later
 
 
+def test_uplift_trains_on_the_dbt_training_sample_only(store, tmp_path):
+    """Above var training_customers the weekly feature history covers a sample; customers outside it
+    have no features at their past sends and are not training rows (the SQL fallback keeps everyone)."""
+    everyone = assignment_rows(store, END)
+    copy = tmp_path / "sampled.duckdb"
+    store.execute(f"attach '{copy}' as sampled")
+    try:
+        store.execute("copy from database store to sampled")  # the module's store, untouched
+    finally:
+        store.execute("detach sampled")
+    con = duckdb.connect(str(copy))
+    try:
+        con.execute("create table analytics.customer_features as select customer_id, date '2026-01-05' as as_of_date "
+                    "from raw.customers")
+        con.execute("create schema intermediate")
+        con.execute("create table intermediate.int_training_customers as select customer_id from raw.customers "
+                    "order by customer_id limit 200")
+        sample = {r[0] for r in con.execute("select customer_id from intermediate.int_training_customers").fetchall()}
+        rows = assignment_rows(con, END)
+    finally:
+        con.close()
+    assert len(rows) and set(rows["customer_id"]) <= sample
+    pd.testing.assert_frame_equal(rows, everyone[everyone["customer_id"].isin(sample)].reset_index(drop=True),
+                                  check_dtype=False)
+    assert len(everyone) > len(rows)
+
+
 def test_definitions_load():
     defs = dg.Definitions(
         assets=[*uplift_assets.assets, *decisioning_assets.assets],
