@@ -1,7 +1,11 @@
 """Run a suite against the warehouse: Great Expectations 1.x for the expectations, SQL for the rest.
 
 GX runs in an ephemeral context (no GX project on disk) on a pandas frame read
-from DuckDB; `sql_checks` run in DuckDB itself. Every expectation and SQL rule
+from DuckDB; `sql_checks` run in DuckDB itself, on every row. A table of more
+than `NEXTBEST_GX_MAX_ROWS` rows (default 500,000) is not read whole into pandas:
+GX validates its newest rows by the suite's `recent_by` column (what arrived
+since the last runs), or a repeatable sample of that many rows, and every message
+says so; dbt's tests on the staging models still check every row in SQL. Every expectation and SQL rule
 becomes an `Outcome` with its severity, a message in words and example rows.
 The caller owns the connection (open it read-only in checks).
 """
@@ -9,8 +13,9 @@ The caller owns the connection (open it read-only in checks).
 from __future__ import annotations
 
 import logging
+import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,6 +26,8 @@ from dagster_project.quality.outcomes import EXAMPLE_ROWS, Outcome, json_safe, s
 from dagster_project.quality.suites import Expectation, SqlCheck, Suite
 
 _DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}")
+GX_MAX_ROWS_ENV = "NEXTBEST_GX_MAX_ROWS"
+DEFAULT_GX_MAX_ROWS = 500_000
 
 # Contract type -> warehouse types that satisfy it (a loader may widen a decimal or an int).
 _TYPE_FAMILIES = {
@@ -94,11 +101,46 @@ def validate_suite(con, suite: Suite, now: datetime | None = None) -> SuiteResul
                               "Run the loader for this source (or `nextbest demo`) so the table exists.")
         return SuiteResult(suite, None, outcomes=[outcome])
     columns = table_columns(con, table)
-    frame = con.execute(f"select * from {table}").fetchdf()
-    result = SuiteResult(suite, table, row_count=len(frame))
-    result.outcomes.extend(_run_expectations(suite, table, frame, columns, now))
+    rows = con.execute(f"select count(*) from {table}").fetchone()[0]
+    frame, part = _gx_frame(con, suite, table, columns, rows)
+    result = SuiteResult(suite, table, row_count=rows)
+    outcomes = _run_expectations(suite, table, frame, columns, now)
+    if part:
+        outcomes = [replace(o, message=_whole_table_count(o, rows) if o.name.endswith("row_count") else
+                            f"{o.message} ({part})") for o in outcomes]
+    result.outcomes.extend(outcomes)
     result.outcomes.extend(_run_sql_check(con, check, table, columns) for check in suite.sql_checks)
     return result
+
+
+def gx_max_rows() -> int:
+    """Most rows of one table read into pandas for GX (`NEXTBEST_GX_MAX_ROWS`, default 500,000)."""
+    raw = os.environ.get(GX_MAX_ROWS_ENV, "").strip().replace("_", "").replace(",", "")
+    if not raw:
+        return DEFAULT_GX_MAX_ROWS
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{GX_MAX_ROWS_ENV}={os.environ[GX_MAX_ROWS_ENV]!r}: expected a whole number of rows, "
+                         f"at least 1 (default {DEFAULT_GX_MAX_ROWS:,})")
+    return int(raw)
+
+
+def _gx_frame(con, suite: Suite, table: str, columns: dict[str, str], rows: int) -> tuple[pd.DataFrame, str]:
+    """The rows GX validates, and "" when that is the whole table, else which part it is."""
+    limit = gx_max_rows()
+    if rows <= limit:
+        return con.execute(f"select * from {table}").fetchdf(), ""
+    if suite.recent_by in columns:
+        frame = con.execute(f"select * from {table} order by {suite.recent_by} desc nulls first limit {limit}").fetchdf()
+        return frame, (f"checked on the newest {limit:,} of {rows:,} rows by {suite.recent_by}, "
+                       f"{GX_MAX_ROWS_ENV}; dbt's staging tests check every row")
+    frame = con.execute(f"select * from {table} using sample reservoir({limit} rows) repeatable (7)").fetchdf()
+    return frame, (f"checked on a sample of {limit:,} of {rows:,} rows, {GX_MAX_ROWS_ENV}; "
+                   "dbt's staging tests check every row")
+
+
+def _whole_table_count(outcome: Outcome, rows: int) -> str:
+    """A row-count expectation judged on part of a big table: the part has rows, so the table does."""
+    return f"{outcome.target} has {rows:,} rows"
 
 
 # --- Great Expectations ---------------------------------------------------------------------------

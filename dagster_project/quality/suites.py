@@ -77,6 +77,9 @@ class Suite:
     expectations: tuple[Expectation, ...]
     sql_checks: tuple[SqlCheck, ...]
     version: int = 1
+    # Column ordering the table by arrival (e.g. occurred_at): a table too big to validate whole in
+    # pandas has its newest rows validated (`runner.gx_max_rows`); without one, a repeatable sample.
+    recent_by: str = ""
 
     @property
     def severities(self) -> set[str]:
@@ -150,7 +153,7 @@ def load_suite(path: str | Path) -> Suite:
         name=doc["suite"], path=path, tables=tuple(tables), asset=tuple(doc["asset"]),
         optional=bool(doc.get("optional", len(tables) > 1 or not str(tables[0]).startswith("raw."))),
         description=doc.get("description", ""), expectations=tuple(expectations),
-        sql_checks=tuple(sql_checks), version=int(doc.get("version", 1)),
+        sql_checks=tuple(sql_checks), version=int(doc.get("version", 1)), recent_by=str(doc.get("recent_by") or ""),
     )
 
 

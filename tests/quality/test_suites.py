@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import duckdb
 import pytest
 
 from dagster_project.ingest import contract
+from dagster_project.quality.runner import validate_suite
 from dagster_project.quality.suites import load_anomaly_config, load_suite, load_suites, suite_for
 
 
@@ -36,3 +38,28 @@ def test_bad_suite_file_names_file_and_entry(tmp_path):
                     "    meta: {severity: FATAL}\n")
     with pytest.raises(ValueError, match=r"broken.yml: expectations\[0\]: severity must be ERROR or WARN"):
         load_suite(path)
+
+
+def test_a_table_above_the_gx_limit_is_validated_on_its_newest_rows(store, monkeypatch):
+    """GX reads at most NEXTBEST_GX_MAX_ROWS rows: a bad row among the newest is caught and the
+    message says which part was checked; a table without `recent_by` gets a sample; counts stay whole."""
+    with duckdb.connect(str(store)) as con:
+        total = con.execute("select count(*) from raw.email_events").fetchone()[0]
+        newest = con.execute("select max(occurred_at) from raw.email_events").fetchone()[0]
+        con.execute("insert into raw.email_events values ('E_BAD', 'C1', 'c', 'm', 'teleported', ?)", [newest])
+        monkeypatch.setenv("NEXTBEST_GX_MAX_ROWS", "100")
+        suites = {s.name: s for s in load_suites()}
+        events = validate_suite(con, suites["raw.email_events"])
+        items = validate_suite(con, suites["raw.order_items"])
+        monkeypatch.setenv("NEXTBEST_GX_MAX_ROWS", "lots")
+        with pytest.raises(ValueError, match="NEXTBEST_GX_MAX_ROWS='lots'"):
+            validate_suite(con, suites["raw.email_events"])
+    by_name = {o.name: o for o in events.outcomes}
+    assert events.row_count == total + 1
+    bad = by_name["event_type_accepted_values"]
+    assert bad.failed and "1 of 100 rows" in bad.message
+    assert f"checked on the newest 100 of {total + 1:,} rows by occurred_at" in bad.message
+    assert [e["event_id"] for e in bad.examples] == ["E_BAD"]
+    assert by_name["row_count"].message == f"raw.email_events has {total + 1:,} rows"
+    assert all("sample of 100" in o.message for o in items.outcomes if o.kind == "expectation"
+               and not o.name.endswith("row_count"))
