@@ -15,7 +15,7 @@ from dagster_project.quality import checks as quality
 from dagster_project.resources import build_dbt_resource, build_warehouse
 from dagster_project.schedules import daily_personalization, daily_personalization_schedule
 from dagster_project.service import assets as service
-from dagster_project.warehouse.assets import nextbest_dbt_models, nextbest_dbt_scored_models
+from dagster_project.warehouse.assets import nextbest_dbt_models, nextbest_dbt_scored_models, warehouse_full_refresh
 
 # Listed in pipeline order: ingest → warehouse → models → decisioning → messaging → delivery.
 STAGES = (propensity_assets, clv_assets, uplift_assets, decisioning, service, delivery)
@@ -35,7 +35,7 @@ defs = dg.Definitions(
         *quality.message_drafts_checks,
         *(check for stage in STAGES for check in getattr(stage, "asset_checks", [])),
     ],
-    jobs=[daily_personalization, *(job for stage in STAGES for job in getattr(stage, "jobs", []))],
+    jobs=[daily_personalization, warehouse_full_refresh, *(job for stage in STAGES for job in getattr(stage, "jobs", []))],
     schedules=[
         daily_personalization_schedule,
         *(schedule for stage in STAGES for schedule in getattr(stage, "schedules", [])),

@@ -6,6 +6,10 @@ Two `@dbt_assets` because Python scoring sits in the middle of the dbt graph:
 `nextbest_dbt_scored_models` builds what reads the scores (source
 `nextbest.customer_scores` and everything downstream of it: segments, their
 history, tags, ...). One `dbt build` would make that a cycle.
+
+Both take run config `full_refresh` (`dbt build --full-refresh`: rebuild the incremental
+feature history from scratch, after late events, backfills or a changed var); the
+`warehouse_full_refresh` job runs both that way.
 """
 
 
@@ -15,6 +19,7 @@ from typing import Any, Mapping
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from pydantic import Field
 
 from dagster_project.project import dbt_project, ensure_manifest
 
@@ -51,15 +56,28 @@ def dbt_vars() -> list[str]:
     return ["--vars", json.dumps({"as_of": as_of})] if as_of else []
 
 
+class DbtBuildConfig(dg.Config):
+    """How `dbt build` runs."""
+
+    full_refresh: bool = Field(default=False, description=(
+        "Rebuild incremental models (the feature history) from scratch: after events loaded more than "
+        "incremental_lookback_days late, a backfill, deleted customers or a changed dbt var or model."))
+
+
+def build_args(config: DbtBuildConfig) -> list[str]:
+    """The `dbt build` command line for this run."""
+    return ["build", *dbt_vars(), *(["--full-refresh"] if config.full_refresh else [])]
+
+
 @dbt_assets(
     manifest=ensure_manifest(),
     project=dbt_project,
     dagster_dbt_translator=NextBestTranslator(),
     exclude=SCORED_MODELS,
 )
-def nextbest_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+def nextbest_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
     """`dbt build` of everything that does not read the scores: models, snapshots and tests."""
-    yield from dbt.cli(["build", *dbt_vars()], context=context).stream()
+    yield from dbt.cli(build_args(config), context=context).stream()
 
 
 @dbt_assets(
@@ -69,6 +87,13 @@ def nextbest_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     select=SCORED_MODELS,
     name="nextbest_dbt_scored_models",
 )
-def nextbest_dbt_scored_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+def nextbest_dbt_scored_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
     """`dbt build` of the models that read `nextbest.customer_scores` and everything after them."""
-    yield from dbt.cli(["build", *dbt_vars()], context=context).stream()
+    yield from dbt.cli(build_args(config), context=context).stream()
+
+
+_FULL_REFRESH = {"config": {"full_refresh": True}}
+warehouse_full_refresh = dg.define_asset_job(
+    "warehouse_full_refresh", selection=dg.AssetSelection.assets(nextbest_dbt_models, nextbest_dbt_scored_models),
+    config={"ops": {"nextbest_dbt_models": _FULL_REFRESH, "nextbest_dbt_scored_models": _FULL_REFRESH}},
+    description="`dbt build --full-refresh` of every model: rebuilds the incremental feature history from raw.")
