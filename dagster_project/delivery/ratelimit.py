@@ -10,7 +10,7 @@ Retry-After pauses every caller (`pause`), not just the one that saw it.
 
 `backoff` is the one retry delay: exponential with jitter, capped, never
 shorter than the server's Retry-After (the outbox's `RetryPolicy` and the LLM's
-retries both use it).
+retries both use it); `parse_retry_after` reads that header for both.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Callable, Iterable
 
 
@@ -187,3 +189,22 @@ def backoff(attempt: int, base_seconds: float, cap_seconds: float, retry_after: 
     ceiling = min(cap_seconds, base_seconds * 2 ** max(0, attempt - 1))
     delay = (rng or random).uniform(ceiling / 2, ceiling)
     return max(delay, retry_after or 0.0)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None if absent or bad."""
+    if value is None or str(value).strip() == "":
+        return None
+    text = str(value).strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())

@@ -14,14 +14,12 @@ from __future__ import annotations
 import socket
 from abc import abstractmethod
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Mapping
 
 import dagster as dg
 from pydantic import Field
 
-from dagster_project.delivery.ratelimit import RateLimit
+from dagster_project.delivery.ratelimit import RateLimit, parse_retry_after  # noqa: F401 - adapters' API
 
 # The ESP's own error text is kept short in the outbox: enough to act on, no payload echo.
 MAX_ERROR_CHARS = 300
@@ -85,25 +83,6 @@ class PermanentEspError(EspError):
     """A 4xx or a bad message: retrying the same request will fail the same way."""
 
     retryable = False
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None if absent or bad."""
-    if value is None or str(value).strip() == "":
-        return None
-    text = str(value).strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
-    return max(0.0, (when - now).total_seconds())
 
 
 def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:

@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Sequence
 
 import openai
@@ -24,7 +23,7 @@ import openai
 from dagster_project.messaging.generators.base import (
     Budget, Draft, DraftRequest, GenerationError, Generator, OverBudget, Usage,
 )
-from dagster_project.delivery.ratelimit import RateLimit, RateLimiter, backoff
+from dagster_project.delivery.ratelimit import RateLimit, RateLimiter, backoff, parse_retry_after
 from dagster_project.messaging.generators.template import eligible_offer
 
 PROMPT_VERSION = "prompt-1"
@@ -137,25 +136,15 @@ def build_messages(request: DraftRequest) -> list[dict]:
 
 
 def retry_after_seconds(headers) -> float | None:
-    """Seconds the server asked us to wait (`retry-after-ms`, `retry-after` seconds or HTTP date)."""
+    """Seconds the server asked us to wait (`retry-after-ms`, else `retry-after` seconds or HTTP date)."""
     if headers is None:
         return None
     if headers.get("retry-after-ms"):
         try:
-            return float(headers["retry-after-ms"]) / 1000
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
         except ValueError:
             pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        try:
-            from datetime import datetime, timezone
-            return max((parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds(), 0.0)
-        except (TypeError, ValueError):
-            return None
+    return parse_retry_after(headers.get("retry-after"))
 
 
 def parse_draft(content: str | None, request: DraftRequest, generator: "OpenAIGenerator") -> Draft:
