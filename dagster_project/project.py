@@ -36,6 +36,18 @@ def default_as_of() -> str:
     return os.environ.get("NEXTBEST_AS_OF") or datetime.now(timezone.utc).date().isoformat()
 
 
+def positive_int_env(name: str, default: int, unit: str) -> int:
+    """A whole number of `unit` (at least 1) from env var `name` (`_` and `,` allowed), else `default`;
+    a ValueError naming the variable and what it expects when it holds anything else."""
+    raw = os.environ.get(name, "").strip().replace("_", "").replace(",", "")
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name}={os.environ[name]!r}: expected a whole number of {unit}, at least 1 "
+                         f"(default {default:,})")
+    return int(raw)
+
+
 def duckdb_path() -> Path:
     """The DuckDB file the pipeline reads and writes (`NEXTBEST_DUCKDB_PATH`)."""
     path = Path(os.environ["NEXTBEST_DUCKDB_PATH"]).expanduser().resolve()

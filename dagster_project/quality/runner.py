@@ -13,7 +13,6 @@ The caller owns the connection (open it read-only in checks).
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from dagster_project.ingest.row_checks import FUTURE_SLACK
+from dagster_project.project import positive_int_env
 from dagster_project.quality.outcomes import EXAMPLE_ROWS, Outcome, json_safe, safe_rows
 from dagster_project.quality.suites import Expectation, SqlCheck, Suite
 
@@ -115,13 +115,7 @@ def validate_suite(con, suite: Suite, now: datetime | None = None) -> SuiteResul
 
 def gx_max_rows() -> int:
     """Most rows of one table read into pandas for GX (`NEXTBEST_GX_MAX_ROWS`, default 500,000)."""
-    raw = os.environ.get(GX_MAX_ROWS_ENV, "").strip().replace("_", "").replace(",", "")
-    if not raw:
-        return DEFAULT_GX_MAX_ROWS
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{GX_MAX_ROWS_ENV}={os.environ[GX_MAX_ROWS_ENV]!r}: expected a whole number of rows, "
-                         f"at least 1 (default {DEFAULT_GX_MAX_ROWS:,})")
-    return int(raw)
+    return positive_int_env(GX_MAX_ROWS_ENV, DEFAULT_GX_MAX_ROWS, "rows")
 
 
 def _gx_frame(con, suite: Suite, table: str, columns: dict[str, str], rows: int) -> tuple[pd.DataFrame, str]:

@@ -29,7 +29,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from dagster_project.project import duckdb_path
+from dagster_project.project import duckdb_path, positive_int_env
 
 if TYPE_CHECKING:
     from dagster_project.resources.snowflake import SnowflakeWarehouse
@@ -75,13 +75,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def batch_rows_from_env() -> int:
     """Customers per chunk from `NEXTBEST_BATCH_ROWS` (default 50,000), or a ValueError naming it."""
-    raw = os.environ.get(BATCH_ROWS_ENV, "").strip().replace("_", "").replace(",", "")
-    if not raw:
-        return DEFAULT_BATCH_ROWS
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{BATCH_ROWS_ENV}={os.environ[BATCH_ROWS_ENV]!r}: expected a whole number of customers "
-                         f"per chunk, at least 1 (default {DEFAULT_BATCH_ROWS})")
-    return int(raw)
+    return positive_int_env(BATCH_ROWS_ENV, DEFAULT_BATCH_ROWS, "customers per chunk")
 
 
 @dataclass(frozen=True)
