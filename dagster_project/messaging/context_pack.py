@@ -322,17 +322,24 @@ from raw.subscriptions s left join raw.products p on p.product_id = s.product_id
 where s.customer_id in (select customer_id from ({scope}) in_scope) and s.started_at < ?
 order by s.customer_id, s.started_at, s.subscription_id
 """
-_ORDER_COLUMNS = ("order_id, customer_id, subscription_id, ordered_at, status, total, discount_code, shipped_at, "
-                  "delivered_at")
-# Each customer's most recent orders (their order is fixed in Python, newest first).
-_RECENT_ORDERS_SQL = f"""
-select {_ORDER_COLUMNS} from (
-    select {_ORDER_COLUMNS},
-           row_number() over (partition by customer_id order by ordered_at desc, order_id desc) as recent
-    from raw.orders
-    where customer_id in (select customer_id from ({{scope}}) in_scope) and ordered_at < ?
+
+
+def _recent_rows_sql(table: str, columns: str, at: str, key: str) -> str:
+    """Each scoped customer's `{limit}` newest rows of `table` before the bound `?`, newest by `at`
+    then `key` (their order is fixed again in Python)."""
+    return f"""
+select {columns} from (
+    select {columns},
+           row_number() over (partition by customer_id order by {at} desc, {key} desc) as recent
+    from {table}
+    where customer_id in (select customer_id from ({{scope}}) in_scope) and {at} < ?
 ) ranked where recent <= {{limit}}
 """
+
+
+_RECENT_ORDERS_SQL = _recent_rows_sql(
+    "raw.orders", "order_id, customer_id, subscription_id, ordered_at, status, total, discount_code, shipped_at, "
+    "delivered_at", "ordered_at", "order_id")
 _ORDER_ITEMS_SQL = """
 select i.order_id, i.product_id, i.quantity, i.unit_price, i.is_one_time, p.name as product_name
 from raw.order_items i
@@ -365,15 +372,9 @@ where o.customer_id in (select customer_id from ({scope}) in_scope) and o.ordere
 group by o.customer_id, i.product_id, p.name, p.price
 order by o.customer_id, times_ordered desc, i.product_id
 """
-_TICKET_COLUMNS = "ticket_id, customer_id, created_at, channel, topic, status, resolved_at, csat, body"
-_RECENT_TICKETS_SQL = f"""
-select {_TICKET_COLUMNS} from (
-    select {_TICKET_COLUMNS},
-           row_number() over (partition by customer_id order by created_at desc, ticket_id desc) as recent
-    from raw.support_tickets
-    where customer_id in (select customer_id from ({{scope}}) in_scope) and created_at < ?
-) ranked where recent <= {{limit}}
-"""
+_RECENT_TICKETS_SQL = _recent_rows_sql(
+    "raw.support_tickets", "ticket_id, customer_id, created_at, channel, topic, status, resolved_at, csat, body",
+    "created_at", "ticket_id")
 # How fresh the warehouse is: its newest order, ticket or sign-up up to as_of. Three maxima, not
 # greatest(): Snowflake's greatest() is null when any argument is (an empty table), DuckDB's is not.
 _FRESHNESS_SQL = """
