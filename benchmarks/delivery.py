@@ -22,37 +22,36 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import duckdb  # noqa: E402
-
 from dagster_project.delivery.outbox import enqueue_batch, send_id_for, state_counts  # noqa: E402
 from dagster_project.delivery.policy import RetryPolicy, SendPolicy  # noqa: E402
 from dagster_project.delivery.sender import run_export  # noqa: E402
 from dagster_project.ingest.contract import create_raw_schema  # noqa: E402
+from dagster_project.resources.warehouse import DuckDBWarehouse  # noqa: E402
 from tests.delivery.conftest import add_customers, drafts, make_esp, noon_utc, ticking_noon  # noqa: E402
 from tests.delivery.fake_esp import FakeEsp  # noqa: E402
 
 
 def bench(esp_name: str, sends: int, rate: float, failure_rate: float, workers: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="nextbest-bench-") as tmp:
-        con = duckdb.connect(str(Path(tmp) / "bench.duckdb"))
-        create_raw_schema(con)
-        add_customers(con, sends)
+        warehouse = DuckDBWarehouse(path=str(Path(tmp) / "bench.duckdb"))
+        create_raw_schema(warehouse)
+        add_customers(warehouse, sends)
         ids = [f"c{i}" for i in range(sends)]
-        enqueue_batch(con, "bench", drafts("bench", ids), now=noon_utc() - timedelta(hours=1))
+        enqueue_batch(warehouse, "bench", drafts("bench", ids), now=noon_utc() - timedelta(hours=1))
         tls = Path(tmp) / "tls" if esp_name == "customerio" else None
         with FakeEsp(esp_name, failure_rate=failure_rate, seed=42, tls_dir=tls) as server:
             # One bucket at `rate` sends/s with one second of burst, as a contract limit would read.
             esp = make_esp(esp_name, server, requests_per_second=rate * (1 if esp_name == "webhook" else 2),
                            burst=rate * (1 if esp_name == "webhook" else 2), timeout_seconds=2.0)
             started = time.perf_counter()
-            summary = run_export(con, esp, workers=workers, chunk_size=max(50, int(rate // 2)),
+            summary = run_export(warehouse, esp, workers=workers, chunk_size=max(50, int(rate // 2)),
                                  retry=RetryPolicy(max_attempts=8, base_delay=timedelta(milliseconds=50),
                                                    max_delay=timedelta(seconds=1)),
                                  policy=SendPolicy(max_sends_per_customer=10**6), clock=ticking_noon(),
                                  max_wait_seconds=5)
             elapsed = time.perf_counter() - started
             expected = {send_id_for("bench", c, "at_risk_save") for c in ids}
-            attempts = con.execute("select count(*) from nextbest.outbox_attempts").fetchall()[0][0]
+            attempts = int(warehouse.read_df("select count(*) as n from nextbest.outbox_attempts").iloc[0, 0])
             return {
                 "esp": esp_name, "sends": sends, "limit_per_s": rate, "seconds": elapsed,
                 "attempts": attempts, "attempts_per_s": attempts / elapsed,
@@ -61,7 +60,7 @@ def bench(esp_name: str, sends: int, rate: float, failure_rate: float, workers: 
                 "injected": dict(server.injected), "dedup_repeats": server.repeats,
                 "duplicates": sum(n - 1 for n in server.deliveries.values() if n > 1),
                 "lost": len(expected - set(server.deliveries)),
-                "outbox": {k: v for k, v in state_counts(con).items() if v},
+                "outbox": {k: v for k, v in state_counts(warehouse).items() if v},
                 "summary": summary,
             }
 

@@ -7,6 +7,8 @@
 
 Decisions are appended to `nextbest.approvals`; the `approved_batches_sensor`
 then exports approved batches (see `approvals.py` for when an approval holds).
+The warehouse is the one `NEXTBEST_WAREHOUSE` names (DuckDB, or Snowflake); `--db`
+picks the DuckDB file.
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ from __future__ import annotations
 import argparse
 import os
 import textwrap
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    from dagster_project.resources.warehouse import WarehouseInterface, WarehouseSession
 
 BATCH_HELP = "a batch id from `nextbest review`: <playbook>-<run date>, e.g. at_risk_save-2026-06-30"
-DB_HELP = "DuckDB file (default: NEXTBEST_DUCKDB_PATH, else data/nextbest.duckdb)"
+DB_HELP = "DuckDB file (default: NEXTBEST_DUCKDB_PATH, else data/nextbest.duckdb; not used with Snowflake)"
 
 
 def register(subparsers) -> None:
@@ -44,29 +51,49 @@ def register(subparsers) -> None:
     reject.set_defaults(func=cmd_reject)
 
 
-def _connect(args: argparse.Namespace, read_only: bool):
+def _warehouse(args: argparse.Namespace) -> WarehouseInterface:
+    """The warehouse resource `NEXTBEST_WAREHOUSE` names, DuckDB at `--db` when given."""
     from dagster_project.project import duckdb_path
-    from dagster_project.resources.warehouse import connect_duckdb
+    from dagster_project.resources.warehouse import DuckDBWarehouse, build_warehouse
 
     if args.db:
         os.environ["NEXTBEST_DUCKDB_PATH"] = str(Path(args.db).expanduser().resolve())
-    return connect_duckdb(duckdb_path(), read_only=read_only)
+    warehouse = build_warehouse().process_config_and_initialize()
+    if isinstance(warehouse, DuckDBWarehouse):
+        duckdb_path()  # refuses a file name whose catalog would clash with a schema
+    return warehouse
+
+
+@contextmanager
+def _reading(warehouse: WarehouseInterface) -> Iterator[WarehouseSession]:
+    """A session for reading; on DuckDB a read-only connection, so reviewers never block each other."""
+    from dagster_project.resources.warehouse import DuckDBSession, DuckDBWarehouse, connect_duckdb
+
+    if not isinstance(warehouse, DuckDBWarehouse):
+        with warehouse.transaction() as tx:
+            yield tx
+        return
+    con = connect_duckdb(warehouse.path, read_only=True)
+    try:
+        yield DuckDBSession(con)
+    finally:
+        con.close()
 
 
 def _indent(text: str, prefix: str = "    ") -> str:
     return textwrap.indent(str(text).strip(), prefix)
 
 
-def render_batches(con) -> str:
+def render_batches(tx: WarehouseSession) -> str:
     """The batch list: drafts per status and where each batch stands."""
     from dagster_project.delivery.approvals import check_approval, known_batches
 
-    batches = known_batches(con, limit=50)
+    batches = known_batches(tx, limit=50)
     if batches.empty:
         return "No drafts yet: materialize message_drafts (`nextbest demo`) first."
     lines = [f"{'batch':<36} {'drafts':>7} {'sendable':>9} {'blocked':>8}  approval"]
     for row in batches.itertuples(index=False):
-        check = check_approval(con, row.batch_id)
+        check = check_approval(tx, row.batch_id)
         state = check.reason if check.ok else (
             "awaiting approval" if check.approval is None else f"not approved: {check.reason}")
         lines.append(f"{row.batch_id:<36} {row.total:>7} {row.sendable:>9} {row.blocked:>8}  {state}")
@@ -98,26 +125,25 @@ def render_review(review) -> str:
 def cmd_review(args: argparse.Namespace) -> int:
     from dagster_project.delivery.approvals import ApprovalError, review_batch
 
-    try:
-        con = _connect(args, read_only=True)
-    except Exception as error:  # noqa: BLE001 - shown to the user as is
-        print(f"Cannot open the warehouse: {error}")
-        return 2
-    try:
-        if not args.batch:
-            print(render_batches(con))
-            return 0
-        review = review_batch(con, args.batch, sample_size=max(0, args.sample), seed=args.seed)
-        if review is None:
-            print(f"Batch {args.batch!r} has no drafts.\n\n{render_batches(con)}")
+    with ExitStack() as stack:
+        try:
+            tx = stack.enter_context(_reading(_warehouse(args)))
+        except Exception as error:  # noqa: BLE001 - shown to the user as is
+            print(f"Cannot open the warehouse: {error}")
             return 2
-        print(render_review(review))
-        return 0
-    except ApprovalError as error:
-        print(f"Cannot review: {error}")
-        return 2
-    finally:
-        con.close()
+        try:
+            if not args.batch:
+                print(render_batches(tx))
+                return 0
+            review = review_batch(tx, args.batch, sample_size=max(0, args.sample), seed=args.seed)
+            if review is None:
+                print(f"Batch {args.batch!r} has no drafts.\n\n{render_batches(tx)}")
+                return 2
+            print(render_review(review))
+            return 0
+        except ApprovalError as error:
+            print(f"Cannot review: {error}")
+            return 2
 
 
 def _decide(args: argparse.Namespace, decision: str, note: str | None) -> int:
@@ -125,17 +151,15 @@ def _decide(args: argparse.Namespace, decision: str, note: str | None) -> int:
 
     try:
         ttl = approval_ttl()
-        con = _connect(args, read_only=False)
+        warehouse = _warehouse(args)
     except Exception as error:  # noqa: BLE001 - shown to the user as is
         print(f"Cannot {decision} {args.batch}: {error}")
         return 2
     try:
-        approval = record_decision(con, args.batch, decision, args.by, note, source="cli")
+        approval = record_decision(warehouse, args.batch, decision, args.by, note, source="cli")
     except ApprovalError as error:
         print(f"Cannot {decision} {args.batch}: {error}")
         return 2
-    finally:
-        con.close()
     if approval.decision == "approved":
         until = approval.decided_at + ttl
         print(f"Approved {approval.batch_id} by {approval.decided_by}: {approval.drafts_sendable} drafts will be "

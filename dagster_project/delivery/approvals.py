@@ -12,6 +12,11 @@ saw. It stops holding when
 
 Only a batch whose approval holds is exported (`check_approval`, called by the
 sensor and again by the `esp_export` asset right before enqueueing).
+
+Everything here works through the warehouse resource (DuckDB or Snowflake):
+readers take a `WarehouseSession` (one transaction, so a check sees one state of
+the drafts and decisions); `record_decision` takes the warehouse, as it creates
+the table and commits the decision.
 """
 
 from __future__ import annotations
@@ -28,9 +33,12 @@ import pandas as pd
 
 from dagster_project.delivery.outbox import DRAFT_COLUMNS, naive_utc, utcnow
 from dagster_project.ingest.contract import NEXTBEST_SCHEMA
+from dagster_project.resources.warehouse import WarehouseInterface, WarehouseSession
 
 APPROVALS = f"{NEXTBEST_SCHEMA}.approvals"
 DRAFTS = f"{NEXTBEST_SCHEMA}.message_drafts"  # written by messaging/assets.py
+APPROVAL_COLUMNS = ("approval_id", "seq", "batch_id", "playbook_id", "run_date", "decision", "decided_by", "note",
+                    "drafts_hash", "drafts_total", "drafts_sendable", "decided_at", "source")
 DECISIONS = ("approved", "rejected")
 TTL_ENV = "NEXTBEST_APPROVAL_TTL_HOURS"
 DEFAULT_TTL_HOURS = 72.0
@@ -119,16 +127,14 @@ def approval_ttl() -> timedelta:
     return timedelta(hours=hours)
 
 
-def ensure_approvals(con) -> None:
+def ensure_approvals(warehouse: WarehouseInterface) -> None:
     """Create `nextbest.approvals` if missing."""
-    con.execute(f"create schema if not exists {NEXTBEST_SCHEMA}")
-    con.execute(APPROVALS_DDL)
+    warehouse.execute(f"create schema if not exists {NEXTBEST_SCHEMA}")
+    warehouse.execute(APPROVALS_DDL)
 
 
-def _table_exists(con, table: str) -> bool:
-    schema, name = table.split(".")
-    return con.execute("select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-                       [schema, name]).fetchone()[0] > 0
+def _table_exists(tx: WarehouseSession, table: str) -> bool:
+    return tx.exists(*table.split("."))
 
 
 def drafts_hash(drafts: pd.DataFrame) -> str:
@@ -144,11 +150,11 @@ def drafts_hash(drafts: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def batch_drafts(con, batch_id: str) -> pd.DataFrame:
+def batch_drafts(tx: WarehouseSession, batch_id: str) -> pd.DataFrame:
     """Every draft of one batch (sendable and blocked), by customer."""
-    if not _table_exists(con, DRAFTS):
+    if not _table_exists(tx, DRAFTS):
         return pd.DataFrame(columns=[*HASHED_COLUMNS, "batch_id", "block_reason", "as_of"])
-    return con.execute(f"select * from {DRAFTS} where batch_id = ? order by customer_id", [batch_id]).df()
+    return tx.read_df(f"select * from {DRAFTS} where batch_id = ? order by customer_id", [batch_id])
 
 
 def summarize_drafts(batch_id: str, drafts: pd.DataFrame) -> BatchSummary | None:
@@ -162,16 +168,17 @@ def summarize_drafts(batch_id: str, drafts: pd.DataFrame) -> BatchSummary | None
                         int((drafts["status"] == "blocked").sum()), drafts_hash(drafts))
 
 
-def known_batches(con, limit: int = 200) -> pd.DataFrame:
+def known_batches(tx: WarehouseSession, limit: int = 200) -> pd.DataFrame:
     """Batches in `nextbest.message_drafts`, newest run date first, with draft counts per status."""
-    if not _table_exists(con, DRAFTS):
+    if not _table_exists(tx, DRAFTS):
         return pd.DataFrame(columns=["batch_id", "playbook_id", "run_date", "total", "sendable", "blocked"])
-    return con.execute(f"""
+    # The limit is spliced in as a number: Snowflake takes no bind variable there.
+    return tx.read_df(f"""
         select batch_id, any_value(playbook_id) as playbook_id, cast(max(as_of) as date) as run_date,
                cast(count(*) as integer) as total,
                cast(count_if(status = '{SENDABLE_STATUS}') as integer) as sendable,
                cast(count_if(status = 'blocked') as integer) as blocked
-        from {DRAFTS} group by batch_id order by run_date desc, batch_id limit ?""", [limit]).df()
+        from {DRAFTS} group by batch_id order by run_date desc, batch_id limit {int(limit)}""")
 
 
 def _approval(row: dict) -> Approval:
@@ -185,25 +192,25 @@ def _approval(row: dict) -> Approval:
         source=row["source"])
 
 
-def decisions(con, batch_id: str | None = None, after_seq: int = 0) -> list[Approval]:
+def decisions(tx: WarehouseSession, batch_id: str | None = None, after_seq: int = 0) -> list[Approval]:
     """Recorded decisions in the order they were made (one batch, or all), after `after_seq`."""
-    if not _table_exists(con, APPROVALS):
+    if not _table_exists(tx, APPROVALS):
         return []
-    where, params = "where seq > ?", [after_seq]
+    where, params = "where seq > ?", [int(after_seq)]
     if batch_id is not None:
         where, params = where + " and batch_id = ?", params + [batch_id]
-    rows = con.execute(f"select * from {APPROVALS} {where} order by seq", params).df()
+    rows = tx.read_df(f"select {', '.join(APPROVAL_COLUMNS)} from {APPROVALS} {where} order by seq", params)
     return [_approval(r) for r in rows.to_dict("records")]
 
 
-def latest_decision(con, batch_id: str) -> Approval | None:
+def latest_decision(tx: WarehouseSession, batch_id: str) -> Approval | None:
     """The decision that counts for a batch: the last one recorded."""
-    found = decisions(con, batch_id)
+    found = decisions(tx, batch_id)
     return found[-1] if found else None
 
 
-def record_decision(con, batch_id: str, decision: str, by: str, note: str | None = None, *,
-                    now: datetime | None = None, source: str = "cli") -> Approval:
+def record_decision(warehouse: WarehouseInterface, batch_id: str, decision: str, by: str, note: str | None = None,
+                    *, now: datetime | None = None, source: str = "cli") -> Approval:
     """Append an approval or rejection of a batch, with the hash of its drafts as they are now.
 
     Raises `ApprovalError` naming the problem: unknown batch (with the known ones),
@@ -219,27 +226,27 @@ def record_decision(con, batch_id: str, decision: str, by: str, note: str | None
     if decision == "rejected" and not note:
         raise ApprovalError(f"a rejection needs a reason: --reason '...' "
                             f"(tell the author what to change in {batch_id})")
-    summary = summarize_drafts(batch_id, batch_drafts(con, batch_id))
+    with warehouse.transaction() as tx:
+        summary = summarize_drafts(batch_id, batch_drafts(tx, batch_id))
+        recent = known_batches(tx, limit=10)["batch_id"].tolist() if summary is None else []
     if summary is None:
-        recent = known_batches(con, limit=10)["batch_id"].tolist()
         hint = f" Known batches: {', '.join(recent)}." if recent else " There are no drafts yet (run message_drafts)."
         raise ApprovalError(f"batch {batch_id!r} has no drafts in {DRAFTS}.{hint}")
     if decision == "approved" and summary.sendable == 0:
         raise ApprovalError(f"batch {batch_id!r} has nothing to send: all {summary.total} drafts are blocked "
                             f"(see `nextbest review {batch_id}`)")
-    ensure_approvals(con)
+    ensure_approvals(warehouse)
     moment = naive_utc(now or utcnow())
     approval_id = uuid.uuid4().hex
-    con.execute("begin transaction")
-    try:
-        seq = con.execute(f"select coalesce(max(seq), 0) + 1 from {APPROVALS}").fetchone()[0]
-        con.execute(f"insert into {APPROVALS} values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-            approval_id, seq, batch_id, summary.playbook_id, summary.run_date, decision, by, note,
-            summary.drafts_hash, summary.total, summary.sendable, moment, source])
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
+    values = [approval_id, batch_id, summary.playbook_id, summary.run_date, decision, by, note,
+              summary.drafts_hash, summary.total, summary.sendable, moment, source]
+    with warehouse.transaction() as tx:
+        # The next seq is taken in the insert itself: no gap between reading it and using it.
+        tx.execute(f"""insert into {APPROVALS} ({', '.join(APPROVAL_COLUMNS)})
+                       select ?, coalesce(max(seq), 0) + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+                       from {APPROVALS}""", values)
+    with warehouse.transaction() as tx:  # Snowflake applies the insert at commit: read the seq after
+        seq = tx.read_df(f"select seq from {APPROVALS} where approval_id = ?", [approval_id]).iloc[0, 0]
     return Approval(approval_id, int(seq), batch_id, summary.playbook_id, summary.run_date, decision, by, note,
                     summary.drafts_hash, summary.total, summary.sendable, moment, source)
 
@@ -248,12 +255,12 @@ def _when(moment: datetime) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
-def check_approval(con, batch_id: str, now: datetime | None = None, ttl: timedelta | None = None,
+def check_approval(tx: WarehouseSession, batch_id: str, now: datetime | None = None, ttl: timedelta | None = None,
                    drafts: pd.DataFrame | None = None) -> ApprovalCheck:
     """May `batch_id` be exported now? Checks the latest decision, its age and the drafts' hash."""
     ttl = ttl or approval_ttl()
     moment = naive_utc(now or utcnow())
-    latest = latest_decision(con, batch_id)
+    latest = latest_decision(tx, batch_id)
     if latest is None:
         return ApprovalCheck(batch_id, False, (
             f"batch {batch_id} has not been approved: run `nextbest review {batch_id}`, then "
@@ -268,7 +275,7 @@ def check_approval(con, batch_id: str, now: datetime | None = None, ttl: timedel
             f"the approval of {batch_id} by {latest.decided_by} at {_when(latest.decided_at)} expired at "
             f"{_when(expires_at)} ({TTL_ENV}={ttl.total_seconds() / 3600:g}); review the batch and approve it again"),
             latest, expires_at)
-    summary = summarize_drafts(batch_id, batch_drafts(con, batch_id) if drafts is None else drafts)
+    summary = summarize_drafts(batch_id, batch_drafts(tx, batch_id) if drafts is None else drafts)
     if summary is None:
         return ApprovalCheck(batch_id, False, (
             f"batch {batch_id} was approved by {latest.decided_by} at {_when(latest.decided_at)} but has no "
@@ -284,9 +291,9 @@ def check_approval(con, batch_id: str, now: datetime | None = None, ttl: timedel
         latest, expires_at)
 
 
-def sendable_drafts(con, batch_id: str) -> pd.DataFrame:
+def sendable_drafts(tx: WarehouseSession, batch_id: str) -> pd.DataFrame:
     """The drafts of a batch the outbox sends (not blocked), in `enqueue_batch`'s columns."""
-    drafts = batch_drafts(con, batch_id)
+    drafts = batch_drafts(tx, batch_id)
     return drafts.loc[drafts["status"] == SENDABLE_STATUS, list(DRAFT_COLUMNS)].reset_index(drop=True)
 
 
@@ -301,10 +308,10 @@ class Review:
     check: ApprovalCheck
 
 
-def review_batch(con, batch_id: str, sample_size: int = 5, seed: int | None = None,
+def review_batch(tx: WarehouseSession, batch_id: str, sample_size: int = 5, seed: int | None = None,
                  now: datetime | None = None) -> Review | None:
     """The review of one batch; None when it has no drafts."""
-    drafts = batch_drafts(con, batch_id)
+    drafts = batch_drafts(tx, batch_id)
     summary = summarize_drafts(batch_id, drafts)
     if summary is None:
         return None
@@ -313,4 +320,4 @@ def review_batch(con, batch_id: str, sample_size: int = 5, seed: int | None = No
     sendable = drafts[drafts["status"] == SENDABLE_STATUS]
     picks = random.Random(seed).sample(range(len(sendable)), min(sample_size, len(sendable)))
     return Review(summary, {str(k): int(v) for k, v in by_status.items()}, blocked,
-                  sendable.iloc[sorted(picks)], check_approval(con, batch_id, now, drafts=drafts))
+                  sendable.iloc[sorted(picks)], check_approval(tx, batch_id, now, drafts=drafts))

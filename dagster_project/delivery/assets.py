@@ -23,12 +23,12 @@ from pydantic import Field
 
 from dagster_project.delivery import approvals
 from dagster_project.delivery.esp.base import EspResource
-from dagster_project.delivery.outbox import enqueue_batch, naive_utc, state_counts, utcnow
+from dagster_project.delivery.outbox import OUTBOX, enqueue_batch, naive_utc, state_counts, utcnow
 from dagster_project.delivery.sender import ExportSummary, run_export
 from dagster_project.messaging.briefs import BriefError, load_briefs
 from dagster_project.quality.freshness import stale_playbooks
-from dagster_project.quality.runner import existing_table
-from dagster_project.resources.warehouse import DuckDBWarehouse
+from dagster_project.ingest.contract import NEXTBEST_SCHEMA
+from dagster_project.resources.warehouse import DuckDBWarehouse, WarehouseSession
 
 CAMPAIGN_PERFORMANCE = "analytics.campaign_performance"
 Z95 = 1.959963984540054
@@ -52,9 +52,8 @@ def record_approval(context: dg.OpExecutionContext, config: ApprovalDecisionConf
     """Record the decision; a clear failure when the batch is unknown, empty, or a reason is missing."""
     try:
         ttl = approvals.approval_ttl()
-        with warehouse.connect() as con:
-            approval = approvals.record_decision(con, config.batch, config.decision, config.by, config.note,
-                                                 source="dagster")
+        approval = approvals.record_decision(warehouse, config.batch, config.decision, config.by, config.note,
+                                             source="dagster")
     except approvals.ApprovalError as error:
         raise dg.Failure(description=f"Cannot {config.decision} {config.batch}: {error}") from None
     context.log.info(f"{approval.decision} {approval.batch_id} by {approval.decided_by}")
@@ -111,27 +110,18 @@ def esp_export(context: dg.AssetExecutionContext, config: EspExportConfig, wareh
     except approvals.ApprovalError as error:
         raise dg.Failure(description=str(error)) from None
     try:
-        with warehouse.connect() as con:
-            if config.batch:
-                # Checked and queued under the same write lock: nothing can change the drafts in between.
-                check = approvals.check_approval(con, config.batch, now, ttl)
-                if not check.ok:
-                    raise dg.Failure(description=f"Not exporting {config.batch}: {check.reason}",
-                                     metadata={"batch": config.batch})
-                checks, skipped = [check], []
-            else:
-                checks, skipped = _approved_batches(con, now, ttl)
-            drafts = {check.batch_id: approvals.sendable_drafts(con, check.batch_id) for check in checks}
-            _refuse_stale(con, drafts, config.batch)
+        # DuckDB keeps the file open for the whole export: no other process changes the drafts meanwhile.
+        with warehouse.kept_open():
+            checks, skipped, drafts = _approved_drafts(warehouse, config.batch, now, ttl)
             queued = already = 0
             for check in checks:
-                result = enqueue_batch(con, check.batch_id, drafts[check.batch_id], now)
+                result = enqueue_batch(warehouse, check.batch_id, drafts[check.batch_id], now)
                 queued, already = queued + result.queued, already + result.already_in_outbox
                 context.log.info(f"{check.batch_id}: {check.reason}; {result.queued} queued, "
                                  f"{result.already_in_outbox} already in the outbox")
-            summary = run_export(con, esp, batch_id=config.batch, workers=config.workers,
+            summary = run_export(warehouse, esp, batch_id=config.batch, workers=config.workers,
                                  max_wait_seconds=config.max_wait_seconds, log=context.log.info)
-            remaining = state_counts(con, config.batch)
+            remaining = state_counts(warehouse, config.batch)
     finally:
         esp.close()
     if summary.dead:
@@ -148,21 +138,38 @@ def esp_export(context: dg.AssetExecutionContext, config: EspExportConfig, wareh
     return dg.MaterializeResult(metadata=metadata)
 
 
-def _refuse_stale(con, drafts: dict[str, pd.DataFrame], batch: str | None) -> None:
+def _approved_drafts(warehouse: DuckDBWarehouse, batch: str | None, now, ttl) -> tuple[list, list, dict]:
+    """The approval checks that hold (and, without a batch, those that no longer do) and the sendable
+    drafts of each batch whose approval holds. One transaction, so the drafts read are those the
+    approvals' hashes cover. A `dg.Failure` when `batch` is not approved or its data is stale."""
+    with warehouse.transaction() as tx:
+        if batch:
+            check = approvals.check_approval(tx, batch, now, ttl)
+            if not check.ok:
+                raise dg.Failure(description=f"Not exporting {batch}: {check.reason}", metadata={"batch": batch})
+            checks, skipped = [check], []
+        else:
+            checks, skipped = _approved_batches(tx, now, ttl)
+        drafts = {check.batch_id: approvals.sendable_drafts(tx, check.batch_id) for check in checks}
+        _refuse_stale(tx, drafts, batch)
+    return checks, skipped, drafts
+
+
+def _refuse_stale(tx: WarehouseSession, drafts: dict[str, pd.DataFrame], batch: str | None) -> None:
     """Fail before anything is queued or sent when a playbook about to be sent (the batches' and,
     without a batch, whatever waits in the outbox) has raw sources older than its brief allows."""
     playbooks = {str(p) for frame in drafts.values() for p in frame["playbook_id"].unique()}
-    if existing_table(con, ("nextbest.outbox",)):
+    if tx.exists(NEXTBEST_SCHEMA, "outbox"):
         # Only marketing messages have briefs; profile updates carry no playbook to check.
         where = ("kind = 'message' and destination = 'esp' and state in ('queued', 'failed', 'sending')"
                  + (" and batch_id = ?" if batch else ""))
-        playbooks |= {r[0] for r in con.execute(f"select distinct playbook_id from nextbest.outbox where {where}",
-                                                [batch] if batch else []).fetchall()}
+        waiting = tx.read_df(f"select distinct playbook_id from {OUTBOX} where {where}", [batch] if batch else [])
+        playbooks |= {str(p) for p in waiting["playbook_id"]}
     if not playbooks:
         return
     try:
         briefs = load_briefs()
-        stale = stale_playbooks(con, [briefs.get(p) for p in sorted(playbooks)])
+        stale = stale_playbooks(tx.dbapi(), [briefs.get(p) for p in sorted(playbooks)])
     except BriefError as error:
         raise dg.Failure(description=f"Not exporting: cannot check the data behind these messages: {error}") from None
     if stale:
@@ -173,17 +180,17 @@ def _refuse_stale(con, drafts: dict[str, pd.DataFrame], batch: str | None) -> No
             metadata={"batch": batch or "", "stale_playbooks": dg.MetadataValue.json(sorted(stale))})
 
 
-def _approved_batches(con, now, ttl) -> tuple[list, list]:
+def _approved_batches(tx: WarehouseSession, now, ttl) -> tuple[list, list]:
     """Checks of every batch whose latest decision is an approval: those that hold, and the rest
     (changed drafts; long-expired approvals are left out of the report)."""
     holding, failing = [], []
     latest: dict[str, approvals.Approval] = {}
-    for decision in approvals.decisions(con):
+    for decision in approvals.decisions(tx):
         latest[decision.batch_id] = decision
     for batch_id, decision in sorted(latest.items()):
         if decision.decision != "approved":
             continue
-        check = approvals.check_approval(con, batch_id, now, ttl)
+        check = approvals.check_approval(tx, batch_id, now, ttl)
         if check.ok:
             holding.append(check)
         elif check.expires_at is None or check.expires_at > naive_utc(now) - ttl:

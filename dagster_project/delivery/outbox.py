@@ -18,6 +18,12 @@ The send id is a hash of (batch, customer, playbook), plus the properties for a
 profile update, so enqueueing the same batch twice adds nothing, and the id
 doubles as the ESP idempotency key. Every attempt is also appended to
 `nextbest.outbox_attempts`.
+
+All of it goes through the warehouse resource, in SQL DuckDB and Snowflake both
+speak: readers take the warehouse or a session, `claim` and `settle` write in the
+caller's transaction (the sender chooses the commit points), and `enqueue_batch`
+is one transaction of its own. DataFrames reach SQL as staged relations
+(`stage_df`), never as engine-specific views.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from dagster_project.ingest.contract import NEXTBEST_SCHEMA, create_raw_schema
+from dagster_project.resources.warehouse import WarehouseInterface, WarehouseSession
 
 OUTBOX = f"{NEXTBEST_SCHEMA}.outbox"
 ATTEMPTS = f"{NEXTBEST_SCHEMA}.outbox_attempts"
@@ -104,14 +111,39 @@ def send_id_for(batch_id: str, customer_id: str, playbook_id: str, content: str 
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def ensure_outbox(con) -> None:
-    """Create `nextbest.outbox`, `nextbest.outbox_attempts` (and the raw tables they read) if missing."""
-    create_raw_schema(con)
-    con.execute(f"create schema if not exists {NEXTBEST_SCHEMA}")
-    con.execute(OUTBOX_DDL)
+# The tables the outbox writes and reads, and the outbox columns added since it first shipped.
+NEEDED_TABLES = {("nextbest", "outbox"), ("nextbest", "outbox_attempts"), ("raw", "customers"),
+                 ("raw", "email_events")}
+LATER_COLUMNS = {"kind", "destination"}
+
+
+def ensure_outbox(warehouse: WarehouseInterface) -> None:
+    """Create `nextbest.outbox`, `nextbest.outbox_attempts` (and the raw tables they read) if missing.
+
+    One query when all is in place: every DDL statement is a round trip of its own (on DuckDB a
+    reopened file), and the sender calls this on every run.
+    """
+    found = warehouse.read_df(
+        "select lower(table_schema) as schema_name, lower(table_name) as table_name, "
+        "lower(column_name) as column_name from information_schema.columns "
+        "where lower(table_schema) in ('raw', 'nextbest') "
+        "and lower(table_name) in ('outbox', 'outbox_attempts', 'customers', 'email_events')")
+    tables = set(zip(found["schema_name"], found["table_name"]))
+    outbox_columns = set(found.loc[found["table_name"] == "outbox", "column_name"])
+    if NEEDED_TABLES <= tables and LATER_COLUMNS <= outbox_columns:
+        return
+    create_raw_schema(warehouse)
+    warehouse.execute(f"create schema if not exists {NEXTBEST_SCHEMA}")
+    warehouse.execute(OUTBOX_DDL)
     for statement in OUTBOX_MIGRATIONS:
-        con.execute(statement)
-    con.execute(ATTEMPTS_DDL)
+        warehouse.execute(statement)
+    warehouse.execute(ATTEMPTS_DDL)
+
+
+def _stage(tx: WarehouseSession, frame: pd.DataFrame) -> str:
+    """`frame` staged for SQL in `tx`, its columns prefixed `new_`: statements that update the outbox
+    from it then name the outbox's own columns unqualified, which reads the same on both engines."""
+    return tx.stage_df(NEXTBEST_SCHEMA, frame.rename(columns=lambda c: f"new_{c}"))
 
 
 class DraftError(ValueError):
@@ -163,20 +195,21 @@ class EnqueueSummary:
     superseded: int = 0  # older pending profile updates the new ones replace
 
 
-def enqueue_batch(con, batch_id: str, drafts_df: pd.DataFrame, now: datetime | None = None, *,
-                  kind: str = "message", destination: str = ESP_DESTINATION) -> EnqueueSummary:
+def enqueue_batch(warehouse: WarehouseInterface, batch_id: str, drafts_df: pd.DataFrame,
+                  now: datetime | None = None, *, kind: str = "message",
+                  destination: str = ESP_DESTINATION) -> EnqueueSummary:
     """Queue a batch: approved drafts (batch_id, customer_id, playbook_id, subject, body, cta), or with
     `kind="properties"` profile updates (batch_id, customer_id, playbook_id, body = JSON object).
 
     Idempotent: a row already in the outbox (same send id) is left as it is. A profile update is a
     state, not an event, so a new one supersedes the same customer's older queued or failed update to
     that playbook and destination (an older retry could otherwise overwrite newer values).
-    Raises `DraftError` naming each bad row and field, and queues nothing then.
+    Raises `DraftError` naming each bad row and field, and queues nothing then. One transaction.
     """
     problems = validate_drafts(batch_id, drafts_df, kind, destination)
     if problems:
         raise DraftError("; ".join(problems[:20]) + (f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""))
-    ensure_outbox(con)
+    ensure_outbox(warehouse)
     moment = naive_utc(now or utcnow())
     properties = kind == "properties"
     customers = drafts_df["customer_id"].astype(str).to_numpy()
@@ -195,42 +228,34 @@ def enqueue_batch(con, batch_id: str, drafts_df: pd.DataFrame, now: datetime | N
     # One pending update per customer and playbook: the last one given wins.
     rows = rows.drop_duplicates(["customer_id", "playbook_id"] if properties else "send_id", keep="last")
     rows = rows.drop_duplicates("send_id")
-    con.register("nextbest_drafts_to_enqueue", rows)
-    try:
-        new = con.execute(f"""select send_id, customer_id, playbook_id from nextbest_drafts_to_enqueue
-                              where send_id not in (select send_id from {OUTBOX})""").df()
-        con.execute(
-            f"""insert into {OUTBOX} (send_id, batch_id, customer_id, playbook_id, subject, body, cta,
-                                      state, attempts, next_attempt_at, enqueued_at, kind, destination)
-                select d.send_id, d.batch_id, d.customer_id, d.playbook_id, d.subject, d.body, d.cta,
-                       'queued', 0, ?, ?, ?, ?
-                from nextbest_drafts_to_enqueue d
-                where d.send_id not in (select send_id from {OUTBOX})""",
-            [moment, moment, kind, destination],
-        )
-    finally:
-        con.unregister("nextbest_drafts_to_enqueue")
-    superseded = _supersede(con, new, destination) if properties and len(new) else 0
+    with warehouse.transaction() as tx:
+        # A send id hashes its batch id, so the batch's own rows are all it can already be among.
+        known = set(tx.read_df(f"select send_id from {OUTBOX} where batch_id = ?", [str(batch_id)])["send_id"])
+        new = rows[~rows["send_id"].isin(known)].astype("string").assign(
+            state="queued", attempts=0, next_attempt_at=pd.Timestamp(moment).as_unit("us"),
+            enqueued_at=pd.Timestamp(moment).as_unit("us"), kind=kind, destination=destination)
+        if new.empty:
+            return EnqueueSummary(str(batch_id), 0, len(rows))
+        staged = _stage(tx, new)
+        superseded = _supersede(tx, staged, destination) if properties else 0
+        columns = ", ".join(new.columns)
+        tx.execute(f"""insert into {OUTBOX} ({columns})
+                       select {", ".join(f"new_{c}" for c in new.columns)} from {staged} n
+                       where not exists (select 1 from {OUTBOX} o where o.send_id = n.new_send_id)""")
     return EnqueueSummary(str(batch_id), len(new), len(rows) - len(new), superseded)
 
 
-def _supersede(con, new: pd.DataFrame, destination: str) -> int:
-    """Retire pending profile updates that the just-queued ones (`new`) replace; returns how many."""
-    con.register("nextbest_new_updates", new)
-    try:
-        before = con.execute(f"select count(*) from {OUTBOX} where state = 'superseded'").fetchall()[0][0]
-        con.execute(
-            f"""update {OUTBOX} o set state = 'superseded', last_error = 'superseded by ' || n.send_id
-                from nextbest_new_updates n
-                where o.kind = 'properties' and o.destination = ? and o.state in ('queued', 'failed')
-                  and o.customer_id = n.customer_id and o.playbook_id = n.playbook_id
-                  and o.send_id <> n.send_id""",
-            [destination],
-        )
-        after = con.execute(f"select count(*) from {OUTBOX} where state = 'superseded'").fetchall()[0][0]
-    finally:
-        con.unregister("nextbest_new_updates")
-    return after - before
+def _supersede(tx: WarehouseSession, staged: str, destination: str) -> int:
+    """Retire pending profile updates that the staged new ones replace; returns how many."""
+    replaced = """kind = 'properties' and destination = ? and state in ('queued', 'failed')
+                   and customer_id = n.new_customer_id and playbook_id = n.new_playbook_id
+                   and send_id <> n.new_send_id"""
+    # Counted before the update: Snowflake applies a transaction's writes at commit.
+    count = tx.read_df(f"select count(distinct send_id) as n from {OUTBOX}, {staged} n where {replaced}",
+                       [destination])
+    tx.execute(f"update {OUTBOX} set state = 'superseded', last_error = 'superseded by ' || n.new_send_id "
+               f"from {staged} n where {replaced}", [destination])
+    return int(count.iloc[0, 0])
 
 
 def scope(batch_id: str | None = None, kind: str | None = None, destination: str | None = None,
@@ -245,22 +270,24 @@ def scope(batch_id: str | None = None, kind: str | None = None, destination: str
     return " ".join(sql), params
 
 
-def state_counts(con, batch_id: str | None = None, kind: str | None = None,
+def state_counts(db: WarehouseInterface | WarehouseSession, batch_id: str | None = None, kind: str | None = None,
                  destination: str | None = None) -> dict[str, int]:
     """Rows per outbox state (all, or one batch / kind / destination)."""
     where, params = scope(batch_id, kind, destination)
-    rows = con.execute(f"select state, count(*) from {OUTBOX} where true {where} group by 1", params).fetchall()
-    return {state: 0 for state in STATES} | dict(rows)
+    rows = db.read_df(f"select state, count(*) as n from {OUTBOX} where 1 = 1 {where} group by state", params)
+    return {state: 0 for state in STATES} | {str(state): int(n) for state, n in zip(rows["state"], rows["n"])}
 
 
-def due_messages(con, now: datetime, limit: int, cap_since: datetime, batch_id: str | None = None,
-                 kind: str | None = None, destination: str = ESP_DESTINATION) -> pd.DataFrame:
+def due_messages(db: WarehouseInterface | WarehouseSession, now: datetime, limit: int, cap_since: datetime,
+                 batch_id: str | None = None, kind: str | None = None,
+                 destination: str = ESP_DESTINATION) -> pd.DataFrame:
     """Up to `limit` rows due now for `destination` (optionally one batch or kind), at most one per
     customer, with the send-time facts the policy needs: the customer's email, time zone, opt-in,
     last suppressing event, and recent marketing sends (profile updates do not count towards caps)."""
     where, scoped = scope(batch_id, kind, destination, alias="o")
-    params: list = [naive_utc(now), *scoped, 2 * limit, limit, naive_utc(cap_since)]
-    return con.execute(
+    params: list = [naive_utc(now), *scoped, naive_utc(cap_since)]
+    # Limits are spliced in as numbers: Snowflake takes no bind variable there.
+    return db.read_df(
         f"""
         with earliest as (
             -- the earliest due rows first (a top-N, not a sort of the whole outbox); twice the
@@ -269,17 +296,18 @@ def due_messages(con, now: datetime, limit: int, cap_since: datetime, batch_id: 
             from {OUTBOX} o
             where o.state in ('queued', 'failed') and o.next_attempt_at <= ? {where}
             order by o.next_attempt_at, o.send_id
-            limit ?
+            limit {2 * int(limit)}
         ),
         due as (
-            select *, row_number() over (partition by customer_id order by next_attempt_at, send_id) as rn
+            select earliest.*,
+                   row_number() over (partition by customer_id order by next_attempt_at, send_id) as rn
             from earliest
         ),
         picked as (
-            select * from due where rn = 1 order by next_attempt_at, send_id limit ?
+            select * from due where rn = 1 order by next_attempt_at, send_id limit {int(limit)}
         ),
         suppressing as (
-            select customer_id, arg_max(event_type, occurred_at) as event_type, max(occurred_at) as occurred_at
+            select customer_id, max_by(event_type, occurred_at) as event_type, max(occurred_at) as occurred_at
             from raw.email_events
             where event_type in ('unsubscribe', 'bounce', 'complaint')
               and customer_id in (select customer_id from picked)
@@ -293,8 +321,11 @@ def due_messages(con, now: datetime, limit: int, cap_since: datetime, batch_id: 
             group by customer_id
         ),
         customers as (
+            -- opted in when every row of the customer says so (bool_and, spelled for both engines)
             select customer_id, any_value(email) as email, any_value(first_name) as first_name,
-                   any_value(timezone) as timezone, bool_and(marketing_opt_in) as marketing_opt_in
+                   any_value(timezone) as timezone,
+                   min(case when marketing_opt_in then 1 when not marketing_opt_in then 0 end) = 1
+                       as marketing_opt_in
             from raw.customers where customer_id in (select customer_id from picked)
             group by customer_id
         )
@@ -303,70 +334,88 @@ def due_messages(con, now: datetime, limit: int, cap_since: datetime, batch_id: 
                c.marketing_opt_in, s.event_type as suppress_event, s.occurred_at as suppress_at,
                coalesce(r.n, 0) as recent_sends
         from picked p
-        left join customers c using (customer_id)
-        left join suppressing s using (customer_id)
-        left join recent r using (customer_id)
+        left join customers c on c.customer_id = p.customer_id
+        left join suppressing s on s.customer_id = p.customer_id
+        left join recent r on r.customer_id = p.customer_id
         order by p.next_attempt_at, p.send_id
         """,
         params,
-    ).df()
-
-
-def in_flight(con, run_token: str, kind: str | None = None, destination: str = ESP_DESTINATION) -> pd.DataFrame:
-    """Rows for `destination` (optionally one kind) that a previous run claimed and never settled
-    (it crashed or was killed mid-send)."""
-    where, params = scope(None, kind, destination, alias="o")
-    return con.execute(
-        f"""select o.send_id, o.batch_id, o.customer_id, o.playbook_id, o.subject, o.body, o.cta, o.attempts,
-                   o.kind, c.email, c.first_name
-            from {OUTBOX} o left join raw.customers c using (customer_id)
-            where o.state = 'sending' and coalesce(o.claim_token, '') <> ? {where}""",
-        [run_token, *params],
-    ).df()
-
-
-def claim(con, send_ids: list[str], run_token: str, now: datetime, esp: str) -> None:
-    """Mark rows in flight (state `sending`, attempts + 1) before any of them is sent."""
-    if not send_ids:
-        return
-    con.execute(
-        f"""update {OUTBOX} set state = 'sending', claim_token = ?, claimed_at = ?, attempts = attempts + 1, esp = ?
-            where send_id in (select unnest(?::varchar[])) and state in ('queued', 'failed')""",
-        [run_token, naive_utc(now), esp, send_ids],
     )
 
 
-def settle(con, outcomes: pd.DataFrame, run_token: str | None, now: datetime) -> None:
+def next_due_at(db: WarehouseInterface | WarehouseSession, batch_id: str | None = None, kind: str | None = None,
+                destination: str = ESP_DESTINATION) -> datetime | None:
+    """When the next queued or failed row for `destination` comes due (UTC, no zone); None when none waits."""
+    where, params = scope(batch_id, kind, destination)
+    found = db.read_df(f"select min(next_attempt_at) as next_at from {OUTBOX} "
+                       f"where state in ('queued', 'failed') {where}", params).iloc[0, 0]
+    return None if pd.isna(found) else pd.Timestamp(found).to_pydatetime()
+
+
+def in_flight(db: WarehouseInterface | WarehouseSession, run_token: str, kind: str | None = None,
+              destination: str = ESP_DESTINATION) -> pd.DataFrame:
+    """Rows for `destination` (optionally one kind) that a previous run claimed and never settled
+    (it crashed or was killed mid-send)."""
+    where, params = scope(None, kind, destination, alias="o")
+    return db.read_df(
+        f"""select o.send_id, o.batch_id, o.customer_id, o.playbook_id, o.subject, o.body, o.cta, o.attempts,
+                   o.kind, c.email, c.first_name
+            from {OUTBOX} o left join raw.customers c on c.customer_id = o.customer_id
+            where o.state = 'sending' and coalesce(o.claim_token, '') <> ? {where}""",
+        [run_token, *params],
+    )
+
+
+def claim(tx: WarehouseSession, send_ids: list[str], run_token: str, now: datetime, esp: str) -> None:
+    """Mark rows in flight (state `sending`, attempts + 1) before any of them is sent.
+
+    In flight once `tx` commits: the sender commits the claim before it sends anything.
+    """
+    if not send_ids:
+        return
+    staged = _stage(tx, pd.DataFrame({"send_id": pd.Series(send_ids, dtype="string")}))
+    tx.execute(
+        f"""update {OUTBOX} set state = 'sending', claim_token = ?, claimed_at = ?, attempts = attempts + 1, esp = ?
+            where send_id in (select new_send_id from {staged}) and state in ('queued', 'failed')""",
+        [run_token, naive_utc(now), esp],
+    )
+
+
+OUTCOME_TEXT = ("send_id", "state", "last_error", "idempotency_key", "esp_message_id", "outcome", "detail", "esp")
+
+
+def settle(tx: WarehouseSession, outcomes: pd.DataFrame, run_token: str | None, now: datetime) -> None:
     """Write outcomes (send_id, state, last_error, next_attempt_at, sent_at, idempotency_key,
-    esp_message_id, outcome, detail, esp, attempt) and append them to `outbox_attempts`.
+    esp_message_id, outcome, detail, esp, attempt) and append them to `outbox_attempts`, in `tx`.
 
     With a run token only rows this run still holds are touched, so a stale process cannot
     overwrite a newer outcome.
     """
     if outcomes.empty:
         return
-    frame = outcomes.copy()
+    frame = outcomes[[*OUTCOME_TEXT, "next_attempt_at", "sent_at", "attempt"]].copy()
+    # Typed columns, so an all-empty one still stages as text, a timestamp or a number on both engines.
+    frame[list(OUTCOME_TEXT)] = frame[list(OUTCOME_TEXT)].astype("string")
     for column in ("next_attempt_at", "sent_at"):
         frame[column] = pd.to_datetime(frame[column]).astype("datetime64[us]")
-    con.register("nextbest_outbox_outcomes", frame)
-    try:
-        guard = "and o.claim_token = ?" if run_token else ""
-        con.execute(
-            f"""update {OUTBOX} o set
-                    state = r.state,
-                    last_error = coalesce(r.last_error, o.last_error),
-                    next_attempt_at = coalesce(r.next_attempt_at, o.next_attempt_at),
-                    sent_at = coalesce(r.sent_at, o.sent_at),
-                    idempotency_key = coalesce(r.idempotency_key, o.idempotency_key),
-                    esp_message_id = coalesce(r.esp_message_id, o.esp_message_id)
-                from nextbest_outbox_outcomes r
-                where o.send_id = r.send_id {guard}""",
-            [run_token] if run_token else [],
-        )
-        con.execute(
-            f"""insert into {ATTEMPTS}
-                select send_id, attempt, ?, esp, outcome, detail, ? from nextbest_outbox_outcomes""",
-            [run_token, naive_utc(now)],
-        )
-    finally:
-        con.unregister("nextbest_outbox_outcomes")
+    frame["attempt"] = frame["attempt"].astype("Int64")
+    frame["run_token"] = pd.Series(run_token, index=frame.index, dtype="string")
+    frame["recorded_at"] = pd.Series(naive_utc(now), index=frame.index).astype("datetime64[us]")
+    staged = _stage(tx, frame)
+    guard = "and claim_token = ?" if run_token else ""
+    tx.execute(
+        f"""update {OUTBOX} set
+                state = r.new_state,
+                last_error = coalesce(r.new_last_error, last_error),
+                next_attempt_at = coalesce(r.new_next_attempt_at, next_attempt_at),
+                sent_at = coalesce(r.new_sent_at, sent_at),
+                idempotency_key = coalesce(r.new_idempotency_key, idempotency_key),
+                esp_message_id = coalesce(r.new_esp_message_id, esp_message_id)
+            from {staged} r
+            where send_id = r.new_send_id {guard}""",
+        [run_token] if run_token else [],
+    )
+    tx.execute(
+        f"""insert into {ATTEMPTS} (send_id, attempt, run_token, esp, outcome, detail, recorded_at)
+            select new_send_id, new_attempt, new_run_token, new_esp, new_outcome, new_detail, new_recorded_at
+            from {staged}""")

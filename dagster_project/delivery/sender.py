@@ -6,8 +6,8 @@ serves one destination (default `esp`), so a helpdesk row never reaches the ESP.
 
 Exactly once, across crashes:
 1. Claim before sending: a chunk is marked `sending` (and its attempt counted)
-   in one statement before any of it goes out.
-2. Settle after sending: outcomes are written per chunk.
+   in one committed transaction before any of it goes out.
+2. Settle after sending: outcomes are written per chunk, each chunk's in one transaction.
 3. On start, rows still `sending` belong to a run that died. The adapter is asked
    whether the ESP got them (`reconcile`); those it cannot vouch for are queued
    again and re-sent with the *same* idempotency key, which the ESP deduplicates
@@ -16,6 +16,8 @@ Exactly once, across crashes:
    is delivered twice. A re-sent profile upsert sets the same values again (the
    webhook and file sink deduplicate it on the key too).
 One export runs at a time per warehouse: DuckDB's file lock serialises processes.
+The outbox is reached through the warehouse resource (DuckDB or Snowflake), a
+transaction per step, so each commit point above is a `transaction()` block here.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from dagster_project.delivery.policy import (
     RetryPolicy, SendPolicy, after_failure, next_send_time, suppression_reason,
 )
 from dagster_project.delivery.ratelimit import RateLimiter
+from dagster_project.resources.warehouse import WarehouseInterface
 
 
 @dataclass
@@ -100,10 +103,11 @@ def _send_one(esp: EspResource, limiter: RateLimiter, row) -> SendResult | EspEr
         return classify_exception(esp.esp_name, exc)
 
 
-def reconcile_in_flight(con, esp: EspResource, run_token: str, now: datetime, summary: ExportSummary,
-                        kind: str | None = None, destination: str = outbox.ESP_DESTINATION) -> None:
+def reconcile_in_flight(warehouse: WarehouseInterface, esp: EspResource, run_token: str, now: datetime,
+                        summary: ExportSummary, kind: str | None = None,
+                        destination: str = outbox.ESP_DESTINATION) -> None:
     """Settle rows a dead run left `sending`: sent if the ESP confirms it, else queued again."""
-    stale = outbox.in_flight(con, run_token, kind, destination)
+    stale = outbox.in_flight(warehouse, run_token, kind, destination)
     rows = []
     for row in stale.itertuples(index=False):
         message = _message(row)
@@ -117,7 +121,14 @@ def reconcile_in_flight(con, esp: EspResource, run_token: str, now: datetime, su
             rows.append(_outcome(row.send_id, "queued", attempt=row.attempts, esp=esp.esp_name,
                                  outcome="requeued", next_attempt_at=outbox.naive_utc(now),
                                  detail="interrupted mid-send; re-sent with the same idempotency key"))
-    outbox.settle(con, _frame(rows), None, now)
+    _settle(warehouse, rows, None, now)
+
+
+def _settle(warehouse: WarehouseInterface, rows: list[dict], run_token: str | None, now: datetime) -> None:
+    """Record outcomes in one transaction of their own (none when there are no outcomes)."""
+    if rows:
+        with warehouse.transaction() as tx:
+            outbox.settle(tx, _frame(rows), run_token, now)
 
 
 def apply_send_policy(due: pd.DataFrame, now: datetime, policy: SendPolicy) -> tuple[list, list[dict]]:
@@ -154,7 +165,7 @@ def default_chunk_size(esp: EspResource, kind: str | None) -> int:
 
 
 def run_export(
-    con,
+    warehouse: WarehouseInterface,
     esp: EspResource,
     *,
     batch_id: str | None = None,
@@ -176,70 +187,68 @@ def run_export(
     (long backoffs, quiet hours) stay queued for the next run. Returns a summary.
     """
     started = time.monotonic()
-    outbox.ensure_outbox(con)
-    run_token = uuid.uuid4().hex
-    summary = ExportSummary()
-    reconcile_in_flight(con, esp, run_token, clock(), summary, kind, destination)
-    limiter = RateLimiter(esp.rate_limits(), esp.profile_update_limits())
-    chunk_size = chunk_size or default_chunk_size(esp, kind)
-    rng = rng or random.Random()
-    idle_since: float | None = None  # wall time, so a frozen test clock cannot wait forever
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="nextbest-send") as pool:
-        while True:
-            now = clock()
-            due = outbox.due_messages(con, now, chunk_size, now - policy.cap_window, batch_id, kind, destination)
-            if due.empty:
-                wait = _seconds_until_next_due(con, now, batch_id, kind, destination)
-                idle_since = idle_since or time.monotonic()
-                if wait is None or wait > max_wait_seconds or time.monotonic() - idle_since > max_wait_seconds:
-                    break
-                time.sleep(min(max(wait, 0.01), 1.0))
-                continue
-            idle_since = None
-            sendable, held = apply_send_policy(due, now, policy)
-            summary.suppressed += sum(1 for h in held if h["outcome"] == "suppressed")
-            summary.deferred += sum(1 for h in held if h["outcome"] == "deferred")
-            outbox.settle(con, _frame(held), None, now)
-            if not sendable:
-                continue
-            outbox.claim(con, [row.send_id for row in sendable], run_token, now, esp.esp_name)
-            results = list(pool.map(lambda r: _send_one(esp, limiter, r), sendable))
-            esp.sync()  # durable before the outbox says sent; if this raises, the rows stay `sending`
-            settled_at = clock()
-            outcomes = []
-            for row, result in zip(sendable, results):
-                attempt = int(row.attempts) + 1
-                key = esp.idempotency_key(row.send_id)
-                if isinstance(result, SendResult):
-                    summary.duplicates += result.duplicate
-                    summary.sent += not result.duplicate
-                    outcomes.append(_outcome(row.send_id, "sent", attempt=attempt, esp=esp.esp_name,
-                                             outcome="duplicate" if result.duplicate else "sent",
-                                             sent_at=outbox.naive_utc(settled_at), idempotency_key=key,
-                                             esp_message_id=result.esp_message_id))
+    with warehouse.kept_open():  # claim and settle per chunk: keep what opening costs
+        outbox.ensure_outbox(warehouse)
+        run_token = uuid.uuid4().hex
+        summary = ExportSummary()
+        reconcile_in_flight(warehouse, esp, run_token, clock(), summary, kind, destination)
+        limiter = RateLimiter(esp.rate_limits(), esp.profile_update_limits())
+        chunk_size = chunk_size or default_chunk_size(esp, kind)
+        rng = rng or random.Random()
+        idle_since: float | None = None  # wall time, so a frozen test clock cannot wait forever
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="nextbest-send") as pool:
+            while True:
+                now = clock()
+                due = outbox.due_messages(warehouse, now, chunk_size, now - policy.cap_window, batch_id, kind,
+                                          destination)
+                if due.empty:
+                    wait = _seconds_until_next_due(warehouse, now, batch_id, kind, destination)
+                    idle_since = idle_since or time.monotonic()
+                    if wait is None or wait > max_wait_seconds or time.monotonic() - idle_since > max_wait_seconds:
+                        break
+                    time.sleep(min(max(wait, 0.01), 1.0))
                     continue
-                state, retry_at, detail = after_failure(attempt, result, retry, settled_at, rng)
-                summary.dead += state == "dead"
-                summary.retried += state == "failed"
-                outcomes.append(_outcome(row.send_id, state, attempt=attempt, esp=esp.esp_name,
-                                         outcome="dead" if state == "dead" else "retry", detail=detail,
-                                         last_error=detail, idempotency_key=key,
-                                         next_attempt_at=outbox.naive_utc(retry_at) if retry_at else None))
-            outbox.settle(con, _frame(outcomes), run_token, settled_at)
-            if log:
-                log(f"sent {summary.sent}, retrying {summary.retried}, dead {summary.dead}, "
-                    f"suppressed {summary.suppressed}, deferred {summary.deferred}")
+                idle_since = None
+                sendable, held = apply_send_policy(due, now, policy)
+                summary.suppressed += sum(1 for h in held if h["outcome"] == "suppressed")
+                summary.deferred += sum(1 for h in held if h["outcome"] == "deferred")
+                _settle(warehouse, held, None, now)
+                if not sendable:
+                    continue
+                with warehouse.transaction() as tx:  # committed before the first send
+                    outbox.claim(tx, [row.send_id for row in sendable], run_token, now, esp.esp_name)
+                results = list(pool.map(lambda r: _send_one(esp, limiter, r), sendable))
+                esp.sync()  # durable before the outbox says sent; if this raises, the rows stay `sending`
+                settled_at = clock()
+                outcomes = []
+                for row, result in zip(sendable, results):
+                    attempt = int(row.attempts) + 1
+                    key = esp.idempotency_key(row.send_id)
+                    if isinstance(result, SendResult):
+                        summary.duplicates += result.duplicate
+                        summary.sent += not result.duplicate
+                        outcomes.append(_outcome(row.send_id, "sent", attempt=attempt, esp=esp.esp_name,
+                                                 outcome="duplicate" if result.duplicate else "sent",
+                                                 sent_at=outbox.naive_utc(settled_at), idempotency_key=key,
+                                                 esp_message_id=result.esp_message_id))
+                        continue
+                    state, retry_at, detail = after_failure(attempt, result, retry, settled_at, rng)
+                    summary.dead += state == "dead"
+                    summary.retried += state == "failed"
+                    outcomes.append(_outcome(row.send_id, state, attempt=attempt, esp=esp.esp_name,
+                                             outcome="dead" if state == "dead" else "retry", detail=detail,
+                                             last_error=detail, idempotency_key=key,
+                                             next_attempt_at=outbox.naive_utc(retry_at) if retry_at else None))
+                _settle(warehouse, outcomes, run_token, settled_at)
+                if log:
+                    log(f"sent {summary.sent}, retrying {summary.retried}, dead {summary.dead}, "
+                        f"suppressed {summary.suppressed}, deferred {summary.deferred}")
+        summary.remaining = outbox.state_counts(warehouse, batch_id, kind, destination)
     summary.seconds = time.monotonic() - started
-    summary.remaining = outbox.state_counts(con, batch_id, kind, destination)
     return summary
 
 
-def _seconds_until_next_due(con, now: datetime, batch_id: str | None, kind: str | None,
+def _seconds_until_next_due(warehouse: WarehouseInterface, now: datetime, batch_id: str | None, kind: str | None,
                             destination: str) -> float | None:
-    where, params = outbox.scope(batch_id, kind, destination)
-    nxt = con.execute(
-        f"select min(next_attempt_at) from {outbox.OUTBOX} where state in ('queued', 'failed') {where}", params,
-    ).fetchall()[0][0]
-    if nxt is None:
-        return None
-    return (nxt - outbox.naive_utc(now)).total_seconds()
+    nxt = outbox.next_due_at(warehouse, batch_id, kind, destination)
+    return None if nxt is None else (nxt - outbox.naive_utc(now)).total_seconds()

@@ -8,7 +8,8 @@ never starts a second run for it even if the cursor is lost; a later
 re-approval of the same batch (say after its drafts changed) is that batch's
 approval number n and gets the key `<batch>#approval-<n>`. When a running job
 holds the file (DuckDB: one writer per file) the tick is skipped and the same
-approvals are read on the next one.
+approvals are read on the next one. On Snowflake the tick reads in one short
+transaction of the warehouse resource.
 """
 
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
@@ -19,7 +20,7 @@ import duckdb
 
 from dagster_project.delivery import approvals
 from dagster_project.delivery.assets import export_approved_batch
-from dagster_project.resources.warehouse import DuckDBWarehouse
+from dagster_project.resources.warehouse import DuckDBSession, DuckDBWarehouse, WarehouseSession
 
 TICK_SECONDS = 30
 
@@ -29,9 +30,9 @@ def run_key_for(batch_id: str, approval_number: int) -> str:
     return batch_id if approval_number <= 1 else f"{batch_id}#approval-{approval_number}"
 
 
-def export_requests(con, after_seq: int) -> tuple[list[dg.RunRequest], list[str], int]:
+def export_requests(tx: WarehouseSession, after_seq: int) -> tuple[list[dg.RunRequest], list[str], int]:
     """Run requests for approvals recorded after `after_seq`, notes on the ones skipped, the new cursor."""
-    new = approvals.decisions(con, after_seq=after_seq)
+    new = approvals.decisions(tx, after_seq=after_seq)
     if not new:
         return [], [], after_seq
     latest = {}
@@ -39,11 +40,11 @@ def export_requests(con, after_seq: int) -> tuple[list[dg.RunRequest], list[str]
         latest[decision.batch_id] = decision
     requests, skipped = [], []
     for batch_id, decision in sorted(latest.items(), key=lambda item: item[1].seq):
-        check = approvals.check_approval(con, batch_id)  # a rejection is never ok: it is reported
+        check = approvals.check_approval(tx, batch_id)  # a rejection is never ok: it is reported
         if not check.ok:
             skipped.append(check.reason)
             continue
-        number = sum(d.decision == "approved" for d in approvals.decisions(con, batch_id) if d.seq <= decision.seq)
+        number = sum(d.decision == "approved" for d in approvals.decisions(tx, batch_id) if d.seq <= decision.seq)
         requests.append(dg.RunRequest(
             run_key=run_key_for(batch_id, number),
             run_config={"ops": {"esp_export": {"config": {"batch": batch_id}}}},
@@ -62,6 +63,10 @@ def export_requests(con, after_seq: int) -> tuple[list[dg.RunRequest], list[str]
 def approved_batches_sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBWarehouse):
     """Request one export run per new approval that holds; skip the tick if the warehouse is busy."""
     after = int(context.cursor or 0)
+    if not isinstance(warehouse, DuckDBWarehouse):  # Snowflake: no file to keep free
+        with warehouse.transaction() as tx:
+            requests, skipped, cursor = export_requests(tx, after)
+        return _result(context, requests, skipped, cursor)
     path = Path(warehouse.path)
     if not path.exists():
         return dg.SkipReason(f"no warehouse at {path} yet")
@@ -72,9 +77,14 @@ def approved_batches_sensor(context: dg.SensorEvaluationContext, warehouse: Duck
         return dg.SkipReason(f"warehouse {path} is busy (a running job holds it); trying again next tick: "
                              f"{str(error).splitlines()[0][:200]}")
     try:
-        requests, skipped, cursor = export_requests(con, after)
+        requests, skipped, cursor = export_requests(DuckDBSession(con), after)
     finally:
         con.close()
+    return _result(context, requests, skipped, cursor)
+
+
+def _result(context: dg.SensorEvaluationContext, requests: list[dg.RunRequest], skipped: list[str],
+            cursor: int) -> dg.SensorResult:
     for reason in skipped:
         context.log.info(f"not exporting: {reason}")
     if not requests:

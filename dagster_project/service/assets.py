@@ -130,8 +130,8 @@ def service_context_export(context: dg.AssetExecutionContext, warehouse: DuckDBW
     as_of = default_as_of()
     with warehouse.connect() as con:
         rows = list(load_service_context(con).values())
-        result = export_service_context(con, rows, as_of, {PROFILE_PLAYBOOK: esp_from_env(),
-                                                           HELPDESK_PLAYBOOK: helpdesk_sink_from_env()})
+    result = export_service_context(warehouse, rows, as_of, {PROFILE_PLAYBOOK: esp_from_env(),
+                                                             HELPDESK_PLAYBOOK: helpdesk_sink_from_env()})
     context.log.info(f"service export: {result}")
     return dg.MaterializeResult(metadata={k: dg.MetadataValue.json(v) for k, v in result.items()})
 

@@ -26,6 +26,7 @@ import pandas as pd
 from dagster_project.delivery import outbox
 from dagster_project.delivery.esp import EspResource, FileEsp, WebhookEsp
 from dagster_project.delivery.sender import ExportSummary, run_export
+from dagster_project.resources.warehouse import WarehouseInterface
 
 PROFILE_PLAYBOOK = "service_profile"
 HELPDESK_PLAYBOOK = "service_helpdesk"
@@ -72,14 +73,15 @@ def export_frame(rows: Iterable[dict], playbook_id: str, batch_id: str,
     return pd.DataFrame(out, columns=list(outbox.PROPERTY_COLUMNS))
 
 
-def last_exported(con, playbook_id: str) -> dict[str, str]:
+def last_exported(warehouse: WarehouseInterface, playbook_id: str) -> dict[str, str]:
     """customer_id -> the properties last queued for them to this destination and still on their way
     or delivered (dead, suppressed and superseded updates never arrived, so they do not count)."""
-    outbox.ensure_outbox(con)
-    rows = con.execute(f"select customer_id, arg_max(body, enqueued_at) from {outbox.OUTBOX} "
-                       "where playbook_id = ? and kind = 'properties' "
-                       "and state in ('queued', 'failed', 'sending', 'sent') group by 1", [playbook_id]).fetchall()
-    return dict(rows)
+    outbox.ensure_outbox(warehouse)
+    rows = warehouse.read_df(f"select customer_id, max_by(body, enqueued_at) as body from {outbox.OUTBOX} "
+                             "where playbook_id = ? and kind = 'properties' "
+                             "and state in ('queued', 'failed', 'sending', 'sent') group by customer_id",
+                             [playbook_id])
+    return dict(zip(rows["customer_id"], rows["body"]))
 
 
 def helpdesk_sink_from_env() -> EspResource:
@@ -95,8 +97,8 @@ def helpdesk_sink_from_env() -> EspResource:
     return FileEsp(path=os.environ.get("NEXTBEST_HELPDESK_FILE") or str(REPO_ROOT / "data" / "helpdesk.jsonl"))
 
 
-def export_service_context(con, rows: list[dict], as_of: str, destinations: dict[str, EspResource],
-                           **export_kw) -> dict[str, dict]:
+def export_service_context(warehouse: WarehouseInterface, rows: list[dict], as_of: str,
+                           destinations: dict[str, EspResource], **export_kw) -> dict[str, dict]:
     """Queue changed customers per destination (playbook id -> adapter) and send every profile update
     due there (today's, and earlier ones still retrying). Messages in the outbox are left alone.
 
@@ -109,10 +111,10 @@ def export_service_context(con, rows: list[dict], as_of: str, destinations: dict
                              f"expected one of {', '.join(OUTBOX_DESTINATIONS)}")
         destination = OUTBOX_DESTINATIONS[playbook_id]
         batch_id = f"{playbook_id}-{as_of}"
-        frame = export_frame(rows, playbook_id, batch_id, last_exported(con, playbook_id))
-        queued = (outbox.enqueue_batch(con, batch_id, frame, kind="properties", destination=destination)
+        frame = export_frame(rows, playbook_id, batch_id, last_exported(warehouse, playbook_id))
+        queued = (outbox.enqueue_batch(warehouse, batch_id, frame, kind="properties", destination=destination)
                   if len(frame) else None)
-        summary: ExportSummary = run_export(con, esp, kind="properties", destination=destination, **export_kw)
+        summary: ExportSummary = run_export(warehouse, esp, kind="properties", destination=destination, **export_kw)
         result[playbook_id] = {"queued": queued.queued if queued else 0,
                                "superseded": queued.superseded if queued else 0,
                                "sent": summary.sent, "duplicates": summary.duplicates,

@@ -1,4 +1,4 @@
-"""Fixtures for delivery tests: a small warehouse with customers, and loopback ESPs."""
+"""Fixtures for delivery tests: a small warehouse (the DuckDB resource) with customers, and loopback ESPs."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import pytest
 
 from dagster_project.delivery.esp import CustomerIoEsp, HubSpotEsp, KlaviyoEsp, WebhookEsp
 from dagster_project.ingest.contract import create_raw_schema
+from dagster_project.resources.warehouse import DuckDBWarehouse, WarehouseInterface
 from tests.delivery.fake_esp import FakeEsp
 
 FAST = 0.4  # seconds: per-request timeout in tests, so a hung server costs little
 
 
-def add_customers(con, n: int, timezone_name: str = "UTC", opt_in: bool = True, start: int = 0) -> None:
+def add_customers(warehouse: WarehouseInterface, n: int, timezone_name: str = "UTC", opt_in: bool = True,
+                  start: int = 0) -> None:
     rows = pd.DataFrame({
         "customer_id": [f"c{i}" for i in range(start, start + n)],
         "email": [f"c{i}@example.com" for i in range(start, start + n)],
@@ -26,9 +28,7 @@ def add_customers(con, n: int, timezone_name: str = "UTC", opt_in: bool = True, 
         "marketing_opt_in": opt_in,
         "channel_preference": "email",
     })
-    con.register("new_customers", rows)
-    con.execute("insert into raw.customers select * from new_customers")
-    con.unregister("new_customers")
+    warehouse.write_df("raw", "customers", rows)
 
 
 def drafts(batch_id: str, customer_ids, playbook_id: str = "at_risk_save") -> pd.DataFrame:
@@ -43,14 +43,24 @@ def drafts(batch_id: str, customer_ids, playbook_id: str = "at_risk_save") -> pd
 
 
 @pytest.fixture
-def warehouse(tmp_path):
-    """A DuckDB file with the raw contract tables and 50 customers (UTC)."""
-    path = tmp_path / "delivery.duckdb"
-    con = duckdb.connect(str(path))
-    create_raw_schema(con)
-    add_customers(con, 50)
-    yield con
-    con.close()
+def warehouse(tmp_path) -> DuckDBWarehouse:
+    """The warehouse resource on a DuckDB file with the raw contract tables and 50 customers (UTC).
+
+    It opens the file per call, so the CLI, the sensor or another process can open it between calls.
+    """
+    resource = DuckDBWarehouse(path=str(tmp_path / "delivery.duckdb"))
+    with resource.kept_open():
+        create_raw_schema(resource)
+        add_customers(resource, 50)
+    return resource
+
+
+@pytest.fixture
+def con(warehouse):
+    """A DuckDB connection to the same file, for helpers that take one (events.py)."""
+    connection = duckdb.connect(warehouse.path)
+    yield connection
+    connection.close()
 
 
 def noon_utc() -> datetime:

@@ -13,18 +13,16 @@ import pytest
 from dagster_project.delivery import approval_commands, approvals
 from dagster_project.delivery.assets import approve_batch
 from dagster_project.messaging.assets import DRAFTS_DDL
-from dagster_project.resources.warehouse import DuckDBWarehouse
 from tests.delivery.conftest import noon_utc
 
 BATCH = "at_risk_save-2026-03-10"
 
 
-def write_drafts(con, batch_id: str, customer_ids, blocked=(), body: str = "Hi {c}, your favourite roast is back.",
-                 playbook_id: str = "at_risk_save") -> None:
+def write_drafts(warehouse, batch_id: str, customer_ids, blocked=(),
+                 body: str = "Hi {c}, your favourite roast is back.", playbook_id: str = "at_risk_save") -> None:
     """Replace a batch in nextbest.message_drafts, as the message_drafts asset does."""
-    con.execute("create schema if not exists nextbest")
-    con.execute(DRAFTS_DDL)
-    con.execute("delete from nextbest.message_drafts where batch_id = ?", [batch_id])
+    warehouse.execute("create schema if not exists nextbest")
+    warehouse.execute(DRAFTS_DDL)
     rows = pd.DataFrame([{
         "draft_id": f"{batch_id}:{c}", "batch_id": batch_id, "customer_id": c, "playbook_id": playbook_id,
         "angle": "favourite_product", "generator": "template", "subject": "We saved your roast",
@@ -33,9 +31,19 @@ def write_drafts(con, batch_id: str, customer_ids, blocked=(), body: str = "Hi {
         "block_reason": "grounding: price 12.00 not in the context pack" if c in blocked else None,
         "as_of": batch_id[-10:], "created_at": datetime.now(),
     } for c in customer_ids])
-    con.register("_new_drafts", rows)
-    con.execute("insert into nextbest.message_drafts by name select * from _new_drafts")
-    con.unregister("_new_drafts")
+    with warehouse.transaction() as tx:
+        tx.execute("delete from nextbest.message_drafts where batch_id = ?", [batch_id])
+        tx.write_df("nextbest", "message_drafts", rows)
+
+
+def check(store, batch_id: str, **kwargs) -> approvals.ApprovalCheck:
+    with store.transaction() as tx:
+        return approvals.check_approval(tx, batch_id, **kwargs)
+
+
+def decisions(store, batch_id: str | None = None) -> list[approvals.Approval]:
+    with store.transaction() as tx:
+        return approvals.decisions(tx, batch_id)
 
 
 @pytest.fixture
@@ -48,13 +56,15 @@ def store(warehouse):
 def test_approval_is_appended_with_the_drafts_hash_and_holds(store):
     approval = approvals.record_decision(store, BATCH, "approve", "ana", "offers checked", now=noon_utc())
     assert approval.drafts_total == 10 and approval.drafts_sendable == 8
-    row = store.execute("select batch_id, decision, decided_by, note, drafts_hash, run_date, playbook_id "
-                        "from nextbest.approvals").fetchall()
-    assert row == [(BATCH, "approved", "ana", "offers checked", approval.drafts_hash,
-                    datetime(2026, 3, 10).date(), "at_risk_save")]
-    check = approvals.check_approval(store, BATCH, now=noon_utc() + timedelta(hours=1))
-    assert check.ok and "approved by ana" in check.reason
-    assert list(approvals.sendable_drafts(store, BATCH)["customer_id"]) == [
+    row = store.read_df("select batch_id, decision, decided_by, note, drafts_hash, run_date, playbook_id "
+                        "from nextbest.approvals")
+    assert list(row.itertuples(index=False, name=None)) == [
+        (BATCH, "approved", "ana", "offers checked", approval.drafts_hash, pd.Timestamp("2026-03-10"), "at_risk_save")]
+    holds = check(store, BATCH, now=noon_utc() + timedelta(hours=1))
+    assert holds.ok and "approved by ana" in holds.reason
+    with store.transaction() as tx:
+        sendable = approvals.sendable_drafts(tx, BATCH)
+    assert list(sendable["customer_id"]) == [
         c for c in (f"c{i}" for i in range(10)) if c not in {"c3", "c7"}]
 
 
@@ -63,26 +73,26 @@ def test_rejection_needs_a_reason_and_wins_until_approved_again(store):
     with pytest.raises(approvals.ApprovalError, match="needs a reason"):
         approvals.record_decision(store, BATCH, "reject", "ben", "  ", now=noon_utc())
     approvals.record_decision(store, BATCH, "reject", "ben", "discount too deep", now=noon_utc() + timedelta(minutes=5))
-    check = approvals.check_approval(store, BATCH, now=noon_utc() + timedelta(minutes=6))
-    assert not check.ok and "rejected by ben" in check.reason and "discount too deep" in check.reason
+    rejected = check(store, BATCH, now=noon_utc() + timedelta(minutes=6))
+    assert not rejected.ok and "rejected by ben" in rejected.reason and "discount too deep" in rejected.reason
     approvals.record_decision(store, BATCH, "approve", "ana", now=noon_utc() + timedelta(minutes=10))
-    assert approvals.check_approval(store, BATCH, now=noon_utc() + timedelta(minutes=11)).ok
+    assert check(store, BATCH, now=noon_utc() + timedelta(minutes=11)).ok
     # append-only: every decision is kept, in order
-    assert [d.decision for d in approvals.decisions(store, BATCH)] == ["approved", "rejected", "approved"]
-    assert [d.seq for d in approvals.decisions(store)] == [1, 2, 3]
+    assert [d.decision for d in decisions(store, BATCH)] == ["approved", "rejected", "approved"]
+    assert [d.seq for d in decisions(store)] == [1, 2, 3]
 
 
 def test_approval_expires_after_the_configured_time(store, monkeypatch):
     approvals.record_decision(store, BATCH, "approve", "ana", now=noon_utc())
-    assert approvals.check_approval(store, BATCH, now=noon_utc() + timedelta(hours=71)).ok
-    expired = approvals.check_approval(store, BATCH, now=noon_utc() + timedelta(hours=73))
+    assert check(store, BATCH, now=noon_utc() + timedelta(hours=71)).ok
+    expired = check(store, BATCH, now=noon_utc() + timedelta(hours=73))
     assert not expired.ok
     assert "expired at 2026-03-13 12:00 UTC" in expired.reason and "approve it again" in expired.reason
     monkeypatch.setenv("NEXTBEST_APPROVAL_TTL_HOURS", "100")
-    assert approvals.check_approval(store, BATCH, now=noon_utc() + timedelta(hours=73)).ok
+    assert check(store, BATCH, now=noon_utc() + timedelta(hours=73)).ok
     monkeypatch.setenv("NEXTBEST_APPROVAL_TTL_HOURS", "soon")
     with pytest.raises(approvals.ApprovalError, match="NEXTBEST_APPROVAL_TTL_HOURS"):
-        approvals.check_approval(store, BATCH, now=noon_utc())
+        check(store, BATCH, now=noon_utc())
 
 
 def test_changed_drafts_need_a_new_approval_but_identical_regeneration_does_not(store):
@@ -90,15 +100,15 @@ def test_changed_drafts_need_a_new_approval_but_identical_regeneration_does_not(
     approvals.record_decision(store, BATCH, "approve", "ana", now=noon_utc())
     # the daily job regenerates the same drafts (new created_at, same content): still approved
     write_drafts(store, BATCH, customers, blocked={"c3", "c7"})
-    assert approvals.check_approval(store, BATCH, now=noon_utc()).ok
+    assert check(store, BATCH, now=noon_utc()).ok
     # one body changes: the approval no longer covers what would be sent
     store.execute("update nextbest.message_drafts set body = body || ' Now 30% off!' where customer_id = 'c1'")
-    changed = approvals.check_approval(store, BATCH, now=noon_utc())
+    changed = check(store, BATCH, now=noon_utc())
     assert not changed.ok and "changed after ana approved them" in changed.reason
     # unblocking a draft changes what is sent too
     approvals.record_decision(store, BATCH, "approve", "ana", now=noon_utc())
     store.execute("update nextbest.message_drafts set status = 'pending_review' where customer_id = 'c3'")
-    unblocked = approvals.check_approval(store, BATCH, now=noon_utc())
+    unblocked = check(store, BATCH, now=noon_utc())
     assert not unblocked.ok and "8 sendable then; 10 drafts, 9 sendable now" in unblocked.reason
 
 
@@ -110,7 +120,7 @@ def test_decisions_that_cannot_be_recorded_say_why(store):
         approvals.record_decision(store, "win_back-2026-03-10", "approve", "ana")
     with pytest.raises(approvals.ApprovalError, match="--by NAME"):
         approvals.record_decision(store, BATCH, "approve", " ")
-    not_yet = approvals.check_approval(store, BATCH)
+    not_yet = check(store, BATCH)
     assert not not_yet.ok and f"nextbest approve {BATCH} --by NAME" in not_yet.reason
 
 
@@ -121,9 +131,8 @@ def _cli(*argv: str) -> int:
     return args.func(args)
 
 
-def test_cli_review_approve_reject(store, tmp_path, capsys):
-    db = str(tmp_path / "delivery.duckdb")
-    store.close()  # the CLI opens the file itself
+def test_cli_review_approve_reject(store, capsys):
+    db = store.path  # the CLI opens the file itself
 
     assert _cli("review", "--db", db) == 0
     listing = capsys.readouterr().out
@@ -147,10 +156,9 @@ def test_cli_review_approve_reject(store, tmp_path, capsys):
     assert rows == [("approved", "ana", "looks right", "cli"), ("rejected", "ben", "wrong tone", "cli")]
 
 
-def test_approve_batch_job_records_the_decision_from_run_config(store, tmp_path):
-    db = str(tmp_path / "delivery.duckdb")
-    store.close()
-    resources = {"warehouse": DuckDBWarehouse(path=db)}
+def test_approve_batch_job_records_the_decision_from_run_config(store):
+    db = store.path
+    resources = {"warehouse": store}
 
     def run(**config):
         return approve_batch.execute_in_process(
@@ -165,4 +173,4 @@ def test_approve_batch_job_records_the_decision_from_run_config(store, tmp_path)
     with duckdb.connect(db, read_only=True) as con:
         assert con.execute("select decision, decided_by, note, source from nextbest.approvals").fetchall() == [
             ("approved", "ana", "from the UI", "dagster")]
-        assert approvals.check_approval(con, BATCH).ok
+    assert check(store, BATCH).ok

@@ -9,6 +9,8 @@ import textwrap
 import time
 from datetime import timedelta
 
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
@@ -20,18 +22,14 @@ from tests.delivery.test_approvals import BATCH, write_drafts
 
 
 @pytest.fixture
-def db(warehouse, tmp_path):
-    """The warehouse file with one batch of 10 drafts, closed so the sensor can open it."""
+def db(warehouse):
+    """The warehouse file with one batch of 10 drafts (the resource leaves it closed for the sensor)."""
     write_drafts(warehouse, BATCH, [f"c{i}" for i in range(10)])
-    warehouse.close()
-    return tmp_path / "delivery.duckdb"
+    return Path(warehouse.path)
 
 
 def _decide(db, *args, **kwargs):
-    import duckdb
-
-    with duckdb.connect(str(db)) as con:
-        return approvals.record_decision(con, *args, **kwargs)
+    return approvals.record_decision(DuckDBWarehouse(path=str(db)), *args, **kwargs)
 
 
 def tick(db, cursor=None):
@@ -77,11 +75,7 @@ def test_rejected_expired_or_changed_approvals_request_nothing(db):
     requests, cursor, skip = tick(db)
     assert requests == [] and cursor == "2" and "rejected by ben" in skip
 
-    write_drafts_args = ("win_back-2026-03-10", ["c20", "c21"])
-    import duckdb
-
-    with duckdb.connect(str(db)) as con:
-        write_drafts(con, *write_drafts_args, playbook_id="win_back")
+    write_drafts(DuckDBWarehouse(path=str(db)), "win_back-2026-03-10", ["c20", "c21"], playbook_id="win_back")
     _decide(db, "win_back-2026-03-10", "approve", "ana", now=utcnow() - timedelta(hours=80))
     requests, _, skip = tick(db, cursor)
     assert requests == [] and "expired" in skip

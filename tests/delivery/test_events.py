@@ -32,36 +32,36 @@ def stored(con) -> list[tuple]:
     return con.execute("select event_id, event_type from raw.email_events order by 1").fetchall()
 
 
-def test_a_file_of_events_is_ingested_once_with_bad_rows_quarantined(warehouse, tmp_path):
+def test_a_file_of_events_is_ingested_once_with_bad_rows_quarantined(con, tmp_path):
     path = tmp_path / "events.jsonl"
     rows = [event(1), event(2, "clicked"), event(1), {**event(3), "event_type": "teleported"},
             {**event(4), "customer_id": "nobody"}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
-    first = ingest_events_file(warehouse, path)
+    first = ingest_events_file(con, path)
     assert (first.read, first.inserted, first.duplicates, first.quarantined) == (6, 2, 1, 3)
-    assert stored(warehouse) == [("ev1", "open"), ("ev2", "click")]
-    reasons = [r[0] for r in warehouse.execute("select reason from raw.raw_quarantine order by row_number").fetchall()]
+    assert stored(con) == [("ev1", "open"), ("ev2", "click")]
+    reasons = [r[0] for r in con.execute("select reason from raw.raw_quarantine order by row_number").fetchall()]
     assert reasons[0].endswith("row 4: event_type 'teleported' is not one of sent, delivered, open, click, "
                                "conversion, unsubscribe, bounce, complaint")
     assert "row 5: customer_id 'nobody' is not in raw.customers" in reasons[1]
     assert "row 6: not JSON" in reasons[2]
-    again = ingest_events_file(warehouse, path)
-    assert again.inserted == 0 and len(stored(warehouse)) == 2
+    again = ingest_events_file(con, path)
+    assert again.inserted == 0 and len(stored(con)) == 2
 
 
-def test_csv_events_and_unix_timestamps(warehouse, tmp_path):
+def test_csv_events_and_unix_timestamps(con, tmp_path):
     path = tmp_path / "events.csv"
     path.write_text("event_id,customer_id,campaign_id,message_id,event_type,occurred_at\n"
                     "ev9,c2,b1,m9,unsubscribed,1773144000\nev9,c2,b1,m9,unsubscribed,1773144000\n")
-    summary = ingest_events_file(warehouse, path)
+    summary = ingest_events_file(con, path)
     assert (summary.inserted, summary.duplicates) == (1, 1)
-    assert warehouse.execute("select occurred_at::varchar from raw.email_events").fetchall() == [("2026-03-10 12:00:00",)]
+    assert con.execute("select occurred_at::varchar from raw.email_events").fetchall() == [("2026-03-10 12:00:00",)]
 
 
 @pytest.fixture
-def receiver(warehouse, tmp_path):
-    db = warehouse.execute("select path from duckdb_databases() where database_name = current_database()").fetchall()[0][0]
-    warehouse.close()
+def receiver(con, tmp_path):
+    db = con.execute("select path from duckdb_databases() where database_name = current_database()").fetchall()[0][0]
+    con.close()
     server = make_webhook_server(lambda: duckdb.connect(db), {source: SECRET for source in ("nextbest", "customerio", "hubspot", "klaviyo")},
                                  port=0, tolerance=60)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
@@ -239,9 +239,9 @@ def test_signature_checks_without_a_server():
         verify_klaviyo(SECRET, {"Klaviyo-Signature": "x"}, body, now=NOON)
 
 
-def test_cli_ingest_events(warehouse, tmp_path, monkeypatch, capsys):
-    db = warehouse.execute("select path from duckdb_databases() where database_name = current_database()").fetchall()[0][0]
-    warehouse.close()
+def test_cli_ingest_events(con, tmp_path, monkeypatch, capsys):
+    db = con.execute("select path from duckdb_databases() where database_name = current_database()").fetchall()[0][0]
+    con.close()
     monkeypatch.setenv("NEXTBEST_DUCKDB_PATH", db)
     parser = argparse.ArgumentParser()
     commands.register(parser.add_subparsers())

@@ -13,7 +13,6 @@ import threading
 import time
 from datetime import timedelta
 
-import duckdb
 import pandas as pd
 import pytest
 
@@ -131,30 +130,25 @@ def test_file_sink_reconciles_profile_updates_instead_of_rewriting(warehouse, tm
 
 
 KILLED_EXPORT = textwrap.dedent("""
-    import sys, duckdb
+    import sys
     from dagster_project.delivery.esp import WebhookEsp
     from dagster_project.delivery.sender import run_export
+    from dagster_project.resources.warehouse import DuckDBWarehouse
     from tests.delivery.conftest import ticking_noon
-    con = duckdb.connect(sys.argv[1])
     esp = WebhookEsp(base_url=sys.argv[2], secret=sys.argv[3], timeout_seconds=0.5,
                      requests_per_second=float(sys.argv[4]), burst=1.0)
     print("ready", flush=True)
-    run_export(con, esp, workers=4, chunk_size=10, clock=ticking_noon())
+    run_export(DuckDBWarehouse(path=sys.argv[1]), esp, workers=4, chunk_size=10, clock=ticking_noon())
 """)
 
 
-def test_a_killed_process_is_resumed_without_duplicates_or_losses(tmp_path, esp_server):
-    db = tmp_path / "killed.duckdb"
-    con = duckdb.connect(str(db))
-    from dagster_project.ingest.contract import create_raw_schema
-
-    create_raw_schema(con)
-    add_customers(con, 120)
-    enqueue_batch(con, "b1", drafts("b1", [f"c{i}" for i in range(120)]), now=EARLIER)
-    con.close()
+def test_a_killed_process_is_resumed_without_duplicates_or_losses(warehouse, esp_server):
+    db = warehouse.path
+    add_customers(warehouse, 70, start=50)  # 120 customers in all
+    enqueue_batch(warehouse, "b1", drafts("b1", [f"c{i}" for i in range(120)]), now=EARLIER)
     server = esp_server("webhook")
     url = server.base_url + "/hook"
-    process = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(db), url, server.secret, "100"],
+    process = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, db, url, server.secret, "100"],
                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     deadline = time.monotonic() + 60
@@ -165,14 +159,12 @@ def test_a_killed_process_is_resumed_without_duplicates_or_losses(tmp_path, esp_
     delivered_before = len(server.deliveries)
     assert 25 <= delivered_before < 120, process.stderr.read()[-2000:]
 
-    con = duckdb.connect(str(db))
     esp = make_esp("webhook", server)
-    run_export(con, esp, clock=ticking_noon())
+    run_export(warehouse, esp, clock=ticking_noon())
     expected = {send_id_for("b1", f"c{i}", "at_risk_save") for i in range(120)}
     assert set(server.deliveries) == expected
     assert max(server.deliveries.values()) == 1
-    assert state_counts(con)["sent"] == 120
-    con.close()
+    assert state_counts(warehouse)["sent"] == 120
 
 
 def test_file_sink_fsyncs_once_per_chunk_before_the_outbox_says_sent(warehouse, tmp_path, monkeypatch):

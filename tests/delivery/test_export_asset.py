@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -28,25 +29,25 @@ def afternoon_zone() -> str:
     return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
 
 
-def fresh_sources(con, age: timedelta = timedelta(hours=1)) -> None:
+def fresh_sources(warehouse, age: timedelta = timedelta(hours=1)) -> None:
     """One row `age` old in every raw source a brief is built from (the export checks their freshness)."""
     at = datetime.now(timezone.utc).replace(tzinfo=None) - age
-    con.execute("insert into raw.subscriptions values ('s0', 'c0', 'P1', 'single_bag', 'active', 28, 14.0, ?, "
-                "null, null, null, false)", [at])
-    con.execute("insert into raw.orders values ('o0', 'c0', 's0', ?, 'fulfilled', 14.0, null, null, null)", [at])
-    con.execute("insert into raw.support_tickets values ('t0', 'c0', ?, 'chat', 'other', 'solved', ?, 5, 'Thanks')",
-                [at, at])
-    con.execute("insert into raw.portal_events values ('pe0', 'c0', 'login', ?, '{}')", [at])
+    with warehouse.transaction() as tx:
+        tx.execute("insert into raw.subscriptions values ('s0', 'c0', 'P1', 'single_bag', 'active', 28, 14.0, ?, "
+                   "null, null, null, false)", [at])
+        tx.execute("insert into raw.orders values ('o0', 'c0', 's0', ?, 'fulfilled', 14.0, null, null, null)", [at])
+        tx.execute("insert into raw.support_tickets values ('t0', 'c0', ?, 'chat', 'other', 'solved', ?, 5, "
+                   "'Thanks')", [at, at])
+        tx.execute("insert into raw.portal_events values ('pe0', 'c0', 'login', ?, '{}')", [at])
 
 
 @pytest.fixture
-def db(warehouse, tmp_path, monkeypatch):
+def db(warehouse, monkeypatch):
     monkeypatch.delenv("NEXTBEST_AS_OF", raising=False)  # freshness is judged against the real clock
     warehouse.execute("update raw.customers set timezone = ?", [afternoon_zone()])
     fresh_sources(warehouse)
     write_drafts(warehouse, BATCH, CUSTOMERS, blocked=BLOCKED)
-    warehouse.close()
-    return tmp_path / "delivery.duckdb"
+    return Path(warehouse.path)
 
 
 def export(db, tmp_path, batch: str | None = BATCH):
@@ -65,8 +66,7 @@ def sent_lines(tmp_path) -> list[dict]:
 
 
 def decide(db, *args, **kwargs):
-    with duckdb.connect(str(db)) as con:
-        return approvals.record_decision(con, *args, **kwargs)
+    return approvals.record_decision(DuckDBWarehouse(path=str(db)), *args, **kwargs)
 
 
 def failure_message(result) -> str:
@@ -109,9 +109,8 @@ def test_an_unapproved_or_changed_batch_is_not_sent(db, tmp_path):
 
 
 def test_without_a_batch_every_holding_approval_is_sent(db, tmp_path):
-    with duckdb.connect(str(db)) as con:
-        write_drafts(con, "win_back-2026-03-10", ["c20", "c21"], playbook_id="win_back")
-        write_drafts(con, "expansion-2026-03-10", ["c30"], playbook_id="expansion")
+    write_drafts(DuckDBWarehouse(path=str(db)), "win_back-2026-03-10", ["c20", "c21"], playbook_id="win_back")
+    write_drafts(DuckDBWarehouse(path=str(db)), "expansion-2026-03-10", ["c30"], playbook_id="expansion")
     decide(db, BATCH, "approve", "ana")
     decide(db, "win_back-2026-03-10", "approve", "ana")
     decide(db, "win_back-2026-03-10", "reject", "ben", "not this week")

@@ -19,8 +19,8 @@ EARLIER = noon_utc() - timedelta(hours=1)  # drafts approved and queued an hour 
 QUICK_RETRY = RetryPolicy(max_attempts=3, base_delay=timedelta(milliseconds=20), max_delay=timedelta(milliseconds=50))
 
 
-def outbox_rows(con) -> pd.DataFrame:
-    return con.execute("select * from nextbest.outbox order by customer_id").df()
+def outbox_rows(warehouse) -> pd.DataFrame:
+    return warehouse.read_df("select * from nextbest.outbox order by customer_id")
 
 
 def test_send_id_is_deterministic_and_enqueue_is_idempotent(warehouse):
@@ -52,8 +52,8 @@ def test_a_batch_is_sent_once_through_retries(warehouse, esp_server):
     ids = {send_id_for("b1", f"c{i}", "at_risk_save") for i in range(20)}
     assert set(server.deliveries) == ids and set(server.deliveries.values()) == {1}
     assert summary.remaining["sent"] == 20 and summary.retried == 5
-    attempts = warehouse.execute("select outcome, count(*) from nextbest.outbox_attempts group by 1").fetchall()
-    assert dict(attempts)["retry"] == 5
+    attempts = warehouse.read_df("select outcome, count(*) as n from nextbest.outbox_attempts group by outcome")
+    assert attempts.set_index("outcome")["n"]["retry"] == 5
 
 
 def test_retry_after_is_honoured(warehouse, esp_server):

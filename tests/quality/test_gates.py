@@ -76,8 +76,7 @@ def test_stale_source_means_no_drafts_and_no_export(pipeline, tmp_path):
 def test_blocking_check_failure_means_no_export(pipeline, tmp_path):
     first = run(pipeline, tmp_path, message_drafts)
     assert first.success
-    with duckdb.connect(str(pipeline)) as con:
-        approvals.record_decision(con, BATCH, "approve", "ana")
+    approvals.record_decision(DuckDBWarehouse(path=str(pipeline)), BATCH, "approve", "ana")
 
     blocked = run(pipeline, tmp_path, message_drafts, esp_export, drafts_fail_review)
 
