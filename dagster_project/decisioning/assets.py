@@ -192,7 +192,7 @@ def features_at(tx: WarehouseSession, customers: pd.Index, chunk: KeyRange, at: 
     if not isinstance(tx, DuckDBSession):
         raise RuntimeError(f"{FEATURES_TABLE} is missing (or has no customer_id / as_of_date): build the dbt "
                            "marts (`dbt build`) before routing")
-    frame = point_in_time_features(tx.dbapi(), pd.DataFrame({"customer_id": customers, "anchor_at": at}))
+    frame = point_in_time_features(tx, pd.DataFrame({"customer_id": customers, "anchor_at": at}))
     return frame.set_index("customer_id").reindex(customers)
 
 

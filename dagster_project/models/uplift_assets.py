@@ -12,22 +12,27 @@ is `MAX_MODEL_AGE_DAYS` or more older than the as-of date, or config says
 `retrain: true` (the `uplift_retrain` job), so the daily job can include this
 asset cheaply. Routing uses the newest version that passed its check
 (`newest_passing`).
+
+The asset and its check read and register through the warehouse resource, so
+they run on DuckDB and on Snowflake alike; the helpers also take a DuckDB
+connection (scripts such as `benchmarks/decision_quality.py`, tests).
 """
 
 
 from contextlib import contextmanager
 from datetime import date, datetime
+from typing import Iterator
 
 import dagster as dg
+import duckdb
 import pandas as pd
 from pydantic import Field
 
 from dagster_project.project import default_as_of
 from dagster_project.models import registry
-from dagster_project.models.registry import registered_model
-from dagster_project.models.uplift_data import GOALS, table_exists, training_frame
+from dagster_project.models.uplift_data import GOALS, training_frame
 from dagster_project.models.uplift_training import UpliftModel, train_uplift_models
-from dagster_project.resources.warehouse import DuckDBWarehouse, WarehouseInterface
+from dagster_project.resources.warehouse import DuckDBWarehouse, WarehouseInterface, session_on
 
 MAX_MODEL_AGE_DAYS = 7
 
@@ -43,27 +48,14 @@ class UpliftModelsConfig(dg.Config):
     as_of: str | None = Field(default=None, description="YYYY-MM-DD; default NEXTBEST_AS_OF or today.")
 
 
-_VERSIONS_SQL = (f"select {', '.join(registry.COLUMNS)} from {registry.REGISTRY_TABLE} where model_name = ? "
-                 "order by trained_at desc, version desc")
-
-
 def newest_passing(warehouse, playbook: str) -> tuple[registry.RegisteredModel, UpliftModel] | None:
     """The newest registered model of a playbook that passed its check, else the newest one, else None.
 
     `warehouse`: the warehouse resource (either engine), or a DuckDB connection (scripts, tests).
     """
-    if isinstance(warehouse, WarehouseInterface):
-        if not warehouse.table_exists("nextbest", "model_registry"):
-            return None
-        rows = warehouse.read_df(_VERSIONS_SQL, [model_name(playbook)]).to_dict("records")
-        base_dir = warehouse.artifact_dir()
-    else:
-        if not table_exists(warehouse, registry.REGISTRY_TABLE):
-            return None
-        with _cursor(warehouse) as cur:  # registry helpers leave a fetchone() result open on the connection
-            rows = cur.execute(_VERSIONS_SQL, [model_name(playbook)]).df().to_dict("records")
-            base_dir = registry.warehouse_dir(cur)
-    records = [registered_model(row) for row in rows]
+    with _registry_handle(warehouse) as handle:
+        records = registry.registered_versions(handle, model_name(playbook))
+        base_dir = registry.warehouse_dir(handle) if records else None
     if not records:
         return None
     chosen = next((r for r in records if (r.metrics or {}).get("passed")), records[0])
@@ -71,19 +63,31 @@ def newest_passing(warehouse, playbook: str) -> tuple[registry.RegisteredModel, 
 
 
 @contextmanager
-def _cursor(con):
-    cur = con.cursor()
+def _registry_handle(source: WarehouseInterface | duckdb.DuckDBPyConnection) -> Iterator:
+    """What the registry functions are handed: the warehouse resource as it is; for a DuckDB connection, a
+    cursor of its own (`registry.warehouse_dir` leaves a fetchone() result open on the connection it gets)."""
+    if isinstance(source, WarehouseInterface):
+        yield source
+        return
+    cur = source.cursor()
     try:
         yield cur
     finally:
         cur.close()
 
 
+def _latest_models(source) -> dict[str, registry.RegisteredModel | None]:
+    """The newest registered model of every playbook (None where there is none), in one read."""
+    with session_on(source) as tx:
+        return {p: registry.latest_model(tx, model_name(p)) for p in GOALS}
+
+
 def needs_training(con, as_of: date) -> bool:
-    """True when any playbook lacks a model or the newest is a week old (or trained after `as_of`)."""
-    for playbook in GOALS:
-        with _cursor(con) as cur:
-            latest = registry.latest_model(cur, model_name(playbook))
+    """True when any playbook lacks a model or the newest is a week old (or trained after `as_of`).
+
+    `con`: the warehouse resource (either engine) or a DuckDB connection.
+    """
+    for latest in _latest_models(con).values():
         if latest is None:
             return True
         end = latest.training_window_end
@@ -93,7 +97,10 @@ def needs_training(con, as_of: date) -> bool:
 
 
 def train_and_register(con, as_of: date, seed: int = 0) -> dict[str, dict]:
-    """Train every playbook's model on assignments closed by `as_of` and register them."""
+    """Train every playbook's model on assignments closed by `as_of` and register them.
+
+    `con`: the warehouse resource (either engine) or a DuckDB connection (scripts, tests).
+    """
     frame = training_frame(con, datetime.combine(as_of, datetime.min.time()))
     if frame.empty:
         return {}
@@ -101,9 +108,9 @@ def train_and_register(con, as_of: date, seed: int = 0) -> dict[str, dict]:
     summary = {}
     for playbook, model in models.items():
         rows = frame[frame["playbook_id"] == playbook]
-        with _cursor(con) as cur:
+        with _registry_handle(con) as handle:
             version = registry.register_model(
-                cur, model_name(playbook), model,
+                handle, model_name(playbook), model,
                 training_window_start=pd.Timestamp(rows["assigned_at"].min()).date(), training_window_end=as_of,
                 features=model.columns, metrics={**model.metrics, "ate": model.ate, "goal": model.goal},
                 method=f"{model.learner} (HistGradientBoosting), goal {model.goal}",
@@ -127,11 +134,10 @@ def train_and_register(con, as_of: date, seed: int = 0) -> dict[str, dict]:
 def uplift_models(context: dg.AssetExecutionContext, config: UpliftModelsConfig,
                   warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
     as_of = date.fromisoformat(config.as_of or default_as_of())
-    with warehouse.connect() as con:
-        if not (config.retrain or needs_training(con, as_of)):
-            context.log.info("uplift models are younger than a week; not retraining")
-            return dg.MaterializeResult(metadata={"retrained": False})
-        summary = train_and_register(con, as_of)
+    if not (config.retrain or needs_training(warehouse, as_of)):
+        context.log.info("uplift models are younger than a week; not retraining")
+        return dg.MaterializeResult(metadata={"retrained": False})
+    summary = train_and_register(warehouse, as_of)
     table = pd.DataFrame(summary).T.reset_index(names="playbook")
     return dg.MaterializeResult(metadata={
         "retrained": True, "playbooks": len(summary),
@@ -142,12 +148,7 @@ def uplift_models(context: dg.AssetExecutionContext, config: UpliftModelsConfig,
 
 @dg.asset_check(asset=uplift_models, description="Every playbook with past sends has a model that passed its check.")
 def uplift_models_pass(warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
-    with warehouse.connect(read_only=True) as con:
-        latest = {}
-        for p in GOALS:
-            with _cursor(con) as cur:
-                latest[p] = registry.latest_model(cur, model_name(p))
-        status = {p: (m.metrics or {}).get("passed") for p, m in latest.items() if m is not None}
+    status = {p: (m.metrics or {}).get("passed") for p, m in _latest_models(warehouse).items() if m is not None}
     failing = sorted(p for p, ok in status.items() if not ok)
     return dg.AssetCheckResult(passed=not failing, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"failing": ", ".join(failing) or "none", "models": len(status)})

@@ -18,13 +18,21 @@ Features: `analytics.customer_features` (one row per customer per weekly
 as_of) when it exists, taking the latest as_of on or before the anchor;
 otherwise a small feature set computed here in SQL from raw.* before the
 anchor. Either way nothing after the anchor is read.
+
+Every reader takes the warehouse resource (DuckDB or Snowflake), a session, or
+a DuckDB connection, and reads through the session interface in SQL both
+engines run; only the fallback feature set is DuckDB SQL (on Snowflake the dbt
+marts are built first).
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
 
+import numpy as np
 import pandas as pd
+
+from dagster_project.resources.warehouse import DuckDBSession, WarehouseSession, check_identifier, session_on
 
 # playbook -> (goal, window days); the same table as simulator/traits.GOALS, kept here so
 # the pipeline does not import the simulator (a user's store has no simulator).
@@ -39,6 +47,7 @@ GOALS = {
 }
 FEATURES_TABLE = "analytics.customer_features"
 TRAINING_CUSTOMERS_TABLE = "intermediate.int_training_customers"
+SCRATCH_SCHEMA = "nextbest"  # where Snowflake uploads the anchors for one read (a transient table, dropped after)
 KEY_COLUMNS = ("customer_id", "as_of", "as_of_date", "anchor_at", "first_day", "last_day")
 
 # Human-readable names for reason codes ("few opens in the last 30 days").
@@ -71,6 +80,7 @@ FEATURE_LABELS = {
     "playbook_sends_90d": "campaign emails in the last 90 days",
 }
 
+# The fallback feature set, in DuckDB SQL (`filter`, `group by all`, `exclude`): used only without the mart.
 _ANCHORED_FEATURES_SQL = """
 with anchors as (select distinct customer_id, anchor_at from {anchors}),
 subs as (
@@ -154,63 +164,93 @@ left join mail on mail.customer_id = a.customer_id and mail.anchor_at = a.anchor
 left join tickets on tickets.customer_id = a.customer_id and tickets.anchor_at = a.anchor_at
 """
 
-_OUTCOME_SQL = {
-    "retained_60d": """not exists (select 1 from raw.subscriptions s where s.customer_id = r.customer_id
-        and s.cancelled_at > r.assigned_at and s.cancelled_at <= r.assigned_at + interval {days} day
-        and coalesce(s.cancel_reason, '') <> 'upgraded')""",
-    "cadence_changed_30d": """exists (select 1 from raw.portal_events p where p.customer_id = r.customer_id
-        and p.event_type = 'change_cadence' and p.occurred_at > r.assigned_at
-        and p.occurred_at <= r.assigned_at + interval {days} day)""",
-    "addon_30d": """exists (select 1 from raw.portal_events p where p.customer_id = r.customer_id
-        and p.event_type = 'add_one_time' and p.occurred_at > r.assigned_at
-        and p.occurred_at <= r.assigned_at + interval {days} day)""",
-    "login_30d": """exists (select 1 from raw.portal_events p where p.customer_id = r.customer_id
-        and p.event_type = 'login' and p.occurred_at > r.assigned_at
-        and p.occurred_at <= r.assigned_at + interval {days} day)""",
-    "reactivated_60d": """(exists (select 1 from raw.portal_events p where p.customer_id = r.customer_id
-        and p.event_type = 'reactivate' and p.occurred_at > r.assigned_at
-        and p.occurred_at <= r.assigned_at + interval {days} day)
-        or exists (select 1 from raw.subscriptions s where s.customer_id = r.customer_id
-        and s.started_at > r.assigned_at and s.started_at <= r.assigned_at + interval {days} day
-        and not exists (select 1 from raw.subscriptions u where u.customer_id = s.customer_id
-            and u.cancel_reason = 'upgraded' and u.cancelled_at = s.started_at)))""",
+# Per goal: the raw events that decide it, as (customer_id, event_at). A send's outcome is whether
+# one falls in its window (assigned_at, assigned_at + days]; retained_60d counts the opposite.
+# Anti-joins are left joins, not correlated subqueries: Snowflake only takes those in a where clause.
+_GOAL_EVENTS_SQL = {
+    "retained_60d": """select s.customer_id, s.cancelled_at as event_at from raw.subscriptions s
+        where coalesce(s.cancel_reason, '') <> 'upgraded'""",
+    "cadence_changed_30d": """select p.customer_id, p.occurred_at as event_at from raw.portal_events p
+        where p.event_type = 'change_cadence'""",
+    "addon_30d": """select p.customer_id, p.occurred_at as event_at from raw.portal_events p
+        where p.event_type = 'add_one_time'""",
+    "login_30d": """select p.customer_id, p.occurred_at as event_at from raw.portal_events p
+        where p.event_type = 'login'""",
+    # A reactivation, or a new subscription that is not the other half of an upgrade.
+    "reactivated_60d": """select p.customer_id, p.occurred_at as event_at from raw.portal_events p
+        where p.event_type = 'reactivate'
+        union all
+        select s.customer_id, s.started_at as event_at from raw.subscriptions s
+        left join raw.subscriptions u on u.customer_id = s.customer_id and u.cancel_reason = 'upgraded'
+            and u.cancelled_at = s.started_at
+        where u.customer_id is null""",
 }
+_GOAL_IS_NO_EVENT = {"retained_60d"}
+
+# SQL both engines run: `interval '<n> day'` and `cast(<boolean> as integer)` (true -> 1) read the same
+# on DuckDB and Snowflake; the as-of cutoff is bound from Python.
+_ASSIGNMENT_ROWS_SQL = """
+with sends as (
+    select r.assignment_id, r.playbook_id, r.customer_id, r.assigned_at, r.arm
+    from nextbest.assignments r
+    where r.playbook_id = ? and r.assigned_at <= cast(? as timestamp) {sampled}
+),
+goal_events as ({events}),
+hits as (
+    select s.customer_id, s.assigned_at
+    from (select distinct customer_id, assigned_at from sends) s
+    join goal_events e on e.customer_id = s.customer_id
+        and e.event_at > s.assigned_at and e.event_at <= s.assigned_at + interval '{days} day'
+    group by s.customer_id, s.assigned_at
+)
+select s.assignment_id, s.playbook_id, s.customer_id, s.assigned_at,
+    cast(s.arm = 'treatment' as integer) as treated, '{goal}' as goal,
+    cast(h.customer_id is {hit} null as integer) as outcome
+from sends s
+left join hits h on h.customer_id = s.customer_id and h.assigned_at = s.assigned_at
+order by s.assigned_at, s.customer_id, s.assignment_id
+"""
 
 
 def table_exists(con, qualified: str) -> bool:
+    """Whether `schema.table` exists; `con` is a warehouse resource, a session or a DuckDB connection."""
     schema, name = qualified.split(".")
-    return bool(con.execute("select count(*) from information_schema.tables where table_schema = ? "
-                            "and table_name = ?", [schema, name]).fetchall()[0][0])
+    with session_on(con) as tx:
+        return tx.exists(schema, name)
 
 
 def data_end(con) -> datetime:
     """The last moment the raw data covers (latest order, portal or email event)."""
-    return con.execute("""select greatest((select max(ordered_at) from raw.orders),
-        (select max(occurred_at) from raw.portal_events), (select max(occurred_at) from raw.email_events))""").fetchall()[0][0]
+    # max over a union, not greatest(): Snowflake's greatest() is null when any table is empty.
+    with session_on(con) as tx:
+        found = tx.read_df("""select max(t) as data_end from (
+            select max(ordered_at) as t from raw.orders
+            union all select max(occurred_at) as t from raw.portal_events
+            union all select max(occurred_at) as t from raw.email_events) ends""")
+    return pd.Timestamp(found.iloc[0, 0]).to_pydatetime()
 
 
 def assignment_rows(con, as_of: date | datetime | None = None, playbooks=None) -> pd.DataFrame:
     """Past assignments whose goal window has closed by `as_of`, with the goal outcome (0/1).
 
     Columns: assignment_id, playbook_id, customer_id, assigned_at, treated, goal, outcome.
+    `con`: the warehouse resource (either engine), a session, or a DuckDB connection.
     """
-    as_of = pd.Timestamp(as_of) if as_of is not None else pd.Timestamp(data_end(con))
-    # The weekly feature history covers the dbt training sample only (var training_customers):
-    # customers outside it have no features at their past sends, so they are not training rows.
-    sampled = ""
-    if table_exists(con, FEATURES_TABLE) and table_exists(con, TRAINING_CUSTOMERS_TABLE):
-        sampled = f"and r.customer_id in (select customer_id from {TRAINING_CUSTOMERS_TABLE})"
-    frames = []
-    for playbook, (goal, days) in GOALS.items():
-        if playbooks is not None and playbook not in playbooks:
-            continue
-        frames.append(con.execute(f"""
-            select r.assignment_id, r.playbook_id, r.customer_id, r.assigned_at,
-                   (r.arm = 'treatment')::int as treated, '{goal}' as goal,
-                   ({_OUTCOME_SQL[goal].format(days=days)})::int as outcome
-            from nextbest.assignments r
-            where r.playbook_id = ? and r.assigned_at + interval {days} day <= ? {sampled}
-            order by r.assigned_at, r.customer_id""", [playbook, as_of.to_pydatetime()]).df())
+    with session_on(con) as tx:
+        as_of = pd.Timestamp(as_of) if as_of is not None else pd.Timestamp(data_end(tx))
+        # The weekly feature history covers the dbt training sample only (var training_customers):
+        # customers outside it have no features at their past sends, so they are not training rows.
+        sampled = ""
+        if table_exists(tx, FEATURES_TABLE) and table_exists(tx, TRAINING_CUSTOMERS_TABLE):
+            sampled = f"and r.customer_id in (select customer_id from {TRAINING_CUSTOMERS_TABLE})"
+        frames = []
+        for playbook, (goal, days) in GOALS.items():
+            if playbooks is not None and playbook not in playbooks:
+                continue
+            sql = _ASSIGNMENT_ROWS_SQL.format(sampled=sampled, events=_GOAL_EVENTS_SQL[goal], days=days, goal=goal,
+                                              hit="" if goal in _GOAL_IS_NO_EVENT else "not")
+            # The window has closed when assigned_at + days <= as_of.
+            frames.append(tx.read_df(sql, [playbook, (as_of - pd.Timedelta(days=days)).to_pydatetime()]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -218,32 +258,53 @@ def point_in_time_features(con, anchors: pd.DataFrame) -> pd.DataFrame:
     """Features per (customer_id, anchor_at) row of `anchors`, from data strictly before anchor_at.
 
     Uses `analytics.customer_features` when it exists (latest as_of on or
-    before the anchor), else the SQL feature set above. Returns one row per
+    before the anchor), else the SQL feature set above (DuckDB only: on
+    Snowflake the dbt marts must be built first). Returns one row per
     distinct anchor with customer_id, anchor_at and numeric feature columns.
+    `con`: the warehouse resource (either engine), a session, or a DuckDB connection.
     """
     anchors = anchors[["customer_id", "anchor_at"]].drop_duplicates().reset_index(drop=True)
-    con.register("_uplift_anchors", anchors)
-    try:
-        if table_exists(con, FEATURES_TABLE):
-            frame = _from_features_mart(con)
+    with session_on(con) as tx:
+        staged = tx.stage_df(SCRATCH_SCHEMA, anchors)
+        if tx.exists(*FEATURES_TABLE.split(".")):
+            frame = _from_features_mart(tx, staged)
             if frame is not None:
-                return frame
-        return con.execute(_ANCHORED_FEATURES_SQL.format(anchors="_uplift_anchors")).df()
-    finally:
-        con.unregister("_uplift_anchors")
+                return _flags_as_booleans(frame)
+        if not isinstance(tx, DuckDBSession):
+            raise RuntimeError(f"{FEATURES_TABLE} is missing (or has no customer_id / as_of_date column): build "
+                               "the dbt marts (`dbt build`) before training uplift models or routing on Snowflake")
+        return tx.read_df(_ANCHORED_FEATURES_SQL.format(anchors=staged))
 
 
-def _from_features_mart(con) -> pd.DataFrame | None:
-    columns = [r[0] for r in con.execute(
-        "select column_name from information_schema.columns where table_schema = 'analytics' "
-        "and table_name = 'customer_features'").fetchall()]
+def _from_features_mart(tx: WarehouseSession, anchors: str) -> pd.DataFrame | None:
+    """The latest mart row on or before each anchor (what DuckDB's asof join gives, in SQL both engines run)."""
+    columns = list(tx.read_df(f"select * from {FEATURES_TABLE} where 1 = 0").columns)
     as_of = next((c for c in ("as_of_date", "as_of") if c in columns), None)
     if "customer_id" not in columns or as_of is None:
         return None  # an unexpected shape: fall back to the SQL features rather than guess
-    frame = con.execute(f"""
-        select a.customer_id, a.anchor_at, f.* exclude (customer_id)
-        from _uplift_anchors a asof left join {FEATURES_TABLE} f
-          on f.customer_id = a.customer_id and a.anchor_at >= f.{as_of}::timestamp""").df()
+    kept = [check_identifier(c, f"Column of {FEATURES_TABLE}") for c in columns if c != "customer_id"]
+    picked = ", ".join(f"f.{c}" for c in kept)
+    frame = tx.read_df(f"""
+        select customer_id, anchor_at, {", ".join(kept)} from (
+            select a.customer_id, a.anchor_at, {picked},
+                row_number() over (partition by a.customer_id, a.anchor_at order by f.{as_of} desc) as nb_latest
+            from {anchors} a
+            left join {FEATURES_TABLE} f
+                on f.customer_id = a.customer_id and cast(f.{as_of} as timestamp) <= a.anchor_at
+        ) latest
+        where nb_latest = 1""")
+    return frame
+
+
+def _flags_as_booleans(frame: pd.DataFrame) -> pd.DataFrame:
+    """Object columns of True / False and blanks as pandas' nullable `boolean`, the type DuckDB gives them:
+    Snowflake's Arrow results hand a boolean column with blanks over as objects, which would not count
+    as a feature (`feature_columns`) and would change the medians a model keeps."""
+    for column in frame.columns:
+        values = frame[column].dropna()
+        if (frame[column].dtype == object and len(values) and isinstance(values.iloc[0], (bool, np.bool_))
+                and values.map(lambda v: isinstance(v, (bool, np.bool_))).all()):
+            frame[column] = frame[column].astype("boolean")
     return frame
 
 
@@ -254,10 +315,11 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def training_frame(con, as_of=None, playbooks=None) -> pd.DataFrame:
-    """Assignment rows joined to their features at assigned_at."""
-    rows = assignment_rows(con, as_of, playbooks)
-    if rows.empty:
-        return rows
-    features = point_in_time_features(con, rows.rename(columns={"assigned_at": "anchor_at"}))
+    """Assignment rows joined to their features at assigned_at (one read of the warehouse, either engine)."""
+    with session_on(con) as tx:
+        rows = assignment_rows(tx, as_of, playbooks)
+        if rows.empty:
+            return rows
+        features = point_in_time_features(tx, rows.rename(columns={"assigned_at": "anchor_at"}))
     return rows.merge(features, left_on=["customer_id", "assigned_at"], right_on=["customer_id", "anchor_at"],
                       how="left").drop(columns=["anchor_at"])

@@ -2,8 +2,8 @@
 in a virtualenv of its own.
 
 The suites in `fakesnow_suite.py` (the resource), `fakesnow_assets_suite.py` (chunked
-scoring and routing), `fakesnow_drafts_suite.py` (chunked drafting) and
-`fakesnow_delivery_suite.py` (approvals and the outbox, exactly once) run in the cached
+scoring and routing), `fakesnow_drafts_suite.py` (chunked drafting), `fakesnow_delivery_suite.py` (approvals
+and the outbox, exactly once) and `fakesnow_uplift_suite.py` (uplift training) run in the cached
 fakesnow virtualenv (why it is one of its own: tests/fakesnow_venv.py). Each of their
 tests is reported here under its own name. Skipped, with the reason, only when the
 package index is out of reach.
@@ -24,7 +24,7 @@ from tests.fakesnow_venv import ensure_venv
 REPO = Path(__file__).resolve().parents[2]
 SUITES = [Path(__file__).with_name(name)
           for name in ("fakesnow_suite.py", "fakesnow_assets_suite.py", "fakesnow_drafts_suite.py",
-                       "fakesnow_delivery_suite.py")]
+                       "fakesnow_delivery_suite.py", "fakesnow_uplift_suite.py")]
 SUITE_TESTS = [f"{suite.stem}::{node.name}" for suite in SUITES for node in ast.parse(suite.read_text()).body
                if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")]
 
