@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-import numpy as np
 import pandas as pd
 
 from dagster_project.resources.warehouse import DuckDBSession, WarehouseSession, check_identifier, session_on
@@ -269,7 +268,7 @@ def point_in_time_features(con, anchors: pd.DataFrame) -> pd.DataFrame:
         if tx.exists(*FEATURES_TABLE.split(".")):
             frame = _from_features_mart(tx, staged)
             if frame is not None:
-                return _flags_as_booleans(frame)
+                return frame
         if not isinstance(tx, DuckDBSession):
             raise RuntimeError(f"{FEATURES_TABLE} is missing (or has no customer_id / as_of_date column): build "
                                "the dbt marts (`dbt build`) before training uplift models or routing on Snowflake")
@@ -293,18 +292,6 @@ def _from_features_mart(tx: WarehouseSession, anchors: str) -> pd.DataFrame | No
                 on f.customer_id = a.customer_id and cast(f.{as_of} as timestamp) <= a.anchor_at
         ) latest
         where nb_latest = 1""")
-    return frame
-
-
-def _flags_as_booleans(frame: pd.DataFrame) -> pd.DataFrame:
-    """Object columns of True / False and blanks as pandas' nullable `boolean`, the type DuckDB gives them:
-    Snowflake's Arrow results hand a boolean column with blanks over as objects, which would not count
-    as a feature (`feature_columns`) and would change the medians a model keeps."""
-    for column in frame.columns:
-        values = frame[column].dropna()
-        if (frame[column].dtype == object and len(values) and isinstance(values.iloc[0], (bool, np.bool_))
-                and values.map(lambda v: isinstance(v, (bool, np.bool_))).all()):
-            frame[column] = frame[column].astype("boolean")
     return frame
 
 

@@ -56,6 +56,16 @@ def _arrow_batches(cursor: Any) -> Iterator[pa.Table]:
         yield table if isinstance(table, pa.Table) else pa.Table.from_batches([table])
 
 
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    """A result as DuckDB hands it over: a boolean column with blanks as pandas' nullable `boolean`
+    (Arrow's default makes it objects, which callers would not count as a flag or a number)."""
+    df = table.to_pandas()
+    for field, column in zip(table.schema, table.columns):
+        if pa.types.is_boolean(field.type) and column.null_count:
+            df[field.name] = df[field.name].astype("boolean")
+    return df
+
+
 def _empty_result(cursor: Any) -> pd.DataFrame:
     return pd.DataFrame(columns=[column[0] for column in cursor.description or []])
 
@@ -79,7 +89,7 @@ class SnowflakeSession(WarehouseSession):
         try:
             cursor.execute(sql, list(params) if params else None)
             tables = list(_arrow_batches(cursor))
-            df = pa.concat_tables(tables).to_pandas() if tables else _empty_result(cursor)
+            df = _to_pandas(pa.concat_tables(tables)) if tables else _empty_result(cursor)
             return _lower_columns(df)
         finally:
             cursor.close()
@@ -248,11 +258,11 @@ class SnowflakeWarehouse(WarehouseInterface, dg.ConfigurableResource):
                 held += table.num_rows
                 while held >= batch_size:
                     joined = pa.concat_tables(pending)
-                    yield _lower_columns(joined.slice(0, batch_size).to_pandas())
+                    yield _lower_columns(_to_pandas(joined.slice(0, batch_size)))
                     rest = joined.slice(batch_size)
                     pending, held = ([rest] if rest.num_rows else []), rest.num_rows
             if held:
-                yield _lower_columns(pa.concat_tables(pending).to_pandas())
+                yield _lower_columns(_to_pandas(pa.concat_tables(pending)))
 
 
 def build_snowflake_warehouse() -> SnowflakeWarehouse:
