@@ -20,6 +20,10 @@ the cutoff. Every customer gets:
 - confidence low / medium / high: the store's size and history and the width
   of the customer's interval
 
+Every figure of a customer depends on that customer's orders and facts alone,
+but for the store's size and history behind `confidence`: a caller scoring a
+store in chunks passes them (`StoreHistory`) so each chunk scores as the whole.
+
 A cutoff is a day: every order placed on it, at any time, is history.
 """
 
@@ -85,6 +89,19 @@ class ClvModel:
         }
 
 
+@dataclass(frozen=True)
+class StoreHistory:
+    """The store-wide figures behind `confidence`, as of a scoring day."""
+
+    customers: int  # customers with a purchase on or before the day
+    history_days: int  # from the store's first purchase to the day
+
+    @classmethod
+    def of(cls, features: pd.DataFrame) -> StoreHistory:
+        """The figures of the customers in `features` (`clv_rfm.customer_features`), taken as the whole store."""
+        return cls(customers=int(len(features)), history_days=int(features["T"].max()))
+
+
 @dataclass
 class ClvResult:
     """Per-customer predictions (indexed by customer_id) and how they were made."""
@@ -118,12 +135,14 @@ def fit_clv(transactions: pd.DataFrame, cutoff, horizon_days: int = 90, *,
 
 
 def score_clv(model: ClvModel, transactions: pd.DataFrame, day=None,
-              customer_extras: pd.DataFrame | None = None) -> ClvResult:
+              customer_extras: pd.DataFrame | None = None, store: StoreHistory | None = None) -> ClvResult:
     """Predict for every customer with a purchase on or before `day` (default: the model's cutoff).
 
     customer_extras: per-customer facts as of `day`, indexed by customer_id:
     the numeric ones feed the booster, `next_charge_date` and `cadence_days`
-    set the next order date.
+    set the next order date. store: the whole store's figures when
+    `transactions` holds only some of its customers (a chunk); default, those
+    customers are the store.
     """
     cutoff = pd.Timestamp(model.cutoff if day is None else day).normalize()
     features = customer_features(transactions, cutoff)
@@ -158,16 +177,20 @@ def score_clv(model: ClvModel, transactions: pd.DataFrame, day=None,
     out["expected_next_order_date"] = expected_next_order_date(
         out["last_order_date"], cutoff, bg["days_to_next"], customer_extras)
 
-    history_days = int(features["T"].max())  # first purchase in the store to the cutoff
-    store_level = store_confidence(len(features), history_days)
+    store = store or StoreHistory.of(features)
+    summary = scoring_summary(model, cutoff, store)
     width = (out["p_purchase_high"] - out["p_purchase_low"]) if model.interval_draws else None
-    out["confidence"] = customer_confidence(store_level, width, index=out.index)
+    out["confidence"] = customer_confidence(summary["store_confidence"], width, index=out.index)
     out["method"] = model.method
     out["horizon_days"] = horizon_days
-
-    summary = {"cutoff": str(cutoff.date()), "customers": int(len(features)), "history_days": history_days,
-               "store_confidence": store_level, **model.summary()}
     return ClvResult(predictions=out, summary=summary)
+
+
+def scoring_summary(model: ClvModel, day, store: StoreHistory) -> dict:
+    """How a store is scored on `day`: cutoff, the store's customers, history and confidence, the model's summary."""
+    return {"cutoff": str(pd.Timestamp(day).date()), "customers": store.customers,
+            "history_days": store.history_days,
+            "store_confidence": store_confidence(store.customers, store.history_days), **model.summary()}
 
 
 def predict_clv(transactions: pd.DataFrame, cutoff, horizon_days: int = 90, *,

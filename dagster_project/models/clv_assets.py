@@ -15,28 +15,44 @@ trains a new model is decided per run:
   blend picked by an internal backtest), backtests the same recipe one
   horizon back, and registers the fitted `ClvModel` with method, blend
   weights, backtest figures and how many orders it read in
-  `nextbest.model_registry`; a registered model saved in an older format
-  (`clv.MODEL_FORMAT`) is retrained too. Training reads at most
-  `MAX_TRAINING_ORDERS` orders: beyond that, every order of a stable sample
-  of customers chosen in the warehouse (`read_key_sample`), so fitting does
-  not grow with the store; scoring still reads every customer's orders;
+  `nextbest.model_registry` before scoring (a run that then fails to score
+  leaves a registered model the next run scores with); a registered model
+  saved in an older format (`clv.MODEL_FORMAT`) is retrained too. Training
+  reads at most `MAX_TRAINING_ORDERS` orders: beyond that, every order (and
+  the subscription facts) of a stable sample of customers chosen in the
+  warehouse (`read_key_sample`), so fitting does not grow with the store;
 - otherwise the latest registered `ClvModel` scores today's histories with
   its fitted parameters and booster (`score_clv`), so predictions move
   with customers' orders but not with a refit, and every row names the
   `model_version` that made it.
+
+Scoring works a chunk of `batch_rows` customers at a time (`NEXTBEST_BATCH_ROWS`,
+a range of customer ids), so memory follows the chunk, not the store: the day's
+fulfilled orders and subscription facts are copied once into scratch tables
+(`clv_inputs.scoring_inputs`), then each range's orders, facts and next charge
+dates are read, scored and staged in the warehouse, and the staged rows replace
+the table in one transaction at the end, so readers (and a run that fails
+half-way) see the old predictions or all the new ones. A customer's figures
+depend on their own history alone, but for `confidence`, which also weighs the
+store's size and history: those are read once for the whole store
+(`clv.StoreHistory`), so a chunk scores exactly as one batch would.
 
 A retrain costs a few seconds on the 8,000-customer demo store, so the weekly
 rhythm is about stable, traceable scores rather than compute. Subscription
 facts (live subscription, cadence, skips in the last 90 days, cancellations)
 are computed point-in-time from staging at both the scoring date and one
 horizon back, so the booster never trains on facts from after its window;
-`analytics.customer_context` supplies the next charge date.
+`analytics.customer_context` supplies the next charge date. All reads are SQL
+both DuckDB and Snowflake run, through the warehouse's `read_df`.
 """
 
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
 import base64
 import io
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from typing import Iterable
 
 import dagster as dg
 import pandas as pd
@@ -44,11 +60,15 @@ from pydantic import Field
 
 from dagster_project.project import default_as_of
 from dagster_project.models import registry
-from dagster_project.models.clv import MODEL_FORMAT, ClvModel, fit_clv, predict_clv, score_clv
+from dagster_project.models.clv import (MODEL_FORMAT, ClvModel, StoreHistory, fit_clv, predict_clv, score_clv,
+                                        scoring_summary)
 from dagster_project.models.clv_metrics import score_predictions
+from dagster_project.models.clv_inputs import (ORDERS_SQL, ScoringInputs, context_days, scoring_inputs,
+                                               subscription_facts)
 from dagster_project.models.clv_probabilistic import probabilistic_predictions
-from dagster_project.models.clv_rfm import customer_features, outcomes_after
-from dagster_project.resources.warehouse import DuckDBWarehouse, KeySample, WarehouseInterface, read_key_sample
+from dagster_project.models.clv_rfm import customer_features, end_of_history, outcomes_after
+from dagster_project.resources.warehouse import (DuckDBWarehouse, KeyRange, KeySample, WarehouseInterface,
+                                                 read_key_sample)
 
 MODEL_NAME = "clv"
 PREDICTIONS_TABLE = "nextbest.customer_predictions"
@@ -96,83 +116,17 @@ OUTPUT = {"p_purchase": "p_purchase_90d", "p_purchase_low": "p_purchase_90d_low"
           "p_purchase_high": "p_purchase_90d_high"}
 
 
-# --- inputs ---------------------------------------------------------------------------------
-
-ORDERS_SQL = """
-select customer_id, ordered_at as date, cast(order_total as double) as amount
-from staging.stg_raw__orders
-where order_status = 'fulfilled' and ordered_at < ?
-"""
-
-# One row per customer with a subscription started before the end of the day `?`.
-# A pause cannot be dated from the subscriptions table, so a paused one counts as live
-# (as in int_subscriptions_as_of); 'upgraded' is a plan change, not a cancellation.
-FACTS_SQL = """
-with subscriptions as (
-    select *, cancelled_at is null or cancelled_at >= $day_end as is_live
-    from staging.stg_raw__subscriptions
-    where started_at < $day_end
-),
-ranked as (
-    select *, row_number() over (partition by customer_id
-                                 order by case when is_live then 0 else 1 end, started_at desc) as rank
-    from subscriptions
-),
-skips as (
-    select customer_id, count(*) as skips_90d
-    from staging.stg_raw__orders
-    where order_status = 'skipped' and ordered_at >= $window_start and ordered_at < $day_end
-    group by customer_id
-),
-cancellations as (
-    select customer_id, count(*) as cancellations
-    from subscriptions
-    where not is_live and coalesce(cancel_reason, '') <> 'upgraded'
-    group by customer_id
-)
-select ranked.customer_id,
-       case when ranked.is_live then 1 else 0 end as is_subscriber,
-       case when ranked.is_live then ranked.cadence_days end as cadence_days,
-       coalesce(skips.skips_90d, 0) as skips_90d,
-       coalesce(cancellations.cancellations, 0) as cancellations
-from ranked
-left join skips on ranked.customer_id = skips.customer_id
-left join cancellations on ranked.customer_id = cancellations.customer_id
-where ranked.rank = 1
-"""
-
-
-def load_orders(con, as_of: date) -> pd.DataFrame:
-    """Fulfilled orders up to the end of `as_of`: customer_id, date, amount."""
-    return con.execute(ORDERS_SQL, [pd.Timestamp(as_of) + pd.Timedelta(days=1)]).df()
-
+# --- training: a bounded read, fit_clv, backtest, register ---------------------------------
+# What scoring reads, and how, is in clv_inputs.py.
 
 def load_training_orders(warehouse: WarehouseInterface, as_of: date,
                          max_orders: int | None = None) -> tuple[pd.DataFrame, KeySample]:
-    """The orders to train on, as `load_orders`: all of them, or every order of a stable sample of
-    customers when there are more than `max_orders` (MAX_TRAINING_ORDERS)."""
+    """The orders to train on, as `clv_inputs.load_orders`: all of them, or every order of a stable
+    sample of customers when there are more than `max_orders` (MAX_TRAINING_ORDERS)."""
     return read_key_sample(warehouse, ORDERS_SQL, "customer_id",
                            MAX_TRAINING_ORDERS if max_orders is None else max_orders,
-                           [pd.Timestamp(as_of) + pd.Timedelta(days=1)])
+                           [end_of_history(as_of)])
 
-
-def subscription_facts(con, day: date) -> pd.DataFrame:
-    """is_subscriber, cadence_days, skips_90d, cancellations per customer at the end of `day`."""
-    day_end = pd.Timestamp(day) + pd.Timedelta(days=1)
-    frame = con.execute(FACTS_SQL, {"day_end": day_end,
-                                    "window_start": day_end - pd.Timedelta(days=HORIZON_DAYS)}).df()
-    return frame.set_index("customer_id").astype(float)
-
-
-def next_charge_dates(con) -> tuple[pd.DataFrame, set]:
-    """next_charge_date per customer from `analytics.customer_context`, and the as-of dates it was built for."""
-    frame = con.execute("select customer_id, as_of_date, next_charge_date from analytics.customer_context").df()
-    built_for = set(pd.to_datetime(frame["as_of_date"]).dt.date.dropna())
-    dates = pd.to_datetime(frame.set_index("customer_id")["next_charge_date"])
-    return dates.to_frame(), built_for
-
-
-# --- training: fit_clv, backtest, register -------------------------------------------------
 
 def backtest(transactions: pd.DataFrame, facts_at, as_of: date) -> dict:
     """Fit the same recipe one horizon before `as_of`, score it on the days since, beside plain BG/NBD.
@@ -250,6 +204,27 @@ class CustomerPredictionsConfig(dg.Config):
         f"Train and register a new model even if the latest is younger than {MAX_MODEL_AGE_DAYS} days."))
 
 
+@dataclass
+class PredictionCounts:
+    """What the run's metadata reports about every chunk's rows, added up chunk by chunk."""
+
+    customers: int = 0
+    method: str = ""
+    by_churn_risk_band: Counter = field(default_factory=Counter)
+    by_confidence: Counter = field(default_factory=Counter)
+    predicted_clv_12m_total: float = 0.0
+
+    def add(self, table: pd.DataFrame) -> None:
+        """Count one chunk's rows of `nextbest.customer_predictions` (`to_table`)."""
+        if table.empty:
+            return
+        self.customers += len(table)
+        self.method = self.method or str(table["method"].iloc[0])
+        self.by_churn_risk_band.update(table["churn_risk_band"].astype(str))
+        self.by_confidence.update(table["confidence"].astype(str))
+        self.predicted_clv_12m_total += float(table["predicted_clv_12m"].sum())
+
+
 @dg.asset(
     group_name="models",
     deps=[dg.AssetKey("stg_raw__orders"), dg.AssetKey("stg_raw__subscriptions"), dg.AssetKey("customer_context")],
@@ -257,58 +232,79 @@ class CustomerPredictionsConfig(dg.Config):
 )
 def customer_predictions(context: dg.AssetExecutionContext, config: CustomerPredictionsConfig,
                          warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
-    """Score every customer with a fulfilled order; retrain first when the model is due (module docstring)."""
+    """Score every customer with a fulfilled order, a chunk at a time; retrain first when the model is due
+    (module docstring)."""
     as_of = date.fromisoformat(default_as_of())
-    with warehouse.connect() as con:
-        facts_cache = {day: subscription_facts(con, day) for day in
-                       (as_of, as_of - timedelta(days=HORIZON_DAYS), as_of - timedelta(days=2 * HORIZON_DAYS))}
-        charges, built_for = next_charge_dates(con)
-    record = registry.latest_model(warehouse, MODEL_NAME)
+    built_for = context_days(warehouse)
     if built_for and built_for != {as_of}:
         context.log.warning(f"analytics.customer_context was built for {sorted(built_for)}, not {as_of}; "
                             "next charge dates before the as-of date are ignored")
-    no_orders = f"staging.stg_raw__orders has no fulfilled orders on or before {as_of}; nothing to score"
+    with scoring_inputs(warehouse, as_of) as inputs:
+        store = inputs.store(warehouse)
+        if store is None:
+            raise ValueError(f"staging.stg_raw__orders has no fulfilled orders on or before {as_of}; nothing to score")
+        model, version, metrics, reason = model_for_run(warehouse, as_of, store, config.retrain, context.log)
+        scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
+        counts = PredictionCounts()
 
-    reason = retrain_reason(record, as_of, config.retrain)
+        def tables() -> Iterable[pd.DataFrame]:
+            for i, chunk in enumerate(inputs.chunks(warehouse, warehouse.batch_rows)):
+                context.log.info(f"chunk {i}: {chunk.rows} customers")
+                table = to_table(score_chunk(warehouse, inputs, model, chunk, store), as_of, version, scored_at)
+                counts.add(table)
+                yield table
+
+        write_predictions(warehouse, tables())
+    return dg.MaterializeResult(metadata=predictions_metadata(counts, metrics, version, reason))
+
+
+def model_for_run(warehouse: WarehouseInterface, as_of: date, store: StoreHistory, retrain: bool,
+                  log) -> tuple[ClvModel, str, dict, str | None]:
+    """The model to score with, its version and registry metrics, and why it was trained (None: the registered one).
+
+    A new model is registered before any customer is scored: a run that then fails leaves a model
+    the next run scores with, without training again.
+    """
+    record = registry.latest_model(warehouse, MODEL_NAME)
+    reason = retrain_reason(record, as_of, retrain)
     if not reason:
         _, model = registry.load_latest(warehouse, MODEL_NAME)
-        if not is_current(model):
-            reason = f"registered model {record.version} was saved in an older format"
-    if reason:
-        context.log.info(f"training a new {MODEL_NAME} model: {reason}")
-        training, sample = load_training_orders(warehouse, as_of)
-        context.log.info(f"training: {sample.describe('fulfilled orders')} "
-                         f"(cap MAX_TRAINING_ORDERS={MAX_TRAINING_ORDERS:,})")
-        if training.empty:
-            raise ValueError(no_orders)
-        facts_then = facts_cache[as_of - timedelta(days=HORIZON_DAYS)]
-        model = fit_clv(training, as_of, HORIZON_DAYS, training_extras=facts_then, interval_draws=INTERVAL_DRAWS,
-                        seed=SEED)
-        figures = backtest(training, facts_cache.__getitem__, as_of)
-        window_start = training["date"].min().date()
-        del training  # scoring reads every customer's orders next; the sample need not stay too
+        if is_current(model):
+            log.info(f"scored with registered model {record.version}")
+            return model, record.version, record.metrics or {}, None
+        reason = f"registered model {record.version} was saved in an older format"
+    log.info(f"training a new {MODEL_NAME} model: {reason}")
+    model, metrics, window_start = train(warehouse, as_of, store, log)
+    version = registry.register_model(
+        warehouse, MODEL_NAME, model, training_window_start=window_start, training_window_end=as_of,
+        features=model.choice.features, metrics=metrics, method=model.method, notes=reason)
+    return model, version, metrics, reason
 
-    with warehouse.connect() as con:
-        transactions = load_orders(con, as_of)
-    if transactions.empty:
-        raise ValueError(no_orders)
-    extras = facts_cache[as_of].join(charges, how="outer")
-    result = score_clv(model, transactions, as_of, extras)
-    if reason:
-        metrics = {"backtest": figures, "training": {k: v for k, v in result.summary.items() if k != "gbm_features"},
-                   "training_read": sample.as_dict()}
-        version = registry.register_model(
-            warehouse, MODEL_NAME, model, training_window_start=window_start, training_window_end=as_of,
-            features=result.summary["gbm_features"], metrics=metrics, method=model.method, notes=reason)
-        record_metrics = metrics
-    else:
-        version, record_metrics = record.version, record.metrics or {}
-        context.log.info(f"scored with registered model {version}")
-    predictions = result.predictions
 
-    table = to_table(predictions, as_of, version, datetime.now(timezone.utc).replace(tzinfo=None))
-    write_predictions(warehouse, table)
-    return dg.MaterializeResult(metadata=predictions_metadata(table, record_metrics, version, reason))
+def train(warehouse: WarehouseInterface, as_of: date, store: StoreHistory, log) -> tuple[ClvModel, dict, date]:
+    """Fit and backtest a new model on the orders up to `as_of` (or a sample of customers'): the model, its
+    registry metrics, and the first day of its training window."""
+    training, sample = load_training_orders(warehouse, as_of)
+    log.info(f"training: {sample.describe('fulfilled orders')} (cap MAX_TRAINING_ORDERS={MAX_TRAINING_ORDERS:,})")
+    if training.empty:
+        raise ValueError(f"staging.stg_raw__orders has no fulfilled orders on or before {as_of}; nothing to train on")
+    # Subscription facts one and two horizons back (fit and backtest), for the sampled customers only.
+    facts = {day: subscription_facts(warehouse, day, sample=sample)
+             for day in (as_of - timedelta(days=HORIZON_DAYS), as_of - timedelta(days=2 * HORIZON_DAYS))}
+    model = fit_clv(training, as_of, HORIZON_DAYS, training_extras=facts[as_of - timedelta(days=HORIZON_DAYS)],
+                    interval_draws=INTERVAL_DRAWS, seed=SEED)
+    summary = {k: v for k, v in scoring_summary(model, as_of, store).items() if k != "gbm_features"}
+    metrics = {"backtest": backtest(training, facts.__getitem__, as_of), "training": summary,
+               "training_read": sample.as_dict()}
+    return model, metrics, training["date"].min().date()
+
+
+def score_chunk(warehouse: WarehouseInterface, inputs: ScoringInputs, model: ClvModel, chunk: KeyRange,
+                store: StoreHistory) -> pd.DataFrame:
+    """`score_clv`'s predictions for one chunk of customers, their inputs read in one snapshot."""
+    with warehouse.transaction() as tx:  # one connection, one snapshot, reads only
+        transactions, extras = inputs.read(tx, chunk)
+    return score_clv(model, transactions, inputs.as_of, extras, store).predictions
 
 
 def to_table(predictions: pd.DataFrame, as_of: date, version: str, scored_at: datetime) -> pd.DataFrame:
@@ -321,32 +317,46 @@ def to_table(predictions: pd.DataFrame, as_of: date, version: str, scored_at: da
     return frame[list(PREDICTION_COLUMNS)]
 
 
-def write_predictions(warehouse: WarehouseInterface, table: pd.DataFrame) -> None:
-    """Replace the contents of `nextbest.customer_predictions` with `table` in one transaction.
-
-    The table is (re)built first when missing or when its columns are not PREDICTION_COLUMNS
-    (an older release's); that DDL runs on its own, as Snowflake commits before any DDL.
-    """
+def ensure_predictions_table(warehouse: WarehouseInterface) -> None:
+    """Create `nextbest.customer_predictions`, or rebuild it (empty) when its columns are not PREDICTION_COLUMNS
+    (an older release's). The DDL runs on its own, as Snowflake commits before any DDL."""
     schema, name = PREDICTIONS_TABLE.split(".")
     columns = (list(warehouse.read_df(f"select * from {PREDICTIONS_TABLE} where 1 = 0").columns)
                if warehouse.table_exists(schema, name) else None)
     if columns != list(PREDICTION_COLUMNS):
         warehouse.execute(f"create schema if not exists {schema}")
         warehouse.execute(PREDICTIONS_DDL)
-    warehouse.write_df(schema, name, table[list(PREDICTION_COLUMNS)], mode="replace")
 
 
-def predictions_metadata(table: pd.DataFrame, metrics: dict, version: str, retrained: str | None) -> dict:
-    """Counts by band and confidence, the backtest figures and the calibration plot."""
+def write_predictions(warehouse: WarehouseInterface, chunks: Iterable[pd.DataFrame] | pd.DataFrame) -> int:
+    """Make `nextbest.customer_predictions` hold exactly the rows of `chunks` (or of one DataFrame); rows written.
+
+    Each chunk is staged in the warehouse as it comes (memory holds one); the table's rows are
+    replaced in one transaction at the end, so an error before then leaves the old rows in place.
+    """
+    if isinstance(chunks, pd.DataFrame):
+        chunks = [chunks]
+    ensure_predictions_table(warehouse)
+    schema, name = PREDICTIONS_TABLE.split(".")
+    with warehouse.staged(schema, name) as staged:
+        for chunk in chunks:
+            staged.write_df(chunk[list(PREDICTION_COLUMNS)])
+        with warehouse.transaction() as tx:
+            written = staged.replace(tx)
+    return written
+
+
+def predictions_metadata(counts: PredictionCounts, metrics: dict, version: str, retrained: str | None) -> dict:
+    """Counts by band and confidence over every chunk, the backtest figures and the calibration plot."""
     figures = metrics.get("backtest", {})
     metadata = {
-        "customers": dg.MetadataValue.int(len(table)),
+        "customers": dg.MetadataValue.int(counts.customers),
         "model_version": dg.MetadataValue.text(version),
         "retrained": dg.MetadataValue.text(retrained or "no: scored with the registered model"),
-        "method": dg.MetadataValue.text(str(table["method"].iloc[0]) if len(table) else ""),
-        "by_churn_risk_band": dg.MetadataValue.json(_counts(table["churn_risk_band"])),
-        "by_confidence": dg.MetadataValue.json(_counts(table["confidence"])),
-        "predicted_clv_12m_total": dg.MetadataValue.float(float(table["predicted_clv_12m"].sum())),
+        "method": dg.MetadataValue.text(counts.method),
+        "by_churn_risk_band": dg.MetadataValue.json(dict(counts.by_churn_risk_band.most_common())),
+        "by_confidence": dg.MetadataValue.json(dict(counts.by_confidence.most_common())),
+        "predicted_clv_12m_total": dg.MetadataValue.float(counts.predicted_clv_12m_total),
     }
     if "training_read" in metrics:
         metadata["training_read"] = dg.MetadataValue.json(metrics["training_read"])
@@ -358,10 +368,6 @@ def predictions_metadata(table: pd.DataFrame, metrics: dict, version: str, retra
     else:
         metadata["backtest"] = dg.MetadataValue.text(figures.get("why", "not run"))
     return metadata
-
-
-def _counts(column: pd.Series) -> dict[str, int]:
-    return {str(k): int(v) for k, v in column.value_counts().items()}
 
 
 def _scoring_model_figures(warehouse: DuckDBWarehouse) -> tuple[str | None, dict]:

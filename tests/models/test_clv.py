@@ -312,7 +312,7 @@ def test_predictions_are_calibrated_on_a_simulated_subscription_store(tmp_path):
     import duckdb
 
     from dagster_project.ingest.simulator import simulate
-    from dagster_project.models import clv_assets
+    from dagster_project.models import clv_assets, clv_inputs
 
     con = duckdb.connect(str(tmp_path / "store.duckdb"))
     as_of = dt.date(2026, 6, 30)
@@ -323,8 +323,8 @@ def test_predictions_are_calibrated_on_a_simulated_subscription_store(tmp_path):
             cast(total as decimal(18, 2)) as order_total, ordered_at from raw.orders;
         create view staging.stg_raw__subscriptions as select * from raw.subscriptions;
     """)
-    figures = clv_assets.backtest(clv_assets.load_orders(con, as_of),
-                                  lambda day: clv_assets.subscription_facts(con, day), as_of)
+    figures = clv_assets.backtest(clv_inputs.load_orders(con, as_of),
+                                  lambda day: clv_inputs.subscription_facts(con, day), as_of)
     chosen, baseline = figures["chosen"], figures["bgnbd_baseline"]
     assert chosen["calibration_error"] < clv_assets.MAX_CALIBRATION_ERROR < baseline["calibration_error"]
     assert chosen["brier_score"] < baseline["brier_score"] and chosen["roc_auc"] > 0.9

@@ -9,6 +9,7 @@ The daily-job test in tests/test_definitions.py runs it behind the real dbt mode
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import shutil
 
@@ -18,7 +19,7 @@ import pandas as pd
 import pytest
 
 from dagster_project.ingest.simulator import simulate
-from dagster_project.models import clv_assets
+from dagster_project.models import clv_assets, clv_inputs
 from dagster_project.models.clv_assets import MAX_MODEL_AGE_DAYS, retrain_reason
 from dagster_project.models.registry import ModelArtifactError, RegisteredModel
 from dagster_project.resources.warehouse import DuckDBWarehouse
@@ -61,10 +62,11 @@ def warehouse(store_template, tmp_path, monkeypatch):
     return DuckDBWarehouse(path=str(path))
 
 
-def materialize(warehouse: DuckDBWarehouse, retrain: bool = False) -> dg.ExecuteInProcessResult:
+def materialize(warehouse: DuckDBWarehouse, retrain: bool = False, instance: dg.DagsterInstance | None = None,
+                raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
     return dg.materialize([*clv_assets.assets, *clv_assets.asset_checks], resources={"warehouse": warehouse},
                           run_config={"ops": {"customer_predictions": {"config": {"retrain": retrain}}}},
-                          instance=dg.DagsterInstance.ephemeral())
+                          instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=raise_on_error)
 
 
 def read(warehouse: DuckDBWarehouse, sql: str) -> pd.DataFrame:
@@ -120,6 +122,88 @@ def test_predictions_cover_every_buyer_then_the_next_run_reuses_the_registered_m
         materialize(warehouse)
 
 
+def predictions(warehouse: DuckDBWarehouse) -> pd.DataFrame:
+    """Every column of nextbest.customer_predictions but scored_at, by customer."""
+    return read(warehouse, "select * exclude (scored_at) from nextbest.customer_predictions order by customer_id")
+
+
+def in_chunks_of(warehouse: DuckDBWarehouse, customers: int) -> DuckDBWarehouse:
+    """The same store, scored `customers` at a time (what NEXTBEST_BATCH_ROWS sets)."""
+    return DuckDBWarehouse(path=warehouse.path, batch_rows=customers)
+
+
+def test_chunks_of_seven_customers_score_as_one_batch(warehouse, monkeypatch):
+    trained = materialize(warehouse)  # trains, then scores all 500-odd buyers in one chunk
+    whole = predictions(warehouse)
+    training = json.loads(read(warehouse, "select metrics from nextbest.model_registry")["metrics"][0])["training"]
+    assert training["customers"] == len(whole) and training["store_confidence"] == "medium"
+
+    chunk_sizes = []
+    score_clv = clv_assets.score_clv
+
+    def spy(model, transactions, *args, **kwargs):
+        chunk_sizes.append(transactions["customer_id"].nunique())
+        return score_clv(model, transactions, *args, **kwargs)
+
+    monkeypatch.setattr(clv_assets, "score_clv", spy)
+    instance = dg.DagsterInstance.ephemeral()
+    chunked_run = materialize(in_chunks_of(warehouse, 7), instance=instance)  # the registered model scores
+    assert chunked_run.success
+    chunked = predictions(warehouse)
+    # Every column, confidence included: it weighs the store's size and history, not the chunk's
+    # (7 customers alone would make every row "low").
+    pd.testing.assert_frame_equal(chunked, whole, check_exact=False, rtol=1e-9, atol=1e-12)
+    assert set(whole["confidence"]) >= {"medium"}
+    assert len(chunk_sizes) == -(-len(whole) // 7) and max(chunk_sizes) == 7  # never more than a chunk at once
+    logged = [e.user_message for e in instance.all_logs(chunked_run.run_id)]
+    assert "chunk 0: 7 customers" in logged
+    assert read(warehouse, "select count(distinct scored_at) as n from nextbest.customer_predictions")["n"][0] == 1
+    # The run's figures add up over every chunk, as over one batch.
+    one, many = (run.asset_materializations_for_node("customer_predictions")[0].metadata
+                 for run in (trained, chunked_run))
+    for key in ("customers", "method", "by_churn_risk_band", "by_confidence"):
+        assert many[key].value == one[key].value, key
+    assert many["customers"].value == len(whole)
+    assert many["predicted_clv_12m_total"].value == pytest.approx(whole["predicted_clv_12m"].sum(), rel=1e-9)
+
+
+def test_a_failed_chunk_leaves_the_old_predictions_in_place(warehouse, monkeypatch):
+    assert materialize(warehouse).success
+    before = read(warehouse, "select * from nextbest.customer_predictions order by customer_id")
+    doomed = before["customer_id"][3 * 7]  # the first customer of the fourth chunk, after three were staged
+    score_clv = clv_assets.score_clv
+    staged_chunks = []
+
+    def failing(model, transactions, *args, **kwargs):
+        if (transactions["customer_id"] == doomed).any():
+            raise RuntimeError(f"scoring failed on {doomed}")
+        staged_chunks.append(transactions["customer_id"].nunique())
+        return score_clv(model, transactions, *args, **kwargs)
+
+    monkeypatch.setattr(clv_assets, "score_clv", failing)
+    result = materialize(in_chunks_of(warehouse, 7), raise_on_error=False)
+    assert not result.success and staged_chunks == [7, 7, 7]
+    pd.testing.assert_frame_equal(read(warehouse, "select * from nextbest.customer_predictions order by customer_id"),
+                                  before)  # scored_at included: not one row was touched
+    scratch = read(warehouse, "select count(*) as n from information_schema.tables where table_name like 'nb_stage_%'")
+    assert scratch["n"][0] == 0  # the scoring inputs' and the staged chunks' scratch tables are gone
+
+
+def test_an_older_predictions_table_is_rebuilt_with_todays_columns(tmp_path):
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb"))
+    warehouse.execute("create schema nextbest")
+    warehouse.execute("create table nextbest.customer_predictions (customer_id varchar, churn_risk double)")
+    warehouse.execute("insert into nextbest.customer_predictions values ('C-old', 0.5)")
+    row = {name: None for name in clv_assets.PREDICTION_COLUMNS} | {
+        "customer_id": "C1", "as_of_date": AS_OF, "churn_risk": 0.25, "model_version": "clv-x",
+        "scored_at": dt.datetime(2026, 6, 30, 5)}
+    chunks = [pd.DataFrame([row]), pd.DataFrame([row | {"customer_id": "C2"}])]
+    assert clv_assets.write_predictions(warehouse, iter(chunks)) == 2
+    table = read(warehouse, "select * from nextbest.customer_predictions order by customer_id")
+    assert list(table.columns) == list(clv_assets.PREDICTION_COLUMNS)
+    assert table["customer_id"].tolist() == ["C1", "C2"] and table["churn_risk"].tolist() == [0.25, 0.25]
+
+
 def registered(window_end: dt.date) -> RegisteredModel:
     return RegisteredModel("clv", "clv-x", dt.datetime(2026, 6, 1), None, window_end, None, None, None, None, None,
                            None)
@@ -156,3 +240,9 @@ def test_training_on_a_capped_sample_of_customers_still_scores_every_buyer(wareh
         where status = 'fulfilled' and ordered_at < date '{AS_OF}' + 1 group by 1""").set_index("customer_id")["n"]
     assert (frame.groupby("customer_id").size() == everything[frame["customer_id"].unique()].sort_index()).all()
     assert sample.as_dict() == training_read
+    # Training's subscription facts are read for the same customers only, each as in everyone's.
+    day = AS_OF - dt.timedelta(days=clv_assets.HORIZON_DAYS)
+    facts, everyone = clv_inputs.subscription_facts(warehouse, day, sample), clv_inputs.subscription_facts(warehouse, day)
+    assert set(everyone.index) & set(frame["customer_id"]) <= set(facts.index) < set(everyone.index)
+    assert all(hashlib.md5(c.encode()).hexdigest()[:4] < sample.below for c in facts.index)
+    pd.testing.assert_frame_equal(facts.sort_index(), everyone.loc[sorted(facts.index)])
