@@ -36,6 +36,16 @@ if TYPE_CHECKING:
 
 # How long to wait for another process to release the DuckDB file.
 LOCK_WAIT_SECONDS = 30.0
+MEMORY_LIMIT_ENV = "NEXTBEST_DUCKDB_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = "6GB"
+
+
+def memory_limit() -> str:
+    """DuckDB's memory cap from `NEXTBEST_DUCKDB_MEMORY_LIMIT` (default 6GB), e.g. 4GB or 512MB."""
+    value = (os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT).strip().replace(" ", "")
+    if not re.fullmatch(r"\d+(\.\d+)?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE):
+        raise ValueError(f"{MEMORY_LIMIT_ENV}={os.environ.get(MEMORY_LIMIT_ENV)!r}: expected a size such as 6GB or 512MB")
+    return value
 
 
 def connect_duckdb(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -48,10 +58,16 @@ def connect_duckdb(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPy
             f"No warehouse at {path}. Run `nextbest demo` or `nextbest simulate` first, "
             "or set NEXTBEST_DUCKDB_PATH to your DuckDB file."
         )
+    limit = memory_limit()
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only)
+            # The same cap as dbt's builds (dbt/profiles.yml): DuckDB spills to disk beyond it instead
+            # of taking 80% of the machine while the Python step holds frames of its own. Set, not
+            # passed as connect config: a file open elsewhere in the process with other config would refuse.
+            con.execute(f"set memory_limit = '{limit}'")
+            return con
         except duckdb.IOException as error:
             if "lock" not in str(error).lower() or time.monotonic() > deadline:
                 raise

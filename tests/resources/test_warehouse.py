@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 
+import duckdb
+
 import pandas as pd
 import pytest
 import snowflake.connector
@@ -15,7 +17,7 @@ import snowflake.connector.pandas_tools
 
 from dagster_project.resources.snowflake import SnowflakeWarehouse
 from dagster_project.resources.warehouse import (SAMPLE_BUCKET_DIGITS, DuckDBWarehouse, KeyRange, MergeResult,
-                                                 build_warehouse, read_key_sample)
+                                                 build_warehouse, connect_duckdb, read_key_sample)
 
 SNOWFLAKE_ENV = {
     "SNOWFLAKE_ACCOUNT": "acme", "SNOWFLAKE_USER": "nb", "SNOWFLAKE_PASSWORD": "pw-not-for-logs",
@@ -213,3 +215,20 @@ def test_a_key_sample_keeps_whole_keys_under_the_cap_by_md5_and_takes_params(wh)
     assert read_key_sample(wh, sql, "customer_id", 100, params=[len(orders)])[1].rows_available == 0
     with pytest.raises(ValueError, match="Key column"):
         read_key_sample(wh, sql, "customer_id; drop table x", 100, params=[0])
+
+
+def test_python_steps_cap_duckdb_memory_like_dbt(tmp_path, monkeypatch):
+    """Connections the Python steps open spill beyond NEXTBEST_DUCKDB_MEMORY_LIMIT, as dbt's builds do;
+    a file already open elsewhere in the process (without the cap) still opens."""
+    path = tmp_path / "capped.duckdb"
+    elsewhere = duckdb.connect(str(path))
+    monkeypatch.setenv("NEXTBEST_DUCKDB_MEMORY_LIMIT", "1GB")
+    con = connect_duckdb(path)
+    try:
+        assert con.execute("select current_setting('memory_limit')").fetchone()[0] in ("953.6 MiB", "1.0 GiB")
+    finally:
+        con.close()
+        elsewhere.close()
+    monkeypatch.setenv("NEXTBEST_DUCKDB_MEMORY_LIMIT", "lots")
+    with pytest.raises(ValueError, match="NEXTBEST_DUCKDB_MEMORY_LIMIT='lots'"):
+        connect_duckdb(path)
