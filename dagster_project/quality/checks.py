@@ -4,8 +4,9 @@ Per suite, one check op validates the table and reports up to two checks on its
 asset: `blocking_expectations` (ERROR, `blocking=True`: assets downstream of a
 failing table do not materialize in that run) and `warning_expectations` (WARN).
 Anomaly checks watch event volume and segment sizes; freshness checks on the raw
-assets take their limits from dbt's source freshness. Connections are read-only
-and closed after each check (DuckDB allows one writer per file).
+assets take their limits from dbt's source freshness. Suite checks read through the
+warehouse resource (DuckDB or Snowflake); the anomaly checks and the summary open a
+read-only DuckDB connection, closed after each check (DuckDB allows one writer per file).
 """
 
 from __future__ import annotations
@@ -65,8 +66,7 @@ def build_suite_checks(suite: Suite) -> dg.AssetChecksDefinition:
                           description=f"Great Expectations suite {suite.name} (v{suite.version}).")
     def _suite_check(warehouse: DuckDBWarehouse):
         try:
-            with warehouse.connect(read_only=True) as con:
-                result = validate_suite(con, suite)
+            result = validate_suite(warehouse, suite)  # DuckDB or Snowflake, through the warehouse's read_df
             outcomes, rows = result.outcomes, result.row_count
         except Exception as error:  # noqa: BLE001 - reported as a failed blocking check
             outcomes, rows = [_error_outcome(suite.tables[0], error)], 0

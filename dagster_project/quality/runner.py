@@ -1,13 +1,15 @@
 """Run a suite against the warehouse: Great Expectations 1.x for the expectations, SQL for the rest.
 
 GX runs in an ephemeral context (no GX project on disk) on a pandas frame read
-from DuckDB; `sql_checks` run in DuckDB itself, on every row. A table of more
+from the warehouse; `sql_checks` run in the warehouse itself, on every row. A table of more
 than `NEXTBEST_GX_MAX_ROWS` rows (default 500,000) is not read whole into pandas:
 GX validates its newest rows by the suite's `recent_by` column (what arrived
 since the last runs), or a repeatable sample of that many rows, and every message
 says so; dbt's tests on the staging models still check every row in SQL. Every expectation and SQL rule
 becomes an `Outcome` with its severity, a message in words and example rows.
-The caller owns the connection (open it read-only in checks).
+Every query goes through the engine-neutral `read_df` (`resources/warehouse.py`), so the
+suites run on DuckDB and on Snowflake alike; the caller hands over a warehouse resource,
+a session or a DuckDB connection.
 """
 
 from __future__ import annotations
@@ -24,21 +26,26 @@ from dagster_project.ingest.row_checks import FUTURE_SLACK
 from dagster_project.project import positive_int_env
 from dagster_project.quality.outcomes import EXAMPLE_ROWS, Outcome, json_safe, safe_rows
 from dagster_project.quality.suites import Expectation, SqlCheck, Suite
+from dagster_project.resources.warehouse import WarehouseSession, session_on
 
 _DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}")
 GX_MAX_ROWS_ENV = "NEXTBEST_GX_MAX_ROWS"
 DEFAULT_GX_MAX_ROWS = 500_000
 
-# Contract type -> warehouse types that satisfy it (a loader may widen a decimal or an int).
+# Contract type -> warehouse types that satisfy it (a loader may widen a decimal or an int), in
+# DuckDB's and Snowflake's spellings: Snowflake reports VARCHAR as TEXT, DOUBLE as FLOAT, every
+# fixed-point number as NUMBER(p,s) (integers are NUMBER(38,0), see `_INTEGER_NUMBER`) and
+# timestamps as TIMESTAMP_NTZ / _LTZ / _TZ.
 _TYPE_FAMILIES = {
-    "VARCHAR": ("VARCHAR",),
+    "VARCHAR": ("VARCHAR", "TEXT"),
     "BOOLEAN": ("BOOLEAN",),
-    "TIMESTAMP": ("TIMESTAMP",),  # also TIMESTAMP WITH TIME ZONE, TIMESTAMP_NS, ...
+    "TIMESTAMP": ("TIMESTAMP",),  # also TIMESTAMP WITH TIME ZONE, TIMESTAMP_NS, TIMESTAMP_NTZ, ...
     "DATE": ("DATE",),
     "INTEGER": ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"),
-    "DECIMAL": ("DECIMAL", "DOUBLE", "FLOAT", "REAL", "INTEGER", "BIGINT", "SMALLINT", "HUGEINT"),
-    "DOUBLE": ("DOUBLE", "FLOAT", "REAL", "DECIMAL"),
+    "DECIMAL": ("DECIMAL", "DOUBLE", "FLOAT", "REAL", "INTEGER", "BIGINT", "SMALLINT", "HUGEINT", "NUMBER"),
+    "DOUBLE": ("DOUBLE", "FLOAT", "REAL", "DECIMAL", "NUMBER"),
 }
+_INTEGER_NUMBER = re.compile(r"^NUMBER\(\d+,\s*0\)$")  # Snowflake's integers: NUMBER with scale 0
 
 
 @dataclass
@@ -68,29 +75,52 @@ def now_utc() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def existing_table(con, candidates: tuple[str, ...]) -> str | None:
-    """The first `schema.table` of `candidates` that exists."""
-    for name in candidates:
-        schema, table = name.split(".", 1)
-        found = con.execute("select count(*) from information_schema.tables where table_schema = ? "
-                            "and table_name = ?", [schema, table]).fetchone()[0]
-        if found:
-            return name
+def existing_table(source, candidates: tuple[str, ...]) -> str | None:
+    """The first `schema.table` of `candidates` that exists (`source`: resource, session or DuckDB connection)."""
+    with session_on(source) as session:
+        for name in candidates:
+            schema, table = name.split(".", 1)
+            # Snowflake's information_schema holds unquoted names upper-cased: compare lower-cased.
+            found = session.read_df("select count(*) as n from information_schema.tables "
+                                    "where lower(table_schema) = ? and lower(table_name) = ?",
+                                    [schema.lower(), table.lower()])
+            if int(found.iloc[0, 0]):
+                return name
     return None
 
 
-def table_columns(con, table: str) -> dict[str, str]:
-    """column -> DuckDB type of `schema.table`, in table order."""
+def table_columns(source, table: str) -> dict[str, str]:
+    """column (lower case) -> warehouse type of `schema.table`, in table order.
+
+    Snowflake reports a fixed-point number as NUMBER with its precision and scale apart;
+    they are joined into `NUMBER(p,s)` so an integer can be told from a decimal.
+    """
     schema, name = table.split(".", 1)
-    rows = con.execute("select column_name, data_type from information_schema.columns where table_schema = ? "
-                       "and table_name = ? order by ordinal_position", [schema, name]).fetchall()
-    return {c: t.upper() for c, t in rows}
+    with session_on(source) as session:
+        rows = session.read_df(
+            "select column_name, data_type, numeric_precision, numeric_scale from information_schema.columns "
+            "where lower(table_schema) = ? and lower(table_name) = ? order by ordinal_position",
+            [schema.lower(), name.lower()])
+    columns = {}
+    for column, kind, precision, scale in rows.itertuples(index=False):
+        kind = str(kind).upper()
+        if kind == "NUMBER" and pd.notna(precision) and pd.notna(scale):
+            kind = f"NUMBER({int(precision)},{int(scale)})"
+        columns[str(column).lower()] = kind
+    return columns
 
 
-def validate_suite(con, suite: Suite, now: datetime | None = None) -> SuiteResult:
-    """Validate `suite` against its table; never raises for bad data, only reports it."""
-    now = now or now_utc()
-    table = existing_table(con, suite.tables)
+def validate_suite(source, suite: Suite, now: datetime | None = None) -> SuiteResult:
+    """Validate `suite` against its table; never raises for bad data, only reports it.
+
+    `source` is a warehouse resource, a session or a DuckDB connection (`session_on`).
+    """
+    with session_on(source) as session:
+        return _validate(session, suite, now or now_utc())
+
+
+def _validate(session: WarehouseSession, suite: Suite, now: datetime) -> SuiteResult:
+    table = existing_table(session, suite.tables)
     if table is None:
         where = " or ".join(suite.tables)
         if suite.optional:
@@ -100,17 +130,21 @@ def validate_suite(con, suite: Suite, now: datetime | None = None) -> SuiteResul
             outcome = Outcome(suite.tables[0], "table_exists", "ERROR", "failed", f"{where} does not exist.",
                               "Run the loader for this source (or `nextbest demo`) so the table exists.")
         return SuiteResult(suite, None, outcomes=[outcome])
-    columns = table_columns(con, table)
-    rows = con.execute(f"select count(*) from {table}").fetchone()[0]
-    frame, part = _gx_frame(con, suite, table, columns, rows)
+    columns = table_columns(session, table)
+    rows = _count(session, f"select count(*) as n from {table}")
+    frame, part = _gx_frame(session, suite, table, columns, rows)
     result = SuiteResult(suite, table, row_count=rows)
     outcomes = _run_expectations(suite, table, frame, columns, now)
     if part:
         outcomes = [replace(o, message=_whole_table_count(o, rows) if o.name.endswith("row_count") else
                             f"{o.message} ({part})") for o in outcomes]
     result.outcomes.extend(outcomes)
-    result.outcomes.extend(_run_sql_check(con, check, table, columns) for check in suite.sql_checks)
+    result.outcomes.extend(_run_sql_check(session, check, table, columns) for check in suite.sql_checks)
     return result
+
+
+def _count(session: WarehouseSession, sql: str) -> int:
+    return int(session.read_df(sql).iloc[0, 0])
 
 
 def gx_max_rows() -> int:
@@ -118,16 +152,21 @@ def gx_max_rows() -> int:
     return positive_int_env(GX_MAX_ROWS_ENV, DEFAULT_GX_MAX_ROWS, "rows")
 
 
-def _gx_frame(con, suite: Suite, table: str, columns: dict[str, str], rows: int) -> tuple[pd.DataFrame, str]:
+def _gx_frame(session: WarehouseSession, suite: Suite, table: str, columns: dict[str, str],
+              rows: int) -> tuple[pd.DataFrame, str]:
     """The rows GX validates, and "" when that is the whole table, else which part it is."""
     limit = gx_max_rows()
     if rows <= limit:
-        return con.execute(f"select * from {table}").fetchdf(), ""
+        return session.read_df(f"select * from {table}"), ""
     if suite.recent_by in columns:
-        frame = con.execute(f"select * from {table} order by {suite.recent_by} desc nulls first limit {limit}").fetchdf()
+        frame = session.read_df(f"select * from {table} order by {suite.recent_by} desc nulls first limit {limit}")
         return frame, (f"checked on the newest {limit:,} of {rows:,} rows by {suite.recent_by}, "
                        f"{GX_MAX_ROWS_ENV}; dbt's staging tests check every row")
-    frame = con.execute(f"select * from {table} using sample reservoir({limit} rows) repeatable (7)").fetchdf()
+    # A repeatable sample both engines draw alike (DuckDB's `using sample` is its own): rows ordered
+    # by a hash of the first column; rows without one (likely bad) come first and are always checked.
+    first = next(iter(columns))
+    frame = session.read_df(f"select * from {table} order by md5(cast({first} as varchar)) nulls first, "
+                            f"{first} limit {limit}")
     return frame, (f"checked on a sample of {limit:,} of {rows:,} rows, {GX_MAX_ROWS_ENV}; "
                    "dbt's staging tests check every row")
 
@@ -250,12 +289,12 @@ def _describe(exp: Expectation, table: str, result: dict[str, Any], frame: pd.Da
 
 # --- SQL checks -----------------------------------------------------------------------------------
 
-def _run_sql_check(con, check: SqlCheck, table: str, columns: dict[str, str]) -> Outcome:
+def _run_sql_check(session: WarehouseSession, check: SqlCheck, table: str, columns: dict[str, str]) -> Outcome:
     try:
         if check.kind == "column_types":
             return _column_types(check, table, columns)
         if check.kind == "probability_columns":
-            return _probabilities(con, check, table, columns)
+            return _probabilities(session, check, table, columns)
         if check.kind == "foreign_key":
             ref_schema, ref_table, ref_col = check.references.split(".")
             sql = (f"select t.* from {table} t where t.{check.column} is not null and not exists ("
@@ -263,12 +302,11 @@ def _run_sql_check(con, check: SqlCheck, table: str, columns: dict[str, str]) ->
             what = f"row(s) of {table} have a {check.column} with no match in {check.references}"
         else:
             sql, what = check.sql.replace("{table}", table), ""
-        count = con.execute(f"select count(*) from ({sql})").fetchone()[0]
+        count = _count(session, f"select count(*) as n from ({sql}) as offending")
         examples = []
         if count:
-            cur = con.execute(f"select * from ({sql}) limit {EXAMPLE_ROWS}")
-            names = [d[0] for d in cur.description]
-            examples = safe_rows([dict(zip(names, row)) for row in cur.fetchall()])
+            found = session.read_df(f"select * from ({sql}) as offending limit {EXAMPLE_ROWS}")
+            examples = safe_rows(found.astype(object).to_dict("records"))
     except Exception as error:  # noqa: BLE001 - a broken rule is reported, not raised
         return Outcome(table, check.name, check.severity, "failed",
                        f"could not be evaluated on {table}: {str(error).splitlines()[0]}", check.fix, kind="sql")
@@ -283,7 +321,10 @@ def _run_sql_check(con, check: SqlCheck, table: str, columns: dict[str, str]) ->
 
 
 def _type_ok(expected: str, actual: str) -> bool:
-    family = _TYPE_FAMILIES.get(expected.split("(")[0].upper(), (expected.upper(),))
+    base = expected.split("(")[0].upper()
+    if _INTEGER_NUMBER.match(actual.upper()):  # as DuckDB's integer types: an INTEGER or DECIMAL, not a DOUBLE
+        return base in ("INTEGER", "DECIMAL")
+    family = _TYPE_FAMILIES.get(base, (expected.upper(),))
     return actual.upper().startswith(family)
 
 
@@ -297,10 +338,10 @@ def _column_types(check: SqlCheck, table: str, columns: dict[str, str]) -> Outco
     return Outcome(table, check.name, check.severity, "failed", f"{table}: {listed}", check.fix, wrong, kind="sql")
 
 
-def _probabilities(con, check: SqlCheck, table: str, columns: dict[str, str]) -> Outcome:
+def _probabilities(session: WarehouseSession, check: SqlCheck, table: str, columns: dict[str, str]) -> Outcome:
     probability = [c for c, t in columns.items()
                    if re.search(r"(^p_|prob|propensity)", c) and _type_ok("DOUBLE", t)]
-    bad = {c: con.execute(f"select count(*) from {table} where {c} < 0 or {c} > 1").fetchone()[0] for c in probability}
+    bad = {c: _count(session, f"select count(*) as n from {table} where {c} < 0 or {c} > 1") for c in probability}
     bad = {c: n for c, n in bad.items() if n}
     if not bad:
         return Outcome(table, check.name, check.severity, "passed",
