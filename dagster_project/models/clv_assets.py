@@ -338,12 +338,7 @@ def write_predictions(warehouse: WarehouseInterface, chunks: Iterable[pd.DataFra
         chunks = [chunks]
     ensure_predictions_table(warehouse)
     schema, name = PREDICTIONS_TABLE.split(".")
-    with warehouse.staged(schema, name) as staged:
-        for chunk in chunks:
-            staged.write_df(chunk[list(PREDICTION_COLUMNS)])
-        with warehouse.transaction() as tx:
-            written = staged.replace(tx)
-    return written
+    return warehouse.replace_in_chunks(schema, name, chunks, PREDICTION_COLUMNS)
 
 
 def predictions_metadata(counts: PredictionCounts, metrics: dict, version: str, retrained: str | None) -> dict:

@@ -327,12 +327,7 @@ def write_scores(warehouse: WarehouseInterface, chunks: Iterable[pd.DataFrame]) 
     """
     warehouse.execute(f"create schema if not exists {SCORES_SCHEMA}")
     warehouse.execute(SCORES_DDL)
-    with warehouse.staged(SCORES_SCHEMA, SCORES_NAME) as staged:
-        for chunk in chunks:
-            staged.write_df(chunk[list(SCORE_COLUMNS)])
-        with warehouse.transaction() as tx:
-            written = staged.replace(tx)
-    return written
+    return warehouse.replace_in_chunks(SCORES_SCHEMA, SCORES_NAME, chunks, SCORE_COLUMNS)
 
 
 MODEL_ASSETS = {outcome: build_model_asset(outcome) for outcome in OUTCOMES}

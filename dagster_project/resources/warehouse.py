@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import dagster as dg
 import duckdb
@@ -334,6 +334,17 @@ class WarehouseInterface:
             yield rows
         finally:
             rows.drop()
+
+    def replace_in_chunks(self, schema: str, table: str, chunks: Iterable[pd.DataFrame],
+                          columns: Sequence[str]) -> int:
+        """Replace every row of `schema.table` (which must exist) with `chunks`' `columns`, in one
+        transaction at the end: each chunk is staged as it comes (memory holds one), and an error
+        before the end leaves the old rows in place. Returns the rows written."""
+        with self.staged(schema, table) as staged:
+            for chunk in chunks:
+                staged.write_df(chunk[list(columns)])
+            with self.transaction() as tx:
+                return staged.replace(tx)
 
     def artifact_dir(self) -> Path | None:
         """The folder relative model artifact paths in `nextbest.model_registry` resolve against."""
