@@ -43,6 +43,8 @@ import duckdb
 from incremental_day import append_day
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from dagster_project.resources.warehouse import memory_limit  # noqa: E402  (this checkout's package)
 BIN = Path(sys.executable).parent
 SKIP_GROUPS = {"ingest", "warehouse"}  # raw data comes from `simulate`, dbt models from `dbt build`
 
@@ -65,7 +67,10 @@ def direct_sql(db: str, target: str) -> None:
 
     manifest = json.loads((Path(target) / "manifest.json").read_text())
     order = [r["unique_id"] for r in json.loads((Path(target) / "run_results.json").read_text())["results"]]
+    # The memory cap dbt's profile sets (NEXTBEST_DUCKDB_MEMORY_LIMIT): without it, at 1M the replay
+    # ran DuckDB out of memory at 80% of RAM (18.8 GiB) where dbt spills to disk.
     con = duckdb.connect(db)
+    con.execute(f"set memory_limit = '{memory_limit()}'")
     for unique_id in order:
         node = manifest["nodes"][unique_id]
         sql = node.get("compiled_code")
