@@ -33,7 +33,7 @@ import pandas as pd
 
 from dagster_project.delivery.outbox import DRAFT_COLUMNS, naive_utc, utcnow
 from dagster_project.ingest.contract import NEXTBEST_SCHEMA
-from dagster_project.resources.warehouse import WarehouseInterface, WarehouseSession
+from dagster_project.resources.warehouse import WarehouseInterface, WarehouseSession, table_exists
 
 APPROVALS = f"{NEXTBEST_SCHEMA}.approvals"
 DRAFTS = f"{NEXTBEST_SCHEMA}.message_drafts"  # written by messaging/assets.py
@@ -133,10 +133,6 @@ def ensure_approvals(warehouse: WarehouseInterface) -> None:
     warehouse.execute(APPROVALS_DDL)
 
 
-def _table_exists(tx: WarehouseSession, table: str) -> bool:
-    return tx.exists(*table.split("."))
-
-
 def drafts_hash(drafts: pd.DataFrame) -> str:
     """A content hash of a batch's drafts: the same drafts in any row order give the same hash."""
     present = [c for c in HASHED_COLUMNS if c in drafts.columns]
@@ -152,7 +148,7 @@ def drafts_hash(drafts: pd.DataFrame) -> str:
 
 def batch_drafts(tx: WarehouseSession, batch_id: str) -> pd.DataFrame:
     """Every draft of one batch (sendable and blocked), by customer."""
-    if not _table_exists(tx, DRAFTS):
+    if not table_exists(tx, DRAFTS):
         return pd.DataFrame(columns=[*HASHED_COLUMNS, "batch_id", "block_reason", "as_of"])
     return tx.read_df(f"select * from {DRAFTS} where batch_id = ? order by customer_id", [batch_id])
 
@@ -170,7 +166,7 @@ def summarize_drafts(batch_id: str, drafts: pd.DataFrame) -> BatchSummary | None
 
 def known_batches(tx: WarehouseSession, limit: int = 200) -> pd.DataFrame:
     """Batches in `nextbest.message_drafts`, newest run date first, with draft counts per status."""
-    if not _table_exists(tx, DRAFTS):
+    if not table_exists(tx, DRAFTS):
         return pd.DataFrame(columns=["batch_id", "playbook_id", "run_date", "total", "sendable", "blocked"])
     # The limit is spliced in as a number: Snowflake takes no bind variable there.
     return tx.read_df(f"""
@@ -194,7 +190,7 @@ def _approval(row: dict) -> Approval:
 
 def decisions(tx: WarehouseSession, batch_id: str | None = None, after_seq: int = 0) -> list[Approval]:
     """Recorded decisions in the order they were made (one batch, or all), after `after_seq`."""
-    if not _table_exists(tx, APPROVALS):
+    if not table_exists(tx, APPROVALS):
         return []
     where, params = "where seq > ?", [int(after_seq)]
     if batch_id is not None:

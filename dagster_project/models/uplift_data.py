@@ -31,7 +31,8 @@ from datetime import date, datetime
 
 import pandas as pd
 
-from dagster_project.resources.warehouse import DuckDBSession, WarehouseSession, check_identifier, session_on
+from dagster_project.resources.warehouse import (DuckDBSession, WarehouseSession, check_identifier, session_on,
+                                                 table_exists)
 
 # playbook -> (goal, window days); the same table as simulator/traits.GOALS, kept here so
 # the pipeline does not import the simulator (a user's store has no simulator).
@@ -209,13 +210,6 @@ from sends s
 left join hits h on h.customer_id = s.customer_id and h.assigned_at = s.assigned_at
 order by s.assigned_at, s.customer_id, s.assignment_id
 """
-
-
-def table_exists(con, qualified: str) -> bool:
-    """Whether `schema.table` exists; `con` is a warehouse resource, a session or a DuckDB connection."""
-    schema, name = qualified.split(".")
-    with session_on(con) as tx:
-        return tx.exists(schema, name)
 
 
 def data_end(con) -> datetime:

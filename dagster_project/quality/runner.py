@@ -26,7 +26,7 @@ from dagster_project.ingest.row_checks import FUTURE_SLACK
 from dagster_project.project import positive_int_env
 from dagster_project.quality.outcomes import EXAMPLE_ROWS, Outcome, json_safe, safe_rows
 from dagster_project.quality.suites import Expectation, SqlCheck, Suite
-from dagster_project.resources.warehouse import WarehouseSession, session_on
+from dagster_project.resources.warehouse import WarehouseSession, session_on, table_exists
 
 _DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}")
 GX_MAX_ROWS_ENV = "NEXTBEST_GX_MAX_ROWS"
@@ -78,15 +78,7 @@ def now_utc() -> datetime:
 def existing_table(source, candidates: tuple[str, ...]) -> str | None:
     """The first `schema.table` of `candidates` that exists (`source`: resource, session or DuckDB connection)."""
     with session_on(source) as session:
-        for name in candidates:
-            schema, table = name.split(".", 1)
-            # Snowflake's information_schema holds unquoted names upper-cased: compare lower-cased.
-            found = session.read_df("select count(*) as n from information_schema.tables "
-                                    "where lower(table_schema) = ? and lower(table_name) = ?",
-                                    [schema.lower(), table.lower()])
-            if int(found.iloc[0, 0]):
-                return name
-    return None
+        return next((name for name in candidates if table_exists(session, name)), None)
 
 
 def table_columns(source, table: str) -> dict[str, str]:

@@ -581,6 +581,13 @@ def session_on(source: WarehouseInterface | WarehouseSession | duckdb.DuckDBPyCo
         session.close()
 
 
+def table_exists(source: WarehouseInterface | WarehouseSession | duckdb.DuckDBPyConnection, qualified: str) -> bool:
+    """Whether `schema.table` exists; `source` is a warehouse resource, a session or a DuckDB connection."""
+    schema, name = qualified.split(".")
+    with session_on(source) as tx:
+        return tx.exists(schema, name)
+
+
 class DuckDBWarehouse(WarehouseInterface, dg.ConfigurableResource):
     """The embedded warehouse: one DuckDB file (`NEXTBEST_DUCKDB_PATH`)."""
 

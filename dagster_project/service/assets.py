@@ -20,9 +20,9 @@ from dagster_project.messaging.context_pack import load_catalog, load_context_pa
 from dagster_project.project import default_as_of
 from dagster_project.messaging.drafting import DraftingPolicy, summarize
 from dagster_project.messaging.generators.base import DraftRequest
-from dagster_project.resources.warehouse import DuckDBWarehouse
+from dagster_project.resources.warehouse import DuckDBWarehouse, table_exists
 from dagster_project.service import replies, save_offers
-from dagster_project.service.context import load_service_context, table_exists
+from dagster_project.service.context import load_service_context
 
 SERVICE_CONTEXT_KEY = dg.AssetKey("customer_service_context")
 REPLIES_TABLE = "nextbest.service_reply_drafts"

@@ -13,6 +13,8 @@ import json
 from datetime import date, datetime
 from typing import Any, Iterable
 
+from dagster_project.resources.warehouse import table_exists
+
 SERVICE_CONTEXT = "analytics.customer_service_context"
 TICKET_TOPICS_SHORT = {"delivery_delay": "late delivery", "damaged_package": "damaged package",
                        "payment_issue": "payment problem", "change_address": "address change",
@@ -23,12 +25,6 @@ TICKET_TOPICS_SHORT = {"delivery_delay": "late delivery", "damaged_package": "da
 def _dicts(cursor) -> list[dict]:
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
-
-
-def table_exists(con, qualified: str) -> bool:
-    schema, name = qualified.split(".")
-    return bool(con.execute("select count(*) from information_schema.tables where table_schema = ? "
-                            "and table_name = ?", [schema, name]).fetchone()[0])
 
 
 def load_service_context(con, customer_ids: Iterable[str] | None = None) -> dict[str, dict]:
