@@ -17,6 +17,7 @@ from dagster_project.messaging.assets import message_drafts
 from dagster_project.resources.warehouse import DuckDBSession, DuckDBWarehouse
 from tests.messaging.fake_llm import FakeLLM, grounded_reply
 from tests.messaging.store import AS_OF, write_store
+from tests.spies import customers_per_read
 
 SEGMENTS = [("C001", "cadence_mismatch"), ("C001", "at_risk"), ("C002", "onboarding"), ("C003", "win_back")]
 
@@ -167,16 +168,7 @@ def test_chunks_of_two_customers_draft_as_one_batch_and_reuse_the_cache(store, m
     con = duckdb.connect(str(store))
     con.execute("drop table nextbest.message_drafts")  # no cache: the chunked run drafts afresh
     con.close()
-    held: list[int] = []
-    read = DuckDBSession.read_df
-
-    def spy(session, sql, params=None):
-        df = read(session, sql, params)
-        if "customer_id" in df.columns:
-            held.append(df["customer_id"].nunique())
-        return df
-
-    monkeypatch.setattr(DuckDBSession, "read_df", spy)
+    held = customers_per_read(monkeypatch, DuckDBSession)
     instance = dg.DagsterInstance.ephemeral()
     result = draft(store, batch_rows=2, instance=instance)
     assert result.success

@@ -21,6 +21,7 @@ from dagster_project.models import propensity_assets as pa
 from dagster_project.resources import build_dbt_resource, build_warehouse
 from dagster_project.resources.warehouse import DuckDBWarehouse
 from dagster_project.warehouse.assets import nextbest_dbt_models, nextbest_dbt_scored_models
+from tests.spies import rows_per_batch
 
 CUSTOMERS = 50
 WINDOW = {"training_window_start": date(2025, 1, 6), "training_window_end": date(2025, 6, 30)}
@@ -132,15 +133,7 @@ def test_scores_table_is_created_before_dbt_reads_it(tmp_path):
 def test_chunks_of_seven_customers_score_as_one_batch(scored_store, monkeypatch):
     assert score(scored_store, 1_000_000).success
     whole = scores(scored_store)
-    sizes = []
-    batches = DuckDBWarehouse.iter_batches
-
-    def spy(warehouse, sql, batch_size=50_000, params=None):
-        for batch in batches(warehouse, sql, batch_size, params):
-            sizes.append(len(batch))
-            yield batch
-
-    monkeypatch.setattr(DuckDBWarehouse, "iter_batches", spy)
+    sizes = rows_per_batch(monkeypatch, DuckDBWarehouse)
     instance = dg.DagsterInstance.ephemeral()
     result = score(scored_store, 7, instance)
     assert result.success

@@ -26,6 +26,7 @@ from dagster_project.models.uplift_training import UpliftModel
 from dagster_project.resources.snowflake import STAGE_PREFIX, SnowflakeWarehouse
 from dagster_project.resources.warehouse import DuckDBWarehouse, build_warehouse
 from tests.resources.fakesnow_suite import ENV, _fetch_arrow_batches
+from tests.spies import rows_per_batch
 
 CUSTOMERS = 40
 CHUNK = 7
@@ -132,15 +133,7 @@ def engines(monkeypatch, tmp_path):
     for name, value in {**ENV, "NEXTBEST_BATCH_ROWS": str(CHUNK)}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(FakeSnowflakeCursor, "fetch_arrow_batches", _fetch_arrow_batches, raising=False)
-    batches: list[int] = []
-    iter_batches = SnowflakeWarehouse.iter_batches
-
-    def counted(self, sql, batch_size=50_000, params=None):
-        for batch in iter_batches(self, sql, batch_size, params):
-            batches.append(len(batch))
-            yield batch
-
-    monkeypatch.setattr(SnowflakeWarehouse, "iter_batches", counted)
+    batches = rows_per_batch(monkeypatch, SnowflakeWarehouse)
     duck = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"), batch_rows=1_000_000)
     load(duck, tmp_path)
     with fakesnow.patch():

@@ -24,6 +24,7 @@ from dagster_project.resources.warehouse import DuckDBWarehouse, build_warehouse
 from tests.messaging.store import INJECTION, PRODUCTS
 from tests.resources.fakesnow_assets_suite import leftovers, materialize, read
 from tests.resources.fakesnow_suite import ENV, _fetch_arrow_batches
+from tests.spies import customers_per_read
 
 CUSTOMERS = 30
 CHUNK = 7
@@ -120,16 +121,7 @@ def engines(monkeypatch, tmp_path):
     for name, value in {**ENV, "NEXTBEST_BATCH_ROWS": str(CHUNK)}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(FakeSnowflakeCursor, "fetch_arrow_batches", _fetch_arrow_batches, raising=False)
-    held: list[int] = []
-    read_df = SnowflakeSession.read_df
-
-    def counted(session, sql, params=None):
-        df = read_df(session, sql, params)
-        if "customer_id" in df.columns:
-            held.append(df["customer_id"].nunique())
-        return df
-
-    monkeypatch.setattr(SnowflakeSession, "read_df", counted)
+    held = customers_per_read(monkeypatch, SnowflakeSession)
     duck = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"), batch_rows=1_000_000)
     load(duck)
     with fakesnow.patch():

@@ -1,0 +1,36 @@
+"""Spies the chunking tests share: how many customers each read held, how many rows each batch had.
+
+Plain functions over `monkeypatch`, importable from the main test run and from the fakesnow
+suites (which run in their own virtualenv with this repository on PYTHONPATH).
+"""
+
+from __future__ import annotations
+
+
+def customers_per_read(monkeypatch, session_class) -> list[int]:
+    """Distinct customer_ids in each `session_class.read_df` result that has that column, as reads happen."""
+    held: list[int] = []
+    read_df = session_class.read_df
+
+    def spy(session, sql, params=None):
+        df = read_df(session, sql, params)
+        if "customer_id" in df.columns:
+            held.append(df["customer_id"].nunique())
+        return df
+
+    monkeypatch.setattr(session_class, "read_df", spy)
+    return held
+
+
+def rows_per_batch(monkeypatch, warehouse_class) -> list[int]:
+    """The length of each DataFrame `warehouse_class.iter_batches` hands out, as they are handed out."""
+    sizes: list[int] = []
+    iter_batches = warehouse_class.iter_batches
+
+    def spy(warehouse, sql, batch_size=50_000, params=None):
+        for batch in iter_batches(warehouse, sql, batch_size, params):
+            sizes.append(len(batch))
+            yield batch
+
+    monkeypatch.setattr(warehouse_class, "iter_batches", spy)
+    return sizes
