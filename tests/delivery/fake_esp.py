@@ -258,3 +258,37 @@ def make_self_signed(folder: Path) -> tuple[Path, Path]:
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path
+
+
+class SimulatedCrash(BaseException):
+    """Stands in for a kill: not an Exception, so the sender neither classifies nor settles it."""
+
+
+class CrashAfter:
+    """Wraps an adapter and dies right after its K-th delivery (a send or a profile update), before
+    the outbox can record it; a dead process delivers nothing more (the pool's worker may still be
+    handed the rest)."""
+
+    def __init__(self, esp, k: int):
+        self.esp, self.k, self.count, self.lock = esp, k, 0, threading.Lock()
+        self.esp_name = esp.esp_name
+
+    def send(self, message):
+        return self._deliver(self.esp.send, message)
+
+    def update_profile(self, *args):
+        return self._deliver(self.esp.update_profile, *args)
+
+    def _deliver(self, deliver, *args):
+        with self.lock:
+            if self.count >= self.k:
+                raise SimulatedCrash("already dead")
+        result = deliver(*args)
+        with self.lock:
+            self.count += 1
+            if self.count >= self.k:
+                raise SimulatedCrash(f"killed after {self.count} sends")
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self.esp, name)

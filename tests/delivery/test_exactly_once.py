@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from datetime import timedelta
 
@@ -22,37 +21,10 @@ from dagster_project.delivery.policy import RetryPolicy
 from dagster_project.delivery.sender import run_export
 from dagster_project.project import REPO_ROOT
 from tests.delivery.conftest import add_customers, drafts, make_esp, noon_utc, ticking_noon
+from tests.delivery.fake_esp import CrashAfter, SimulatedCrash
 
 EARLIER = noon_utc() - timedelta(hours=1)
 QUICK_RETRY = RetryPolicy(max_attempts=5, base_delay=timedelta(milliseconds=20), max_delay=timedelta(milliseconds=50))
-
-
-class SimulatedCrash(BaseException):
-    """Stands in for a kill: not an Exception, so nothing classifies or settles it."""
-
-
-class CrashAfter:
-    """Wraps an adapter and dies right after the K-th delivery, before the outbox can record it."""
-
-    def __init__(self, esp, k: int):
-        self.esp, self.k, self.count, self.lock = esp, k, 0, threading.Lock()
-        self.esp_name = esp.esp_name
-
-    def send(self, message):
-        return self._count(self.esp.send(message))
-
-    def update_profile(self, *args):
-        return self._count(self.esp.update_profile(*args))
-
-    def _count(self, result):
-        with self.lock:
-            self.count += 1
-            if self.count >= self.k:
-                raise SimulatedCrash(f"killed after {self.count} sends")
-        return result
-
-    def __getattr__(self, name):
-        return getattr(self.esp, name)
 
 
 @pytest.mark.parametrize("shape", ["klaviyo", "customerio", "hubspot", "webhook"])

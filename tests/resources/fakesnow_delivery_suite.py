@@ -9,7 +9,6 @@ reconciled on the next run: nothing lost, nothing sent twice.
 from __future__ import annotations
 
 import json
-import threading
 from datetime import datetime, timedelta, timezone
 
 import fakesnow
@@ -25,39 +24,13 @@ from dagster_project.ingest.contract import create_raw_schema
 from dagster_project.messaging.assets import DRAFTS_DDL
 from dagster_project.resources.snowflake import STAGE_PREFIX, SnowflakeWarehouse
 from dagster_project.resources.warehouse import build_warehouse
+from tests.delivery.fake_esp import CrashAfter, SimulatedCrash
 from tests.resources.fakesnow_suite import ENV, _fetch_arrow_batches
 
 BATCH = "at_risk_save-2026-03-10"
 CUSTOMERS = [f"c{i}" for i in range(12)]
 BLOCKED = {"c4"}
 NOON = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)  # outside quiet hours for UTC customers
-
-
-class SimulatedCrash(BaseException):
-    """Stands in for a kill: not an Exception, so the sender neither classifies nor settles it."""
-
-
-class CrashAfter:
-    """Wraps an adapter and dies right after its K-th delivery, before the outbox can record it;
-    a dead process delivers nothing more (the pool's worker may still be handed the rest)."""
-
-    def __init__(self, esp, k: int):
-        self.esp, self.k, self.count, self.lock = esp, k, 0, threading.Lock()
-        self.esp_name = esp.esp_name
-
-    def send(self, message):
-        with self.lock:
-            if self.count >= self.k:
-                raise SimulatedCrash("already dead")
-        result = self.esp.send(message)
-        with self.lock:
-            self.count += 1
-            if self.count >= self.k:
-                raise SimulatedCrash(f"killed after {self.count} sends")
-        return result
-
-    def __getattr__(self, name):
-        return getattr(self.esp, name)
 
 
 @pytest.fixture
