@@ -13,8 +13,7 @@ connection (`session_on`). Queries use `?` placeholders and no DuckDB-only synta
 
 from __future__ import annotations
 
-import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import Iterator
@@ -23,7 +22,7 @@ import pandas as pd
 
 from dagster_project.models.clv import StoreHistory
 from dagster_project.models.clv_rfm import day_number, end_of_history
-from dagster_project.resources.warehouse import (SCRATCH_PREFIX, KeyRange, KeySample, WarehouseInterface,
+from dagster_project.resources.warehouse import (KeyRange, KeySample, WarehouseInterface,
                                                  WarehouseSession, sample_bucket, session_on)
 
 # Fulfilled orders placed before `?`, the midnight after the as-of day: the history scored.
@@ -174,17 +173,12 @@ class ScoringInputs:
 def scoring_inputs(warehouse: WarehouseInterface, as_of: date) -> Iterator[ScoringInputs]:
     """Fill scratch tables with the fulfilled orders up to the end of `as_of` and the subscription facts
     at its end; they are dropped when the block ends."""
-    tag = uuid.uuid4().hex[:12]
-    inputs = ScoringInputs(as_of=as_of, orders=f"nextbest.{SCRATCH_PREFIX}clv_orders_{tag}",
-                           facts=f"nextbest.{SCRATCH_PREFIX}clv_facts_{tag}")
-    created = []
-    try:
-        warehouse.execute("create schema if not exists nextbest")
-        for name, columns in ((inputs.orders, SCRATCH_ORDERS), (inputs.facts, SCRATCH_FACTS)):
-            # DDL on its own (Snowflake commits before any); transient there, like `staged`'s scratch tables.
-            warehouse.execute(f"create {warehouse._scratch_kind()} {name} "
-                              f"({', '.join(f'{c} {kind}' for c, kind in columns.items())})")
-            created.append(name)
+    warehouse.execute("create schema if not exists nextbest")
+    with ExitStack() as scratch:
+        inputs = ScoringInputs(
+            as_of=as_of,
+            orders=scratch.enter_context(warehouse.scratch_table("nextbest", "clv_orders", _columns(SCRATCH_ORDERS))),
+            facts=scratch.enter_context(warehouse.scratch_table("nextbest", "clv_facts", _columns(SCRATCH_FACTS))))
         facts, facts_params = facts_query(as_of)
         with warehouse.transaction() as tx:
             tx.execute(f"insert into {inputs.orders} (customer_id, ordered_at, amount) "
@@ -193,9 +187,8 @@ def scoring_inputs(warehouse: WarehouseInterface, as_of: date) -> Iterator[Scori
             tx.execute(f"insert into {inputs.facts} ({', '.join(SCRATCH_FACTS)}) "
                        f"select {', '.join(SCRATCH_FACTS)} from ({facts}) as facts", facts_params)
         yield inputs
-    finally:
-        for name in created:
-            try:
-                warehouse.execute(f"drop table if exists {name}")
-            except Exception:  # noqa: BLE001 - never hide the error that ended the block
-                pass  # a leftover nb_stage_* table holds only a copy of staging rows
+
+
+def _columns(columns: dict[str, str]) -> str:
+    """A `create table` column list: `(name type, ...)`."""
+    return f"({', '.join(f'{name} {kind}' for name, kind in columns.items())})"

@@ -20,7 +20,7 @@ import re
 import time
 import uuid
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Sequence
@@ -353,6 +353,26 @@ class WarehouseInterface:
     def _scratch_kind(self) -> str:
         return "table"
 
+    @contextmanager
+    def scratch_table(self, schema: str, stem: str, definition: str) -> Iterator[str]:
+        """A new scratch table `schema.nb_stage_<stem>_<tag>` for one run's intermediate rows: yields its
+        name (`schema.table`, unquoted), drops it when the block ends.
+
+        `definition` follows the name in `create table`: a column list (`(customer_id varchar, ...)`) or
+        `as select ...`. Transient on Snowflake (no fail-safe copies of rows that live for one run). The
+        `create` runs on its own, as Snowflake commits any open transaction before DDL.
+        """
+        name = (f"{check_identifier(schema, 'Schema')}."
+                f"{check_identifier(f'{SCRATCH_PREFIX}{stem}_{uuid.uuid4().hex[:12]}', 'Scratch table')}")
+        self.execute(f"create {self._scratch_kind()} {name} {definition}")
+        try:
+            yield name
+        finally:
+            try:
+                self.execute(f"drop table if exists {name}")
+            except Exception:  # noqa: BLE001 - never hide the error that ended the block
+                pass  # a leftover nb_stage_* table holds only rows that were never published
+
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
         """Run one statement (`?` placeholders), DDL included."""
         with self.transaction() as tx:
@@ -392,10 +412,10 @@ class StagedRows:
         self.warehouse = warehouse
         self.schema = check_identifier(schema, "Schema")
         self.table = check_identifier(table, "Table")
-        self.scratch = f"{SCRATCH_PREFIX}{table}_{uuid.uuid4().hex[:12]}"
+        self.scratch: str | None = None  # the scratch table's name (nb_stage_<table>_<tag>), made by the first chunk
         self.columns: list[str] | None = None
         self.rows = 0
-        self._created = False
+        self._scratch = ExitStack()
 
     def write_df(self, df: pd.DataFrame) -> int:
         """Add a chunk's rows (the same columns every time, cast to the table's types); rows written."""
@@ -405,12 +425,11 @@ class StagedRows:
         if self.columns is not None and columns != self.columns:
             raise ValueError(f"staged rows for {self.schema}.{self.table}: columns {columns} differ from the "
                              f"first chunk's {self.columns}")
-        if not self._created:
+        if self.scratch is None:
             # Unquoted names fold the same way on both engines as the quoted ones `write_df` uses.
-            self.warehouse.execute(
-                f"create {self.warehouse._scratch_kind()} {self.schema}.{self.scratch} as "
-                f"select * from {self.schema}.{self.table} where 1 = 0")
-            self._created = True
+            qualified = self._scratch.enter_context(self.warehouse.scratch_table(
+                self.schema, self.table, f"as select * from {self.schema}.{self.table} where 1 = 0"))
+            self.scratch = qualified.split(".", 1)[1]
         self.columns = columns
         written = self.warehouse.write_df(self.schema, self.scratch, df)
         self.rows += written
@@ -418,6 +437,8 @@ class StagedRows:
 
     def relation(self, tx: WarehouseSession) -> str:
         """The scratch table's name for SQL in `tx` (e.g. an `insert ... select` of one's own)."""
+        if self.scratch is None:
+            raise ValueError(f"staged rows for {self.schema}.{self.table}: nothing staged yet")
         return tx.table(self.schema, self.scratch)
 
     def append(self, tx: WarehouseSession) -> int:
@@ -436,13 +457,8 @@ class StagedRows:
 
     def drop(self) -> None:
         """Drop the scratch table (`staged` does this when its block ends)."""
-        if not self._created:
-            return
-        try:
-            self.warehouse.execute(f"drop table if exists {self.schema}.{self.scratch}")
-        except Exception:  # noqa: BLE001 - never hide the error that ended the block
-            return  # a leftover nb_stage_* table holds only rows that were never published
-        self._created = False
+        self._scratch.close()
+        self.scratch = None
 
 
 # ---------------------------------------------------------------------------

@@ -175,6 +175,25 @@ def test_staged_rows_reach_the_table_only_when_published(wh):
     assert wh.table_row_counts("nextbest") == {"scores": 9}  # the scratch table is gone
 
 
+def test_a_scratch_table_lives_for_its_block_even_when_the_block_fails(wh):
+    wh.execute("create schema if not exists nextbest")
+    with wh.scratch_table("nextbest", "clv_orders", "(customer_id varchar, amount double)") as first, \
+            wh.scratch_table("nextbest", "clv_orders", "(customer_id varchar, amount double)") as second:
+        assert first != second and first.startswith("nextbest.nb_stage_clv_orders_")
+        wh.execute(f"insert into {first} values ('C1', 2.5)")
+        assert wh.read_df(f"select amount from {first}")["amount"].tolist() == [2.5]
+        assert sorted(wh.table_row_counts("nextbest")) == sorted(name.split(".")[1] for name in (first, second))
+    assert wh.table_row_counts("nextbest") == {}
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        with wh.scratch_table("nextbest", "clv_facts", "as select 1 as n") as name:
+            assert wh.read_df(f"select n from {name}")["n"].tolist() == [1]
+            raise RuntimeError("scoring failed")
+    assert wh.table_row_counts("nextbest") == {}
+    with pytest.raises(ValueError, match="not a plain identifier"):
+        with wh.scratch_table("nextbest", "orders; drop table x", "(n int)"):
+            pass
+
+
 def test_chunk_size_comes_from_nextbest_batch_rows(monkeypatch, duckdb_file):
     monkeypatch.delenv("NEXTBEST_WAREHOUSE", raising=False)
     monkeypatch.delenv("NEXTBEST_BATCH_ROWS", raising=False)
