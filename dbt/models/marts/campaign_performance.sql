@@ -7,8 +7,10 @@
 -- delta method on the log ratio for relative lift, Welch for revenue per customer.
 -- These outcomes are what the next uplift training learns from.
 
-{#- Two-sided 95% normal quantile. -#}
-{%- set z = 1.959963984540054 %}
+{#- Each arm's counts (integers) and what is summed from them. -#}
+{%- set arms = ['treated', 'control'] %}
+{%- set counts = ['customers', 'sends', 'delivered', 'opens', 'clicks', 'esp_conversions', 'conversions'] %}
+
 
 with
 
@@ -83,27 +85,13 @@ paired as (
         campaigns.campaign_started_at,
         campaigns.window_complete,
 
-        coalesce(treated.customers, 0) as treated_customers,
-        coalesce(treated.sends, 0) as treated_sends,
-        coalesce(treated.delivered, 0) as treated_delivered,
-        coalesce(treated.opens, 0) as treated_opens,
-        coalesce(treated.clicks, 0) as treated_clicks,
-        coalesce(treated.esp_conversions, 0) as treated_esp_conversions,
-        coalesce(treated.conversions, 0) as treated_conversions,
-        coalesce(treated.revenue, 0) as treated_revenue,
-        treated.revenue_per_customer as treated_revenue_per_customer,
-        coalesce(treated.revenue_variance, 0) as treated_revenue_variance,
-
-        coalesce(control.customers, 0) as control_customers,
-        coalesce(control.sends, 0) as control_sends,
-        coalesce(control.delivered, 0) as control_delivered,
-        coalesce(control.opens, 0) as control_opens,
-        coalesce(control.clicks, 0) as control_clicks,
-        coalesce(control.esp_conversions, 0) as control_esp_conversions,
-        coalesce(control.conversions, 0) as control_conversions,
-        coalesce(control.revenue, 0) as control_revenue,
-        control.revenue_per_customer as control_revenue_per_customer,
-        coalesce(control.revenue_variance, 0) as control_revenue_variance
+        {%- for arm in arms %}
+        {%- for count in counts + ['revenue'] %}
+        coalesce({{ arm }}.{{ count }}, 0) as {{ arm }}_{{ count }},
+        {%- endfor %}
+        {{ arm }}.revenue_per_customer as {{ arm }}_revenue_per_customer,
+        coalesce({{ arm }}.revenue_variance, 0) as {{ arm }}_revenue_variance{{ ',' if not loop.last }}
+        {%- endfor %}
 
     from comparisons
     inner join campaigns
@@ -181,48 +169,34 @@ final as (
         cast(campaign_started_at as {{ dbt.type_timestamp() }}) as campaign_started_at,
         window_complete,
 
-        cast(treated_customers as {{ dbt.type_int() }}) as treated_customers,
-        cast(treated_sends as {{ dbt.type_int() }}) as treated_sends,
-        cast(treated_delivered as {{ dbt.type_int() }}) as treated_delivered,
-        cast(treated_opens as {{ dbt.type_int() }}) as treated_opens,
-        cast(treated_clicks as {{ dbt.type_int() }}) as treated_clicks,
-        cast(treated_esp_conversions as {{ dbt.type_int() }}) as treated_esp_conversions,
-        cast(treated_conversions as {{ dbt.type_int() }}) as treated_conversions,
-        cast(treated_revenue as {{ type_money() }}) as treated_revenue,
-
-        cast(control_customers as {{ dbt.type_int() }}) as control_customers,
-        cast(control_sends as {{ dbt.type_int() }}) as control_sends,
-        cast(control_delivered as {{ dbt.type_int() }}) as control_delivered,
-        cast(control_opens as {{ dbt.type_int() }}) as control_opens,
-        cast(control_clicks as {{ dbt.type_int() }}) as control_clicks,
-        cast(control_esp_conversions as {{ dbt.type_int() }}) as control_esp_conversions,
-        cast(control_conversions as {{ dbt.type_int() }}) as control_conversions,
-        cast(control_revenue as {{ type_money() }}) as control_revenue,
+        {%- for arm in arms %}
+        {%- for count in counts %}
+        cast({{ arm }}_{{ count }} as {{ dbt.type_int() }}) as {{ arm }}_{{ count }},
+        {%- endfor %}
+        cast({{ arm }}_revenue as {{ type_money() }}) as {{ arm }}_revenue,
+        {%- endfor %}
 
         cast(treated_conversion_rate as double) as treated_conversion_rate,
         cast(control_conversion_rate as double) as control_conversion_rate,
         cast(conversion_lift as double) as conversion_lift,
-        cast(adjusted_lift - {{ z }} * adjusted_lift_se as double) as conversion_lift_ci_low,
-        cast(adjusted_lift + {{ z }} * adjusted_lift_se as double) as conversion_lift_ci_high,
+        {{ interval('conversion_lift', 'adjusted_lift', 'adjusted_lift_se') }},
         cast(treated_conversion_rate / nullif(control_conversion_rate, 0) - 1 as double)
             as conversion_relative_lift,
-        cast(exp(log_rate_ratio - {{ z }} * log_rate_ratio_se) - 1 as double) as conversion_relative_lift_ci_low,
-        cast(exp(log_rate_ratio + {{ z }} * log_rate_ratio_se) - 1 as double) as conversion_relative_lift_ci_high,
+        {{ interval('conversion_relative_lift', 'log_rate_ratio', 'log_rate_ratio_se', ('exp(', ') - 1')) }},
+        -- the interval of the difference excludes 0
         coalesce(
-            adjusted_lift - {{ z }} * adjusted_lift_se > 0
-            or adjusted_lift + {{ z }} * adjusted_lift_se < 0,
+            adjusted_lift - {{ z_times('adjusted_lift_se') }} > 0
+            or adjusted_lift + {{ z_times('adjusted_lift_se') }} < 0,
             false
         ) as is_significant,
 
         cast(treated_revenue_per_customer as double) as treated_revenue_per_customer,
         cast(control_revenue_per_customer as double) as control_revenue_per_customer,
         cast(revenue_lift_per_customer as double) as revenue_lift_per_customer,
-        cast(revenue_lift_per_customer - {{ z }} * revenue_lift_se as double) as revenue_lift_ci_low,
-        cast(revenue_lift_per_customer + {{ z }} * revenue_lift_se as double) as revenue_lift_ci_high,
+        {{ interval('revenue_lift', 'revenue_lift_per_customer', 'revenue_lift_se') }},
         cast(treated_revenue_per_customer / nullif(control_revenue_per_customer, 0) - 1 as double)
             as revenue_relative_lift,
-        cast(exp(log_revenue_ratio - {{ z }} * log_revenue_ratio_se) - 1 as double) as revenue_relative_lift_ci_low,
-        cast(exp(log_revenue_ratio + {{ z }} * log_revenue_ratio_se) - 1 as double) as revenue_relative_lift_ci_high,
+        {{ interval('revenue_relative_lift', 'log_revenue_ratio', 'log_revenue_ratio_se', ('exp(', ') - 1')) }},
 
         {{ as_of_date() }} as as_of_date
 
