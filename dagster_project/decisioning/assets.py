@@ -254,10 +254,8 @@ def _annotate(decisions: pd.DataFrame, uplift, values, clv, features, events, ru
     """Add goal, uplift, goal value, reason codes, model version and the send hour to routed rows."""
     as_of, at, models = run.as_of, run.at, run.models
     decisions["goal"] = decisions["playbook_id"].map(lambda p: GOALS[p][0] if isinstance(p, str) else None)
-    decisions["expected_uplift"] = [float(uplift.at[c, p]) if isinstance(p, str) else None
-                                    for c, p in zip(decisions["customer_id"], decisions["playbook_id"])]
-    decisions["goal_value"] = [float(values.at[c, p]) if isinstance(p, str) else None
-                               for c, p in zip(decisions["customer_id"], decisions["playbook_id"])]
+    decisions["expected_uplift"] = _routed_cells(uplift, decisions)
+    decisions["goal_value"] = _routed_cells(values, decisions)
     clv_ids = set(clv.index) if clv is not None else set()
     decisions["reason"] = [reason + f"; goal worth {value:.2f} (margin on predicted 12-month CLV)"
                            if isinstance(p, str) and GOALS[p][0] in RETENTION_GOALS and c in clv_ids else reason
@@ -287,6 +285,15 @@ def _annotate(decisions: pd.DataFrame, uplift, values, clv, features, events, ru
     decisions["run_date"] = as_of
     decisions["decided_at"] = run.decided_at
     return decisions[list(DECISION_COLUMNS)]
+
+
+def _routed_cells(frame: pd.DataFrame, decisions: pd.DataFrame) -> list[float | None]:
+    """`frame` (customers x playbooks) at each decision's customer and playbook; None where no playbook."""
+    playbooks = decisions["playbook_id"]
+    rows = frame.index.get_indexer(decisions["customer_id"])
+    columns = frame.columns.get_indexer(playbooks.where(playbooks.map(lambda p: isinstance(p, str)), None))
+    cells = frame.to_numpy(dtype=float)[rows, columns.clip(min=0)] if len(frame.columns) else np.full(len(rows), np.nan)
+    return [float(v) if c >= 0 else None for v, c in zip(cells, columns)]
 
 
 def _id(prefix: str, as_of: date, customer: str, playbook: str) -> str:

@@ -131,29 +131,32 @@ def route(audience: pd.DataFrame, capped: pd.DataFrame, ev: pd.DataFrame, suppre
     """
     playbooks = list(audience.columns)
     audience = audience.reindex(columns=playbooks, fill_value=False)
-    capped = capped.reindex(index=audience.index, columns=playbooks, fill_value=False)
-    ev = ev.reindex(index=audience.index, columns=playbooks)
-    suppressed = suppressed.reindex(audience.index)
+    # Plain arrays, read by position: a pandas lookup per customer and playbook would cost more than the routing.
+    members = audience.to_numpy(dtype=bool)
+    caps = capped.reindex(index=audience.index, columns=playbooks, fill_value=False).to_numpy(dtype=bool)
+    values = ev.reindex(index=audience.index, columns=playbooks).to_numpy(dtype=float)
+    reasons = suppressed.reindex(audience.index).to_numpy(dtype=object)
     rows = []
-    for cid in audience.index[audience.any(axis=1).to_numpy()]:
-        member = [p for p in playbooks if audience.at[cid, p]]
-        allowed = [p for p in member if not capped.at[cid, p]]
-        alternatives = {p: ("frequency cap" if p not in allowed else "no uplift model yet" if np.isnan(ev.at[cid, p])
-                            else round(float(ev.at[cid, p]), 4)) for p in member}
+    for i in np.flatnonzero(members.any(axis=1)):
+        cid, value = audience.index[i], dict(zip(playbooks, values[i]))
+        member = [p for p, m in zip(playbooks, members[i]) if m]
+        allowed = [p for p, m, c in zip(playbooks, members[i], caps[i]) if m and not c]
+        alternatives = {p: ("frequency cap" if p not in allowed else "no uplift model yet" if np.isnan(value[p])
+                            else round(float(value[p]), 4)) for p in member}
         row = {"customer_id": cid, "decision": None, "playbook_id": None, "arm": None, "expected_value": None,
                "exploration": False, "alternatives": json.dumps(alternatives, sort_keys=True), "reason": ""}
         global_held = stable_unit("global-holdout", cid) < policy.global_holdout_share
         best, explore = None, False
-        if isinstance(suppressed.get(cid), str) and suppressed.get(cid):
-            row.update(decision="suppressed", reason=suppressed[cid])
+        if isinstance(reasons[i], str) and reasons[i]:
+            row.update(decision="suppressed", reason=reasons[i])
         elif not allowed:
             row.update(decision="capped", reason="frequency cap reached for every playbook they qualify for")
         else:
-            best = max(allowed, key=lambda p: -np.inf if np.isnan(ev.at[cid, p]) else ev.at[cid, p])
+            best = max(allowed, key=lambda p: -np.inf if np.isnan(value[p]) else value[p])
             explore = stable_unit("explore", run_key, cid) < policy.exploration_share
             if explore:
                 best = allowed[int(stable_unit("explore-pick", run_key, cid) * len(allowed))]
-            if not explore and not ev.at[cid, best] > 0:
+            if not explore and not value[best] > 0:
                 row.update(decision="none", reason="no playbook is expected to be worth its send cost")
                 best = None
         why = ("exploration: random eligible playbook" if explore else "highest expected value")
@@ -162,12 +165,12 @@ def route(audience: pd.DataFrame, capped: pd.DataFrame, ev: pd.DataFrame, suppre
             row.update(decision="global_holdout", reason="permanent global holdout (never messaged)"
                        + (f"; would have received {best} ({why})" if best else ""))
             if best:
-                row.update(playbook_id=best, arm="global_holdout", expected_value=float(ev.at[cid, best]),
+                row.update(playbook_id=best, arm="global_holdout", expected_value=float(value[best]),
                            exploration=explore)
         elif best:
             held = stable_unit("holdout", run_key, best, cid) < holdout_shares.get(best, 0.0)
             row.update(decision="holdout" if held else "send", playbook_id=best,
-                       arm="holdout" if held else "treatment", expected_value=float(ev.at[cid, best]),
+                       arm="holdout" if held else "treatment", expected_value=float(value[best]),
                        exploration=explore,
                        reason=why + ("; in this playbook's randomized holdout (not sent)" if held else ""))
         rows.append(row)
