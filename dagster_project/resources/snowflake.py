@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import snowflake.connector
 import snowflake.connector.pandas_tools
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from dagster_project.resources.warehouse import (
     DEFAULT_BATCH_ROWS,
@@ -189,6 +189,7 @@ class SnowflakeWarehouse(WarehouseInterface, dg.ConfigurableResource):
     private_key_passphrase: str | None = Field(default=None, repr=False)
     write_chunk_rows: int = WRITE_CHUNK_ROWS
     batch_rows: int = DEFAULT_BATCH_ROWS  # customers per chunk of scoring, routing and drafting
+    _kept: Any = PrivateAttr(default=None)  # the connection of a running `kept_open` block
 
     def _scratch_kind(self) -> str:
         return "transient table"  # no fail-safe copies of rows that live for one run
@@ -217,11 +218,31 @@ class SnowflakeWarehouse(WarehouseInterface, dg.ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[Any]:
-        """A Snowflake connection (autocommit) for the length of a `with` block."""
+        """A Snowflake connection (autocommit) for the length of a `with` block: the one `kept_open`
+        holds, if its block is running, else a new one."""
+        if self._kept is not None:
+            yield self._kept
+            return
         con = snowflake.connector.connect(**self._connect_kwargs())
         try:
             yield con
         finally:
+            con.close()
+
+    @contextmanager
+    def kept_open(self) -> Iterator[None]:
+        """One connection (one login) for every read, write and transaction in the block, instead of one
+        each: the sender claims and settles each chunk in its own transaction. Sessions on it stay
+        separate, as a session sends its writes in one `begin ... commit` only when its block ends."""
+        if self._kept is not None:  # already inside a kept_open block
+            yield
+            return
+        con = snowflake.connector.connect(**self._connect_kwargs())
+        self._kept = con
+        try:
+            yield
+        finally:
+            self._kept = None
             con.close()
 
     @contextmanager

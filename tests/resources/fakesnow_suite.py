@@ -180,6 +180,34 @@ def test_failing_statement_rolls_back_the_writes_before_it(wh):
     assert staged_tables(wh) == 0
 
 
+def test_kept_open_logs_in_once_and_keeps_each_transaction_its_own(wh, monkeypatch):
+    logins = []
+    settings = SnowflakeWarehouse._connect_kwargs
+
+    def counted(self):  # what every login sends to the connector
+        logins.append(self.user)
+        return settings(self)
+
+    monkeypatch.setattr(SnowflakeWarehouse, "_connect_kwargs", counted)
+    wh.write_df("nextbest", "outbox", outbox_rows(3))
+    assert len(logins) == 1  # outside the block: a login per call
+    logins.clear()
+    with wh.kept_open():
+        with wh.kept_open():  # nested blocks share the outer one's connection
+            for batch in wh.iter_batches("select send_id from nextbest.outbox order by send_id", 2):
+                with wh.transaction() as tx:  # a write while a read streams, on the same connection
+                    tx.execute("update nextbest.outbox set state = 'sent' where send_id = ?", [batch["send_id"][0]])
+        with pytest.raises(RuntimeError, match="chunk failed"):
+            with wh.transaction() as tx:
+                tx.execute("update nextbest.outbox set state = 'failed'")
+                raise RuntimeError("chunk failed")
+        assert wh.read_df("select state, count(*) as n from nextbest.outbox group by state order by state") \
+            .to_dict("list") == {"state": ["queued", "sent"], "n": [1, 2]}
+    assert logins == ["nextbest"]  # one login for the whole block
+    wh.read_df("select 1 as one")
+    assert len(logins) == 2  # after it, the connection is closed and calls log in again
+
+
 def test_reading_back_an_unapplied_write_is_refused(wh):
     with pytest.raises(RuntimeError, match="read after the block"):
         with wh.transaction() as tx:
