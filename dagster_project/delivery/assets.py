@@ -28,9 +28,12 @@ from dagster_project.delivery.sender import ExportSummary, run_export
 from dagster_project.messaging.briefs import BriefError, load_briefs
 from dagster_project.quality.freshness import stale_playbooks
 from dagster_project.ingest.contract import NEXTBEST_SCHEMA
-from dagster_project.resources.warehouse import DuckDBWarehouse, WarehouseSession
+from dagster_project.resources.warehouse import DuckDBWarehouse, WarehouseInterface, WarehouseSession
 
 CAMPAIGN_PERFORMANCE = "analytics.campaign_performance"
+# The columns of campaign_performance the lift is pooled from (the mart has many more).
+LIFT_COLUMNS = ("playbook_id", "goal", "campaign_id", "control_arm", "window_complete", "treated_customers",
+                "treated_conversions", "control_customers", "control_conversions")
 Z95 = 1.959963984540054
 
 
@@ -169,7 +172,7 @@ def _refuse_stale(tx: WarehouseSession, drafts: dict[str, pd.DataFrame], batch: 
         return
     try:
         briefs = load_briefs()
-        stale = stale_playbooks(tx.dbapi(), [briefs.get(p) for p in sorted(playbooks)])
+        stale = stale_playbooks(tx, [briefs.get(p) for p in sorted(playbooks)])
     except BriefError as error:
         raise dg.Failure(description=f"Not exporting: cannot check the data behind these messages: {error}") from None
     if stale:
@@ -206,6 +209,15 @@ export_approved_batch = dg.define_asset_job(
 
 
 # --- lift -----------------------------------------------------------------------------------
+
+def read_performance(warehouse: WarehouseInterface) -> pd.DataFrame:
+    """The rows of campaign_performance the lift needs, one per campaign and control arm."""
+    performance = warehouse.read_df(f"select {', '.join(LIFT_COLUMNS)} from {CAMPAIGN_PERFORMANCE} "
+                                    "order by playbook_id, campaign_id, control_arm")
+    # Counts can arrive as decimals (NUMBER(38,0) on Snowflake, HUGEINT sums on DuckDB); pooling wants ints.
+    counts = [c for c in LIFT_COLUMNS if c.endswith(("_customers", "_conversions"))]
+    return performance.astype({c: "int64" for c in counts}) if len(performance) else performance
+
 
 def playbook_lift(performance: pd.DataFrame, control_arm: str = "holdout") -> pd.DataFrame:
     """Lift per playbook over its finished campaigns (goal windows over), pooled, with a 95% CI.
@@ -278,9 +290,8 @@ def lift_chart_png(lift: pd.DataFrame) -> bytes | None:
     description="Lift per playbook against the randomized holdout (from campaign_performance), charted.",
 )
 def campaign_lift(context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
-    """Pool each playbook's finished campaigns and show lift with its 95% CI."""
-    with warehouse.connect(read_only=True) as con:
-        performance = con.execute(f"select * from {CAMPAIGN_PERFORMANCE}").df()
+    """Pool each playbook's finished campaigns and show lift with its 95% CI (DuckDB or Snowflake)."""
+    performance = read_performance(warehouse)
     lift = playbook_lift(performance)
     metadata = {
         "campaigns": int(performance["campaign_id"].nunique()) if len(performance) else 0,

@@ -1,9 +1,16 @@
-"""Delivery commands for the `nextbest` CLI: `ingest-events FILE` and `serve-webhooks`."""
+"""Delivery commands for the `nextbest` CLI: `ingest-events FILE` and `serve-webhooks`.
+
+Both write ESP events through the warehouse resource `NEXTBEST_WAREHOUSE` names (DuckDB at
+`NEXTBEST_DUCKDB_PATH` or `--db`, or Snowflake from the `SNOWFLAKE_*` variables), picked the
+way `nextbest review` / `approve` pick it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+
+from dagster_project.delivery.approval_commands import DB_HELP, _warehouse
 
 WEBHOOK_SECRET_ENV = {"nextbest": "NEXTBEST_WEBHOOK_SECRET", "customerio": "CUSTOMERIO_WEBHOOK_SIGNING_KEY",
                       "hubspot": "HUBSPOT_CLIENT_SECRET", "klaviyo": "KLAVIYO_WEBHOOK_SECRET"}
@@ -14,36 +21,29 @@ def register(subparsers) -> None:
     ingest = subparsers.add_parser("ingest-events", help="load a JSONL/CSV file of ESP events into raw.email_events")
     ingest.add_argument("file", help="JSONL (.jsonl/.ndjson/.json) or CSV with event_id, customer_id, campaign_id, "
                                      "message_id, event_type, occurred_at")
+    ingest.add_argument("--db", default=None, help=DB_HELP)
     ingest.set_defaults(func=cmd_ingest_events)
 
     serve = subparsers.add_parser("serve-webhooks", help="receive signed ESP webhooks into raw.email_events")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8787)
+    serve.add_argument("--db", default=None, help=DB_HELP)
     serve.set_defaults(func=cmd_serve_webhooks)
-
-
-def _connect():
-    from dagster_project.project import duckdb_path
-    from dagster_project.resources.warehouse import connect_duckdb
-
-    return connect_duckdb(duckdb_path())
 
 
 def cmd_ingest_events(args: argparse.Namespace) -> int:
     from dagster_project.delivery.events import ingest_events_file
 
     try:
-        con = _connect()
+        warehouse = _warehouse(args)
     except Exception as error:  # noqa: BLE001 - shown to the user as is
         print(f"Cannot open the warehouse: {error}")
         return 2
     try:
-        summary = ingest_events_file(con, args.file)
+        summary = ingest_events_file(warehouse, args.file)
     except (FileNotFoundError, ValueError) as error:
         print(f"Cannot ingest {args.file}: {error}")
         return 2
-    finally:
-        con.close()
     print(f"{args.file}: {summary.read} events read, {summary.inserted} new, "
           f"{summary.duplicates} already stored, {summary.quarantined} quarantined (see raw.raw_quarantine)")
     return 0
@@ -56,7 +56,12 @@ def cmd_serve_webhooks(args: argparse.Namespace) -> int:
     if not secrets:
         print("No webhook secret configured: set " + " and/or ".join(WEBHOOK_SECRET_ENV.values()))
         return 2
-    server = make_webhook_server(_connect, secrets, args.host, args.port)
+    try:
+        warehouse = _warehouse(args)
+    except Exception as error:  # noqa: BLE001 - shown to the user as is
+        print(f"Cannot open the warehouse: {error}")
+        return 2
+    server = make_webhook_server(warehouse, secrets, args.host, args.port)
     host, port = server.server_address[:2]
     print(f"Receiving webhooks on http://{host}:{port}/webhooks/{{{','.join(sorted(secrets))}}} (Ctrl-C to stop)",
           flush=True)

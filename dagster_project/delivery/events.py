@@ -3,7 +3,12 @@
 Both paths normalise each event to the contract (event_id, customer_id,
 campaign_id, message_id, event_type, occurred_at), insert only event ids not
 already stored, and quarantine rows that cannot be read in `raw.raw_quarantine`
-with a reason naming the row and field. Besides NextBest's own shape, Customer.io
+with a reason naming the row and field. They write through the warehouse resource
+(DuckDB or Snowflake) in one transaction, as `insert ... select ... where not exists`
+from staged rows: an ESP re-delivering an event, or a whole file loaded twice,
+adds nothing, neither to the events nor to the quarantine. Neither engine enforces a
+unique event id, so two processes storing the same new event at the same instant could
+both insert it; one receiver (`serve-webhooks`) serialises its own requests. Besides NextBest's own shape, Customer.io
 reporting-webhook events (`metric`, `timestamp`, `data`), HubSpot email events (`id`, `type`,
 `recipient`, `created`) and Klaviyo system-webhook items (`external_id`, `topic`, `payload`) are
 understood; the latter two name a recipient by email, matched to raw.customers.email.
@@ -25,9 +30,14 @@ import pandas as pd
 
 from dagster_project.delivery.signing import (DEFAULT_TOLERANCE_SECONDS, SignatureError, verify, verify_customerio,
                                                verify_hubspot, verify_klaviyo)
-from dagster_project.ingest.contract import EMAIL_EVENT_TYPES, QUARANTINE_TABLE, RAW_SCHEMA, create_raw_schema
+from dagster_project.ingest.contract import (EMAIL_EVENT_TYPES, NEXTBEST_SCHEMA, QUARANTINE_TABLE, RAW_SCHEMA,
+                                             create_raw_schema)
+from dagster_project.resources.warehouse import WarehouseInterface, WarehouseSession, session_on
 
 FIELDS = ("event_id", "customer_id", "campaign_id", "message_id", "event_type", "occurred_at")
+EVENTS = f"{RAW_SCHEMA}.email_events"
+QUARANTINE = f"{RAW_SCHEMA}.{QUARANTINE_TABLE}"
+QUARANTINE_COLUMNS = ("source_table", "source_file", "row_number", "reason", "row_json", "quarantined_at")
 # What ESPs call the contract's event types.
 EVENT_TYPE_ALIASES = {
     "opened": "open", "clicked": "click", "converted": "conversion", "unsubscribed": "unsubscribe",
@@ -107,29 +117,40 @@ def _klaviyo_record(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def contract_shape(record: dict[str, Any]) -> dict[str, Any]:
+    """An ESP's event in the contract's field names (HubSpot, Klaviyo, Customer.io or NextBest's own);
+    the recipient may still be an `email` rather than a `customer_id`."""
+    if "recipient" in record and "type" in record:  # HubSpot email event
+        return _hubspot_record(record)
+    if "topic" in record and "payload" in record:  # Klaviyo system webhook item
+        return _klaviyo_record(record)
+    if "metric" in record and isinstance(record.get("data"), dict):  # Customer.io reporting webhook
+        data = record["data"]
+        return {
+            "event_id": record.get("event_id"), "customer_id": data.get("customer_id"),
+            "campaign_id": data.get("campaign_id") or data.get("broadcast_id") or data.get("newsletter_id"),
+            "message_id": data.get("delivery_id"), "event_type": record.get("metric"),
+            "occurred_at": record.get("timestamp"),
+        }
+    return record
+
+
+def _email_key(email: Any) -> str:
+    return str(email).strip().lower()
+
+
 def normalize_event(record: dict[str, Any], emails: Mapping[str, str] | None = None) -> dict[str, Any]:
     """One ESP event in the contract's shape; raises `EventError` naming the bad field.
 
     `emails` maps lower-cased raw.customers.email to customer_id, for ESPs that name the
     recipient by email rather than by NextBest's customer id.
     """
-    if "recipient" in record and "type" in record:  # HubSpot email event
-        record = _hubspot_record(record)
-    elif "topic" in record and "payload" in record:  # Klaviyo system webhook item
-        record = _klaviyo_record(record)
+    record = contract_shape(record)
     if not record.get("customer_id") and record.get("email"):
-        email = str(record["email"]).strip().lower()
+        email = _email_key(record["email"])
         if email not in (emails or {}):
             raise EventError(f"email {record['email']!r} is not in raw.customers")
         record = {**record, "customer_id": emails[email]}
-    if "metric" in record and isinstance(record.get("data"), dict):  # Customer.io reporting webhook
-        data = record["data"]
-        record = {
-            "event_id": record.get("event_id"), "customer_id": data.get("customer_id"),
-            "campaign_id": data.get("campaign_id") or data.get("broadcast_id") or data.get("newsletter_id"),
-            "message_id": data.get("delivery_id"), "event_type": record.get("metric"),
-            "occurred_at": record.get("timestamp"),
-        }
     event = {}
     for field in FIELDS:
         value = record.get(field)
@@ -169,53 +190,106 @@ def read_events_file(path: Path) -> list[tuple[int, dict[str, Any]]]:
     raise ValueError(f"{path}: expected a .jsonl, .ndjson, .json or .csv file of ESP events")
 
 
-def store_events(con, records: Iterable[tuple[int, dict[str, Any]]], source: str) -> IngestSummary:
-    """Insert new events (by event id) into raw.email_events; quarantine unreadable ones."""
-    create_raw_schema(con)
-    good, bad, seen = [], [], set()
-    customers = con.execute(f"select customer_id, email from {RAW_SCHEMA}.customers").fetchall()
-    known = {customer_id for customer_id, _ in customers}
-    emails = {email.strip().lower(): customer_id for customer_id, email in customers if email}
+def store_events(warehouse, records: Iterable[tuple[int, dict[str, Any]]], source: str) -> IngestSummary:
+    """Insert new events (by event id) into raw.email_events; quarantine unreadable ones, each once.
+
+    `warehouse`: a warehouse resource (DuckDB or Snowflake), a session of one or a DuckDB
+    connection. `records` are (row number, record) pairs; `source` names the file or webhook.
+    """
     records = list(records)
-    for number, record in records:
-        try:
-            if "__unreadable__" in record:
-                raise EventError(record["__unreadable__"])
-            event = normalize_event(record, emails)
-            if event["customer_id"] not in known:
-                raise EventError(f"customer_id {event['customer_id']!r} is not in raw.customers")
-        except EventError as error:
-            bad.append((number, f"{source} row {number}: {error}", json.dumps(record, default=str)))
-            continue
-        if event["event_id"] not in seen:
-            seen.add(event["event_id"])
-            good.append(event)
-    inserted = 0
-    if good:
-        frame = pd.DataFrame(good, columns=list(FIELDS)).astype({"occurred_at": "datetime64[us]"})
-        con.register("incoming_email_events", frame)
-        try:
-            before = con.execute(f"select count(*) from {RAW_SCHEMA}.email_events").fetchall()[0][0]
-            con.execute(f"""insert into {RAW_SCHEMA}.email_events
-                            select * from incoming_email_events i
-                            where i.event_id not in (select event_id from {RAW_SCHEMA}.email_events)""")
-            inserted = con.execute(f"select count(*) from {RAW_SCHEMA}.email_events").fetchall()[0][0] - before
-        finally:
-            con.unregister("incoming_email_events")
-    if bad:
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
-        con.executemany(f"insert into {RAW_SCHEMA}.{QUARANTINE_TABLE} values ('email_events', ?, ?, ?, ?, ?)",
-                        [(source, number, reason, row_json, now) for number, reason, row_json in bad])
+    _ensure_tables(warehouse)
+    shaped = [(number, record, None if "__unreadable__" in record else contract_shape(record))
+              for number, record in records]
+    good, bad, seen = [], [], set()
+    with session_on(warehouse) as tx:
+        known, emails = _recipients(tx, [shape for _, _, shape in shaped if shape is not None])
+        for number, record, shape in shaped:
+            try:
+                if shape is None:
+                    raise EventError(record["__unreadable__"])
+                event = normalize_event(shape, emails)
+                if event["customer_id"] not in known:
+                    raise EventError(f"customer_id {event['customer_id']!r} is not in raw.customers")
+            except EventError as error:
+                bad.append({"row_number": number, "reason": f"{source} row {number}: {error}",
+                            "row_json": json.dumps(record, default=str)})
+                continue
+            if event["event_id"] not in seen:
+                seen.add(event["event_id"])
+                good.append(event)
+        inserted = _insert_new_events(tx, good)
+        _quarantine(tx, bad, source)
     return IngestSummary(read=len(records), inserted=inserted,
                          duplicates=len(records) - len(bad) - inserted, quarantined=len(bad))
 
 
-def ingest_events_file(con, path: str | Path) -> IngestSummary:
-    """`nextbest ingest-events FILE`: load a JSONL/CSV export of ESP events, deduplicated by event id."""
+def _ensure_tables(warehouse) -> None:
+    """The raw contract tables, created when raw.email_events or the quarantine is missing.
+
+    Before the writing session: Snowflake commits an open transaction before any DDL.
+    """
+    with session_on(warehouse) as tx:
+        present = tx.exists(RAW_SCHEMA, "email_events") and tx.exists(RAW_SCHEMA, QUARANTINE_TABLE)
+    if not present:
+        create_raw_schema(warehouse)
+
+
+def _recipients(tx: WarehouseSession, shapes: list[dict[str, Any]]) -> tuple[set[str], dict[str, str]]:
+    """The customer ids these events name that raw.customers holds, and lower-cased email -> customer_id
+    for the emails they name; only those customers are read, not the whole table."""
+    wanted = {str(s["customer_id"]).strip() for s in shapes if s.get("customer_id") not in (None, "")}
+    wanted |= {_email_key(s["email"]) for s in shapes if not s.get("customer_id") and s.get("email")}
+    if not wanted:
+        return set(), {}
+    staged = tx.stage_df(NEXTBEST_SCHEMA, pd.DataFrame({"recipient": sorted(wanted)}))
+    found = tx.read_df(
+        f"select c.customer_id, lower(trim(c.email)) as email from {RAW_SCHEMA}.customers c "
+        f"where c.customer_id in (select recipient from {staged}) "
+        f"or lower(trim(c.email)) in (select recipient from {staged})")
+    known = {str(c) for c in found["customer_id"]}  # named by id or by email: in raw.customers either way
+    emails = {e: str(c) for c, e in found.itertuples(index=False) if isinstance(e, str) and e in wanted}
+    return known, emails
+
+
+def _insert_new_events(tx: WarehouseSession, events: list[dict[str, Any]]) -> int:
+    """Insert the events whose id raw.email_events lacks; return how many (counted before, in `tx`)."""
+    if not events:
+        return 0
+    frame = pd.DataFrame(events, columns=list(FIELDS)).astype({"occurred_at": "datetime64[us]"})
+    # Staged beside NextBest's tables, not in raw: on Snowflake raw belongs to the customer's loaders.
+    staged = tx.stage_df(NEXTBEST_SCHEMA, frame)
+    new = f"from {staged} i where not exists (select 1 from {EVENTS} e where e.event_id = i.event_id)"
+    # Read before the insert: a Snowflake session reads nothing after its first write.
+    inserted = int(tx.read_df(f"select count(*) as n {new}").iloc[0, 0])
+    columns = ", ".join(FIELDS)
+    tx.execute(f"insert into {EVENTS} ({columns}) select {', '.join(f'i.{c}' for c in FIELDS)} {new}")
+    return inserted
+
+
+def _quarantine(tx: WarehouseSession, bad: list[dict[str, Any]], source: str) -> None:
+    """Add the unreadable rows to raw.raw_quarantine, except those already there (the same row of
+    the same source, with the same reason and content: an ESP re-delivering it)."""
+    if not bad:
+        return
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    frame = pd.DataFrame(bad).assign(source_table="email_events", source_file=source,
+                                     quarantined_at=pd.Timestamp(now).as_unit("us"))
+    staged = tx.stage_df(NEXTBEST_SCHEMA, frame[list(QUARANTINE_COLUMNS)].astype({"row_number": "int64"}))
+    same = " and ".join(f"q.{c} = n.{c}" for c in QUARANTINE_COLUMNS[:-1])
+    columns = ", ".join(QUARANTINE_COLUMNS)
+    tx.execute(f"insert into {QUARANTINE} ({columns}) select {', '.join(f'n.{c}' for c in QUARANTINE_COLUMNS)} "
+               f"from {staged} n where not exists (select 1 from {QUARANTINE} q where {same})")
+
+
+def ingest_events_file(warehouse, path: str | Path) -> IngestSummary:
+    """`nextbest ingest-events FILE`: load a JSONL/CSV export of ESP events, deduplicated by event id.
+
+    `warehouse`: a warehouse resource (DuckDB or Snowflake), a session of one or a DuckDB connection.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is not a file")
-    return store_events(con, read_events_file(path), str(path))
+    return store_events(warehouse, read_events_file(path), str(path))
 
 
 # -- webhook receiver --------------------------------------------------------------------------
@@ -250,7 +324,7 @@ class ReplayGuard:
             return True
 
 
-def make_webhook_server(connect: Callable[[], Any], secrets: dict[str, str], host: str = "127.0.0.1",
+def make_webhook_server(warehouse: WarehouseInterface, secrets: dict[str, str], host: str = "127.0.0.1",
                         port: int = 8787, tolerance: float = DEFAULT_TOLERANCE_SECONDS,
                         public_url: str | None = None) -> ThreadingHTTPServer:
     """An HTTP server taking `POST /webhooks/<source>` for each source with a secret.
@@ -258,9 +332,9 @@ def make_webhook_server(connect: Callable[[], Any], secrets: dict[str, str], hos
     HubSpot signs the URL it called: behind a proxy, pass `public_url` (e.g.
     `https://hooks.example.com`) or forward `X-Forwarded-Proto`/`X-Forwarded-Host`.
 
-    `connect()` opens a warehouse connection per request (closed after), so the receiver
-    never holds the DuckDB file between requests. Unsigned, badly signed, old or repeated
-    requests get 401/409 and store nothing.
+    Each request's events are stored in one transaction of `warehouse` (DuckDB or Snowflake),
+    so the receiver never holds the DuckDB file between requests. Unsigned, badly signed, old or
+    repeated requests get 401/409 and store nothing.
     """
     guard, write_lock = ReplayGuard(tolerance), threading.Lock()
 
@@ -301,12 +375,8 @@ def make_webhook_server(connect: Callable[[], Any], secrets: dict[str, str], hos
             except json.JSONDecodeError as error:
                 return self._answer(400, {"error": f"body is not JSON: {error.msg}"})
             events = webhook_events(source, payload)
-            with write_lock:
-                con = connect()
-                try:
-                    summary = store_events(con, list(enumerate(events, start=1)), f"webhook:{source}")
-                finally:
-                    con.close()
+            with write_lock:  # one request at a time: its "not yet stored" check holds until it commits
+                summary = store_events(warehouse, list(enumerate(events, start=1)), f"webhook:{source}")
             return self._answer(200, summary.__dict__)
 
     return ThreadingHTTPServer((host, port), Handler)

@@ -17,11 +17,14 @@ are checked against what `raw.*` already holds plus this import's parents.
   as "already present" and skipped; a quarantine row is written once per
   file, row and reason. Nothing already stored is changed.
 
-Each file is loaded in its own transaction, entirely in DuckDB SQL.
+Each file is loaded in its own transaction, entirely in DuckDB SQL. DuckDB only: on
+Snowflake (`NEXTBEST_WAREHOUSE=snowflake`) the raw tables are loaded by the store's own
+loader, and an import is refused with a message saying so.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -120,6 +123,15 @@ class _Plan:
     encoding: str
 
 
+def _refuse_snowflake() -> None:
+    """The importer writes DuckDB SQL into the DuckDB file; it must not run while Snowflake is the warehouse."""
+    if os.environ.get("NEXTBEST_WAREHOUSE", "").strip().lower() == "snowflake":
+        raise ContractError(
+            "NEXTBEST_WAREHOUSE=snowflake: `nextbest import` loads files into the DuckDB warehouse only. On "
+            "Snowflake, load raw.customers, raw.orders, ... with your own loader (Fivetran, Snowpipe, COPY INTO) "
+            "in the shape of the source contract (DESIGN.md), or unset NEXTBEST_WAREHOUSE to import into DuckDB.")
+
+
 def import_directory(
     con: duckdb.DuckDBPyConnection, directory: str | Path, progress: Progress | None = None
 ) -> ImportSummary:
@@ -129,6 +141,7 @@ def import_directory(
     Raises `ContractError` (and imports nothing) when a file cannot be loaded
     as a whole: no source files, unreadable file, missing required column.
     """
+    _refuse_snowflake()
     directory = Path(directory)
     say = progress or (lambda message: None)
     contract.create_raw_schema(con)

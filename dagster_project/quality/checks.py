@@ -4,9 +4,11 @@ Per suite, one check op validates the table and reports up to two checks on its
 asset: `blocking_expectations` (ERROR, `blocking=True`: assets downstream of a
 failing table do not materialize in that run) and `warning_expectations` (WARN).
 Anomaly checks watch event volume and segment sizes; freshness checks on the raw
-assets take their limits from dbt's source freshness. Suite checks read through the
-warehouse resource (DuckDB or Snowflake); the anomaly checks and the summary open a
-read-only DuckDB connection, closed after each check (DuckDB allows one writer per file).
+assets take their limits from dbt's source freshness. Every check and the summary read
+through the warehouse resource's engine-neutral methods, so they run on DuckDB and on
+Snowflake alike; each opens its own transaction and closes it when done (DuckDB allows
+one writer per file). The resource parameters are annotated `DuckDBWarehouse` for Dagster's
+resource key only: `definitions.py` binds whichever engine `NEXTBEST_WAREHOUSE` names.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dagster_project.quality.outcomes import Outcome
 from dagster_project.quality.runner import validate_suite
 from dagster_project.quality.suites import Suite, load_anomaly_config, load_suites
 from dagster_project.quality.summary import collect_outcomes, headline, render_markdown
-from dagster_project.resources.warehouse import DuckDBWarehouse
+from dagster_project.resources.warehouse import DuckDBWarehouse, WarehouseInterface
 
 CHECK_NAMES = {"ERROR": "blocking_expectations", "WARN": "warning_expectations"}
 
@@ -50,7 +52,8 @@ def check_result(asset_key: dg.AssetKey, check_name: str, severity: str, outcome
 
 def _error_outcome(target: str, error: Exception) -> Outcome:
     return Outcome(target, "check_ran", "ERROR", "failed", f"the check could not run: {error}",
-                   "Make sure the warehouse file exists and is not being rebuilt, then rerun.")
+                   "Make sure the warehouse is reachable (the DuckDB file exists and is not being rebuilt, "
+                   "or the SNOWFLAKE_* settings are right), then rerun.")
 
 
 def build_suite_checks(suite: Suite) -> dg.AssetChecksDefinition:
@@ -79,16 +82,15 @@ def build_suite_checks(suite: Suite) -> dg.AssetChecksDefinition:
     return _suite_check
 
 
-def _anomaly_check(name: str, specs: list[dg.AssetCheckSpec], run: Callable, severity: str,
-                   description: str, read_only: bool = True) -> dg.AssetChecksDefinition:
-    """An anomaly check op: `run(con)` returns outcomes, grouped per spec by the asset they watch."""
+def _anomaly_check(name: str, specs: list[dg.AssetCheckSpec], run: Callable[[WarehouseInterface], list[Outcome]],
+                   severity: str, description: str) -> dg.AssetChecksDefinition:
+    """An anomaly check op: `run(warehouse)` returns outcomes, grouped per spec by the asset they watch."""
     keys = {spec.asset_key.to_user_string(): spec for spec in specs}
 
     @dg.multi_asset_check(specs=specs, name=name, description=description)
     def _check(warehouse: DuckDBWarehouse):
         try:
-            with warehouse.connect(read_only=read_only) as con:
-                outcomes = run(con)
+            outcomes = run(warehouse)
         except Exception as error:  # noqa: BLE001
             outcomes = [_error_outcome(next(iter(keys)), error)]
         grouped: dict[str, list[Outcome]] = defaultdict(list)
@@ -110,7 +112,7 @@ def build_event_volume_checks(config: dict | None = None) -> dg.AssetChecksDefin
                                description=f"Rows on the last complete day at least {config['min_share_of_median']:.0%} "
                                            f"of the trailing {config['trailing_days']}-day median.")
              for source in config["sources"]]
-    return _anomaly_check("quality_event_volume", specs, lambda con: anomalies.event_volume(con, config),
+    return _anomaly_check("quality_event_volume", specs, lambda warehouse: anomalies.event_volume(warehouse, config),
                           config["severity"], "Event volume anomaly per raw source (expectations/anomalies.yml).")
 
 
@@ -120,7 +122,8 @@ def build_segment_change_check(config: dict | None = None) -> dg.AssetChecksDefi
     spec = dg.AssetCheckSpec("segment_size_change", asset=dg.AssetKey("customer_segments"),
                              blocking=config["severity"] == "ERROR",
                              description=f"No segment changes size by more than x{config['max_factor']} overnight.")
-    return _anomaly_check("quality_segment_change", [spec], lambda con: anomalies.segment_change(con, config),
+    return _anomaly_check("quality_segment_change", [spec],
+                          lambda warehouse: anomalies.segment_change(warehouse, config),
                           config["severity"], "Segment size anomaly against customer_segment_history.")
 
 
@@ -128,13 +131,13 @@ def build_score_shift_check(asset_key: dg.AssetKey = dg.AssetKey("customer_score
                             config: dict | None = None) -> dg.AssetChecksDefinition:
     """`score_distribution_shift` on the scores asset: PSI per propensity against the model version's reference.
 
-    Opens the warehouse for writing: it records a new model version's first scores as its reference."""
+    Writes as well as reads: it records a new model version's first scores as its reference."""
     config = config or load_anomaly_config()["score_shift"]
     spec = dg.AssetCheckSpec("score_distribution_shift", asset=asset_key, blocking=config["severity"] == "ERROR",
                              description=f"Score PSI against the training window at most {config['max_psi']}.")
-    return _anomaly_check("quality_score_shift", [spec], lambda con: anomalies.score_shift(con, config, record=True),
-                          config["severity"], "Score distribution shift against each model version's first scores.",
-                          read_only=False)
+    return _anomaly_check("quality_score_shift", [spec],
+                          lambda warehouse: anomalies.score_shift(warehouse, config, record=True),
+                          config["severity"], "Score distribution shift against each model version's first scores.")
 
 
 def build_freshness_checks() -> list[dg.AssetChecksDefinition]:
@@ -183,10 +186,9 @@ asset_checks = [*raw_suite_checks, *customer_context_checks, *anomaly_checks, *f
                 "(the same evaluation as `nextbest doctor`), as markdown metadata. Never fails.",
 )
 def data_quality_summary(context, warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
-    """Run the whole suite read-only and attach the markdown summary; a check that cannot run is reported."""
+    """Run the whole suite (reads only) and attach the markdown summary; a check that cannot run is reported."""
     try:
-        with warehouse.connect(read_only=True) as con:
-            outcomes = collect_outcomes(con)
+        outcomes = collect_outcomes(warehouse)
     except Exception as error:  # noqa: BLE001 - the summary reports, it never fails the run
         context.log.warning(f"data-quality summary incomplete: {error}")
         outcomes = [_error_outcome("warehouse", error)]

@@ -4,7 +4,8 @@
 customer's data: it raises `StaleSourceError` naming every source that is older
 than allowed and by how much; `stale_playbooks` applies it per campaign brief. The Dagster freshness checks on the raw assets
 take their limits from the dbt source freshness (`error_after` in
-`dbt/models/staging/sources.yml`), so there is one place to set them.
+`dbt/models/staging/sources.yml`), so there is one place to set them. Every reader takes
+a warehouse resource (DuckDB or Snowflake), a session of one or a DuckDB connection.
 """
 
 from __future__ import annotations
@@ -155,7 +156,10 @@ def dbt_source_freshness() -> dict[str, dict[str, timedelta]]:
 
 def freshness_outcomes(con, now: datetime | None = None,
                        limits: dict[str, dict[str, timedelta]] | None = None) -> list[Outcome]:
-    """Per source with dbt freshness limits: failed ERROR past `error_after`, failed WARN past `warn_after`."""
+    """Per source with dbt freshness limits: failed ERROR past `error_after`, failed WARN past `warn_after`.
+
+    `con`: a warehouse resource, a session of one, or a DuckDB connection.
+    """
     now = now or reference_time()
     limits = dbt_source_freshness() if limits is None else limits
     fix = "Reload the source (check its loader or `nextbest import`); drafting and export refuse stale sources."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from contextlib import nullcontext
 from typing import Iterable
 
 from dagster_project.quality.outcomes import Outcome
@@ -71,19 +72,27 @@ def render_text(outcomes: Iterable[Outcome]) -> str:
     return "\n".join(line for line in lines if line is not None)
 
 
-def collect_outcomes(con, suites=None) -> list[Outcome]:
-    """Every check on the warehouse: the suites, the anomaly checks and source freshness."""
+def collect_outcomes(source, suites=None) -> list[Outcome]:
+    """Every check on the warehouse: the suites, the anomaly checks and source freshness.
+
+    `source`: a warehouse resource (DuckDB or Snowflake), a session of one or a DuckDB connection.
+    Nothing is written. Each check reads in a session of its own, so a rule that cannot run
+    (which on DuckDB aborts its transaction) leaves the other checks' reads alone.
+    """
     from dagster_project.quality import anomalies
     from dagster_project.quality.freshness import freshness_outcomes
     from dagster_project.quality.runner import validate_suite
     from dagster_project.quality.suites import load_anomaly_config, load_suites
+    from dagster_project.resources.warehouse import WarehouseInterface
 
     outcomes: list[Outcome] = []
-    for suite in suites if suites is not None else load_suites():
-        outcomes.extend(validate_suite(con, suite).outcomes)
     config = load_anomaly_config()
-    outcomes.extend(freshness_outcomes(con))
-    outcomes.extend(anomalies.event_volume(con, config["event_volume"]))
-    outcomes.extend(anomalies.segment_change(con, config["segment_change"]))
-    outcomes.extend(anomalies.score_shift(con, config["score_shift"]))
+    # DuckDB keeps the file open meanwhile, so each check's session costs little.
+    with source.kept_open() if isinstance(source, WarehouseInterface) else nullcontext():
+        for suite in suites if suites is not None else load_suites():
+            outcomes.extend(validate_suite(source, suite).outcomes)
+        outcomes.extend(freshness_outcomes(source))
+        outcomes.extend(anomalies.event_volume(source, config["event_volume"]))
+        outcomes.extend(anomalies.segment_change(source, config["segment_change"]))
+        outcomes.extend(anomalies.score_shift(source, config["score_shift"]))
     return outcomes

@@ -10,7 +10,6 @@ import json
 import threading
 import time
 
-import duckdb
 import pytest
 import requests
 
@@ -18,6 +17,7 @@ from dagster_project.delivery import commands
 from dagster_project.delivery.events import ingest_events_file, make_webhook_server
 from dagster_project.delivery.signing import (SignatureError, sign, sign_customerio, sign_hubspot, sign_klaviyo,
                                               verify_hubspot, verify_klaviyo)
+from dagster_project.resources.warehouse import DuckDBWarehouse
 
 SECRET = "whsec_receiver"
 NOON = 1773144000  # 2026-03-10 12:00:00 UTC
@@ -28,25 +28,40 @@ def event(n: int, kind: str = "open", customer: str = "c1") -> dict:
             "event_type": kind, "occurred_at": "2026-03-10T12:00:00Z"}
 
 
-def stored(con) -> list[tuple]:
-    return con.execute("select event_id, event_type from raw.email_events order by 1").fetchall()
+def rows(warehouse: DuckDBWarehouse, sql: str) -> list[tuple]:
+    return list(warehouse.read_df(sql).itertuples(index=False, name=None))
 
 
-def test_a_file_of_events_is_ingested_once_with_bad_rows_quarantined(con, tmp_path):
+def stored(warehouse: DuckDBWarehouse) -> list[tuple]:
+    return rows(warehouse, "select event_id, event_type from raw.email_events order by 1")
+
+
+def test_a_file_of_events_is_ingested_once_with_bad_rows_quarantined(warehouse, tmp_path):
     path = tmp_path / "events.jsonl"
-    rows = [event(1), event(2, "clicked"), event(1), {**event(3), "event_type": "teleported"},
-            {**event(4), "customer_id": "nobody"}]
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
-    first = ingest_events_file(con, path)
+    lines = [event(1), event(2, "clicked"), event(1), {**event(3), "event_type": "teleported"},
+             {**event(4), "customer_id": "nobody"}]
+    path.write_text("\n".join(json.dumps(r) for r in lines) + "\nnot json\n")
+    first = ingest_events_file(warehouse, path)
     assert (first.read, first.inserted, first.duplicates, first.quarantined) == (6, 2, 1, 3)
-    assert stored(con) == [("ev1", "open"), ("ev2", "click")]
-    reasons = [r[0] for r in con.execute("select reason from raw.raw_quarantine order by row_number").fetchall()]
+    assert stored(warehouse) == [("ev1", "open"), ("ev2", "click")]
+    reasons = [r[0] for r in rows(warehouse, "select reason from raw.raw_quarantine order by row_number")]
     assert reasons[0].endswith("row 4: event_type 'teleported' is not one of sent, delivered, open, click, "
                                "conversion, unsubscribe, bounce, complaint")
     assert "row 5: customer_id 'nobody' is not in raw.customers" in reasons[1]
     assert "row 6: not JSON" in reasons[2]
-    again = ingest_events_file(con, path)
-    assert again.inserted == 0 and len(stored(con)) == 2
+    again = ingest_events_file(warehouse, path)
+    assert (again.inserted, again.duplicates, again.quarantined) == (0, 3, 3)
+    assert len(stored(warehouse)) == 2
+    # The same bad rows of the same file are quarantined once, however often the file is loaded.
+    assert len(rows(warehouse, "select reason from raw.raw_quarantine")) == 3
+
+
+def test_a_duckdb_connection_still_works_and_names_customers_by_email(con, tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps({"event_id": "ev7", "email": " C7@Example.com", "campaign_id": "b1",
+                                "message_id": "m7", "event_type": "open", "occurred_at": "2026-03-10T12:00:00Z"}))
+    assert ingest_events_file(con, path).inserted == 1
+    assert con.execute("select event_id, customer_id from raw.email_events").fetchall() == [("ev7", "c7")]
 
 
 def test_csv_events_and_unix_timestamps(con, tmp_path):
@@ -59,14 +74,12 @@ def test_csv_events_and_unix_timestamps(con, tmp_path):
 
 
 @pytest.fixture
-def receiver(con, tmp_path):
-    db = con.execute("select path from duckdb_databases() where database_name = current_database()").fetchall()[0][0]
-    con.close()
-    server = make_webhook_server(lambda: duckdb.connect(db), {source: SECRET for source in ("nextbest", "customerio", "hubspot", "klaviyo")},
-                                 port=0, tolerance=60)
+def receiver(warehouse):
+    secrets = {source: SECRET for source in ("nextbest", "customerio", "hubspot", "klaviyo")}
+    server = make_webhook_server(warehouse, secrets, port=0, tolerance=60)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", db
+    yield f"http://127.0.0.1:{server.server_address[1]}", warehouse
     server.shutdown()
     server.server_close()
 
@@ -92,9 +105,7 @@ def test_webhook_receiver_verifies_signatures_and_refuses_replays(receiver):
     # The ESP retrying the same events in a new request: accepted, stored once.
     assert post(url, body, sign(SECRET, body, timestamp=int(time.time()) + 1)).json()["duplicates"] == 2
     assert post(base + "/webhooks/mailchimp", body, headers).status_code == 404
-    con = duckdb.connect(db)
-    assert stored(con) == [("ev1", "open"), ("ev2", "bounce")]
-    con.close()
+    assert stored(db) == [("ev1", "open"), ("ev2", "bounce")]
 
 
 def test_customerio_reporting_webhooks_are_understood(receiver):
@@ -104,18 +115,8 @@ def test_customerio_reporting_webhooks_are_understood(receiver):
     assert post(base + "/webhooks/customerio", body, sign(SECRET, body)).status_code == 401  # wrong scheme
     answer = post(base + "/webhooks/customerio", body, sign_customerio(SECRET, body))
     assert answer.status_code == 200 and answer.json()["inserted"] == 1
-    con = duckdb.connect(db)
-    assert con.execute("select customer_id, campaign_id, message_id, event_type from raw.email_events").fetchall() \
+    assert rows(db, "select customer_id, campaign_id, message_id, event_type from raw.email_events") \
         == [("c3", "7", "d1", "complaint")]
-    con.close()
-
-
-def rows(db: str, sql: str) -> list[tuple]:
-    con = duckdb.connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def hubspot_body() -> bytes:
@@ -149,7 +150,7 @@ def test_hubspot_v3_signed_events_land_once_and_bad_requests_are_refused(receive
     retry = post(url, body, sign_hubspot(SECRET, body, url, timestamp_ms=now_ms + 1000)).json()
     assert (retry["inserted"], retry["duplicates"]) == (0, 2)
 
-    assert rows(db, "select event_id, customer_id, campaign_id, message_id, event_type, occurred_at::varchar "
+    assert rows(db, "select event_id, customer_id, campaign_id, message_id, event_type, cast(occurred_at as varchar) "
                     "from raw.email_events order by 1") == [
         ("hs-1", "c4", "42", "sent-1", "open", "2026-03-10 12:00:00"),
         ("hs-2", "c5", "42", "sent-2", "complaint", "2026-03-10 12:00:00"),
@@ -204,7 +205,7 @@ def test_klaviyo_signed_events_land_once_and_bad_requests_are_refused(receiver):
     retry = post(url, body, sign_klaviyo(SECRET, body, timestamp=now + 1)).json()
     assert (retry["inserted"], retry["duplicates"]) == (0, 2)
 
-    assert rows(db, "select event_id, customer_id, campaign_id, message_id, event_type, occurred_at::varchar "
+    assert rows(db, "select event_id, customer_id, campaign_id, message_id, event_type, cast(occurred_at as varchar) "
                     "from raw.email_events order by 1") == [
         ("kl-1", "c6", "b1", "s1", "open", "2026-03-10 12:00:00"),
         ("kl-2", "c7", "b1", "s1", "click", "2026-03-10 12:00:00"),
@@ -239,10 +240,8 @@ def test_signature_checks_without_a_server():
         verify_klaviyo(SECRET, {"Klaviyo-Signature": "x"}, body, now=NOON)
 
 
-def test_cli_ingest_events(con, tmp_path, monkeypatch, capsys):
-    db = con.execute("select path from duckdb_databases() where database_name = current_database()").fetchall()[0][0]
-    con.close()
-    monkeypatch.setenv("NEXTBEST_DUCKDB_PATH", db)
+def test_cli_ingest_events(warehouse, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NEXTBEST_DUCKDB_PATH", warehouse.path)
     parser = argparse.ArgumentParser()
     commands.register(parser.add_subparsers())
     path = tmp_path / "e.jsonl"
@@ -250,6 +249,7 @@ def test_cli_ingest_events(con, tmp_path, monkeypatch, capsys):
     args = parser.parse_args(["ingest-events", str(path)])
     assert args.func(args) == 0
     assert "1 events read, 1 new" in capsys.readouterr().out
+    assert stored(warehouse) == [("ev5", "open")]
     args = parser.parse_args(["ingest-events", str(tmp_path / "missing.csv")])
     assert args.func(args) == 2 and "is not a file" in capsys.readouterr().out
     monkeypatch.delenv("NEXTBEST_WEBHOOK_SECRET", raising=False)

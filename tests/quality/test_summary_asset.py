@@ -6,12 +6,14 @@ import dagster as dg
 import duckdb
 
 from dagster_project.quality.checks import assets, data_quality_summary
+from dagster_project.quality.runner import validate_suite
+from dagster_project.quality.suites import suite_for
 from dagster_project.quality.summary import collect_outcomes
-from dagster_project.resources import build_warehouse
+from dagster_project.resources import DuckDBWarehouse, build_warehouse
 
 
-def _materialize():
-    result = dg.materialize([data_quality_summary], resources={"warehouse": build_warehouse()},
+def _materialize(warehouse=None):
+    result = dg.materialize([data_quality_summary], resources={"warehouse": warehouse or build_warehouse()},
                             instance=dg.DagsterInstance.ephemeral())
     assert result.success
     [event] = result.get_asset_materialization_events()
@@ -39,6 +41,29 @@ def test_summary_lists_every_check_with_its_status(store):
     assert "blocking failure(s)" in metadata["headline"].value
 
 
-def test_summary_without_a_warehouse_still_materializes(duckdb_file):
-    markdown = _materialize()["summary"].value
-    assert "❌" in markdown and "the check could not run" in markdown and "No warehouse at" in markdown
+def test_summary_of_an_empty_warehouse_names_the_missing_tables(duckdb_file):
+    metadata = _materialize()
+    markdown = metadata["summary"].value
+    assert "| ❌ | ERROR | `raw.customers` | `table_exists` | raw.customers does not exist." in markdown
+    assert "Run the loader for this source (or `nextbest demo`)" in markdown
+    assert metadata["blocking_failures"].value >= 1
+
+
+def test_summary_of_an_unreachable_warehouse_still_materializes(tmp_path):
+    unreachable = DuckDBWarehouse(path=str(tmp_path))  # a folder, not a DuckDB file
+    markdown = _materialize(unreachable)["summary"].value
+    assert "❌" in markdown and "the check could not run" in markdown
+
+
+def test_a_rule_that_cannot_run_leaves_the_other_checks_alone(duckdb_file):
+    """raw.orders alone: its references cannot be checked, and say why, in one transaction on DuckDB."""
+    warehouse = DuckDBWarehouse(path=str(duckdb_file))
+    warehouse.execute("create schema raw")
+    warehouse.execute("create table raw.orders (order_id varchar, customer_id varchar, subscription_id varchar, "
+                      "ordered_at timestamp, status varchar, total decimal(12,2), discount_code varchar, "
+                      "shipped_at timestamp, delivered_at timestamp)")
+    outcomes = {o.name: o for o in validate_suite(warehouse, suite_for("raw.orders")).outcomes}
+    for name, missing in (("customer_id_references_customers", "raw.customers"),
+                          ("subscription_id_references_subscriptions", "raw.subscriptions")):
+        assert outcomes[name].blocking and outcomes[name].message.endswith(f"{missing} does not exist")
+    assert not [o.message for o in outcomes.values() if "aborted" in o.message.lower()]
