@@ -228,9 +228,14 @@ def enqueue_batch(warehouse: WarehouseInterface, batch_id: str, drafts_df: pd.Da
     # One pending update per customer and playbook: the last one given wins.
     rows = rows.drop_duplicates(["customer_id", "playbook_id"] if properties else "send_id", keep="last")
     rows = rows.drop_duplicates("send_id")
+    if rows.empty:
+        return EnqueueSummary(str(batch_id), 0, 0)
     with warehouse.transaction() as tx:
-        # A send id hashes its batch id, so the batch's own rows are all it can already be among.
-        known = set(tx.read_df(f"select send_id from {OUTBOX} where batch_id = ?", [str(batch_id)])["send_id"])
+        # A send id hashes its batch and customer ids, so the batch's rows for these customers are all it
+        # can already be among (a batch queued a range of customers at a time never reads the whole batch).
+        bounds = [str(batch_id), rows["customer_id"].min(), rows["customer_id"].max()]
+        known = set(tx.read_df(f"select send_id from {OUTBOX} where batch_id = ? and customer_id >= ? "
+                               "and customer_id <= ?", bounds)["send_id"])
         new = rows[~rows["send_id"].isin(known)].astype("string").assign(
             state="queued", attempts=0, next_attempt_at=pd.Timestamp(moment).as_unit("us"),
             enqueued_at=pd.Timestamp(moment).as_unit("us"), kind=kind, destination=destination)
@@ -286,6 +291,8 @@ def due_messages(db: WarehouseInterface | WarehouseSession, now: datetime, limit
     last suppressing event, and recent marketing sends (profile updates do not count towards caps)."""
     where, scoped = scope(batch_id, kind, destination, alias="o")
     params: list = [naive_utc(now), *scoped, naive_utc(cap_since)]
+    # Profile updates ignore suppression (policy.py): a properties-only read skips the events scan.
+    events = "and 1 = 0" if kind == "properties" else ""
     # Limits are spliced in as numbers: Snowflake takes no bind variable there.
     return db.read_df(
         f"""
@@ -309,7 +316,7 @@ def due_messages(db: WarehouseInterface | WarehouseSession, now: datetime, limit
         suppressing as (
             select customer_id, max_by(event_type, occurred_at) as event_type, max(occurred_at) as occurred_at
             from raw.email_events
-            where event_type in ('unsubscribe', 'bounce', 'complaint')
+            where event_type in ('unsubscribe', 'bounce', 'complaint') {events}
               and customer_id in (select customer_id from picked)
             group by customer_id
         ),

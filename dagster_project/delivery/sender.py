@@ -164,6 +164,16 @@ def default_chunk_size(esp: EspResource, kind: str | None) -> int:
     return int(min(max(rate * 2, 100), 5_000))
 
 
+def _send_all(pool: ThreadPoolExecutor, workers: int, esp: EspResource, limiter: RateLimiter,
+              rows: list) -> list[SendResult | EspError]:
+    """Send `rows` on the pool, a few consecutive rows per task (a task per row cost more than a
+    file sink's whole write); results in the rows' order."""
+    size = max(1, len(rows) // (max(1, workers) * 4))
+    tasks = [rows[i:i + size] for i in range(0, len(rows), size)]
+    return [result for done in pool.map(lambda task: [_send_one(esp, limiter, r) for r in task], tasks)
+            for result in done]
+
+
 def run_export(
     warehouse: WarehouseInterface,
     esp: EspResource,
@@ -217,7 +227,7 @@ def run_export(
                     continue
                 with warehouse.transaction() as tx:  # committed before the first send
                     outbox.claim(tx, [row.send_id for row in sendable], run_token, now, esp.esp_name)
-                results = list(pool.map(lambda r: _send_one(esp, limiter, r), sendable))
+                results = _send_all(pool, workers, esp, limiter, sendable)
                 esp.sync()  # durable before the outbox says sent; if this raises, the rows stay `sending`
                 settled_at = clock()
                 outcomes = []

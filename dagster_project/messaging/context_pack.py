@@ -387,7 +387,7 @@ select (select max(ordered_at) from raw.orders where ordered_at < ?) as newest_o
 """
 
 
-def _records(frame: pd.DataFrame) -> list[dict]:
+def plain_records(frame: pd.DataFrame) -> list[dict]:
     """Rows as dicts of plain values, the same from either engine: None for nulls, datetimes for timestamps."""
     names = [str(name) for name in frame.columns]
     columns = [_plain_column(frame.iloc[:, i]) for i in range(len(names))]
@@ -429,7 +429,7 @@ def load_catalog(source) -> Catalog:
     `source`: a warehouse resource, a session of one, or a DuckDB connection.
     """
     with session_on(source) as tx:
-        products = _records(tx.read_df(
+        products = plain_records(tx.read_df(
             "select product_id, name, category, price, active, subscription_eligible "
             "from raw.products order by product_id"))
         used = tx.read_df("select distinct cadence_days from raw.subscriptions where cadence_days is not null "
@@ -446,7 +446,7 @@ def load_catalog(source) -> Catalog:
 def data_fresh_day(source, as_of: str) -> str | None:
     """The day of the warehouse's newest order, ticket or sign-up up to `as_of` (None when it has none)."""
     with session_on(source) as tx:
-        row = _records(tx.read_df(_FRESHNESS_SQL, [_until(as_of)] * 3))[0]
+        row = plain_records(tx.read_df(_FRESHNESS_SQL, [_until(as_of)] * 3))[0]
     newest = [value for value in row.values() if value is not None]
     return _day(max(newest)) if newest else None
 
@@ -482,7 +482,7 @@ def load_scoped_packs(source, scope: str, params: Sequence[Any], as_of: str,
     params = [*params, _until(as_of)]
     with session_on(source) as tx:
         def read(sql: str, **parts: Any) -> list[dict]:
-            return _records(tx.read_df(sql.format(scope=scope, **parts), params))
+            return plain_records(tx.read_df(sql.format(scope=scope, **parts), params))
 
         by_customer: dict[str, CustomerRows] = {
             r["customer_id"]: CustomerRows(customer=r) for r in read(_CUSTOMERS_SQL)}

@@ -1,12 +1,15 @@
 """Service assets: save offers (group `decisioning`), reply drafts (`messaging`) and the helpdesk /
 ESP profile export (`delivery`), in the stage groups of DESIGN.md.
 
-All three read the dbt mart `customer_service_context`. Wiring lives in definitions.py:
+All three read the dbt mart `customer_service_context` a chunk of customers at a time (a range
+of customer ids, `NEXTBEST_BATCH_ROWS` of them), through the engine-neutral warehouse
+interface, so they run on DuckDB and on Snowflake alike. Wiring lives in definitions.py:
 `assets` and `asset_checks` below are the lists to add there.
 """
 
 # No `from __future__ import annotations`: Dagster resolves the config classes from annotations.
 import json
+from collections import Counter
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -14,18 +17,20 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from dagster_project.messaging.assets import outcome_row, render_sample
+from dagster_project.messaging.assets import DRAFTS_DDL, DRAFTS_TABLE, outcome_row, render_sample
 from dagster_project.messaging.briefs import load_briefs
-from dagster_project.messaging.context_pack import load_catalog, load_context_packs
+from dagster_project.messaging.context_pack import data_fresh_day, load_catalog
 from dagster_project.project import default_as_of
 from dagster_project.messaging.drafting import DraftingPolicy, summarize
-from dagster_project.messaging.generators.base import DraftRequest
-from dagster_project.resources.warehouse import DuckDBWarehouse, table_exists
+from dagster_project.resources.warehouse import DuckDBWarehouse
 from dagster_project.service import replies, save_offers
-from dagster_project.service.context import load_service_context
+from dagster_project.service.context import context_chunks, load_service_context, require_service_context
 
 SERVICE_CONTEXT_KEY = dg.AssetKey("customer_service_context")
 REPLIES_TABLE = "nextbest.service_reply_drafts"
+# The message_drafts columns plus the ticket a reply answers.
+REPLIES_DDL = DRAFTS_DDL.replace(DRAFTS_TABLE, REPLIES_TABLE).replace(
+    "created_at timestamp", "created_at timestamp, ticket_id varchar")
 
 
 def _now() -> datetime:
@@ -39,27 +44,43 @@ class SaveOffersConfig(dg.Config):
     as_of: str | None = Field(default=None, description="YYYY-MM-DD; default NEXTBEST_AS_OF or today.")
 
 
+# `warehouse` is annotated with the DuckDB class because Dagster needs a resource class here; the
+# Snowflake resource binds just as well (definitions.py: `build_warehouse()`), and everything below
+# uses only the methods both share.
 @dg.asset(group_name="decisioning", deps=[SERVICE_CONTEXT_KEY], kinds={"duckdb", "python"},
           description="A save offer per cancel attempt (portal or ticket), with its reason and a randomized "
                       "holdout (nextbest.save_offer_recommendations, nextbest.assignments).")
 def save_offer_recommendations(context: dg.AssetExecutionContext, config: SaveOffersConfig,
                                warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
-    """Recommend, assign an arm and record; triggers already recorded are left as they are."""
+    """Recommend, assign an arm and record, a chunk of customers at a time; triggers already recorded
+    are left as they are (each chunk is its own transaction, so a rerun finishes what a failed run began)."""
     brief = save_offers.load_save_brief()
     as_of = config.as_of or default_as_of()
-    with warehouse.connect() as con:
-        triggers = save_offers.load_triggers(con, as_of, config.lookback_days)
-        ctx = load_service_context(con, {t.customer_id for t in triggers})
-        catalog = load_catalog(con)
+    require_service_context(warehouse)
+    catalog = load_catalog(warehouse)
+    counts: Counter = Counter()
+    by_pattern: Counter = Counter()
+    by_option: Counter = Counter()
+    triggers_seen = 0
+    for i, chunk in enumerate(save_offers.trigger_chunks(warehouse, as_of, config.lookback_days,
+                                                         warehouse.batch_rows)):
+        with warehouse.transaction() as tx:  # reads only
+            triggers = save_offers.load_triggers(tx, as_of, config.lookback_days, chunk)
+            ctx = load_service_context(tx, {t.customer_id for t in triggers})
         recs = [save_offers.recommend(t, ctx[t.customer_id], brief, catalog) for t in triggers
                 if t.customer_id in ctx]
-        counts = save_offers.record_recommendations(con, recs, brief, as_of, _now())
-    by_pattern = pd.Series([r.pattern for r in recs], dtype="object").value_counts().to_dict()
-    by_option = pd.Series([r.option.id for r in recs], dtype="object").value_counts().to_dict()
-    context.log.info(f"save offers: {counts}")
+        counts.update(save_offers.record_recommendations(warehouse, recs, brief, as_of, _now()))
+        by_pattern.update(r.pattern for r in recs)
+        by_option.update(r.option.id for r in recs)
+        triggers_seen += len(triggers)
+        context.log.info(f"chunk {i}: {chunk.rows} customers, {len(triggers)} cancel attempts")
+    totals = {key: int(counts[key]) for key in ("recommended", "already_recorded", "new_assignments", "treatment",
+                                                "holdout")}
+    context.log.info(f"save offers: {totals}")
     return dg.MaterializeResult(metadata={
-        **counts, "triggers": len(triggers),
-        "by_pattern": dg.MetadataValue.json(by_pattern), "by_option": dg.MetadataValue.json(by_option),
+        **totals, "triggers": triggers_seen,
+        "by_pattern": dg.MetadataValue.json(dict(by_pattern.most_common())),
+        "by_option": dg.MetadataValue.json(dict(by_option.most_common())),
     })
 
 
@@ -72,66 +93,79 @@ class ReplyDraftsConfig(dg.Config):
     as_of: str | None = Field(default=None, description="YYYY-MM-DD; default NEXTBEST_AS_OF or today.")
 
 
-def open_ticket_requests(con, as_of: str, limit: int | None = None) -> list[DraftRequest]:
-    """A reply request per open ticket in `customer_service_context` (its pack pointed at the ticket)."""
-    ctx = {c: r for c, r in load_service_context(con).items() if r.get("open_ticket_ids")}
-    pairs = sorted((c, t) for c, r in ctx.items() for t in str(r["open_ticket_ids"]).split(", ") if t)
-    pairs = pairs[:limit] if limit else pairs
-    packs = load_context_packs(con, {c for c, _ in pairs}, as_of=as_of)
-    catalog = load_catalog(con)
-    briefs = load_briefs()
-    brief = replies.load_reply_brief()
-    return [DraftRequest(replies.reply_pack(packs[c], t, ctx[c]), brief, briefs.brand_voice, catalog)
-            for c, t in pairs if c in packs]
-
-
 @dg.asset(group_name="messaging", deps=[SERVICE_CONTEXT_KEY], kinds={"duckdb", "python"},
           description="A guardrail-checked reply draft per open ticket (nextbest.service_reply_drafts).")
 def service_reply_drafts(context: dg.AssetExecutionContext, config: ReplyDraftsConfig,
                          warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
-    """Draft, check and store a reply per open ticket; a rerun replaces the day's batch."""
+    """Draft, check and store a reply per open ticket, a chunk of customers at a time; the day's batch
+    is replaced in one transaction at the end."""
     as_of = config.as_of or default_as_of()
-    with warehouse.connect() as con:
-        requests = open_ticket_requests(con, as_of, config.limit)
+    left = config.limit or None  # tickets still to draft (None: all)
+    chunks = context_chunks(warehouse, warehouse.batch_rows, where=replies.HAS_OPEN_TICKETS, limit=left)
+    briefs, brief = load_briefs(), replies.load_reply_brief()
+    catalog = load_catalog(warehouse)
+    fresh_at = data_fresh_day(warehouse, as_of)  # read once: every chunk's packs carry the same day
     llm = None
     if config.generator == "openai":
         from dagster_project.messaging.generators.openai_chat import OpenAIGenerator
         llm = OpenAIGenerator()
-    outcomes = replies.draft_replies(requests, llm, DraftingPolicy())
     batch_id, created_at = f"service_reply-{as_of}", _now()
-    rows = pd.DataFrame([{**outcome_row(o, batch_id, as_of, created_at),
-                          "draft_id": f"{batch_id}:{r.pack.last_ticket_id}", "ticket_id": r.pack.last_ticket_id}
-                         for o, r in zip(outcomes, requests)])
-    with warehouse.connect() as con:
-        con.execute("create schema if not exists nextbest")
-        if len(rows):
-            con.register("_replies", rows)
-            con.execute(f"create table if not exists {REPLIES_TABLE} as select * from _replies limit 0")
-            con.execute(f"delete from {REPLIES_TABLE} where batch_id = ?", [batch_id])
-            con.execute(f"insert into {REPLIES_TABLE} by name select * from _replies")
-            con.unregister("_replies")
-    summary = summarize(outcomes)
+    warehouse.execute("create schema if not exists nextbest")
+    warehouse.execute(REPLIES_DDL)
+    summary: dict = {}
+    sample = []
+    with warehouse.staged("nextbest", "service_reply_drafts") as staged:
+        for i, chunk in enumerate(chunks):
+            if left is not None and left <= 0:
+                break
+            with warehouse.transaction() as tx:  # reads only; drafting happens after
+                requests = replies.open_ticket_requests(tx, chunk, as_of, fresh_at, catalog, briefs.brand_voice,
+                                                        brief, left)
+            outcomes = replies.draft_replies(requests, llm, DraftingPolicy())
+            staged.write_df(pd.DataFrame([{**outcome_row(o, batch_id, as_of, created_at),
+                                           "draft_id": f"{batch_id}:{r.pack.last_ticket_id}",
+                                           "ticket_id": r.pack.last_ticket_id}
+                                          for o, r in zip(outcomes, requests)]))
+            summary = merge_counts(summary, summarize(outcomes))
+            sample = sorted(sample + outcomes, key=lambda o: o.status != "blocked")[:5]
+            left = None if left is None else left - len(requests)
+            context.log.info(f"chunk {i}: {chunk.rows} customers, {len(requests)} open tickets")
+        with warehouse.transaction() as tx:
+            staged.replace(tx, where="batch_id = ?", params=[batch_id])
+    summary = summary or summarize([])
     return dg.MaterializeResult(metadata={
         "drafts": summary["drafts"], "by_status": dg.MetadataValue.json(summary["by_status"]),
-        "sample": dg.MetadataValue.md(render_sample(outcomes)),
+        "sample": dg.MetadataValue.md(render_sample(sample)),
     })
+
+
+def merge_counts(total: dict, part: dict) -> dict:
+    """Two `drafting.summarize` results' draft counts as one."""
+    if not total:
+        return part
+    by_status = {k: total["by_status"].get(k, 0) + part["by_status"].get(k, 0)
+                 for k in {**total["by_status"], **part["by_status"]}}
+    return {**part, "drafts": total["drafts"] + part["drafts"], "by_status": by_status}
 
 
 @dg.asset(group_name="delivery", deps=[SERVICE_CONTEXT_KEY], kinds={"duckdb", "python"},
           description="Tags and agent-view fields to ESP profile properties and the helpdesk sink, "
                       "through nextbest.outbox (exactly once; changed customers only).")
 def service_context_export(context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
-    """Queue and send the properties of customers whose agent-view fields changed."""
+    """Queue the properties of customers whose agent-view fields changed, a chunk at a time, and send them."""
     from dagster_project.delivery.esp import esp_from_env
     from dagster_project.service.export import (
-        HELPDESK_PLAYBOOK, PROFILE_PLAYBOOK, export_service_context, helpdesk_sink_from_env,
+        HELPDESK_PLAYBOOK, PROFILE_PLAYBOOK, export_service_context, helpdesk_sink_from_env, service_context_chunks,
     )
 
-    as_of = default_as_of()
-    with warehouse.connect() as con:
-        rows = list(load_service_context(con).values())
-    result = export_service_context(warehouse, rows, as_of, {PROFILE_PLAYBOOK: esp_from_env(),
-                                                             HELPDESK_PLAYBOOK: helpdesk_sink_from_env()})
+    sinks = {PROFILE_PLAYBOOK: esp_from_env(), HELPDESK_PLAYBOOK: helpdesk_sink_from_env()}
+    try:
+        result = export_service_context(warehouse, service_context_chunks(warehouse, warehouse.batch_rows),
+                                        default_as_of(), sinks, batch_rows=warehouse.batch_rows,
+                                        log=context.log.info)
+    finally:
+        for sink in sinks.values():
+            sink.close()
     context.log.info(f"service export: {result}")
     return dg.MaterializeResult(metadata={k: dg.MetadataValue.json(v) for k, v in result.items()})
 
@@ -139,24 +173,24 @@ def service_context_export(context: dg.AssetExecutionContext, warehouse: DuckDBW
 @dg.asset_check(asset=save_offer_recommendations, description="Every recommendation has its assignment, "
                 "in the same arm, in nextbest.assignments (so campaign_performance can measure it).")
 def save_offer_assignments_recorded(warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
-    with warehouse.connect(read_only=True) as con:
-        if not table_exists(con, save_offers.RECOMMENDATIONS):
-            return dg.AssetCheckResult(passed=True, metadata={"recommendations": 0})
-        missing = con.execute(f"""
-            select count(*) from {save_offers.RECOMMENDATIONS} r
-            left join {save_offers.ASSIGNMENTS} a
-              on a.assignment_id = r.assignment_id and a.playbook_id = '{save_offers.PLAYBOOK_ID}'
-            where a.assignment_id is null or a.arm <> r.arm""").fetchone()[0]
-    return dg.AssetCheckResult(passed=missing == 0, metadata={"without_matching_assignment": int(missing)})
+    if not warehouse.table_exists("nextbest", "save_offer_recommendations"):
+        return dg.AssetCheckResult(passed=True, metadata={"recommendations": 0})
+    missing = int(warehouse.read_df(f"""
+        select count(*) as n from {save_offers.RECOMMENDATIONS} r
+        left join {save_offers.ASSIGNMENTS} a
+          on a.assignment_id = r.assignment_id and a.playbook_id = ?
+        where a.assignment_id is null or a.arm <> r.arm""", [save_offers.PLAYBOOK_ID]).iloc[0, 0])
+    return dg.AssetCheckResult(passed=missing == 0, metadata={"without_matching_assignment": missing})
 
 
 @dg.asset_check(asset=service_reply_drafts, description="No reply awaiting review failed a guardrail.")
 def service_replies_pass_guardrails(warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
-    with warehouse.connect(read_only=True) as con:
-        if not table_exists(con, REPLIES_TABLE):
-            return dg.AssetCheckResult(passed=True, metadata={"drafts": 0})
-        rows = con.execute(f"select verdicts from {REPLIES_TABLE} where status = 'pending_review'").fetchall()
-    bad = sum(1 for (v,) in rows if not all(x["passed"] for x in json.loads(v)))
+    if not warehouse.table_exists("nextbest", "service_reply_drafts"):
+        return dg.AssetCheckResult(passed=True, metadata={"drafts": 0})
+    bad = 0
+    for batch in warehouse.iter_batches(f"select verdicts from {REPLIES_TABLE} where status = 'pending_review'",
+                                        warehouse.batch_rows):
+        bad += sum(1 for v in batch["verdicts"] if not all(x["passed"] for x in json.loads(v)))
     return dg.AssetCheckResult(passed=bad == 0, metadata={"pending_with_failed_check": bad})
 
 

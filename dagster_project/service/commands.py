@@ -6,6 +6,9 @@ date) once `customer_predictions` has run; without them it shows everything else
     nextbest service-context --customer C00000042 [--json]
     nextbest save-offer-choice --recommendation save_offer:portal:E1 --option pause_instead --agent maria
 
+Both read and write through the same functions the service assets use: a DuckDB file by default
+(`--db`, else NEXTBEST_DUCKDB_PATH), or Snowflake with `NEXTBEST_WAREHOUSE=snowflake` and no `--db`.
+
 Exit codes: 0 done, 2 bad input (unknown customer, option not allowed, no warehouse).
 """
 
@@ -13,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from dagster_project.project import duckdb_path
 
@@ -37,30 +42,36 @@ def register(subparsers) -> None:
     choose.set_defaults(func=run_choice)
 
 
-def _db(args) -> Path:
-    return Path(args.db).expanduser().resolve() if args.db else duckdb_path()
+def _open(args, read_only: bool) -> tuple[Any, Callable[[], None]]:
+    """(a source the service readers take, how to release it): Snowflake's resource when
+    NEXTBEST_WAREHOUSE=snowflake and no --db, else a DuckDB connection to the file."""
+    from dagster_project.resources.warehouse import build_warehouse, connect_duckdb
+
+    if not args.db and os.environ.get("NEXTBEST_WAREHOUSE", "duckdb").strip().lower() == "snowflake":
+        return build_warehouse().process_config_and_initialize(), lambda: None
+    con = connect_duckdb(Path(args.db).expanduser().resolve() if args.db else duckdb_path(), read_only=read_only)
+    return con, con.close
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the agent view of one customer."""
-    from dagster_project.resources.warehouse import connect_duckdb
     from dagster_project.service.context import (latest_save_recommendation, load_predictions, load_service_context,
                                                  render_agent_view)
 
     try:
-        con = connect_duckdb(_db(args), read_only=True)
-    except FileNotFoundError as error:
+        source, close = _open(args, read_only=True)
+    except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        rows = load_service_context(con, [args.customer])
-        save = latest_save_recommendation(con, args.customer)
-        predictions = load_predictions(con, args.customer)
+        rows = load_service_context(source, [args.customer])
+        save = latest_save_recommendation(source, args.customer)
+        predictions = load_predictions(source, args.customer)
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
-        con.close()
+        close()
     row = rows.get(args.customer)
     if row is None:
         print(f"error: no customer {args.customer!r} in analytics.customer_service_context", file=sys.stderr)
@@ -74,17 +85,20 @@ def run(args: argparse.Namespace) -> int:
 
 def run_choice(args: argparse.Namespace) -> int:
     """Record an agent's pick among the options the customer qualifies for."""
-    from dagster_project.resources.warehouse import connect_duckdb
     from dagster_project.service.save_offers import record_agent_choice
 
-    con = connect_duckdb(_db(args))
     try:
-        choice = record_agent_choice(con, args.recommendation, args.option, args.agent, args.note)
+        source, close = _open(args, read_only=False)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        choice = record_agent_choice(source, args.recommendation, args.option, args.agent, args.note)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
-        con.close()
+        close()
     print(f"Logged: {choice['agent_id']} gives {choice['chosen_option_id']} "
           f"(recommended {choice['recommended_option_id']}) for {choice['customer_id']}")
     return 0

@@ -1,64 +1,108 @@
 """The agent view: one customer's `analytics.customer_service_context` row, readable at a glance.
 
-`load_service_context` reads rows from the mart; `render_agent_view` is pure (a row
-and, optionally, the customer's latest save-offer recommendation and predictions in, text out).
-The view is for agents: it shows tags, tiers and predictions (churn risk, 12-month CLV, next
-order date) the customer never sees in a message. Predictions are read on their own
-(`load_predictions`), never into the service-context rows that reply drafts are built from.
+The readers take a warehouse resource (DuckDB or Snowflake), a session of one, or a DuckDB
+connection (the CLI's), and speak SQL both engines run. Steps that touch every customer read
+the mart a customer-id range at a time (`context_chunks`, `read_context_chunk`); the agent view
+reads one customer by id. `render_agent_view` is pure (a row and, optionally, the customer's
+latest save-offer recommendation and predictions in, text out). The view is for agents: it
+shows tags, tiers and predictions (churn risk, 12-month CLV, next order date) the customer
+never sees in a message. Predictions are read on their own (`load_predictions`), never into
+the service-context rows that reply drafts are built from.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import date, datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
-from dagster_project.resources.warehouse import table_exists
+import pandas as pd
+
+from dagster_project.messaging.context_pack import IDS_PER_QUERY, plain_records
+from dagster_project.resources.warehouse import KeyRange, WarehouseInterface, session_on, table_exists
 
 SERVICE_CONTEXT = "analytics.customer_service_context"
+IN_CHUNK = "customer_id >= ? and customer_id <= ?"  # params: chunk.first, chunk.last
 TICKET_TOPICS_SHORT = {"delivery_delay": "late delivery", "damaged_package": "damaged package",
                        "payment_issue": "payment problem", "change_address": "address change",
                        "product_question": "product question", "grind_preference": "grind preference",
                        "cancel_request": "cancellation"}
 
 
-def _dicts(cursor) -> list[dict]:
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
-
-
-def load_service_context(con, customer_ids: Iterable[str] | None = None) -> dict[str, dict]:
-    """customer_id -> their `customer_service_context` row (all customers when ids is None)."""
-    if not table_exists(con, SERVICE_CONTEXT):
+def require_service_context(source) -> None:
+    """Raise a RuntimeError saying what to run when the mart is not built yet."""
+    if not table_exists(source, SERVICE_CONTEXT):
         raise RuntimeError(f"{SERVICE_CONTEXT} does not exist yet; build the dbt marts first (`nextbest demo`)")
-    if customer_ids is None:
-        rows = _dicts(con.execute(f"select * from {SERVICE_CONTEXT}"))
-    else:
-        rows = _dicts(con.execute(f"select * from {SERVICE_CONTEXT} where customer_id in "
-                                  "(select unnest(?::varchar[]))", [sorted({str(c) for c in customer_ids})]))
-    return {r["customer_id"]: r for r in rows}
 
 
-def latest_save_recommendation(con, customer_id: str) -> dict | None:
+def context_chunks(warehouse: WarehouseInterface, batch_rows: int, where: str = "",
+                   params: Sequence[Any] = (), limit: int | None = None) -> list[KeyRange]:
+    """Ranges of `batch_rows` customer ids of the mart (those `where` keeps: SQL on its columns; the
+    first `limit` of them when given)."""
+    require_service_context(warehouse)
+    condition = f"where {where}" if where else ""
+    first = f" limit {int(limit)}" if limit else ""  # spliced as a number: Snowflake binds no limit
+    return warehouse.key_ranges(f"select customer_id from {SERVICE_CONTEXT} {condition} order by customer_id{first}",
+                                batch_rows, list(params))
+
+
+def context_columns(source, wanted: Iterable[str]) -> list[str]:
+    """Those of `wanted` the mart has (customer_id first): a mart built before a column existed still reads."""
+    with session_on(source) as tx:
+        have = set(tx.read_df(f"select * from {SERVICE_CONTEXT} where 1 = 0").columns)
+    return ["customer_id", *[c for c in wanted if c in have and c != "customer_id"]]
+
+
+def read_context_chunk(source, chunk: KeyRange, columns: Sequence[str] | None = None, where: str = "",
+                       params: Sequence[Any] = ()) -> pd.DataFrame:
+    """The mart's rows of one chunk of customers (all columns, or `columns`), ordered by customer_id."""
+    selected = ", ".join(columns) if columns else "*"
+    extra = f" and ({where})" if where else ""
+    with session_on(source) as tx:
+        return tx.read_df(f"select {selected} from {SERVICE_CONTEXT} where {IN_CHUNK}{extra} order by customer_id",
+                          [chunk.first, chunk.last, *params])
+
+
+def context_rows(frame: pd.DataFrame) -> dict[str, dict]:
+    """customer_id -> their row as plain values (None for blanks), the same from either engine."""
+    return {r["customer_id"]: r for r in plain_records(frame)}
+
+
+def load_service_context(source, customer_ids: Iterable[str]) -> dict[str, dict]:
+    """customer_id -> their `customer_service_context` row, for these customers (read a thousand ids at a time)."""
+    require_service_context(source)
+    ids = sorted({str(c) for c in customer_ids})
+    rows: dict[str, dict] = {}
+    with session_on(source) as tx:
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            group = ids[start:start + IDS_PER_QUERY]
+            rows.update(context_rows(tx.read_df(
+                f"select * from {SERVICE_CONTEXT} where customer_id in ({', '.join('?' * len(group))})", group)))
+    return rows
+
+
+def _latest(source, table: str, customer_id: str, order: str) -> dict | None:
+    with session_on(source) as tx:
+        frame = tx.read_df(f"select * from {table} where customer_id = ? order by {order} limit 1", [customer_id])
+    return plain_records(frame)[0] if len(frame) else None
+
+
+def latest_save_recommendation(source, customer_id: str) -> dict | None:
     """The customer's latest save-offer recommendation, if the save flow has run."""
     from dagster_project.service.save_offers import RECOMMENDATIONS
 
-    if not table_exists(con, RECOMMENDATIONS):
+    if not table_exists(source, RECOMMENDATIONS):
         return None
-    rows = _dicts(con.execute(f"select * from {RECOMMENDATIONS} where customer_id = ? "
-                              "order by triggered_at desc, recommendation_id desc limit 1", [customer_id]))
-    return rows[0] if rows else None
+    return _latest(source, RECOMMENDATIONS, customer_id, "triggered_at desc, recommendation_id desc")
 
 
-def load_predictions(con, customer_id: str) -> dict | None:
+def load_predictions(source, customer_id: str) -> dict | None:
     """The customer's `nextbest.customer_predictions` row, or None before the predictions exist (or without orders)."""
     from dagster_project.models.clv_assets import PREDICTIONS_TABLE
 
-    if not table_exists(con, PREDICTIONS_TABLE):
+    if not table_exists(source, PREDICTIONS_TABLE):
         return None
-    rows = _dicts(con.execute(f"select * from {PREDICTIONS_TABLE} where customer_id = ? "
-                              "order by as_of_date desc limit 1", [customer_id]))
-    return rows[0] if rows else None
+    return _latest(source, PREDICTIONS_TABLE, customer_id, "as_of_date desc")
 
 
 def _fmt(value: Any) -> str:

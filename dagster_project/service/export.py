@@ -11,6 +11,11 @@ customers whose properties changed since their last export are queued; a newer u
 replaces an older one still waiting. The helpdesk sink is helpdesk-neutral: a signed webhook
 (`NEXTBEST_HELPDESK_WEBHOOK_URL`, `NEXTBEST_HELPDESK_WEBHOOK_SECRET`) or a JSONL file
 (`NEXTBEST_HELPDESK_FILE`, default data/helpdesk.jsonl).
+
+The mart is read a customer-id range at a time (`NEXTBEST_BATCH_ROWS` customers): each
+range's properties are turned into JSON column by column, compared with what was last
+queued for those customers, and the changed ones queued; then each destination is sent
+in rounds of at most that many rows. Memory follows the chunk, not the customer count.
 """
 
 from __future__ import annotations
@@ -19,14 +24,17 @@ import json
 import os
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Iterable
+from functools import partial
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 
 from dagster_project.delivery import outbox
 from dagster_project.delivery.esp import EspResource, FileEsp, WebhookEsp
-from dagster_project.delivery.sender import ExportSummary, run_export
-from dagster_project.resources.warehouse import WarehouseInterface
+from dagster_project.delivery.sender import ExportSummary, default_chunk_size, run_export
+from dagster_project.resources.warehouse import KeyRange, WarehouseInterface
+from dagster_project.service.context import context_chunks, context_columns, read_context_chunk
 
 PROFILE_PLAYBOOK = "service_profile"
 HELPDESK_PLAYBOOK = "service_helpdesk"
@@ -40,48 +48,98 @@ PROPERTY_FIELDS = (
     "last_delivery_status", "last_delivery_date", "payment_health", "channel_preference",
     "tone_preference", "open_tickets", "has_repeat_issue", "repeat_issue_topic",
 )
+TAG_FIELDS = ("high_ltv", "gift_recipient", "at_risk", "brand_advocate")
+# Whole numbers: an integer column with blanks reads as floats (28.0), which must still say 28,
+# or every such customer would look changed.
+WHOLE_FIELDS = ("tenure_months", "cadence_days", "open_tickets")
+_dumps = partial(json.dumps, separators=(",", ":"))
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, whole: bool = False) -> Any:
+    if value is None or (not isinstance(value, (str, bytes, list)) and pd.isna(value)):
+        return None
     if isinstance(value, (datetime, date)):
         return value.isoformat()[:10]
     if isinstance(value, Decimal):
-        return float(value)
+        value = float(value)
     if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if isinstance(value, float) and value != value:
-        return None
+        value = value.item()
+    if whole and isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 
 def profile_properties(row: dict) -> dict[str, Any]:
     """The properties sent for one customer (`nextbest_` prefixed, JSON-ready)."""
-    props = {f"nextbest_{k}": _plain(row.get(k)) for k in PROPERTY_FIELDS}
-    props["nextbest_tags"] = [t for t in ("high_ltv", "gift_recipient", "at_risk", "brand_advocate") if row.get(t)]
+    props = {f"nextbest_{k}": _plain(row.get(k), k in WHOLE_FIELDS) for k in PROPERTY_FIELDS}
+    props["nextbest_tags"] = [t for t in TAG_FIELDS if _plain(row.get(t))]
     return props
 
 
-def export_frame(rows: Iterable[dict], playbook_id: str, batch_id: str,
-                 previous: dict[str, str]) -> pd.DataFrame:
-    """Outbox profile updates (batch_id, customer_id, playbook_id, body) for changed customers only."""
-    out = []
-    for row in rows:
-        body = json.dumps(profile_properties(row), sort_keys=True, separators=(",", ":"))
-        if previous.get(row["customer_id"]) != body:
-            out.append({"batch_id": batch_id, "customer_id": row["customer_id"], "playbook_id": playbook_id,
-                        "body": body})
-    return pd.DataFrame(out, columns=list(outbox.PROPERTY_COLUMNS))
+def profile_body(row: dict) -> str:
+    """One customer's properties as the outbox `body` (sorted keys, no spaces)."""
+    return _dumps(profile_properties(row), sort_keys=True)
 
 
-def last_exported(warehouse: WarehouseInterface, playbook_id: str) -> dict[str, str]:
+def _json_values(column: pd.Series, whole: bool) -> np.ndarray:
+    """Each value of `column` as JSON text, encoding each distinct value once (blanks are null)."""
+    codes, uniques = pd.factorize(column)
+    texts = [_dumps(_plain(u, whole)) for u in uniques] + ["null"]  # code -1 (a blank) picks the last
+    return np.asarray(texts, dtype=object)[codes]
+
+
+def property_bodies(frame: pd.DataFrame) -> pd.Series:
+    """`profile_body` of every row, built a column at a time (one Python step per row, not one per field)."""
+    blank = pd.Series(None, index=frame.index, dtype=object)
+    values = {f"nextbest_{k}": _json_values(frame[k] if k in frame else blank, k in WHOLE_FIELDS)
+              for k in PROPERTY_FIELDS}
+    tags = np.zeros(len(frame), dtype=np.int64)
+    for bit, field in enumerate(TAG_FIELDS):
+        codes, uniques = pd.factorize(frame[field] if field in frame else blank)
+        truthy = np.asarray([bool(_plain(u)) for u in uniques] + [False])[codes]
+        tags |= truthy.astype(np.int64) << bit
+    tag_texts = np.asarray([_dumps([t for bit, t in enumerate(TAG_FIELDS) if combo >> bit & 1])
+                            for combo in range(2 ** len(TAG_FIELDS))], dtype=object)
+    values["nextbest_tags"] = tag_texts[tags]
+    keys = sorted(values)
+    # Field names hold no `%`, and values substituted into the template are not read again.
+    template = "{" + ",".join(f"{_dumps(k)}:%s" for k in keys) + "}"
+    return pd.Series([template % row for row in zip(*(values[k] for k in keys))], index=frame.index,
+                     dtype=object)
+
+
+def export_frame(frame: pd.DataFrame, playbook_id: str, batch_id: str, previous: dict[str, str],
+                 bodies: pd.Series | None = None) -> pd.DataFrame:
+    """Outbox profile updates (batch_id, customer_id, playbook_id, body) for changed customers only.
+
+    `frame`: customer_service_context rows; `bodies`: their `property_bodies`, when already built.
+    """
+    bodies = property_bodies(frame) if bodies is None else bodies
+    customers = frame["customer_id"].astype(str)
+    changed = (customers.map(previous) != bodies).to_numpy()
+    return pd.DataFrame({"batch_id": batch_id, "customer_id": customers[changed].to_numpy(),
+                         "playbook_id": playbook_id, "body": bodies[changed].to_numpy()},
+                        columns=list(outbox.PROPERTY_COLUMNS))
+
+
+def last_exported(warehouse: WarehouseInterface, playbook_id: str, chunk: KeyRange | None = None) -> dict[str, str]:
     """customer_id -> the properties last queued for them to this destination and still on their way
-    or delivered (dead, suppressed and superseded updates never arrived, so they do not count)."""
+    or delivered (dead, suppressed and superseded updates never arrived, so they do not count);
+    the customers of `chunk` only, when given."""
     outbox.ensure_outbox(warehouse)
+    in_chunk, params = ("and customer_id >= ? and customer_id <= ?", [chunk.first, chunk.last]) if chunk else ("", [])
     rows = warehouse.read_df(f"select customer_id, max_by(body, enqueued_at) as body from {outbox.OUTBOX} "
                              "where playbook_id = ? and kind = 'properties' "
-                             "and state in ('queued', 'failed', 'sending', 'sent') group by customer_id",
-                             [playbook_id])
+                             f"and state in ('queued', 'failed', 'sending', 'sent') {in_chunk} group by customer_id",
+                             [playbook_id, *params])
     return dict(zip(rows["customer_id"], rows["body"]))
+
+
+def service_context_chunks(warehouse: WarehouseInterface, batch_rows: int) -> Iterator[pd.DataFrame]:
+    """The exported columns of `customer_service_context`, `batch_rows` customers at a time."""
+    columns = context_columns(warehouse, PROPERTY_FIELDS)
+    for chunk in context_chunks(warehouse, batch_rows):
+        yield read_context_chunk(warehouse, chunk, columns)
 
 
 def helpdesk_sink_from_env() -> EspResource:
@@ -97,27 +155,57 @@ def helpdesk_sink_from_env() -> EspResource:
     return FileEsp(path=os.environ.get("NEXTBEST_HELPDESK_FILE") or str(REPO_ROOT / "data" / "helpdesk.jsonl"))
 
 
-def export_service_context(warehouse: WarehouseInterface, rows: list[dict], as_of: str,
-                           destinations: dict[str, EspResource], **export_kw) -> dict[str, dict]:
-    """Queue changed customers per destination (playbook id -> adapter) and send every profile update
-    due there (today's, and earlier ones still retrying). Messages in the outbox are left alone.
+def queue_changed(warehouse: WarehouseInterface, frame: pd.DataFrame, as_of: str,
+                  playbook_ids: Sequence[str]) -> dict[str, outbox.EnqueueSummary | None]:
+    """Queue one chunk's changed customers for each destination playbook (None where none changed)."""
+    bodies = property_bodies(frame)
+    chunk = KeyRange(frame["customer_id"].min(), frame["customer_id"].max(), len(frame))
+    queued: dict[str, outbox.EnqueueSummary | None] = {}
+    for playbook_id in playbook_ids:
+        batch_id = f"{playbook_id}-{as_of}"
+        changed = export_frame(frame, playbook_id, batch_id, last_exported(warehouse, playbook_id, chunk), bodies)
+        queued[playbook_id] = (outbox.enqueue_batch(warehouse, batch_id, changed, kind="properties",
+                                                    destination=OUTBOX_DESTINATIONS[playbook_id])
+                               if len(changed) else None)
+    return queued
 
-    Re-running is safe: queued rows keep their send id, sent ones are not sent again.
+
+def export_service_context(warehouse: WarehouseInterface, chunks: Iterable[pd.DataFrame] | Sequence[dict],
+                           as_of: str, destinations: dict[str, EspResource], batch_rows: int | None = None,
+                           log: Callable[[str], None] | None = None, **export_kw) -> dict[str, dict]:
+    """Queue changed customers per destination (playbook id -> adapter), a chunk of context rows at a
+    time, then send every profile update due there (today's, and earlier ones still retrying) in
+    rounds of at most `batch_rows`. Messages in the outbox are left alone.
+
+    `chunks`: DataFrames of `customer_service_context` rows, each a range of customer ids
+    (`service_context_chunks`), or a few rows as dicts. Re-running is safe: queued rows keep
+    their send id, sent ones are not sent again.
     """
-    result = {}
-    for playbook_id, esp in destinations.items():
+    for playbook_id in destinations:
         if playbook_id not in OUTBOX_DESTINATIONS:
             raise ValueError(f"service export: unknown destination playbook {playbook_id!r}; "
                              f"expected one of {', '.join(OUTBOX_DESTINATIONS)}")
-        destination = OUTBOX_DESTINATIONS[playbook_id]
-        batch_id = f"{playbook_id}-{as_of}"
-        frame = export_frame(rows, playbook_id, batch_id, last_exported(warehouse, playbook_id))
-        queued = (outbox.enqueue_batch(warehouse, batch_id, frame, kind="properties", destination=destination)
-                  if len(frame) else None)
-        summary: ExportSummary = run_export(warehouse, esp, kind="properties", destination=destination, **export_kw)
-        result[playbook_id] = {"queued": queued.queued if queued else 0,
-                               "superseded": queued.superseded if queued else 0,
-                               "sent": summary.sent, "duplicates": summary.duplicates,
-                               "suppressed": summary.suppressed, "dead": summary.dead,
-                               "remaining": summary.remaining}
+    if isinstance(chunks, Sequence) and chunks and isinstance(chunks[0], dict):
+        chunks = [pd.DataFrame(list(chunks))]
+    counts = {p: {"queued": 0, "superseded": 0} for p in destinations}
+    result = {}
+    with warehouse.kept_open():  # many small transactions: keep what opening costs
+        for i, frame in enumerate(chunks):
+            if frame.empty:
+                continue
+            for playbook_id, queued in queue_changed(warehouse, frame, as_of, list(destinations)).items():
+                counts[playbook_id]["queued"] += queued.queued if queued else 0
+                counts[playbook_id]["superseded"] += queued.superseded if queued else 0
+            if log:
+                log(f"chunk {i}: {len(frame)} customers; queued so far {counts}")
+        for playbook_id, esp in destinations.items():
+            # The sender's own round size, and never more than a chunk of rows in memory.
+            rounds = default_chunk_size(esp, "properties")
+            rounds = min(rounds, batch_rows) if batch_rows else rounds
+            summary: ExportSummary = run_export(warehouse, esp, kind="properties",
+                                                destination=OUTBOX_DESTINATIONS[playbook_id], chunk_size=rounds,
+                                                log=log, **export_kw)
+            result[playbook_id] = {**counts[playbook_id], "sent": summary.sent, "duplicates": summary.duplicates,
+                                   "suppressed": summary.suppressed, "dead": summary.dead,
+                                   "remaining": summary.remaining}
     return result

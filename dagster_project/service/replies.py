@@ -22,18 +22,25 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from dagster_project.messaging.briefs import Brief, BriefError, load_briefs
-from dagster_project.messaging.context_pack import ContextPack
+from dagster_project.messaging.briefs import BrandVoice, Brief, BriefError, load_briefs
+from dagster_project.messaging.context_pack import Catalog, ContextPack, load_scoped_packs
 from dagster_project.messaging.drafting import DraftingPolicy, DraftJob, DraftOutcome, draft_batch
 from dagster_project.messaging.generators.base import Draft, DraftRequest, Generator
 from dagster_project.messaging.generators.template import TemplateGenerator
 from dagster_project.messaging.guardrails import Verdict, failure_reasons
+from dagster_project.resources.warehouse import KeyRange, WarehouseSession
+from dagster_project.service.context import IN_CHUNK, SERVICE_CONTEXT, context_rows, read_context_chunk
 
 REPLY_BRIEF_FILE = Path(__file__).resolve().parent / "service_reply.yaml"
 REPLY_TEMPLATES = Path(__file__).resolve().parent / "templates"
 TOPIC_KIND = {"delivery_delay": "delivery", "damaged_package": "delivery", "change_address": "general",
               "billing": "billing", "payment_issue": "billing", "cancel_request": "cancel",
               "product_question": "general", "grind_preference": "general"}
+
+# Customers of `customer_service_context` with a ticket to answer, and what a reply needs of their row.
+HAS_OPEN_TICKETS = "open_ticket_ids is not null and open_ticket_ids <> ''"
+REPLY_CONTEXT_FIELDS = ("customer_id", "open_ticket_ids", "open_ticket_topics", "has_repeat_issue",
+                        "repeat_issue_topic")
 
 _DELIVERY_CLAIM = re.compile(r"\b(arrived|was delivered|were delivered|has been delivered|got delivered|"
                              r"delivered on)\b", re.I)
@@ -103,6 +110,18 @@ class ReplyGenerator(TemplateGenerator):
         wanted = reply_angle(request.pack)
         known = {a.id for a in request.brief.angles}
         return wanted if wanted in known else request.brief.angles[0].id
+
+
+def open_ticket_requests(tx: WarehouseSession, chunk: KeyRange, as_of: str, fresh_at: str | None, catalog: Catalog,
+                         voice: BrandVoice, brief: Brief, limit: int | None = None) -> list[DraftRequest]:
+    """A reply request per open ticket of one chunk of customers (their packs pointed at the ticket),
+    in (customer, ticket) order, at most `limit` of them. `fresh_at`: the run's `data_fresh_day`."""
+    ctx = context_rows(read_context_chunk(tx, chunk, REPLY_CONTEXT_FIELDS, where=HAS_OPEN_TICKETS))
+    pairs = sorted((c, t) for c, r in ctx.items() for t in str(r["open_ticket_ids"]).split(", ") if t)
+    pairs = pairs[:limit] if limit is not None else pairs
+    scope = f"select customer_id from {SERVICE_CONTEXT} where {IN_CHUNK} and ({HAS_OPEN_TICKETS})"
+    packs = load_scoped_packs(tx, scope, [chunk.first, chunk.last], as_of, fresh_at) if pairs else {}
+    return [DraftRequest(reply_pack(packs[c], t, ctx[c]), brief, voice, catalog) for c, t in pairs if c in packs]
 
 
 # --------------------------------------------------------------------------- service checks

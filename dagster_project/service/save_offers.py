@@ -15,7 +15,8 @@ qualifies for, so an agent can pick another (logged append-only in
 cancel flow; arms go to `nextbest.assignments` (playbook `save_offer`).
 
 Pure functions over plain rows (a `customer_service_context` row as a dict) plus the few
-functions at the bottom that read and write the warehouse.
+functions at the bottom that read and write the warehouse (DuckDB or Snowflake, a chunk of
+customers at a time: a customer's triggers are always in one chunk, so arms stay sticky).
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import pandas as pd
+
 from dagster_project.messaging.briefs import Brief, BriefError, Offer, load_briefs
 from dagster_project.messaging.context_pack import Catalog
 from dagster_project.messaging.generators.template import suggested_cadence
+from dagster_project.resources.warehouse import KeyRange, WarehouseInterface, WarehouseSession, session_on
 
 PLAYBOOK_ID = "save_offer"
 SAVE_BRIEF_FILE = Path(__file__).resolve().parent / "save_offer.yaml"
@@ -302,37 +306,77 @@ create table if not exists {ASSIGNMENTS} (
 )
 """
 
+# Cancel attempts in the portal and open cancellation tickets between two moments (the `?`s:
+# start, end, start, end). The stated reason stays JSON text here and is read in Python: the
+# engines spell JSON access differently.
 _TRIGGERS_SQL = """
-select 'portal:' || portal_event_id as trigger_id, 'portal_cancel_attempt' as kind, customer_id,
-       occurred_at, try_cast(json_extract_string(properties, '$.reason') as varchar) as stated_reason
+select 'portal:' || portal_event_id as trigger_id, 'portal_cancel_attempt' as kind, customer_id, occurred_at,
+       properties
 from staging.stg_raw__portal_events
-where event_type = 'cancel_attempt' and occurred_at >= ?::date - ? and occurred_at < ?::date + 1
+where event_type = 'cancel_attempt' and occurred_at >= ? and occurred_at < ?
 union all
-select 'ticket:' || ticket_id, 'cancellation_ticket', customer_id, created_at, null
+select 'ticket:' || ticket_id, 'cancellation_ticket', customer_id, created_at, cast(null as varchar)
 from intermediate.int_ticket_history
-where topic = 'cancel_request' and is_open_as_of and created_at >= ?::date - ? and created_at < ?::date + 1
+where topic = 'cancel_request' and is_open_as_of and created_at >= ? and created_at < ?
 """
+IN_CHUNK = "customer_id >= ? and customer_id <= ?"  # params: chunk.first, chunk.last
 
 
-def ensure_tables(con) -> None:
-    con.execute("create schema if not exists nextbest")
-    for ddl in (RECOMMENDATIONS_DDL, CHOICES_DDL, ASSIGNMENTS_DDL):
-        con.execute(ddl)
+def ensure_tables(source) -> None:
+    """Create the save-offer tables if missing. `source`: a warehouse resource or a DuckDB connection
+    (both take DDL through `execute`, each statement on its own, outside any transaction)."""
+    for statement in ("create schema if not exists nextbest", RECOMMENDATIONS_DDL, CHOICES_DDL, ASSIGNMENTS_DDL):
+        source.execute(statement)
 
 
-def load_triggers(con, as_of: str, lookback_days: int = 1) -> list[CancelTrigger]:
+def _window(as_of: str, lookback_days: int) -> list[datetime]:
+    """The triggers' bounds as parameters of `_TRIGGERS_SQL`: from `lookback_days` before as_of to its end."""
+    end = datetime.combine(date.fromisoformat(as_of) + timedelta(days=1), datetime.min.time())
+    start = end - timedelta(days=lookback_days + 1)
+    return [start, end] * 2
+
+
+def trigger_chunks(warehouse: WarehouseInterface, as_of: str, lookback_days: int,
+                   batch_rows: int) -> list[KeyRange]:
+    """Ranges of `batch_rows` customers who tried to cancel in the window (see `load_triggers`)."""
+    return warehouse.key_ranges(f"select distinct customer_id from ({_TRIGGERS_SQL}) t order by customer_id",
+                                batch_rows, _window(as_of, lookback_days))
+
+
+def _stated_reason(properties: Any) -> str | None:
+    """The `reason` a portal cancel attempt gave (its properties are JSON text), if any."""
+    if properties is None or (isinstance(properties, float) and pd.isna(properties)):
+        return None
+    try:
+        parsed = json.loads(properties) if isinstance(properties, str) else properties
+    except ValueError:
+        return None
+    reason = parsed.get("reason") if isinstance(parsed, dict) else None
+    return None if reason is None else str(reason)
+
+
+def load_triggers(source, as_of: str, lookback_days: int = 1, chunk: KeyRange | None = None) -> list[CancelTrigger]:
     """Cancel attempts in the portal and open cancellation tickets of the last `lookback_days`
-    days up to `as_of` (read from the dbt staging/intermediate models; DuckDB SQL)."""
-    params = [as_of, lookback_days, as_of] * 2
-    rows = con.execute(_TRIGGERS_SQL + " order by 4, 1", params).fetchall()
-    return [CancelTrigger(str(t), k, str(c), o, r) for t, k, c, o, r in rows]
+    days up to `as_of` (read from the dbt staging/intermediate models), of one chunk of customers
+    when given. `source`: a warehouse resource, a session of one, or a DuckDB connection."""
+    where, params = (f"where {IN_CHUNK}", [chunk.first, chunk.last]) if chunk else ("", [])
+    with session_on(source) as tx:
+        rows = tx.read_df(f"select * from ({_TRIGGERS_SQL}) t {where} order by occurred_at, trigger_id",
+                          [*_window(as_of, lookback_days), *params])
+    return [CancelTrigger(str(t), str(k), str(c), pd.Timestamp(o).to_pydatetime(), _stated_reason(p))
+            for t, k, c, o, p in zip(rows["trigger_id"], rows["kind"], rows["customer_id"], rows["occurred_at"],
+                                     rows["properties"])]
 
 
-def prior_assignments(con) -> dict[str, tuple[str, str, datetime]]:
-    rows = con.execute(f"""select customer_id, arg_max(assignment_id, assigned_at), arg_max(arm, assigned_at),
-                                  max(assigned_at)
-                           from {ASSIGNMENTS} where playbook_id = ? group by 1""", [PLAYBOOK_ID]).fetchall()
-    return {c: (a, arm, at) for c, a, arm, at in rows}
+def prior_assignments(tx: WarehouseSession, first: str, last: str) -> dict[str, tuple[str, str, datetime]]:
+    """customer -> (assignment_id, arm, assigned_at) of their latest save_offer assignment, for customer ids
+    from `first` to `last`."""
+    rows = tx.read_df(f"""select customer_id, max_by(assignment_id, assigned_at) as assignment_id,
+                                 max_by(arm, assigned_at) as arm, max(assigned_at) as assigned_at
+                          from {ASSIGNMENTS} where playbook_id = ? and {IN_CHUNK} group by customer_id""",
+                      [PLAYBOOK_ID, first, last])
+    return {str(c): (str(a), str(arm), pd.Timestamp(at).to_pydatetime())
+            for c, a, arm, at in zip(rows["customer_id"], rows["assignment_id"], rows["arm"], rows["assigned_at"])}
 
 
 def recommendation_row(rec: SaveRecommendation, as_of: str, created_at: datetime) -> dict[str, Any]:
@@ -346,53 +390,66 @@ def recommendation_row(rec: SaveRecommendation, as_of: str, created_at: datetime
             "as_of": date.fromisoformat(as_of), "created_at": created_at}
 
 
-def record_recommendations(con, recs: Sequence[SaveRecommendation], brief: Brief, as_of: str,
-                           created_at: datetime) -> dict[str, int]:
-    """Append new recommendations and their assignments (triggers already recorded are skipped)."""
-    import pandas as pd
+def _typed(rows: Sequence[dict], types: dict[str, str]) -> pd.DataFrame:
+    """Rows as a DataFrame whose columns keep their type when a chunk's values are all blank (so both
+    engines stage text as text); dates and times as timestamps, which both engines load as such."""
+    frame = pd.DataFrame(list(rows))
+    for column in frame.columns:
+        frame[column] = frame[column].astype(types.get(column, "string"))
+    return frame
 
-    ensure_tables(con)
-    seen = {r[0] for r in con.execute(f"select trigger_id from {RECOMMENDATIONS}").fetchall()}
-    fresh = [r for r in recs if r.trigger.trigger_id not in seen]
-    assignments = assign_arms(fresh, prior_assignments(con), brief)
-    con.execute("begin transaction")
-    try:
-        if assignments:
-            con.register("_save_assignments", pd.DataFrame(assignments))
-            con.execute(f"insert into {ASSIGNMENTS} by name select * from _save_assignments")
-            con.unregister("_save_assignments")
-        if fresh:
-            con.register("_save_recs", pd.DataFrame([recommendation_row(r, as_of, created_at) for r in fresh]))
-            con.execute(f"insert into {RECOMMENDATIONS} by name select * from _save_recs")
-            con.unregister("_save_recs")
-        con.execute("commit")
-    except Exception:
-        con.execute("rollback")
-        raise
+
+RECOMMENDATION_TYPES = {"triggered_at": "datetime64[us]", "as_of": "datetime64[us]", "created_at": "datetime64[us]",
+                        "percent_off": "Float64", "to_cadence_days": "Int64"}
+
+
+def record_recommendations(source, recs: Sequence[SaveRecommendation], brief: Brief, as_of: str,
+                           created_at: datetime) -> dict[str, int]:
+    """Append new recommendations and their assignments (triggers already recorded are skipped), in one
+    transaction. `recs`: one chunk of customers (their triggers all here, so arms stay sticky);
+    `source`: a warehouse resource or a DuckDB connection."""
+    ensure_tables(source)
+    fresh: list[SaveRecommendation] = []
+    assignments: list[dict] = []
+    if recs:
+        customers = sorted({r.trigger.customer_id for r in recs})
+        with session_on(source) as tx:
+            seen = set(tx.read_df(f"select trigger_id from {RECOMMENDATIONS} where {IN_CHUNK}",
+                                  [customers[0], customers[-1]])["trigger_id"])
+            fresh = [r for r in recs if r.trigger.trigger_id not in seen]
+            assignments = assign_arms(fresh, prior_assignments(tx, customers[0], customers[-1]), brief)
+            if assignments:
+                tx.write_df("nextbest", "assignments", _typed(assignments, {"assigned_at": "datetime64[us]"}))
+            if fresh:
+                tx.write_df("nextbest", "save_offer_recommendations", _typed(
+                    [recommendation_row(r, as_of, created_at) for r in fresh], RECOMMENDATION_TYPES))
     arms = [r.arm for r in fresh]
     return {"recommended": len(fresh), "already_recorded": len(recs) - len(fresh),
             "new_assignments": len(assignments), "treatment": arms.count("treatment"),
             "holdout": arms.count("holdout")}
 
 
-def record_agent_choice(con, recommendation_id: str, chosen_option_id: str, agent_id: str,
+def record_agent_choice(source, recommendation_id: str, chosen_option_id: str, agent_id: str,
                         note: str | None = None, now: datetime | None = None) -> dict[str, Any]:
-    """Log an agent's pick (append-only); raises ValueError naming the allowed options."""
-    ensure_tables(con)
-    row = con.execute(f"select customer_id, option_id, allowed_options, arm from {RECOMMENDATIONS} "
-                      f"where recommendation_id = ?", [recommendation_id]).fetchone()
-    if row is None:
-        raise ValueError(f"no recommendation {recommendation_id!r} in {RECOMMENDATIONS}")
-    customer_id, recommended, allowed_json, arm = row
-    if arm == "holdout":
-        raise ValueError(f"{recommendation_id} is in the holdout: the standard cancel flow applies, no offer")
-    problem = check_agent_choice([o["id"] for o in json.loads(allowed_json)], chosen_option_id)
-    if problem:
-        raise ValueError(f"{recommendation_id}: {problem}")
-    moment = now or datetime.utcnow()
-    choice = {"choice_id": hashlib.sha256(f"{recommendation_id}|{agent_id}|{moment.isoformat()}".encode())
-              .hexdigest()[:24], "recommendation_id": recommendation_id, "customer_id": customer_id,
-              "agent_id": agent_id, "recommended_option_id": recommended, "chosen_option_id": chosen_option_id,
-              "note": note, "chosen_at": moment}
-    con.execute(f"insert into {CHOICES} values (?, ?, ?, ?, ?, ?, ?, ?)", list(choice.values()))
+    """Log an agent's pick (append-only); raises ValueError naming the allowed options.
+
+    `source`: a warehouse resource or a DuckDB connection."""
+    ensure_tables(source)
+    with session_on(source) as tx:
+        found = tx.read_df(f"select customer_id, option_id, allowed_options, arm from {RECOMMENDATIONS} "
+                           f"where recommendation_id = ?", [recommendation_id])
+        if found.empty:
+            raise ValueError(f"no recommendation {recommendation_id!r} in {RECOMMENDATIONS}")
+        customer_id, recommended, allowed_json, arm = found.iloc[0].tolist()
+        if arm == "holdout":
+            raise ValueError(f"{recommendation_id} is in the holdout: the standard cancel flow applies, no offer")
+        problem = check_agent_choice([o["id"] for o in json.loads(allowed_json)], chosen_option_id)
+        if problem:
+            raise ValueError(f"{recommendation_id}: {problem}")
+        moment = now or datetime.utcnow()
+        choice = {"choice_id": hashlib.sha256(f"{recommendation_id}|{agent_id}|{moment.isoformat()}".encode())
+                  .hexdigest()[:24], "recommendation_id": recommendation_id, "customer_id": customer_id,
+                  "agent_id": agent_id, "recommended_option_id": recommended, "chosen_option_id": chosen_option_id,
+                  "note": note, "chosen_at": moment}
+        tx.write_df("nextbest", "save_offer_choices", _typed([choice], {"chosen_at": "datetime64[us]"}))
     return choice
