@@ -8,9 +8,10 @@ counts and the newest timestamp per table.
 
 
 from datetime import date, timezone
-from typing import Literal
+from typing import Iterator, Literal
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field
 
 from dagster_project.ingest import contract
@@ -20,7 +21,7 @@ from dagster_project.ingest.simulator import (
     DEFAULT_SEED,
     simulate,
 )
-from dagster_project.resources.warehouse import DuckDBWarehouse
+from dagster_project.resources.warehouse import DuckDBWarehouse, WarehouseInterface
 
 # Column whose maximum says how fresh a table is.
 FRESHNESS_COLUMNS = {
@@ -72,6 +73,16 @@ def raw_is_empty(con) -> bool:
 @dg.multi_asset(specs=RAW_SPECS, name="raw_sources", can_subset=False)
 def raw_sources(context: dg.AssetExecutionContext, config: RawSourcesConfig, warehouse: DuckDBWarehouse):
     """Fill (or observe) the `raw.*` source tables."""
+    if not isinstance(warehouse, DuckDBWarehouse):
+        # On Snowflake raw.* belongs to the store's own loaders: observe it, never replace it.
+        if config.mode not in ("auto", "existing"):
+            raise dg.Failure(
+                f"raw_sources mode={config.mode} writes raw.* into the embedded DuckDB file; with "
+                "NEXTBEST_WAREHOUSE=snowflake, load raw.* with your own loader (Fivetran, Snowpipe, ...) "
+                "and run with mode=existing (auto means existing there)."
+            )
+        yield from observe_raw(warehouse, "existing")
+        return
     with warehouse.connect() as con:
         mode = config.mode
         if mode == "auto":
@@ -90,16 +101,25 @@ def raw_sources(context: dg.AssetExecutionContext, config: RawSourcesConfig, war
             context.log.info(summary.render())
         else:
             contract.create_raw_schema(con)
+    yield from observe_raw(warehouse, mode)
 
-        for name in contract.LOAD_ORDER:
-            rows = con.execute(f"select count(*) from raw.{name}").fetchone()[0]
-            metadata: dict = {"dagster/row_count": rows, "source": mode}
-            column = FRESHNESS_COLUMNS.get(name)
-            if column:
-                newest = con.execute(f"select max({column}) from raw.{name}").fetchone()[0]
-                metadata["newest_record"] = str(newest) if newest else "none"
-                if newest:  # freshness checks measure the data's age, not the run's
-                    metadata["dagster/last_updated_timestamp"] = dg.MetadataValue.timestamp(
-                        newest.replace(tzinfo=timezone.utc)
-                    )
-            yield dg.MaterializeResult(asset_key=dg.AssetKey([contract.RAW_SCHEMA, name]), metadata=metadata)
+
+def observe_raw(warehouse: WarehouseInterface, mode: str) -> Iterator[dg.MaterializeResult]:
+    """Row count and newest record per raw table (the freshness checks measure the data's age, not the run's)."""
+    missing = [name for name in contract.LOAD_ORDER if not warehouse.table_exists(contract.RAW_SCHEMA, name)]
+    if missing:
+        raise dg.Failure(f"The warehouse has no {', '.join(f'raw.{name}' for name in missing)}: load every table of "
+                         "the source contract (README, 'Bring your own data') before running the pipeline.")
+    for name in contract.LOAD_ORDER:
+        column = FRESHNESS_COLUMNS.get(name)
+        newest_sql = f"max({column})" if column else "null"
+        row = warehouse.read_df(f"select count(*) as n, {newest_sql} as newest from raw.{name}").iloc[0]
+        metadata: dict = {"dagster/row_count": int(row["n"]), "source": mode}
+        if column:
+            newest = None if pd.isna(row["newest"]) else pd.Timestamp(row["newest"]).to_pydatetime()
+            metadata["newest_record"] = str(newest) if newest else "none"
+            if newest:
+                metadata["dagster/last_updated_timestamp"] = dg.MetadataValue.timestamp(
+                    newest.replace(tzinfo=timezone.utc)
+                )
+        yield dg.MaterializeResult(asset_key=dg.AssetKey([contract.RAW_SCHEMA, name]), metadata=metadata)

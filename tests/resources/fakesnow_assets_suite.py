@@ -20,6 +20,8 @@ import pytest
 from fakesnow.cursor import FakeSnowflakeCursor
 
 from dagster_project.decisioning.assets import routing_decisions
+from dagster_project.ingest.assets import raw_sources
+from dagster_project.ingest.contract import create_raw_schema
 from dagster_project.models import registry
 from dagster_project.models.propensity_assets import customer_scores
 from dagster_project.models.uplift_training import UpliftModel
@@ -202,3 +204,24 @@ def test_routing_in_chunks_on_snowflake_appends_what_duckdb_appends_in_one_batch
     assert again.get_asset_materialization_events()[0].materialization.metadata["appended"].value == 0
     assert len(read(snow, "select decision_id from nextbest.routing_decisions")) == len(on_snowflake)
     assert leftovers(snow) == 0
+
+
+def test_raw_sources_observe_snowflake_and_never_write_its_raw_tables(engines):
+    snow, _, _ = engines
+    missing = dg.materialize([raw_sources], resources={"warehouse": snow}, instance=dg.DagsterInstance.ephemeral(),
+                             raise_on_error=False)
+    assert not missing.success
+    assert "raw.subscriptions" in str(missing.get_step_failure_events()[0].event_specific_data.error)
+    create_raw_schema(snow.process_config_and_initialize())  # the tables this store has no rows for
+    result = materialize(raw_sources, snow)  # mode auto: existing, on Snowflake
+    observed = {event.asset_key.path[-1]: event.materialization.metadata
+                for event in result.get_asset_materialization_events()}
+    assert observed["customers"]["dagster/row_count"].value == CUSTOMERS
+    assert observed["customers"]["newest_record"].value == str(datetime(2025, 1, 1) + timedelta(days=CUSTOMERS - 1))
+    assert observed["orders"]["dagster/row_count"].value == 0 and observed["orders"]["newest_record"].value == "none"
+    refused = dg.materialize([raw_sources], resources={"warehouse": snow}, instance=dg.DagsterInstance.ephemeral(),
+                             run_config={"ops": {"raw_sources": {"config": {"mode": "simulate"}}}},
+                             raise_on_error=False)
+    assert not refused.success
+    assert "NEXTBEST_WAREHOUSE=snowflake" in str(refused.get_step_failure_events()[0].event_specific_data.error)
+    assert read(snow, "select count(*) as n from raw.customers").iloc[0, 0] == CUSTOMERS  # nothing replaced
