@@ -22,6 +22,7 @@ from dagster_project.messaging.assets import message_drafts
 from dagster_project.resources.snowflake import SnowflakeSession, SnowflakeWarehouse
 from dagster_project.resources.warehouse import DuckDBWarehouse, build_warehouse
 from tests.messaging.store import INJECTION, PRODUCTS
+from tests.raw_frames import contract_frame
 from tests.resources.fakesnow_assets_suite import leftovers, materialize, read
 from tests.resources.fakesnow_suite import ENV, _fetch_arrow_batches
 from tests.spies import customers_per_read
@@ -87,22 +88,9 @@ def store_tables() -> dict[tuple[str, str], pd.DataFrame]:
     tickets.append(("T-fresh", "C0002", recent, "chat", "product_question", "open", None, None, "Which roast?"))
     portal = [("PE1", "C0003", "login", recent, "{}")]
 
-    def frame(table: str, rows: list[tuple]) -> pd.DataFrame:
-        columns = contract.TABLES[table].columns
-        df = pd.DataFrame(rows, columns=[col.name for col in columns])
-        # Nullable integers stay integers, and timestamps stay timestamps, whatever their nulls.
-        for col in columns:
-            if col.type == "INTEGER":
-                df[col.name] = df[col.name].astype("Int64")
-            elif col.type == contract.TS:
-                df[col.name] = pd.to_datetime(df[col.name])
-        return df
-
-    return {("raw", "customers"): frame("customers", customers), ("raw", "products"): frame("products", PRODUCTS),
-            ("raw", "subscriptions"): frame("subscriptions", subscriptions), ("raw", "orders"): frame("orders", orders),
-            ("raw", "order_items"): frame("order_items", items),
-            ("raw", "support_tickets"): frame("support_tickets", tickets),
-            ("raw", "portal_events"): frame("portal_events", portal),
+    raw = {"customers": customers, "products": PRODUCTS, "subscriptions": subscriptions, "orders": orders,
+           "order_items": items, "support_tickets": tickets, "portal_events": portal}
+    return {**{("raw", table): contract_frame(table, rows) for table, rows in raw.items()},
             ("analytics", "customer_segments"): pd.DataFrame(segments, columns=["customer_id", "segment"])}
 
 

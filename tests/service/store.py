@@ -17,6 +17,7 @@ import pandas as pd
 
 from dagster_project.ingest import contract
 from tests.messaging.store import PRODUCTS
+from tests.raw_frames import contract_frame
 
 CUSTOMERS = 20
 AS_OF = "2026-06-01"
@@ -27,18 +28,6 @@ REASONS = (None, "price", "too_much_coffee", "taste")
 
 def ids() -> list[str]:
     return [f"C{k:04d}" for k in range(CUSTOMERS)]
-
-
-def _typed(table: str, rows: list[tuple]) -> pd.DataFrame:
-    """Rows of a contract table with its column types (nullable integers, timestamps)."""
-    columns = contract.TABLES[table].columns
-    df = pd.DataFrame(rows, columns=[c.name for c in columns])
-    for col in columns:
-        if col.type == "INTEGER":
-            df[col.name] = df[col.name].astype("Int64")
-        elif col.type == contract.TS:
-            df[col.name] = pd.to_datetime(df[col.name])
-    return df
 
 
 def tables() -> dict[tuple[str, str], pd.DataFrame]:
@@ -111,11 +100,11 @@ def tables() -> dict[tuple[str, str], pd.DataFrame]:
     for column in ("next_charge_date", "last_delivery_date"):
         mart[column] = pd.to_datetime(mart[column])
     return {
-        ("raw", "customers"): _typed("customers", customers), ("raw", "products"): _typed("products", PRODUCTS),
-        ("raw", "subscriptions"): _typed("subscriptions", subscriptions), ("raw", "orders"): _typed("orders", orders),
-        ("raw", "order_items"): _typed("order_items", items),
-        ("raw", "support_tickets"): _typed("support_tickets", tickets),
-        ("raw", "portal_events"): _typed("portal_events", portal),
+        ("raw", "customers"): contract_frame("customers", customers), ("raw", "products"): contract_frame("products", PRODUCTS),
+        ("raw", "subscriptions"): contract_frame("subscriptions", subscriptions), ("raw", "orders"): contract_frame("orders", orders),
+        ("raw", "order_items"): contract_frame("order_items", items),
+        ("raw", "support_tickets"): contract_frame("support_tickets", tickets),
+        ("raw", "portal_events"): contract_frame("portal_events", portal),
         ("analytics", "customer_service_context"): mart,
         ("staging", "stg_raw__portal_events"): pd.DataFrame(
             stg_portal, columns=["portal_event_id", "customer_id", "event_type", "occurred_at", "properties"]),
