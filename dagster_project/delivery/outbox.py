@@ -150,13 +150,27 @@ class DraftError(ValueError):
     """Rows that cannot be enqueued; the message names every bad row and field."""
 
 
-def _empty(value) -> bool:
-    return value is None or (isinstance(value, float) and pd.isna(value)) or str(value).strip() == ""
+def _blank(column: pd.Series) -> pd.Series:
+    """Which values of `column` are missing or only whitespace."""
+    return column.isna() | (column.astype(str).str.strip() == "")
+
+
+def _not_json_objects(bodies: pd.Series) -> pd.Series:
+    """Which bodies are not a JSON object. A text that does not start with `{` and end with `}` is
+    not one, without parsing; the rest are parsed, a row at a time (the one step that cannot be vectorised)."""
+    text = bodies.astype(str).str.strip()
+    braced = text.str.startswith("{") & text.str.endswith("}")
+    bad = ~braced
+    bad[braced] = [not _is_json_object(t) for t in text[braced]]
+    return bad
 
 
 def validate_drafts(batch_id: str, drafts: pd.DataFrame, kind: str = "message",
                     destination: str = ESP_DESTINATION) -> list[str]:
-    """Problems with a batch of drafts (or profile updates), each naming the row and field (empty if fine)."""
+    """Problems with a batch of drafts (or profile updates), each naming the row and field (empty if fine).
+
+    Checked a column at a time; only the rows with a problem are visited one by one, to name them.
+    """
     if kind not in KINDS:
         return [f"kind {kind!r} is not one of {', '.join(KINDS)}"]
     if kind == "message" and destination != ESP_DESTINATION:
@@ -166,16 +180,22 @@ def validate_drafts(batch_id: str, drafts: pd.DataFrame, kind: str = "message",
     if missing:
         return [f"{kind} rows for batch {batch_id!r} lack column(s) {', '.join(missing)}"]
     required = ("customer_id", "playbook_id", "subject", "body") if kind == "message" else columns[1:]
+    frame = drafts.reset_index(drop=True)
+    other_batch = frame["batch_id"].astype(str) != str(batch_id)
+    empty = {field: _blank(frame[field]) for field in required}
+    not_object = (_not_json_objects(frame["body"]) & ~empty["body"] if kind == "properties"
+                  else pd.Series(False, index=frame.index))
+    flagged = other_batch | not_object
+    for column in empty.values():
+        flagged |= column
     problems = []
-    for position, row in enumerate(drafts.itertuples(index=False)):
+    for position in flagged[flagged].index:
         where = f"{'draft' if kind == 'message' else 'properties'} row {position} " \
-                f"(customer_id={getattr(row, 'customer_id', None)!r})"
-        if str(row.batch_id) != str(batch_id):
-            problems.append(f"{where}: batch_id is {row.batch_id!r}, expected {batch_id!r}")
-        for field in required:
-            if _empty(getattr(row, field)):
-                problems.append(f"{where}: {field} is empty")
-        if kind == "properties" and not _empty(row.body) and not _is_json_object(row.body):
+                f"(customer_id={frame.at[position, 'customer_id']!r})"
+        if other_batch[position]:
+            problems.append(f"{where}: batch_id is {frame.at[position, 'batch_id']!r}, expected {batch_id!r}")
+        problems.extend(f"{where}: {field} is empty" for field in required if empty[field][position])
+        if not_object[position]:
             problems.append(f"{where}: body is not a JSON object of properties")
     return problems
 
@@ -283,40 +303,100 @@ def state_counts(db: WarehouseInterface | WarehouseSession, batch_id: str | None
     return {state: 0 for state in STATES} | {str(state): int(n) for state, n in zip(rows["state"], rows["n"])}
 
 
-def due_messages(db: WarehouseInterface | WarehouseSession, now: datetime, limit: int, cap_since: datetime,
-                 batch_id: str | None = None, kind: str | None = None,
-                 destination: str = ESP_DESTINATION) -> pd.DataFrame:
-    """Up to `limit` rows due now for `destination` (optionally one batch or kind), at most one per
-    customer, with the send-time facts the policy needs: the customer's email, time zone, opt-in,
-    last suppressing event, and recent marketing sends (profile updates do not count towards caps)."""
+# The order rows are sent in: due time, then customer (the order a batch was queued in, so a round's
+# rows lie together in storage), then send id.
+SEND_ORDER = ("next_attempt_at", "customer_id", "send_id")
+ROUND_END = ("round_end_at", "round_end_customer", "round_end_send_id")
+
+
+def due_rounds(db: WarehouseInterface | WarehouseSession, now: datetime, rows: int, round_rows: int,
+               batch_id: str | None = None, kind: str | None = None,
+               destination: str = ESP_DESTINATION) -> pd.DataFrame:
+    """Where the rounds of the next `rows` rows due for `destination` end: the send order key
+    (`ROUND_END` columns) of every `round_rows`-th of them and of the last one, in send order.
+
+    One top-N of three narrow columns, not a sort of whole rows, for many rounds; each round then
+    reads its own rows with `due_messages(after=<the previous end>, last=<its end>)`. Only the ends
+    come back, so memory holds a key per round.
+    """
     where, scoped = scope(batch_id, kind, destination, alias="o")
-    params: list = [naive_utc(now), *scoped, naive_utc(cap_since)]
-    # Profile updates ignore suppression (policy.py): a properties-only read skips the events scan.
-    events = "and 1 = 0" if kind == "properties" else ""
+    keys = ", ".join(SEND_ORDER)
+    ends = ", ".join(f"{column} as {end}" for column, end in zip(SEND_ORDER, ROUND_END))
+    return db.read_df(f"""
+        select {ends} from (
+            select {keys}, row_number() over (order by {keys}) as position, count(*) over () as due_rows
+            from (select {", ".join(f"o.{c}" for c in SEND_ORDER)} from {OUTBOX} o
+                  where o.state in ('queued', 'failed') and o.next_attempt_at <= ? {where}
+                  order by {", ".join(f"o.{c}" for c in SEND_ORDER)} limit {int(rows)}) due
+        ) numbered
+        where mod(position, {int(round_rows)}) = 0 or position = due_rows
+        order by position""", [naive_utc(now), *scoped])
+
+
+def _send_key(key) -> tuple[datetime, str, str]:
+    at, customer, send_id = key
+    return naive_utc(pd.Timestamp(at).to_pydatetime()), str(customer), str(send_id)
+
+
+def _between(after: tuple | None, last: tuple) -> tuple[str, list]:
+    """SQL (and parameters) for rows whose send order key is above `after` (when given) and at most `last`.
+
+    The plain range on the due time (and on the customer, when both ends share a due time) lets either
+    engine skip storage blocks by their min/max; the nested comparisons then cut the exact ends.
+    """
+    t2, c2, s2 = _send_key(last)
+    sql = ["o.next_attempt_at <= ?",
+           "(o.next_attempt_at < ? or (o.next_attempt_at = ? and (o.customer_id < ? "
+           "or (o.customer_id = ? and o.send_id <= ?))))"]
+    params: list = [t2, t2, t2, c2, c2, s2]
+    if after is not None:
+        t1, c1, s1 = _send_key(after)
+        sql += ["o.next_attempt_at >= ?",
+                "(o.next_attempt_at > ? or (o.next_attempt_at = ? and (o.customer_id > ? "
+                "or (o.customer_id = ? and o.send_id > ?))))"]
+        params += [t1, t1, t1, c1, c1, s1]
+        if t1 == t2:
+            sql.append("o.customer_id >= ? and o.customer_id <= ?")
+            params += [c1, c2]
+    return " ".join(f"and {part}" for part in sql), params
+
+
+def due_messages(db: WarehouseInterface | WarehouseSession, now: datetime, after: tuple | None, last: tuple,
+                 limit: int, cap_since: datetime, batch_id: str | None = None, kind: str | None = None,
+                 destination: str = ESP_DESTINATION) -> pd.DataFrame:
+    """One round: up to `limit` rows for `destination` (optionally one batch or kind) whose send order
+    key is above `after` (the previous round's end, None for the first) and at most `last` (this
+    round's end, from `due_rounds`) and that are still queued or failed and due, at most one per
+    customer, with the send-time facts the policy needs: the customer's email, time zone, opt-in, last
+    suppressing event, and recent marketing sends (profile updates do not count towards caps).
+
+    Reading between two keys, not the earliest due rows, makes a round cost what its own rows cost.
+    """
+    where, scoped = scope(batch_id, kind, destination, alias="o")
+    within, bounds = _between(after, last)
+    params: list = [naive_utc(now), *scoped, *bounds, naive_utc(cap_since)]
+    # Profile updates ignore suppression and caps (policy.py): a properties-only read skips both scans.
+    marketing = "and 1 = 0" if kind == "properties" else ""
+    order = ", ".join(SEND_ORDER)
     # Limits are spliced in as numbers: Snowflake takes no bind variable there.
     return db.read_df(
         f"""
-        with earliest as (
-            -- the earliest due rows first (a top-N, not a sort of the whole outbox); twice the
-            -- limit leaves room for customers with several rows due
-            select o.*
+        with in_round as (
+            select o.send_id, o.batch_id, o.customer_id, o.playbook_id, o.subject, o.body, o.cta, o.attempts,
+                   o.state, o.kind, o.next_attempt_at,
+                   row_number() over (partition by o.customer_id order by o.next_attempt_at, o.send_id) as rn
             from {OUTBOX} o
-            where o.state in ('queued', 'failed') and o.next_attempt_at <= ? {where}
-            order by o.next_attempt_at, o.send_id
-            limit {2 * int(limit)}
-        ),
-        due as (
-            select earliest.*,
-                   row_number() over (partition by customer_id order by next_attempt_at, send_id) as rn
-            from earliest
+            where o.state in ('queued', 'failed') and o.next_attempt_at <= ? {where} {within}
         ),
         picked as (
-            select * from due where rn = 1 order by next_attempt_at, send_id limit {int(limit)}
+            -- rows queued between the round's ends since `due_rounds` read them can add a few: the
+            -- limit keeps the round its size, and the rest wait for a later round
+            select * from in_round where rn = 1 order by {order} limit {int(limit)}
         ),
         suppressing as (
             select customer_id, max_by(event_type, occurred_at) as event_type, max(occurred_at) as occurred_at
             from raw.email_events
-            where event_type in ('unsubscribe', 'bounce', 'complaint') {events}
+            where event_type in ('unsubscribe', 'bounce', 'complaint') {marketing}
               and customer_id in (select customer_id from picked)
             group by customer_id
         ),
@@ -324,7 +404,7 @@ def due_messages(db: WarehouseInterface | WarehouseSession, now: datetime, limit
             select customer_id, count(*) as n
             from {OUTBOX}
             where state in ('sent', 'sending') and coalesce(sent_at, claimed_at) >= ? and kind = 'message'
-              and customer_id in (select customer_id from picked)
+              {marketing} and customer_id in (select customer_id from picked)
             group by customer_id
         ),
         customers as (
@@ -344,7 +424,7 @@ def due_messages(db: WarehouseInterface | WarehouseSession, now: datetime, limit
         left join customers c on c.customer_id = p.customer_id
         left join suppressing s on s.customer_id = p.customer_id
         left join recent r on r.customer_id = p.customer_id
-        order by p.next_attempt_at, p.send_id
+        order by {", ".join(f"p.{c}" for c in SEND_ORDER)}
         """,
         params,
     )
@@ -409,7 +489,9 @@ def settle(tx: WarehouseSession, outcomes: pd.DataFrame, run_token: str | None, 
     frame["run_token"] = pd.Series(run_token, index=frame.index, dtype="string")
     frame["recorded_at"] = pd.Series(naive_utc(now), index=frame.index).astype("datetime64[us]")
     staged = _stage(tx, frame)
-    guard = "and claim_token = ?" if run_token else ""
+    # The token is compared with a staged column, not a bound parameter: with `claim_token = ?` DuckDB
+    # took 50 s to settle a 50,000-row round that this form settles in 0.2 s.
+    guard = "and claim_token = r.new_run_token" if run_token else ""
     tx.execute(
         f"""update {OUTBOX} set
                 state = r.new_state,
@@ -419,9 +501,7 @@ def settle(tx: WarehouseSession, outcomes: pd.DataFrame, run_token: str | None, 
                 idempotency_key = coalesce(r.new_idempotency_key, idempotency_key),
                 esp_message_id = coalesce(r.new_esp_message_id, esp_message_id)
             from {staged} r
-            where send_id = r.new_send_id {guard}""",
-        [run_token] if run_token else [],
-    )
+            where send_id = r.new_send_id {guard}""")
     tx.execute(
         f"""insert into {ATTEMPTS} (send_id, attempt, run_token, esp, outcome, detail, recorded_at)
             select new_send_id, new_attempt, new_run_token, new_esp, new_outcome, new_detail, new_recorded_at

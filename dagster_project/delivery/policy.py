@@ -20,6 +20,8 @@ from datetime import datetime, time, timedelta, timezone
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import pandas as pd
+
 from dagster_project.delivery.esp.base import EspError
 from dagster_project.delivery.ratelimit import backoff
 
@@ -95,22 +97,45 @@ def suppression_reason(row: Mapping[str, Any], policy: SendPolicy) -> str | None
     """Why this row must not go out now, or None. `row` holds the send-time facts:
     kind, customer_found, email, marketing_opt_in, suppress_event, suppress_at, recent_sends.
     A profile update (kind `properties`) is held back only for a customer unknown to raw.customers."""
-    if not row.get("customer_found"):
-        return "customer not found in raw.customers"
-    if row.get("kind") == "properties":
-        return None
-    if not row.get("email"):
-        return "raw.customers.email is empty"
-    if row.get("marketing_opt_in") is False:
-        return "raw.customers.marketing_opt_in is false"
-    event = row.get("suppress_event")
-    if event:
-        return f"{event} recorded in raw.email_events at {row.get('suppress_at')}"
-    recent = int(row.get("recent_sends") or 0)
-    if recent >= policy.max_sends_per_customer:
-        days = policy.cap_window.total_seconds() / 86400
-        return f"frequency cap: {recent} sent in the last {days:g} days (max {policy.max_sends_per_customer})"
-    return None
+    reason = suppression_reasons(pd.DataFrame([dict(row)]), policy).iloc[0]
+    return reason if isinstance(reason, str) else None
+
+
+def suppression_reasons(facts: pd.DataFrame, policy: SendPolicy) -> pd.Series:
+    """`suppression_reason` of every row of `facts`, a column at a time (missing where a row may go)."""
+    def column(name: str, default: Any = None) -> pd.Series:
+        return facts[name] if name in facts else pd.Series(default, index=facts.index, dtype=object)
+
+    found = column("customer_found", False).fillna(False).astype(bool)
+    marketing = found & (column("kind", "message").fillna("message") != "properties")
+    email = column("email")
+    opt_in = column("marketing_opt_in")
+    event = column("suppress_event")
+    recent = pd.to_numeric(column("recent_sends", 0), errors="coerce").fillna(0).astype(int)
+    days = policy.cap_window.total_seconds() / 86400
+    reasons = pd.Series([None] * len(facts), index=facts.index, dtype=object)
+    # The first rule that holds gives the reason: set them last rule first, so earlier ones overwrite.
+    capped = marketing & (recent >= policy.max_sends_per_customer)
+    reasons[capped] = [f"frequency cap: {n} sent in the last {days:g} days (max {policy.max_sends_per_customer})"
+                       for n in recent[capped]]
+    suppressed = marketing & event.notna() & (event.astype(str) != "")
+    reasons[suppressed] = [f"{e} recorded in raw.email_events at {at}"
+                           for e, at in zip(event[suppressed], column("suppress_at")[suppressed])]
+    reasons[marketing & opt_in.notna() & ~opt_in.fillna(True).astype(bool)] = \
+        "raw.customers.marketing_opt_in is false"
+    reasons[marketing & (email.isna() | (email.astype(str) == ""))] = "raw.customers.email is empty"
+    reasons[~found] = "customer not found in raw.customers"
+    return reasons
+
+
+def next_send_times(now: datetime, zones: pd.Series, kinds: pd.Series, policy: SendPolicy) -> pd.Series:
+    """`next_send_time` of every row (its customer's time zone and its kind), worked out once per zone."""
+    resume = pd.Series(now, index=zones.index, dtype=object)
+    marketing = (kinds.fillna("message") != "properties").to_numpy()
+    codes, names = pd.factorize(zones[marketing])  # a missing zone (code -1) picks the last entry
+    per_zone = [next_send_time(now, name, policy) for name in names] + [next_send_time(now, None, policy)]
+    resume[marketing] = [per_zone[code] for code in codes]
+    return resume
 
 
 def retry_delay(attempts: int, policy: RetryPolicy, retry_after: float | None = None,

@@ -15,6 +15,9 @@ Exactly once, across crashes:
    `Idempotency-Key`, the file sink's own check). So nothing is lost, and nothing
    is delivered twice. A re-sent profile upsert sets the same values again (the
    webhook and file sink deduplicate it on the key too).
+Rounds: `outbox.due_rounds` reads where the next rounds end from three narrow columns, and each
+round reads only the rows between its ends (`outbox.due_messages`), so a round costs what its own
+rows cost however full the outbox is; a row that changed since (sent, superseded) is skipped.
 One export runs at a time per warehouse: DuckDB's file lock serialises processes.
 The outbox is reached through the warehouse resource (DuckDB or Snowflake), a
 transaction per step, so each commit point above is a `transaction()` block here.
@@ -36,7 +39,7 @@ import pandas as pd
 from dagster_project.delivery import outbox
 from dagster_project.delivery.esp.base import EspError, EspResource, OutboundMessage, SendResult, classify_exception
 from dagster_project.delivery.policy import (
-    RetryPolicy, SendPolicy, after_failure, next_send_time, suppression_reason,
+    RetryPolicy, SendPolicy, after_failure, next_send_times, suppression_reasons,
 )
 from dagster_project.delivery.ratelimit import RateLimiter
 from dagster_project.resources.warehouse import WarehouseInterface
@@ -78,15 +81,18 @@ def _is_profile_update(row) -> bool:
     return getattr(row, "kind", "message") == "properties"
 
 
-def _outcome(send_id, state, *, attempt=None, esp=None, outcome=None, detail=None, last_error=None,
-             next_attempt_at=None, sent_at=None, idempotency_key=None, esp_message_id=None) -> dict:
-    return {"send_id": send_id, "state": state, "last_error": last_error, "next_attempt_at": next_attempt_at,
-            "sent_at": sent_at, "idempotency_key": idempotency_key, "esp_message_id": esp_message_id,
-            "outcome": outcome or state, "detail": detail, "esp": esp, "attempt": attempt}
+OUTCOME_COLUMNS = ("send_id", "state", "last_error", "next_attempt_at", "sent_at", "idempotency_key",
+                   "esp_message_id", "outcome", "detail", "esp", "attempt")
 
 
-def _frame(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=list(_outcome("", "").keys()))
+def _outcomes(send_ids, state, **columns) -> pd.DataFrame:
+    """Outcome rows for `outbox.settle`, a column at a time: each of `state` and `columns` is one
+    value for every row or a sequence with a value per row; `outcome` defaults to the state."""
+    send_ids = list(send_ids)
+    frame = pd.DataFrame({column: pd.Series([None] * len(send_ids), dtype=object) for column in OUTCOME_COLUMNS})
+    frame["send_id"] = send_ids
+    for column, value in {"state": state, "outcome": state, **columns}.items():
+        frame[column] = list(value) if isinstance(value, (list, tuple, pd.Series, pd.Index)) else value
     return frame.astype({"attempt": "Int64"})
 
 
@@ -108,60 +114,66 @@ def reconcile_in_flight(warehouse: WarehouseInterface, esp: EspResource, run_tok
                         destination: str = outbox.ESP_DESTINATION) -> None:
     """Settle rows a dead run left `sending`: sent if the ESP confirms it, else queued again."""
     stale = outbox.in_flight(warehouse, run_token, kind, destination)
-    rows = []
-    for row in stale.itertuples(index=False):
-        message = _message(row)
-        confirmed = esp.reconcile(message)
-        if confirmed:
-            summary.reconciled += 1
-            rows.append(_outcome(row.send_id, "sent", attempt=row.attempts, esp=esp.esp_name, outcome="reconciled",
-                                 detail="the ESP already had it", sent_at=outbox.naive_utc(now)))
-        else:
-            summary.requeued_after_crash += 1
-            rows.append(_outcome(row.send_id, "queued", attempt=row.attempts, esp=esp.esp_name,
-                                 outcome="requeued", next_attempt_at=outbox.naive_utc(now),
-                                 detail="interrupted mid-send; re-sent with the same idempotency key"))
-    _settle(warehouse, rows, None, now)
+    if stale.empty:
+        return
+    confirmed = pd.Series([bool(esp.reconcile(_message(row))) for row in stale.itertuples(index=False)],
+                          index=stale.index)
+    summary.reconciled += int(confirmed.sum())
+    summary.requeued_after_crash += int((~confirmed).sum())
+    moment = outbox.naive_utc(now)
+    _settle(warehouse, [
+        _outcomes(stale.send_id[confirmed], "sent", attempt=stale.attempts[confirmed], esp=esp.esp_name,
+                  outcome="reconciled", detail="the ESP already had it", sent_at=moment),
+        _outcomes(stale.send_id[~confirmed], "queued", attempt=stale.attempts[~confirmed], esp=esp.esp_name,
+                  outcome="requeued", next_attempt_at=moment,
+                  detail="interrupted mid-send; re-sent with the same idempotency key"),
+    ], None, now)
 
 
-def _settle(warehouse: WarehouseInterface, rows: list[dict], run_token: str | None, now: datetime) -> None:
+def _settle(warehouse: WarehouseInterface, frames: list[pd.DataFrame], run_token: str | None, now: datetime) -> None:
     """Record outcomes in one transaction of their own (none when there are no outcomes)."""
-    if rows:
+    frames = [frame for frame in frames if not frame.empty]
+    if frames:
         with warehouse.transaction() as tx:
-            outbox.settle(tx, _frame(rows), run_token, now)
+            outbox.settle(tx, pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0],
+                          run_token, now)
 
 
-def apply_send_policy(due: pd.DataFrame, now: datetime, policy: SendPolicy) -> tuple[list, list[dict]]:
-    """Split due rows into those to send now and outcomes for the rest (suppressed or deferred).
-    Profile updates are only held for an unknown customer (see policy.py)."""
-    sendable, held = [], []
-    for row in due.itertuples(index=False):
-        facts = row._asdict()
-        facts["marketing_opt_in"] = None if pd.isna(facts["marketing_opt_in"]) else bool(facts["marketing_opt_in"])
-        facts["suppress_event"] = None if pd.isna(facts["suppress_event"]) else facts["suppress_event"]
-        reason = suppression_reason(facts, policy)
-        if reason:
-            held.append(_outcome(row.send_id, "suppressed", attempt=row.attempts, outcome="suppressed",
-                                 detail=reason, last_error=reason))
-            continue
-        tz = None if pd.isna(row.timezone) else row.timezone
-        resume = next_send_time(now, tz, policy, facts.get("kind") or "message")
-        if resume > now:
-            held.append(_outcome(row.send_id, row.state, attempt=row.attempts, outcome="deferred",
-                                 detail=f"quiet hours in {tz or policy.default_timezone} until {resume:%Y-%m-%d %H:%M} UTC",
-                                 next_attempt_at=outbox.naive_utc(resume)))
-            continue
-        sendable.append(row)
-    return sendable, held
+def apply_send_policy(due: pd.DataFrame, now: datetime, policy: SendPolicy) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split due rows into those to send now and outcomes for the rest (suppressed or deferred), a
+    column at a time. Profile updates are only held for an unknown customer (see policy.py)."""
+    reasons = suppression_reasons(due, policy)
+    suppressed = reasons.notna()
+    zones = due["timezone"].where(due["timezone"].notna(), None)
+    resume = next_send_times(now, zones, due["kind"], policy)
+    deferred = ~suppressed & (resume > now)
+    later = resume[deferred]
+    where = zones[deferred].fillna(policy.default_timezone)
+    held = [
+        _outcomes(due.send_id[suppressed], "suppressed", attempt=due.attempts[suppressed],
+                  detail=reasons[suppressed], last_error=reasons[suppressed]),
+        _outcomes(due.send_id[deferred], due.state[deferred], attempt=due.attempts[deferred], outcome="deferred",
+                  detail=[f"quiet hours in {zone} until {at:%Y-%m-%d %H:%M} UTC" for zone, at in zip(where, later)],
+                  next_attempt_at=[outbox.naive_utc(at) for at in later]),
+    ]
+    return due[~suppressed & ~deferred], pd.concat(held, ignore_index=True)
+
+
+# Rows per round: about this many seconds of sending at the ESP's tightest limit. Each round costs a
+# read, a claim and a settle whatever its size (on Snowflake each a query and an upload of its own),
+# and the bucket refills only a burst's worth meanwhile, so longer rounds keep the sender nearer the limit.
+ROUND_SECONDS = 10
+MIN_ROUND, MAX_ROUND = 100, 50_000
+# Due rows `outbox.due_rounds` plans rounds for at a time (memory holds a key per round, not per row).
+KEY_WINDOW = 200_000
 
 
 def default_chunk_size(esp: EspResource, kind: str | None) -> int:
-    """Rows claimed per round: about two seconds of sending at the ESP's tightest limit, between
-    100 and 5,000. Each round queries the outbox once, so tiny rounds at a fast sink (the file
-    ESP has no limit) would spend their time in that query."""
+    """Rows claimed per round: about `ROUND_SECONDS` of sending at the ESP's tightest limit, between
+    100 and 50,000 (a sink with no limit, like the file ESP, gets the most)."""
     limits = esp.profile_update_limits() if kind == "properties" else esp.rate_limits()
     rate = min((limit.per_second / max(limit.cost_per_send, 1) for limit in limits), default=float("inf"))
-    return int(min(max(rate * 2, 100), 5_000))
+    return int(min(max(rate * ROUND_SECONDS, MIN_ROUND), MAX_ROUND))
 
 
 def _send_all(pool: ThreadPoolExecutor, workers: int, esp: EspResource, limiter: RateLimiter,
@@ -206,12 +218,15 @@ def run_export(
         chunk_size = chunk_size or default_chunk_size(esp, kind)
         rng = rng or random.Random()
         idle_since: float | None = None  # wall time, so a frozen test clock cannot wait forever
+        ends, taken, after = pd.DataFrame(), 0, None  # where the coming rounds end, how many ran, the last end
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="nextbest-send") as pool:
             while True:
                 now = clock()
-                due = outbox.due_messages(warehouse, now, chunk_size, now - policy.cap_window, batch_id, kind,
-                                          destination)
-                if due.empty:
+                if taken >= len(ends):
+                    # Read anew once these rounds are done: retries come due and new rows arrive meanwhile.
+                    ends, taken, after = outbox.due_rounds(warehouse, now, max(KEY_WINDOW, chunk_size), chunk_size,
+                                                           batch_id, kind, destination), 0, None
+                if ends.empty:
                     wait = _seconds_until_next_due(warehouse, now, batch_id, kind, destination)
                     idle_since = idle_since or time.monotonic()
                     if wait is None or wait > max_wait_seconds or time.monotonic() - idle_since > max_wait_seconds:
@@ -219,43 +234,61 @@ def run_export(
                     time.sleep(min(max(wait, 0.01), 1.0))
                     continue
                 idle_since = None
+                last = tuple(ends.iloc[taken])
+                due = outbox.due_messages(warehouse, now, after, last, chunk_size, now - policy.cap_window,
+                                          batch_id, kind, destination)
+                taken, after = taken + 1, last
+                if due.empty:
+                    continue  # the round's rows were sent, superseded or rescheduled since `due_rounds` read it
                 sendable, held = apply_send_policy(due, now, policy)
-                summary.suppressed += sum(1 for h in held if h["outcome"] == "suppressed")
-                summary.deferred += sum(1 for h in held if h["outcome"] == "deferred")
-                _settle(warehouse, held, None, now)
-                if not sendable:
+                summary.suppressed += int((held["outcome"] == "suppressed").sum())
+                summary.deferred += int((held["outcome"] == "deferred").sum())
+                _settle(warehouse, [held], None, now)
+                if sendable.empty:
                     continue
                 with warehouse.transaction() as tx:  # committed before the first send
-                    outbox.claim(tx, [row.send_id for row in sendable], run_token, now, esp.esp_name)
-                results = _send_all(pool, workers, esp, limiter, sendable)
+                    outbox.claim(tx, sendable["send_id"].tolist(), run_token, now, esp.esp_name)
+                # Plain Python values first: iterating Arrow-backed text a value at a time costs ~1 us each.
+                rows = list(sendable.astype(object).itertuples(index=False))
+                results = _send_all(pool, workers, esp, limiter, rows)
                 esp.sync()  # durable before the outbox says sent; if this raises, the rows stay `sending`
                 settled_at = clock()
-                outcomes = []
-                for row, result in zip(sendable, results):
-                    attempt = int(row.attempts) + 1
-                    key = esp.idempotency_key(row.send_id)
-                    if isinstance(result, SendResult):
-                        summary.duplicates += result.duplicate
-                        summary.sent += not result.duplicate
-                        outcomes.append(_outcome(row.send_id, "sent", attempt=attempt, esp=esp.esp_name,
-                                                 outcome="duplicate" if result.duplicate else "sent",
-                                                 sent_at=outbox.naive_utc(settled_at), idempotency_key=key,
-                                                 esp_message_id=result.esp_message_id))
-                        continue
-                    state, retry_at, detail = after_failure(attempt, result, retry, settled_at, rng)
-                    summary.dead += state == "dead"
-                    summary.retried += state == "failed"
-                    outcomes.append(_outcome(row.send_id, state, attempt=attempt, esp=esp.esp_name,
-                                             outcome="dead" if state == "dead" else "retry", detail=detail,
-                                             last_error=detail, idempotency_key=key,
-                                             next_attempt_at=outbox.naive_utc(retry_at) if retry_at else None))
-                _settle(warehouse, outcomes, run_token, settled_at)
+                _settle(warehouse, [_round_outcomes(sendable, results, esp, retry, settled_at, rng, summary)],
+                        run_token, settled_at)
                 if log:
                     log(f"sent {summary.sent}, retrying {summary.retried}, dead {summary.dead}, "
                         f"suppressed {summary.suppressed}, deferred {summary.deferred}")
         summary.remaining = outbox.state_counts(warehouse, batch_id, kind, destination)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _round_outcomes(sendable: pd.DataFrame, results: list[SendResult | EspError], esp: EspResource,
+                    retry: RetryPolicy, settled_at: datetime, rng: random.Random,
+                    summary: ExportSummary) -> pd.DataFrame:
+    """Outcomes of a round's sends (in `sendable`'s order), counted into `summary`: sent or a
+    duplicate the ESP already had, and for the failures a retry time or dead."""
+    ok = pd.Series([isinstance(result, SendResult) for result in results], index=sendable.index, dtype=bool)
+    duplicate = pd.Series([bool(r.duplicate) if isinstance(r, SendResult) else False for r in results],
+                          index=sendable.index, dtype=bool)
+    attempts = sendable["attempts"].astype(int) + 1
+    keys = [esp.idempotency_key(send_id) for send_id in sendable["send_id"]]
+    frame = _outcomes(sendable["send_id"], "sent", attempt=attempts, esp=esp.esp_name, idempotency_key=keys,
+                      sent_at=outbox.naive_utc(settled_at),
+                      esp_message_id=[getattr(result, "esp_message_id", None) for result in results])
+    frame.loc[duplicate.to_numpy(), "outcome"] = "duplicate"
+    summary.duplicates += int(duplicate.sum())
+    summary.sent += int((ok & ~duplicate).sum())
+    for position in (~ok).to_numpy().nonzero()[0]:  # failures: few, each its own backoff
+        attempt = int(attempts.iloc[position])
+        state, retry_at, detail = after_failure(attempt, results[position], retry, settled_at, rng)
+        summary.dead += state == "dead"
+        summary.retried += state == "failed"
+        frame.loc[position, ["state", "outcome", "detail", "last_error", "sent_at", "esp_message_id",
+                             "next_attempt_at"]] = [
+            state, "dead" if state == "dead" else "retry", detail, detail, None, None,
+            outbox.naive_utc(retry_at) if retry_at else None]
+    return frame
 
 
 def _seconds_until_next_due(warehouse: WarehouseInterface, now: datetime, batch_id: str | None, kind: str | None,

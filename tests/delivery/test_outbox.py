@@ -220,6 +220,25 @@ def test_profile_updates_are_validated_naming_row_and_field(warehouse):
         enqueue_batch(warehouse, "b1", drafts("b1", ["c1"]), destination="helpdesk")
 
 
+def test_every_bad_profile_update_in_a_batch_is_named_in_row_order(warehouse):
+    bad = updates("p1", ["c1", "c2", "c3", "c4", "c5", "c6"])
+    bad.loc[0, "body"] = ' {"nextbest_plan": "single"} '  # fine: JSON allows the spaces
+    bad.loc[1, "body"] = "[1, 2]"
+    bad.loc[2, "body"] = "{not json}"
+    bad.loc[3, "body"] = "   "
+    bad.loc[4, "batch_id"] = "p0"
+    bad.loc[5, "playbook_id"] = None
+    with pytest.raises(DraftError) as caught:
+        enqueue_batch(warehouse, "p1", bad, kind="properties")
+    assert str(caught.value).split("; ") == [
+        "properties row 1 (customer_id='c2'): body is not a JSON object of properties",
+        "properties row 2 (customer_id='c3'): body is not a JSON object of properties",
+        "properties row 3 (customer_id='c4'): body is empty",
+        "properties row 4 (customer_id='c5'): batch_id is 'p0', expected 'p1'",
+        "properties row 5 (customer_id='c6'): playbook_id is empty",
+    ]
+
+
 def test_an_outbox_from_before_kinds_is_migrated_and_its_rows_are_messages(warehouse, esp_server):
     from dagster_project.delivery.outbox import OUTBOX_DDL
 

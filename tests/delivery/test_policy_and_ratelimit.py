@@ -6,8 +6,11 @@ import random
 from datetime import datetime, timedelta, timezone
 
 from dagster_project.delivery.esp.base import RetryableEspError, PermanentEspError
+import pandas as pd
+
 from dagster_project.delivery.policy import (
-    RetryPolicy, SendPolicy, after_failure, in_quiet_hours, next_send_time, retry_delay, suppression_reason,
+    RetryPolicy, SendPolicy, after_failure, in_quiet_hours, next_send_time, next_send_times, retry_delay,
+    suppression_reason, suppression_reasons,
 )
 from dagster_project.delivery.ratelimit import RateLimit, RateLimiter, TokenBucket, backoff
 
@@ -29,6 +32,36 @@ def test_profile_updates_have_no_quiet_hours_caps_or_opt_out():
     assert suppression_reason({**held, "kind": "properties"}, SendPolicy()) is None
     assert suppression_reason({"kind": "properties", "customer_found": False}, SendPolicy()).startswith(
         "customer not found")
+
+
+def test_a_round_is_checked_a_column_at_a_time_with_the_first_rule_that_holds_for_each_row():
+    ok = {"kind": "message", "customer_found": True, "email": "a@example.com", "marketing_opt_in": True,
+          "suppress_event": None, "suppress_at": None, "recent_sends": 0}
+    rows = pd.DataFrame([
+        ok,
+        {**ok, "customer_found": False, "email": None},
+        {**ok, "email": None, "marketing_opt_in": False},
+        {**ok, "marketing_opt_in": False, "suppress_event": "bounce"},
+        {**ok, "marketing_opt_in": None, "suppress_event": "bounce", "suppress_at": pd.Timestamp("2026-06-30 08:00"),
+         "recent_sends": 5},
+        {**ok, "recent_sends": 2},
+        {**ok, "kind": "properties", "email": "", "marketing_opt_in": False, "suppress_event": "complaint",
+         "recent_sends": 9},
+    ])
+    reasons = suppression_reasons(rows, SendPolicy())
+    assert [r if isinstance(r, str) else None for r in reasons] == [
+        None, "customer not found in raw.customers", "raw.customers.email is empty",
+        "raw.customers.marketing_opt_in is false", "bounce recorded in raw.email_events at 2026-06-30 08:00:00",
+        "frequency cap: 2 sent in the last 7 days (max 2)", None]
+    assert [suppression_reason(row, SendPolicy()) for row in rows.to_dict("records")] == [
+        r if isinstance(r, str) else None for r in reasons]
+
+    now = datetime(2026, 7, 1, 3, 0, tzinfo=timezone.utc)  # 23:00 in New York, 05:00 in Berlin
+    zones = pd.Series(["America/New_York", None, "Europe/Berlin", "Mars/Olympus", "America/New_York"])
+    kinds = pd.Series(["message", "message", "message", "message", "properties"])
+    assert list(next_send_times(now, zones, kinds, SendPolicy())) == [
+        next_send_time(now, zone, SendPolicy(), kind) for zone, kind in zip(zones, kinds)]
+    assert next_send_times(now, zones, kinds, SendPolicy()).iloc[4] == now  # a profile update has no quiet hours
 
 
 def test_unknown_time_zones_fall_back_to_the_default():
