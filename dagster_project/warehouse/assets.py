@@ -22,6 +22,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from pydantic import Field
 
 from dagster_project.project import dbt_project, ensure_manifest
+from dagster_project.resources.warehouse import DuckDBWarehouse
 
 
 # Models that read the scores, and everything downstream of them (dbt selection syntax).
@@ -50,10 +51,18 @@ class NextBestTranslator(DagsterDbtTranslator):
         return "warehouse"
 
 
-def dbt_vars() -> list[str]:
-    """`--vars` for dbt: the as-of date from `NEXTBEST_AS_OF` (YYYY-MM-DD) when set."""
-    as_of = os.environ.get("NEXTBEST_AS_OF")
-    return ["--vars", json.dumps({"as_of": as_of})] if as_of else []
+# A table the first build makes: while it is missing, the build is the warehouse's first.
+FIRST_BUILD_MARKER = ("analytics", "customer_features")
+
+
+def dbt_vars(first_build: bool = False) -> list[str]:
+    """`--vars` for dbt: the as-of date from `NEXTBEST_AS_OF` (YYYY-MM-DD) when set; on a warehouse's
+    first build, `daily_test_days: 0`, so its tests check every row rather than the recent days a
+    daily run can change (dbt/macros/daily_tests.sql)."""
+    values = {"as_of": os.environ["NEXTBEST_AS_OF"]} if os.environ.get("NEXTBEST_AS_OF") else {}
+    if first_build:
+        values["daily_test_days"] = 0
+    return ["--vars", json.dumps(values)] if values else []
 
 
 class DbtBuildConfig(dg.Config):
@@ -64,9 +73,9 @@ class DbtBuildConfig(dg.Config):
         "incremental_lookback_days late, a backfill, deleted customers or a changed dbt var or model."))
 
 
-def build_args(config: DbtBuildConfig) -> list[str]:
+def build_args(config: DbtBuildConfig, first_build: bool = False) -> list[str]:
     """The `dbt build` command line for this run."""
-    return ["build", *dbt_vars(), *(["--full-refresh"] if config.full_refresh else [])]
+    return ["build", *dbt_vars(first_build), *(["--full-refresh"] if config.full_refresh else [])]
 
 
 @dbt_assets(
@@ -75,9 +84,13 @@ def build_args(config: DbtBuildConfig) -> list[str]:
     dagster_dbt_translator=NextBestTranslator(),
     exclude=SCORED_MODELS,
 )
-def nextbest_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
+def nextbest_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig,
+                        warehouse: DuckDBWarehouse):
     """`dbt build` of everything that does not read the scores: models, snapshots and tests."""
-    yield from dbt.cli(build_args(config), context=context).stream()
+    first_build = not warehouse.table_exists(*FIRST_BUILD_MARKER)  # checked, and closed, before dbt opens it
+    if first_build:
+        context.log.info("first build of this warehouse: dbt tests check every row")
+    yield from dbt.cli(build_args(config, first_build), context=context).stream()
 
 
 @dbt_assets(

@@ -63,3 +63,57 @@
         {%- endif -%}
     {%- endif -%}
 {%- endmacro %}
+
+{#-
+    Carried-forward totals (int_features_lifetime): the first day a daily run at as_of may
+    still recompute; the days before it are settled and are counted once.
+-#}
+{% macro settled_before() -%}
+    cast({{ dbt.dateadd('day', 1 - var('incremental_lookback_days') | int, as_of_date()) }} as date)
+{%- endmacro %}
+
+{#- The day `totals` counted up to (excluded): the latest run that added any (1900-01-01: none). -#}
+{% macro counted_before(totals) -%}
+    coalesce((select max(counted_before) from {{ totals }}), cast('1900-01-01' as date))
+{%- endmacro %}
+
+{#- Pre-hook of int_features_lifetime: a run at an earlier as_of than the totals start over. -#}
+{% macro drop_totals_counted_past(day) -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }}
+    where (select max(counted_before) from {{ this }}) > {{ day }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Pre-hook of a weekly roll-up: deletes the weeks from the one holding incremental_start() on. -#}
+{% macro drop_unsettled_weeks(week_column='week_start') -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }}
+    where {{ week_column }} >= cast({{ dbt.date_trunc('week', incremental_start(week_column)) }} as date)
+    {%- endif -%}
+{%- endmacro %}
+
+{#-
+    Pre-hook of a model whose rows are dated by `timestamp_column`: a run at an earlier
+    as_of than the last deletes the rows after it (a later run deletes nothing).
+-#}
+{% macro drop_rows_after_as_of(timestamp_column) -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }}
+    where {{ timestamp_column }} >= {{ as_of_end() }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#-
+    Event staging tables (stg_raw__email_events, _portal_events, _payments): on an
+    incremental run, a `where` keeping the raw rows to (re)read - those from the first
+    day that may have changed (incremental_start) on; the rest are staged already.
+    Events do not change once they happened; one loaded later than
+    var incremental_lookback_days after its day needs `--full-refresh`.
+-#}
+{% macro events_since_last_run(timestamp_column) -%}
+    {%- if is_incremental() -%}
+    where cast({{ timestamp_column }} as {{ dbt.type_timestamp() }})
+        >= cast({{ incremental_start('cast(' ~ timestamp_column ~ ' as date)') }} as {{ dbt.type_timestamp() }})
+    {%- endif -%}
+{%- endmacro %}

@@ -1,9 +1,11 @@
-"""Daily incremental runs of the point-in-time history give exactly the rows of a full rebuild.
+"""Daily incremental runs of the point-in-time history (and of the other incremental models:
+the event staging tables, subscription cycles, weekly engagement, campaign outcomes, the
+carried-forward lifetime totals) give exactly the rows of a full rebuild.
 
 A small simulated store is built in full on a Friday (D). Then, day by day, a loader
-appends what happened - orders with add-ons, failed payments, discount emails opened
-and converted, logins, cancel attempts, pauses, a cancellation, a cadence change,
-tickets opened and resolved, new sign-ups - plus a late event dated the day before,
+appends what happened - orders with add-ons, subscription cycles, failed payments, campaign
+assignments and their emails opened and converted, logins, cancel attempts, pauses, a cancellation, a cadence change,
+tickets opened and resolved, new sign-ups - plus late events dated the day before,
 and dbt runs incrementally: Saturday (the next day), Monday (a skipped day; the
 scoring point is a Monday) and Tuesday (that Monday becomes a weekly point). After
 each run every feature and label table must equal a `--full-refresh` build of the same
@@ -30,10 +32,16 @@ FRIDAY = date(2025, 6, 27)  # the full build; the store ends at the end of this 
 DAYS = [date(2025, 6, 28), date(2025, 6, 30), date(2025, 7, 1)]  # Saturday, Monday, Tuesday
 CUSTOMERS = 160
 VARS = {"training_customers": 120}  # below CUSTOMERS: the sample is a real pick
-MODELS = ["+customer_features", "+customer_labels"]
-INCREMENTAL = ["int_features_daily", "int_features_activity", "int_features_subscriptions",
-               "int_features_cycles", "customer_features", "customer_labels"]
-TABLES = ["intermediate.int_features_daily", "intermediate.int_features_activity",
+# int_features_lifetime runs after int_features_activity (which reads the previous run's totals)
+MODELS = ["+customer_features", "+customer_labels", "int_features_lifetime", "+int_orders_per_cycle",
+          "+int_engagement_by_week", "+int_campaign_outcomes"]
+INCREMENTAL = ["int_features_daily", "int_features_activity", "int_features_lifetime", "int_features_subscriptions",
+               "int_features_cycles", "customer_features", "customer_labels", "int_orders_per_cycle",
+               "int_engagement_by_week", "int_campaign_outcomes",
+               "stg_raw__email_events", "stg_raw__portal_events", "stg_raw__payments"]
+TABLES = ["staging.stg_raw__email_events", "staging.stg_raw__portal_events", "staging.stg_raw__payments",
+          "intermediate.int_orders_per_cycle", "intermediate.int_engagement_by_week", "intermediate.int_campaign_outcomes",
+          "intermediate.int_features_daily", "intermediate.int_features_activity", "intermediate.int_features_lifetime",
           "intermediate.int_features_subscriptions", "intermediate.int_features_cycles",
           "intermediate.int_training_customers", "analytics.customer_features", "analytics.customer_labels"]
 
@@ -44,10 +52,20 @@ def run(wh: Warehouse, as_of: date, *extra: str) -> None:
     assert result.returncode == 0, f"dbt run failed:\n{result.stdout[-8000:]}\n{result.stderr[-2000:]}"
 
 
-def rows(wh: Warehouse, table: str) -> list[tuple]:
-    """Every row of `table`, in a fixed order."""
+# Columns that say which run wrote a row, not what it holds: a full refresh writes every row at once.
+RUN_COLUMNS = {"intermediate.int_features_lifetime": ["counted_before"]}
+
+
+# Weekly points only for the customers of int_training_customers (the scoring point for everyone).
+SAMPLED = {"intermediate.int_features_activity", "intermediate.int_features_subscriptions",
+           "intermediate.int_features_cycles", "analytics.customer_features", "analytics.customer_labels"}
+
+
+def rows(wh: Warehouse, table: str, where: str = "true") -> list[tuple]:
+    """Every row of `table` (bar its RUN_COLUMNS) matching `where`, in a fixed order."""
+    skipped = f" exclude ({', '.join(RUN_COLUMNS[table])})" if table in RUN_COLUMNS else ""
     with duckdb.connect(str(wh.path), read_only=True) as con:
-        return sorted(con.execute(f"select * from {table}").fetchall(), key=repr)
+        return sorted(con.execute(f"select *{skipped} from {table} where {where}").fetchall(), key=repr)
 
 
 def md5(customer_id: str) -> str:
@@ -85,6 +103,22 @@ def load_day(path, day: date, n: int) -> None:
                         [f"{key}-PAY", customer, f"{key}-O", at(day, 16)])
             con.execute("insert into raw.support_tickets values (?, ?, ?, 'chat', 'delivery_delay', 'open', "
                         "null, null, 'Where is my coffee?')", [f"{key}-T", customer, at(day, 17)])
+            # the campaign's assignment: treated, or held out (no email goes out then)
+            con.execute("insert into nextbest.assignments values (?, ?, 'at_risk_save', ?, ?, ?, ?)",
+                        [f"{key}-A", campaign, customer, at(day, 8), "holdout" if i == 5 else "treatment", message])
+        # subscription cycles: a skip today, and a delivery dated the day before (loaded late)
+        for customer, status, when in ((busy[2], "skipped", at(day, 6)),
+                                       (busy[3], "fulfilled", at(day - timedelta(days=1), 23))):
+            sub_id = con.execute("select subscription_id from raw.subscriptions where customer_id = ? "
+                                 "and cancelled_at is null", [customer]).fetchone()[0]
+            con.execute("insert into raw.orders values (?, ?, ?, ?, ?, 30.00, null, null, null)",
+                        [f"INC{n}-{customer}-cycle", customer, sub_id, when, status])
+        # an open of a campaign email sent months ago: its goal window is over, its funnel is not
+        con.execute("insert into raw.email_events select ?, customer_id, campaign_id, message_id, 'open', ? "
+                    "from nextbest.assignments as a where arm = 'treatment' and assigned_at < ? and not exists ("
+                    "select 1 from raw.email_events as e where e.campaign_id = a.campaign_id "
+                    "and e.customer_id = a.customer_id and e.event_type = 'open') "
+                    "order by assignment_id limit 1", [f"INC{n}-old-open", at(day, 5), at(day - timedelta(days=90), 0)])
         # a pause, a late open dated the day before (it arrives with today's load)
         con.execute("insert into raw.portal_events values (?, ?, 'pause', ?, '{}')",
                     [f"INC{n}-pause", busy[0], at(day, 18)])
@@ -149,6 +183,24 @@ def test_incremental_runs_equal_a_full_refresh(runs, table):
         assert got == expected, f"{table} at {day}: differs from a full refresh; missing {missing}, extra {extra}"
 
 
+def test_a_run_at_an_earlier_as_of_equals_a_full_refresh_of_that_day(runs, tmp_path_factory):
+    # Monday again after Tuesday's run (e.g. re-scoring a past day): what Tuesday added
+    # (its points, cycles, assignments, carried totals) must go, with the same data loaded.
+    # Customers whom Tuesday's sign-ups pushed out of the training sample are back in it on
+    # Monday, and their dropped weekly history comes back only with a full refresh: the
+    # sampled tables are compared at the scoring point.
+    _, days, _ = runs
+    (monday, _, _), (_, after_tuesday, _) = days[1], days[2]
+    incremental = after_tuesday.copy(tmp_path_factory, "back-to-monday")
+    run(incremental, monday)
+    full = after_tuesday.copy(tmp_path_factory, "back-to-monday-full")
+    run(full, monday, "--full-refresh")
+    for table in TABLES:
+        where = f"as_of_date = '{monday.isoformat()}'" if table in SAMPLED else "true"
+        expected, got = rows(full, table, where), rows(incremental, table, where)
+        assert got == expected, f"{table} back at {monday}: {len(got)} rows, a full refresh has {len(expected)}"
+
+
 def test_a_daily_run_keeps_settled_points_and_recomputes_the_rest(runs, tmp_path_factory):
     _, days, _ = runs
     (monday, after_monday, _), (tuesday, _, _) = days[1], days[2]
@@ -195,6 +247,8 @@ def test_the_incremental_sql_transpiles_to_snowflake(runs):
     _, _, compiled = runs
     assert sorted(compiled) == sorted(INCREMENTAL)
     for model, sql in compiled.items():
-        assert "coalesce(" in sql and "1900-01-01" in sql, f"{model}: not the incremental branch"
+        assert f'."{model}"' in sql, f"{model}: not the incremental branch (it reads the model's own table)"
         (snowflake_sql,) = sqlglot.transpile(sql, read="duckdb", write="snowflake", unsupported_level=ErrorLevel.RAISE)
         sqlglot.parse_one(snowflake_sql, read="snowflake")
+    # the scoring point's lifetime counters start from the previous run's carried totals
+    assert '."int_features_lifetime"' in compiled["int_features_activity"]

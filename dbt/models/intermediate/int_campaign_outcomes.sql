@@ -3,6 +3,18 @@
 -- campaign, whether the customer reached the playbook's goal, and what they spent.
 -- Every arm is measured the same way from assigned_at (intention to treat), so the arms
 -- compare like with like. Nothing after the as_of day is counted.
+-- Incremental: a daily run recomputes the assignments whose outcome may still change -
+-- goal window not over before the first day that may have changed (var
+-- incremental_lookback_days; macros/incremental.sql), or an email of the campaign to the
+-- customer since then (the funnel has no window) - and adds the new ones.
+
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='assignment_id',
+    on_schema_change='fail',
+    pre_hook="{{ drop_rows_after_as_of('assigned_at') }}",
+) }}
 
 {#-
     Each playbook's goal and the days after assignment it may happen in. Goal kinds:
@@ -120,6 +132,20 @@ assignments as (
 
 ),
 
+{% if is_incremental() %}
+{%- set unsettled_from -%}
+    cast({{ incremental_start('cast(assigned_at as date)') }} as {{ dbt.type_timestamp() }})
+{%- endset %}
+recent_funnel as (
+
+    -- campaigns with an email to the customer on a day that may have changed
+    select distinct campaign_id, customer_id
+    from email_events
+    where occurred_at >= {{ unsettled_from }}
+
+),
+{% endif %}
+
 windows as (
 
     select
@@ -127,6 +153,14 @@ windows as (
         {{ dbt.dateadd('day', 'goal_window_days', 'assigned_at') }} as window_ends_at
 
     from assignments
+    {%- if is_incremental() %}
+    where {{ dbt.dateadd('day', 'goal_window_days', 'assigned_at') }} >= {{ unsettled_from }}
+       or exists (
+           select 1 from recent_funnel
+           where recent_funnel.campaign_id = assignments.campaign_id
+             and recent_funnel.customer_id = assignments.customer_id
+       )
+    {%- endif %}
 
 ),
 

@@ -2,6 +2,9 @@
 -- day: opens, clicks and logins (the engagement signal), plus other portal actions
 -- and email opt-outs. days_before_as_of = 0 on the as_of day.
 -- The days of int_features_daily (the same events, counted once) with any of them.
+-- A view: a filter on int_features_daily, and days_before_as_of changes every day.
+
+{{ config(materialized='view') }}
 
 with
 

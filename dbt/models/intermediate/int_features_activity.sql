@@ -5,8 +5,10 @@
 -- A full build sums weekly buckets with window frames for the weekly points (fast: no
 -- join of every day to every point). The scoring point, any weekday, and on an
 -- incremental run the points new since the last run sum the days directly: lifetime
--- counters once per customer up to the first new point, plus per point the days after
--- it and those in the windows. Both see exactly the 28 / 91 / 119 days before as_of_date.
+-- counters once per customer up to the first new point (on a daily run: the totals the
+-- previous run carried forward in int_features_lifetime plus the days since), plus per
+-- point the days after it and those in the windows. Both see exactly the 28 / 91 / 119
+-- days before as_of_date.
 -- Counts are integers; spend is a float (a feature, not bookkeeping).
 
 {{ config(
@@ -17,70 +19,16 @@
     pre_hook="{{ drop_unsettled_rows(sampled=true) }}",
 ) }}
 
-{#- (feature, daily counter, weeks back; none = lifetime) -#}
-{%- set sums = [
-    ('orders_lifetime', 'orders_charged', none),
-    ('orders_4w', 'orders_charged', 4),
-    ('orders_13w', 'orders_charged', 13),
-    ('spend_lifetime', 'spend', none),
-    ('spend_13w', 'spend', 13),
-    ('skips_lifetime', 'skips', none),
-    ('skips_4w', 'skips', 4),
-    ('skips_13w', 'skips', 13),
-    ('failed_orders_13w', 'orders_failed', 13),
-    ('discounted_orders_lifetime', 'discounted_orders', none),
-    ('one_time_orders_lifetime', 'one_time_orders', none),
-    ('add_ons_lifetime', 'add_ons', none),
-    ('add_ons_4w', 'add_ons', 4),
-    ('add_ons_13w', 'add_ons', 13),
-    ('emails_sent_4w', 'emails_sent', 4),
-    ('emails_sent_13w', 'emails_sent', 13),
-    ('opens_4w', 'opens', 4),
-    ('opens_13w', 'opens', 13),
-    ('clicks_4w', 'clicks', 4),
-    ('clicks_13w', 'clicks', 13),
-    ('conversions_lifetime', 'conversions', none),
-    ('playbook_sends_13w', 'playbook_sends', 13),
-    ('discount_sends_lifetime', 'discount_sends', none),
-    ('discount_conversions_lifetime', 'discount_conversions', none),
-    ('opt_outs_lifetime', 'opt_outs', none),
-    ('bounces_lifetime', 'bounces', none),
-    ('logins_4w', 'logins', 4),
-    ('logins_13w', 'logins', 13),
-    ('portal_actions_4w', 'portal_actions', 4),
-    ('cancel_attempts_4w', 'cancel_attempts', 4),
-    ('cancel_attempts_13w', 'cancel_attempts', 13),
-    ('cancel_attempts_lifetime', 'cancel_attempts', none),
-    ('pauses_13w', 'pauses', 13),
-    ('reschedules_13w', 'reschedules', 13),
-    ('product_swaps_13w', 'product_swaps', 13),
-    ('cadence_changes_lifetime', 'cadence_changes', none),
-    ('reactivations_lifetime', 'reactivations', none),
-    ('payment_updates_13w', 'payment_updates', 13),
-    ('engagement_4w', 'engagement', 4),
-    ('engagement_17w', 'engagement', 17),
-    ('tickets_lifetime', 'tickets_opened', none),
-    ('tickets_13w', 'tickets_opened', 13),
-    ('tickets_resolved_lifetime', 'tickets_resolved', none),
-    ('cancel_request_tickets_13w', 'cancel_request_tickets', 13),
-    ('delivery_tickets_13w', 'delivery_tickets', 13),
-    ('csat_ratings_lifetime', 'csat_ratings', none),
-    ('csat_points_lifetime', 'csat_points', none),
-    ('payment_failures_13w', 'payment_failures', 13),
-    ('cancellations_lifetime', 'cancellations', none),
-    ('upgrades_lifetime', 'upgrades', none),
-] -%}
-{#- (feature, daily counter): the latest day the counter was above zero -#}
-{%- set latest = [
-    ('last_order_date', 'orders_charged'),
-    ('last_add_on_date', 'add_ons'),
-    ('last_skip_date', 'skips'),
-    ('last_playbook_send_date', 'playbook_sends'),
-    ('last_engagement_date', 'any_engagement'),
-    ('last_cancellation_date', 'cancellations'),
-] -%}
+{%- set sums = activity_sums() -%}
+{%- set latest = activity_latest() -%}
 {%- set counters = (sums | map(attribute=1) | list + latest | map(attribute=1) | list) | unique | list %}
 {%- set max_weeks = sums | map(attribute=2) | reject('none') | max %}
+{#- On a daily run: the lifetime totals the previous run carried forward (none before the first). -#}
+{%- set totals = none %}
+{%- if execute and is_incremental() %}
+{%- set totals = adapter.get_relation(database=this.database, schema=this.schema,
+                                      identifier='int_features_lifetime') %}
+{%- endif %}
 
 with
 
@@ -101,8 +49,7 @@ daily as (
 
     select
         *,
-        opens + clicks + logins as engagement,
-        opens + clicks + logins + portal_actions as any_engagement
+        {{ activity_derived_counters() }}
 
     from {{ ref('int_features_daily') }}
 
@@ -212,9 +159,39 @@ first_new_point as (
 
 ),
 
-before_new_points as (
+{% if totals %}
+carried_until as (
 
-    -- lifetime counters and latest days before the first new point, once per customer
+    -- the previous run's totals (int_features_lifetime) count the days before
+    -- counted_before: usable when that is not after the first new point (it is after
+    -- it when this run's as_of is earlier than the last: sum from the first day then)
+    select
+        case when {{ counted_before(totals) }} <= first_new_point.as_of_date
+             then {{ counted_before(totals) }} else cast('1900-01-01' as date) end as activity_date
+    from first_new_point
+
+),
+
+carried_totals as (
+
+    select
+        customer_id,
+        {%- for name, counter, weeks in sums if weeks is none %}
+        {{ name }},
+        {%- endfor %}
+        {%- for name, counter in latest %}
+        {{ name }}{{ ',' if not loop.last }}
+        {%- endfor %}
+
+    from {{ totals }}
+    where (select activity_date from carried_until) > cast('1900-01-01' as date)
+
+),
+{% endif %}
+
+days_before_new_points as (
+
+    -- the days before the first new point{% if totals %} not in the carried totals{% endif %}
     select
         daily.customer_id,
         {%- for name, counter, weeks in sums if weeks is none %}
@@ -226,7 +203,33 @@ before_new_points as (
 
     from daily
     where daily.activity_date < (select as_of_date from first_new_point)
+    {%- if totals %}
+      and daily.activity_date >= (select activity_date from carried_until)
+    {%- endif %}
     group by daily.customer_id
+
+),
+
+before_new_points as (
+
+    -- lifetime counters and latest days before the first new point, once per customer
+    select
+        customer_id,
+        {%- for name, counter, weeks in sums if weeks is none %}
+        sum({{ name }}) as {{ name }},
+        {%- endfor %}
+        {%- for name, counter in latest %}
+        max({{ name }}) as {{ name }}{{ ',' if not loop.last }}
+        {%- endfor %}
+
+    from (
+        {%- if totals %}
+        select * from carried_totals
+        union all
+        {%- endif %}
+        select * from days_before_new_points
+    ) as lifetime_parts
+    group by customer_id
 
 ),
 

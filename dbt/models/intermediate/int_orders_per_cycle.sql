@@ -1,6 +1,17 @@
 -- One row per subscription cycle (a subscription order) up to the as_of day,
 -- numbered per customer from the latest (cycles_ago = 0), with the skip pattern:
 -- whether the cycle was skipped and whether that flips the previous cycle.
+-- Incremental: a daily run renumbers only the customers with an order on a day that may
+-- have changed (var incremental_lookback_days; macros/incremental.sql); a run at an
+-- earlier as_of first drops the cycles after it.
+
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='customer_id',
+    on_schema_change='fail',
+    pre_hook="{{ drop_rows_after_as_of('ordered_at') }}",
+) }}
 
 with
 
@@ -24,6 +35,14 @@ cycles as (
     from orders
     where subscription_id is not null
       and ordered_at < {{ as_of_end() }}
+      {%- if is_incremental() %}
+      and customer_id in (
+          -- with an order on a day that may have changed (or, at an earlier as_of, was dropped)
+          select customer_id from orders
+          where subscription_id is not null
+            and ordered_at >= cast({{ incremental_start('cast(ordered_at as date)') }} as {{ dbt.type_timestamp() }})
+      )
+      {%- endif %}
 
 ),
 

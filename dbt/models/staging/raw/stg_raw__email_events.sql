@@ -1,8 +1,22 @@
+-- A table, not a view: ESP events are the largest raw table and every daily run reads
+-- them. Incremental: a run stages only the rows from the days that may have changed
+-- (macros/incremental.sql), so readers and tests do not deduplicate all history again.
+
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='email_event_id',
+    on_schema_change='fail',
+    pre_hook="{{ one_duckdb_thread(true) }}",
+    post_hook="{{ one_duckdb_thread(false) }}",
+) }}
+
 with
 
 source as (
 
     select * from {{ source('raw', 'email_events') }}
+    {{ events_since_last_run('occurred_at') }}
 
 ),
 

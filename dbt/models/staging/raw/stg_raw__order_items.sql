@@ -1,3 +1,7 @@
+-- A table, not a view, like stg_raw__orders (read by as many models; rebuilt every run).
+
+{{ config(materialized='table') }}
+
 with
 
 source as (

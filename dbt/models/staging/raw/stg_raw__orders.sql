@@ -1,3 +1,9 @@
+-- A table, not a view: a dozen models and tests read the orders on every run, and each
+-- read of a view would deduplicate them all again. Rebuilt in full every run: an order
+-- changes after it is placed (shipped, delivered, refunded), so none is ever settled.
+
+{{ config(materialized='table') }}
+
 with
 
 source as (

@@ -1,8 +1,19 @@
+-- A table, not a view, like stg_raw__email_events: a large event table every daily run
+-- reads; a run stages only the rows from the days that may have changed.
+
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='payment_id',
+    on_schema_change='fail',
+) }}
+
 with
 
 source as (
 
     select * from {{ source('raw', 'payments') }}
+    {{ events_since_last_run('attempted_at') }}
 
 ),
 
