@@ -68,13 +68,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from dagster_project.ingest.importer import ContractError, import_directory
+    from dagster_project.ingest.importer import ContractError, import_directory, refuse_on_snowflake
     from dagster_project.resources.warehouse import connect_duckdb
 
     db = _use_db(args.db)
     folder = Path(args.directory)
     if not folder.is_dir():
         _print(f"error: {folder} is not a folder of CSV/Parquet files named after the raw tables")
+        return 2
+    try:
+        refuse_on_snowflake()  # before opening (and so creating) the DuckDB file
+    except ContractError as error:
+        _print(f"error: {error}")
         return 2
     _print(f"Importing {folder} into {db}")
     con = connect_duckdb(db)

@@ -28,6 +28,14 @@ def test_import_of_a_missing_folder_is_a_clear_error(duckdb_file, tmp_path, caps
     assert "is not a folder" in capsys.readouterr().out
 
 
+def test_import_is_refused_on_snowflake_without_touching_duckdb(duckdb_file, tmp_path, monkeypatch, capsys):
+    (tmp_path / "customers.csv").write_text("customer_id,email\nC1,a@example.com\n")
+    monkeypatch.setenv("NEXTBEST_WAREHOUSE", "snowflake")
+    assert main(["import", str(tmp_path)]) == 2
+    assert "own loader" in capsys.readouterr().out
+    assert not duckdb_file.exists()  # nothing created on the way to the refusal
+
+
 def test_demo_runs_everything_and_prints_a_summary(duckdb_file, capsys):
     assert main(["demo", "--customers", "300", "--months", "6"]) == 0
     out = capsys.readouterr().out

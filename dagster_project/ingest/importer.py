@@ -123,7 +123,7 @@ class _Plan:
     encoding: str
 
 
-def _refuse_snowflake() -> None:
+def refuse_on_snowflake() -> None:
     """The importer writes DuckDB SQL into the DuckDB file; it must not run while Snowflake is the warehouse."""
     if os.environ.get("NEXTBEST_WAREHOUSE", "").strip().lower() == "snowflake":
         raise ContractError(
@@ -141,7 +141,7 @@ def import_directory(
     Raises `ContractError` (and imports nothing) when a file cannot be loaded
     as a whole: no source files, unreadable file, missing required column.
     """
-    _refuse_snowflake()
+    refuse_on_snowflake()
     directory = Path(directory)
     say = progress or (lambda message: None)
     contract.create_raw_schema(con)
