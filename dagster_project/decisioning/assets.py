@@ -40,7 +40,7 @@ from dagster_project.project import default_as_of
 from dagster_project.models.clv_assets import PREDICTIONS_TABLE
 from dagster_project.models.uplift_assets import newest_passing, uplift_models
 from dagster_project.models.uplift_data import FEATURES_TABLE, GOALS, point_in_time_features
-from dagster_project.resources.warehouse import (DuckDBSession, DuckDBWarehouse, KeyRange, WarehouseInterface,
+from dagster_project.resources.warehouse import (IN_CHUNK, DuckDBSession, DuckDBWarehouse, KeyRange, WarehouseInterface,
                                                  WarehouseSession)
 
 DECISIONS_TABLE = "nextbest.routing_decisions"
@@ -69,7 +69,6 @@ union
 select customer_id from analytics.customer_tags
 order by customer_id
 """
-IN_CHUNK = "customer_id >= ? and customer_id <= ?"  # params: chunk.first, chunk.last
 # Opens and clicks per hour before the run date, store-wide: the prior of every send time.
 STORE_HOURS_SQL = """
 select date_trunc('hour', occurred_at) as hour, count(*) as events from raw.email_events

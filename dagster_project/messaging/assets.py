@@ -27,7 +27,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from dagster_project.decisioning.assets import DECISIONS_TABLE, IN_CHUNK
+from dagster_project.decisioning.assets import DECISIONS_TABLE
 from dagster_project.messaging.briefs import load_briefs
 from dagster_project.messaging.context_pack import Catalog, data_fresh_day, load_catalog, load_scoped_packs
 from dagster_project.project import default_as_of
@@ -38,7 +38,7 @@ from dagster_project.messaging.generators.base import Draft, DraftRequest, Gener
 from dagster_project.messaging.generators.template import TemplateGenerator
 from dagster_project.messaging.guardrails import Verdict
 from dagster_project.quality.freshness import reference_time, stale_playbooks
-from dagster_project.resources.warehouse import DuckDBWarehouse, KeyRange, WarehouseInterface, WarehouseSession
+from dagster_project.resources.warehouse import IN_CHUNK, DuckDBWarehouse, KeyRange, WarehouseInterface, WarehouseSession
 
 DRAFTS_TABLE = "nextbest.message_drafts"
 SEGMENTS_TABLE = "analytics.customer_segments"
@@ -174,7 +174,7 @@ def cached_outcomes(tx: WarehouseSession, chunk: KeyRange) -> MemoryDraftCache:
         select * from (
             select d.*, row_number() over (partition by cache_key order by created_at desc) as nb_newest
             from {DRAFTS_TABLE} d
-            where status = 'pending_review' and customer_id >= ? and customer_id <= ?
+            where status = 'pending_review' and {IN_CHUNK}
         ) newest where nb_newest = 1""", [chunk.first, chunk.last])
     cache = MemoryDraftCache()
     for r in rows.to_dict("records"):

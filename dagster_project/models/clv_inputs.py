@@ -22,7 +22,7 @@ import pandas as pd
 
 from dagster_project.models.clv import StoreHistory
 from dagster_project.models.clv_rfm import day_number, end_of_history
-from dagster_project.resources.warehouse import (KeyRange, KeySample, WarehouseInterface,
+from dagster_project.resources.warehouse import (IN_CHUNK, KeyRange, KeySample, WarehouseInterface,
                                                  WarehouseSession, sample_bucket, session_on)
 
 # Fulfilled orders placed before `?`, the midnight after the as-of day: the history scored.
@@ -71,8 +71,6 @@ where ranked.preference = 1
 """
 FACTS_COLUMNS = ("is_subscriber", "cadence_days", "skips_90d", "cancellations")
 SKIPS_WINDOW_DAYS = 90  # skips_90d
-# One chunk of customers: the bounds of a KeyRange (params: chunk.first, chunk.last).
-IN_CHUNK = "customer_id >= ? and customer_id <= ?"
 CHARGES_SQL = "select customer_id, next_charge_date from analytics.customer_context where {customers}"
 CONTEXT_DAYS_SQL = "select distinct as_of_date from analytics.customer_context"
 

@@ -94,6 +94,10 @@ def batch_rows_from_env() -> int:
     return positive_int_env(BATCH_ROWS_ENV, DEFAULT_BATCH_ROWS, "customers per chunk")
 
 
+# SQL keeping one chunk's customers: the bounds of a KeyRange (params: chunk.first, chunk.last).
+IN_CHUNK = "customer_id >= ? and customer_id <= ?"
+
+
 @dataclass(frozen=True)
 class KeyRange:
     """`first` to `last` (inclusive) of a sorted key, holding `rows` keys: one chunk of a chunked step."""

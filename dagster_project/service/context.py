@@ -19,10 +19,9 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from dagster_project.messaging.context_pack import IDS_PER_QUERY, plain_records
-from dagster_project.resources.warehouse import KeyRange, WarehouseInterface, session_on, table_exists
+from dagster_project.resources.warehouse import IN_CHUNK, KeyRange, WarehouseInterface, session_on, table_exists
 
 SERVICE_CONTEXT = "analytics.customer_service_context"
-IN_CHUNK = "customer_id >= ? and customer_id <= ?"  # params: chunk.first, chunk.last
 TICKET_TOPICS_SHORT = {"delivery_delay": "late delivery", "damaged_package": "damaged package",
                        "payment_issue": "payment problem", "change_address": "address change",
                        "product_question": "product question", "grind_preference": "grind preference",

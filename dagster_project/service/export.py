@@ -33,7 +33,7 @@ import pandas as pd
 from dagster_project.delivery import outbox
 from dagster_project.delivery.esp import EspResource, FileEsp, WebhookEsp
 from dagster_project.delivery.sender import ExportSummary, default_chunk_size, run_export
-from dagster_project.resources.warehouse import KeyRange, WarehouseInterface
+from dagster_project.resources.warehouse import IN_CHUNK, KeyRange, WarehouseInterface
 from dagster_project.service.context import context_chunks, context_columns, read_context_chunk
 
 PROFILE_PLAYBOOK = "service_profile"
@@ -127,7 +127,7 @@ def last_exported(warehouse: WarehouseInterface, playbook_id: str, chunk: KeyRan
     or delivered (dead, suppressed and superseded updates never arrived, so they do not count);
     the customers of `chunk` only, when given."""
     outbox.ensure_outbox(warehouse)
-    in_chunk, params = ("and customer_id >= ? and customer_id <= ?", [chunk.first, chunk.last]) if chunk else ("", [])
+    in_chunk, params = (f"and {IN_CHUNK}", [chunk.first, chunk.last]) if chunk else ("", [])
     rows = warehouse.read_df(f"select customer_id, max_by(body, enqueued_at) as body from {outbox.OUTBOX} "
                              "where playbook_id = ? and kind = 'properties' "
                              f"and state in ('queued', 'failed', 'sending', 'sent') {in_chunk} group by customer_id",

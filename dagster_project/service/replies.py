@@ -28,8 +28,8 @@ from dagster_project.messaging.drafting import DraftingPolicy, DraftJob, DraftOu
 from dagster_project.messaging.generators.base import Draft, DraftRequest, Generator
 from dagster_project.messaging.generators.template import TemplateGenerator
 from dagster_project.messaging.guardrails import Verdict, failure_reasons
-from dagster_project.resources.warehouse import KeyRange, WarehouseSession
-from dagster_project.service.context import IN_CHUNK, SERVICE_CONTEXT, context_rows, read_context_chunk
+from dagster_project.resources.warehouse import IN_CHUNK, KeyRange, WarehouseSession
+from dagster_project.service.context import SERVICE_CONTEXT, context_rows, read_context_chunk
 
 REPLY_BRIEF_FILE = Path(__file__).resolve().parent / "service_reply.yaml"
 REPLY_TEMPLATES = Path(__file__).resolve().parent / "templates"

@@ -33,7 +33,7 @@ import pandas as pd
 from dagster_project.messaging.briefs import Brief, BriefError, Offer, load_briefs
 from dagster_project.messaging.context_pack import Catalog
 from dagster_project.messaging.generators.template import suggested_cadence
-from dagster_project.resources.warehouse import KeyRange, WarehouseInterface, WarehouseSession, session_on
+from dagster_project.resources.warehouse import IN_CHUNK, KeyRange, WarehouseInterface, WarehouseSession, session_on
 
 PLAYBOOK_ID = "save_offer"
 SAVE_BRIEF_FILE = Path(__file__).resolve().parent / "save_offer.yaml"
@@ -319,7 +319,6 @@ select 'ticket:' || ticket_id, 'cancellation_ticket', customer_id, created_at, c
 from intermediate.int_ticket_history
 where topic = 'cancel_request' and is_open_as_of and created_at >= ? and created_at < ?
 """
-IN_CHUNK = "customer_id >= ? and customer_id <= ?"  # params: chunk.first, chunk.last
 
 
 def ensure_tables(source) -> None:
