@@ -10,9 +10,6 @@ Either way the checks are the same functions the Dagster checks run.
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
-from typing import Any, Callable
 
 
 def register(subparsers) -> None:
@@ -29,9 +26,10 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the checks and print the summary; the exit code says whether anything blocks."""
     from dagster_project.quality.summary import collect_outcomes, render_markdown, render_text
+    from dagster_project.resources.warehouse import command_source
 
     try:
-        where, source, close = _open(getattr(args, "db", None))
+        where, source, close = command_source(getattr(args, "db", None))
     except Exception as error:  # noqa: BLE001 - shown to the user as is
         print(f"Cannot open the warehouse: {error}")
         return 2
@@ -43,19 +41,3 @@ def run(args: argparse.Namespace) -> int:
     print(render_markdown(outcomes, "nextbest doctor") if getattr(args, "markdown", False)
           else render_text(outcomes))
     return 1 if any(o.blocking for o in outcomes) else 0
-
-
-def _open(db: str | None) -> tuple[str | Path, Any, Callable[[], None]]:
-    """(what is checked, a source `collect_outcomes` reads, how to release it)."""
-    from dagster_project.project import duckdb_path
-    from dagster_project.resources.warehouse import build_warehouse, connect_duckdb
-
-    engine = os.environ.get("NEXTBEST_WAREHOUSE", "duckdb").strip().lower()
-    if engine == "snowflake" and not db:
-        warehouse = build_warehouse().process_config_and_initialize()
-        return f"Snowflake {warehouse.database} ({warehouse.account})", warehouse, lambda: None
-    if db:
-        os.environ["NEXTBEST_DUCKDB_PATH"] = str(Path(db).expanduser().resolve())
-    path = duckdb_path()
-    con = connect_duckdb(path, read_only=True)
-    return path, con, con.close

@@ -29,7 +29,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from dagster_project.project import duckdb_path, positive_int_env
+from dagster_project.project import check_duckdb_file_name, duckdb_path, positive_int_env
 
 if TYPE_CHECKING:
     from dagster_project.resources.snowflake import SnowflakeWarehouse
@@ -676,6 +676,23 @@ class DuckDBWarehouse(WarehouseInterface, dg.ConfigurableResource):
                 df = batch.to_pandas()
                 df.columns = [str(c).lower() for c in df.columns]
                 yield df
+
+
+def command_source(db: str | None = None,
+                   read_only: bool = True) -> tuple[str, Any, Callable[[], None]]:
+    """What a CLI command reads (and writes) through: (a description of it, the source, how to release it).
+
+    The Snowflake resource when `NEXTBEST_WAREHOUSE=snowflake` and no `--db` is given; otherwise a
+    DuckDB connection (read-only unless asked: it never waits for or blocks a running pipeline) to
+    `db`, default `NEXTBEST_DUCKDB_PATH`. The service and quality readers take either.
+    """
+    if not db and os.environ.get("NEXTBEST_WAREHOUSE", "duckdb").strip().lower() == "snowflake":
+        warehouse = build_warehouse().process_config_and_initialize()
+        return f"Snowflake {warehouse.database} ({warehouse.account})", warehouse, lambda: None
+    path = Path(db).expanduser().resolve() if db else duckdb_path()
+    check_duckdb_file_name(path)
+    con = connect_duckdb(path, read_only=read_only)
+    return str(path), con, con.close
 
 
 def build_warehouse() -> DuckDBWarehouse | SnowflakeWarehouse:

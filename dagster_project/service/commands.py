@@ -16,12 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 from typing import Any, Callable
-
-from dagster_project.project import duckdb_path
 
 
 def register(subparsers) -> None:
@@ -43,14 +39,11 @@ def register(subparsers) -> None:
 
 
 def _open(args, read_only: bool) -> tuple[Any, Callable[[], None]]:
-    """(a source the service readers take, how to release it): Snowflake's resource when
-    NEXTBEST_WAREHOUSE=snowflake and no --db, else a DuckDB connection to the file."""
-    from dagster_project.resources.warehouse import build_warehouse, connect_duckdb
+    """(a source the service readers take, how to release it): see `command_source`."""
+    from dagster_project.resources.warehouse import command_source
 
-    if not args.db and os.environ.get("NEXTBEST_WAREHOUSE", "duckdb").strip().lower() == "snowflake":
-        return build_warehouse().process_config_and_initialize(), lambda: None
-    con = connect_duckdb(Path(args.db).expanduser().resolve() if args.db else duckdb_path(), read_only=read_only)
-    return con, con.close
+    _, source, close = command_source(args.db, read_only=read_only)
+    return source, close
 
 
 def run(args: argparse.Namespace) -> int:
