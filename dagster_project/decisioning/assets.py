@@ -126,10 +126,9 @@ def customer_chunks(warehouse: WarehouseInterface, batch_rows: int) -> list[KeyR
 
 def audiences(tx: WarehouseSession, briefs: BriefSet, chunk: KeyRange) -> pd.DataFrame:
     """customers x playbooks: in the brief's audience (any listed segment, every listed tag, every score floor)."""
-    bounds = [chunk.first, chunk.last]
-    segments = tx.read_df(f"select customer_id, segment from analytics.customer_segments where {IN_CHUNK}", bounds)
-    tags = tx.read_df(f"select * from analytics.customer_tags where {IN_CHUNK}", bounds).set_index("customer_id")
-    scores = (tx.read_df(f"select * from nextbest.customer_scores where {IN_CHUNK}", bounds)
+    segments = tx.read_df(f"select customer_id, segment from analytics.customer_segments where {IN_CHUNK}", chunk.bounds)
+    tags = tx.read_df(f"select * from analytics.customer_tags where {IN_CHUNK}", chunk.bounds).set_index("customer_id")
+    scores = (tx.read_df(f"select * from nextbest.customer_scores where {IN_CHUNK}", chunk.bounds)
               .drop_duplicates("customer_id", keep="last").set_index("customer_id")
               if tx.exists("nextbest", "customer_scores") else pd.DataFrame())
     customers = pd.Index(sorted(set(segments["customer_id"]) | set(tags.index)), name="customer_id")
@@ -157,7 +156,7 @@ def suppression(tx: WarehouseSession, customers, chunk: KeyRange) -> pd.Series:
         from raw.customers c left join raw.email_events e
           on e.customer_id = c.customer_id and e.event_type in ('complaint', 'unsubscribe', 'bounce')
         where c.customer_id >= ? and c.customer_id <= ?
-        group by c.customer_id, c.marketing_opt_in""", [chunk.first, chunk.last]).set_index("customer_id")["reason"]
+        group by c.customer_id, c.marketing_opt_in""", chunk.bounds).set_index("customer_id")["reason"]
     return frame.reindex(customers).where(lambda s: s.notna(), None)
 
 
@@ -167,7 +166,7 @@ def predicted_clv(tx: WarehouseSession, chunk: KeyRange) -> pd.Series | None:
     if not tx.exists(schema, table):
         return None
     frame = tx.read_df(f"select customer_id, predicted_clv_12m from {PREDICTIONS_TABLE} "
-                       f"where predicted_clv_12m is not null and {IN_CHUNK}", [chunk.first, chunk.last])
+                       f"where predicted_clv_12m is not null and {IN_CHUNK}", chunk.bounds)
     return frame.drop_duplicates("customer_id", keep="last").set_index("customer_id")["predicted_clv_12m"]
 
 
@@ -184,7 +183,7 @@ def features_at(tx: WarehouseSession, customers: pd.Index, chunk: KeyRange, at: 
                     select f.*, row_number() over (partition by f.customer_id order by f.{as_of} desc) as nb_latest
                     from {FEATURES_TABLE} f
                     where f.customer_id >= ? and f.customer_id <= ? and f.{as_of} <= cast(? as date)
-                ) latest where nb_latest = 1""", [chunk.first, chunk.last, at.date()])
+                ) latest where nb_latest = 1""", [*chunk.bounds, at.date()])
             frame = frame.drop(columns=["nb_latest"]).set_index("customer_id").reindex(customers)
             frame.insert(0, "anchor_at", at)
             return frame
@@ -200,7 +199,7 @@ def assignment_history(tx: WarehouseSession, chunk: KeyRange) -> pd.DataFrame:
     if not tx.exists("nextbest", "assignments"):
         return pd.DataFrame(columns=["customer_id", "playbook_id", "assigned_at"])
     return tx.read_df(f"select customer_id, playbook_id, assigned_at from nextbest.assignments where {IN_CHUNK}",
-                      [chunk.first, chunk.last])
+                      chunk.bounds)
 
 
 def decide_chunk(warehouse: WarehouseInterface, run: RoutingRun, chunk: KeyRange) -> pd.DataFrame:
@@ -216,7 +215,7 @@ def decide_chunk(warehouse: WarehouseInterface, run: RoutingRun, chunk: KeyRange
         suppressed = suppression(tx, member.index, chunk)
         events = tx.read_df(f"""select customer_id, occurred_at from raw.email_events
                                 where event_type in ('open', 'click') and occurred_at < cast(? as timestamp) and {IN_CHUNK}""",
-                            [run.at, chunk.first, chunk.last])
+                            [run.at, *chunk.bounds])
     models, briefs, policy = run.models, run.briefs, run.policy
     uplift = pd.DataFrame({p: models[p][1].predict(features) if p in models else np.nan for p in playbooks},
                           index=member.index)

@@ -14,17 +14,16 @@ picks the DuckDB file.
 from __future__ import annotations
 
 import argparse
-import os
 import textwrap
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
     from dagster_project.resources.warehouse import WarehouseInterface, WarehouseSession
 
 BATCH_HELP = "a batch id from `nextbest review`: <playbook>-<run date>, e.g. at_risk_save-2026-06-30"
-DB_HELP = "DuckDB file (default: NEXTBEST_DUCKDB_PATH, else data/nextbest.duckdb; not used with Snowflake)"
+DB_HELP = ("DuckDB file (default: NEXTBEST_DUCKDB_PATH, else data/nextbest.duckdb); "
+           "when given, used even if NEXTBEST_WAREHOUSE=snowflake")
 
 
 def register(subparsers) -> None:
@@ -52,16 +51,10 @@ def register(subparsers) -> None:
 
 
 def _warehouse(args: argparse.Namespace) -> WarehouseInterface:
-    """The warehouse resource `NEXTBEST_WAREHOUSE` names, DuckDB at `--db` when given."""
-    from dagster_project.project import duckdb_path
-    from dagster_project.resources.warehouse import DuckDBWarehouse, build_warehouse
+    """The warehouse resource: DuckDB at `--db` when given, else the one `NEXTBEST_WAREHOUSE` names."""
+    from dagster_project.resources.warehouse import command_warehouse
 
-    if args.db:
-        os.environ["NEXTBEST_DUCKDB_PATH"] = str(Path(args.db).expanduser().resolve())
-    warehouse = build_warehouse().process_config_and_initialize()
-    if isinstance(warehouse, DuckDBWarehouse):
-        duckdb_path()  # refuses a file name whose catalog would clash with a schema
-    return warehouse
+    return command_warehouse(args.db)
 
 
 @contextmanager

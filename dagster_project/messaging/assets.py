@@ -175,7 +175,7 @@ def cached_outcomes(tx: WarehouseSession, chunk: KeyRange) -> MemoryDraftCache:
             select d.*, row_number() over (partition by cache_key order by created_at desc) as nb_newest
             from {DRAFTS_TABLE} d
             where status = 'pending_review' and {IN_CHUNK}
-        ) newest where nb_newest = 1""", [chunk.first, chunk.last])
+        ) newest where nb_newest = 1""", chunk.bounds)
     cache = MemoryDraftCache()
     for r in rows.to_dict("records"):
         draft = Draft(subject=r["subject"], preheader=r["preheader"] or "", body=r["body"], cta=r["cta"],
@@ -300,7 +300,7 @@ def draft_chunk(warehouse: WarehouseInterface, chunk: KeyRange, playbooks: str, 
     `fresh_at` is the run's `data_fresh_day`, which every context pack carries.
     """
     in_chunk = f"select customer_id, playbook_id from ({playbooks}) chunk where {IN_CHUNK}"
-    in_chunk_params = [*params, chunk.first, chunk.last]
+    in_chunk_params = [*params, *chunk.bounds]
     with warehouse.transaction() as tx:  # reads only; drafting (maybe slow LLM calls) happens after
         chosen = tx.read_df(f"{in_chunk} order by customer_id", in_chunk_params)
         playbook_of = dict(zip(chosen["customer_id"].astype(str), chosen["playbook_id"].astype(str)))

@@ -78,7 +78,7 @@ CONTEXT_DAYS_SQL = "select distinct as_of_date from analytics.customer_context"
 def _customers(chunk: KeyRange | None = None, sample: KeySample | None = None) -> tuple[str, list]:
     """A condition on `customer_id` and its params: one chunk, a training sample's customers, or everyone."""
     if chunk is not None:
-        return IN_CHUNK, [chunk.first, chunk.last]
+        return IN_CHUNK, chunk.bounds
     if sample is not None and not sample.complete:
         return f"{sample_bucket('customer_id')} < ?", [sample.below]
     return "1 = 1", []
@@ -159,11 +159,10 @@ class ScoringInputs:
 
     def read(self, tx: WarehouseSession, chunk: KeyRange) -> tuple[pd.DataFrame, pd.DataFrame]:
         """One chunk's orders (customer_id, date, amount) and extras (facts and next charge date) for `score_clv`."""
-        bounds = [chunk.first, chunk.last]
-        # Sorted, so a customer's same-day amounts add up in the same order whatever the chunk.
+            # Sorted, so a customer's same-day amounts add up in the same order whatever the chunk.
         orders = tx.read_df(f"select customer_id, ordered_at as date, amount from {self.orders} where {IN_CHUNK} "
-                            "order by customer_id, ordered_at, amount", bounds)
-        facts = tx.read_df(f"select * from {self.facts} where {IN_CHUNK}", bounds).set_index("customer_id")
+                            "order by customer_id, ordered_at, amount", chunk.bounds)
+        facts = tx.read_df(f"select * from {self.facts} where {IN_CHUNK}", chunk.bounds).set_index("customer_id")
         return orders, facts.astype(float).join(next_charge_dates(tx, chunk), how="outer")
 
 

@@ -106,6 +106,11 @@ class KeyRange:
     last: Any
     rows: int
 
+    @property
+    def bounds(self) -> list[Any]:
+        """`[first, last]`: the parameters of `IN_CHUNK`."""
+        return [self.first, self.last]
+
 
 @dataclass
 class MergeResult:
@@ -686,13 +691,28 @@ def command_source(db: str | None = None,
     DuckDB connection (read-only unless asked: it never waits for or blocks a running pipeline) to
     `db`, default `NEXTBEST_DUCKDB_PATH`. The service and quality readers take either.
     """
-    if not db and os.environ.get("NEXTBEST_WAREHOUSE", "duckdb").strip().lower() == "snowflake":
-        warehouse = build_warehouse().process_config_and_initialize()
+    warehouse = command_warehouse(db)
+    if not isinstance(warehouse, DuckDBWarehouse):
         return f"Snowflake {warehouse.database} ({warehouse.account})", warehouse, lambda: None
-    path = Path(db).expanduser().resolve() if db else duckdb_path()
-    check_duckdb_file_name(path)
-    con = connect_duckdb(path, read_only=read_only)
-    return str(path), con, con.close
+    con = connect_duckdb(warehouse.path, read_only=read_only)
+    return warehouse.path, con, con.close
+
+
+def command_warehouse(db: str | None = None) -> DuckDBWarehouse | SnowflakeWarehouse:
+    """The warehouse resource (initialized) a CLI command works through, one rule for every command.
+
+    `--db` given: DuckDB at that file, whatever `NEXTBEST_WAREHOUSE` says. Otherwise the engine
+    `NEXTBEST_WAREHOUSE` names (`build_warehouse`). A DuckDB file named after a NextBest schema
+    is refused either way.
+    """
+    if db:
+        path = Path(db).expanduser().resolve()
+        check_duckdb_file_name(path)
+        return DuckDBWarehouse(path=str(path), batch_rows=batch_rows_from_env())
+    warehouse = build_warehouse().process_config_and_initialize()
+    if isinstance(warehouse, DuckDBWarehouse):
+        check_duckdb_file_name(Path(warehouse.path))
+    return warehouse
 
 
 def build_warehouse() -> DuckDBWarehouse | SnowflakeWarehouse:

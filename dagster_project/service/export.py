@@ -127,7 +127,7 @@ def last_exported(warehouse: WarehouseInterface, playbook_id: str, chunk: KeyRan
     or delivered (dead, suppressed and superseded updates never arrived, so they do not count);
     the customers of `chunk` only, when given."""
     outbox.ensure_outbox(warehouse)
-    in_chunk, params = (f"and {IN_CHUNK}", [chunk.first, chunk.last]) if chunk else ("", [])
+    in_chunk, params = (f"and {IN_CHUNK}", chunk.bounds) if chunk else ("", [])
     rows = warehouse.read_df(f"select customer_id, max_by(body, enqueued_at) as body from {outbox.OUTBOX} "
                              "where playbook_id = ? and kind = 'properties' "
                              f"and state in ('queued', 'failed', 'sending', 'sent') {in_chunk} group by customer_id",

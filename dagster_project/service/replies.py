@@ -120,7 +120,7 @@ def open_ticket_requests(tx: WarehouseSession, chunk: KeyRange, as_of: str, fres
     pairs = sorted((c, t) for c, r in ctx.items() for t in str(r["open_ticket_ids"]).split(", ") if t)
     pairs = pairs[:limit] if limit is not None else pairs
     scope = f"select customer_id from {SERVICE_CONTEXT} where {IN_CHUNK} and ({HAS_OPEN_TICKETS})"
-    packs = load_scoped_packs(tx, scope, [chunk.first, chunk.last], as_of, fresh_at) if pairs else {}
+    packs = load_scoped_packs(tx, scope, chunk.bounds, as_of, fresh_at) if pairs else {}
     return [DraftRequest(reply_pack(packs[c], t, ctx[c]), brief, voice, catalog) for c, t in pairs if c in packs]
 
 

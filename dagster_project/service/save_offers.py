@@ -358,7 +358,7 @@ def load_triggers(source, as_of: str, lookback_days: int = 1, chunk: KeyRange | 
     """Cancel attempts in the portal and open cancellation tickets of the last `lookback_days`
     days up to `as_of` (read from the dbt staging/intermediate models), of one chunk of customers
     when given. `source`: a warehouse resource, a session of one, or a DuckDB connection."""
-    where, params = (f"where {IN_CHUNK}", [chunk.first, chunk.last]) if chunk else ("", [])
+    where, params = (f"where {IN_CHUNK}", chunk.bounds) if chunk else ("", [])
     with session_on(source) as tx:
         rows = tx.read_df(f"select * from ({_TRIGGERS_SQL}) t {where} order by occurred_at, trigger_id",
                           [*_window(as_of, lookback_days), *params])

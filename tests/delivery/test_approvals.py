@@ -156,6 +156,18 @@ def test_cli_review_approve_reject(store, capsys):
     assert rows == [("approved", "ana", "looks right", "cli"), ("rejected", "ben", "wrong tone", "cli")]
 
 
+def test_cli_db_wins_over_a_snowflake_environment(store, capsys, monkeypatch, tmp_path):
+    # No SNOWFLAKE_* settings at all: opening Snowflake would fail, so a pass means --db was used.
+    monkeypatch.setenv("NEXTBEST_WAREHOUSE", "snowflake")
+    for name in ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "SNOWFLAKE_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    assert _cli("review", "--db", store.path) == 0
+    assert BATCH in capsys.readouterr().out
+
+    assert _cli("review", "--db", str(tmp_path / "nextbest.duckdb")) == 2
+    assert "same as a NextBest schema" in capsys.readouterr().out
+
+
 def test_approve_batch_job_records_the_decision_from_run_config(store):
     db = store.path
     resources = {"warehouse": store}
