@@ -77,3 +77,18 @@
         opens + clicks + logins as engagement,
         opens + clicks + logins + portal_actions as any_engagement
 {%- endmacro %}
+
+{#-
+    int_features_daily with the derived counters, as a subquery to select from. Not a CTE:
+    one read twice is materialized in full, and the date filters of its readers would not
+    reach the scan.
+-#}
+{% macro daily_activity() -%}
+    (
+        select
+            *,
+            {{ activity_derived_counters() }}
+
+        from {{ ref('int_features_daily') }}
+    )
+{%- endmacro %}

@@ -45,16 +45,6 @@ training_customers as (
 
 ),
 
-daily as (
-
-    select
-        *,
-        {{ activity_derived_counters() }}
-
-    from {{ ref('int_features_daily') }}
-
-),
-
 {% if not is_incremental() %}
 weekly_buckets as (
 
@@ -69,7 +59,7 @@ weekly_buckets as (
         max(case when daily.{{ counter }} > 0 then daily.activity_date end) as {{ name }}{{ ',' if not loop.last }}
         {%- endfor %}
 
-    from daily
+    from {{ daily_activity() }} as daily
     inner join training_customers
         on daily.customer_id = training_customers.customer_id
     group by 1, 2
@@ -201,7 +191,7 @@ days_before_new_points as (
         max(case when daily.{{ counter }} > 0 then daily.activity_date end) as {{ name }}{{ ',' if not loop.last }}
         {%- endfor %}
 
-    from daily
+    from {{ daily_activity() }} as daily
     where daily.activity_date < (select as_of_date from first_new_point)
     {%- if totals %}
       and daily.activity_date >= (select activity_date from carried_until)
@@ -233,6 +223,17 @@ before_new_points as (
 
 ),
 
+days_since_first_window as (
+
+    -- the days the new points' windows read: from the longest window before the first
+    -- new point up to the last one
+    select * from {{ daily_activity() }} as daily
+    where daily.activity_date >= (
+            select cast({{ dbt.dateadd('day', -max_weeks * 7, 'as_of_date') }} as date) from first_new_point)
+      and daily.activity_date < (select max(as_of_date) from new_points)
+
+),
+
 since_first_new_point as (
 
     -- per new point, its windows, and the lifetime counters and latest days from the
@@ -256,10 +257,11 @@ since_first_new_point as (
 
     from new_points
     cross join first_new_point
-    inner join daily
+    inner join days_since_first_window as daily
         on daily.activity_date < new_points.as_of_date
-        and (daily.activity_date >= first_new_point.as_of_date
-             or {{ in_last_days('daily.activity_date', max_weeks * 7, 'new_points.as_of_date') }})
+        and daily.activity_date >= least(
+            first_new_point.as_of_date,
+            cast({{ dbt.dateadd('day', -max_weeks * 7, 'new_points.as_of_date') }} as date))
     group by new_points.as_of_date, daily.customer_id
 
 ),
