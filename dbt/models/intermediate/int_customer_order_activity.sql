@@ -18,7 +18,7 @@ order_items as (
 
 latest_order as (
 
-    {{ deduplicate('orders', 'customer_id', 'ordered_at desc, order_id desc') }}
+    {{ deduplicate('orders', 'customer_id', 'ordered_at desc, order_id desc', many_per_key=true) }}
 
 ),
 
@@ -31,7 +31,7 @@ shipments as (
 
 latest_shipment as (
 
-    {{ deduplicate('shipments', 'customer_id', 'shipped_at desc, order_id desc') }}
+    {{ deduplicate('shipments', 'customer_id', 'shipped_at desc, order_id desc', many_per_key=true) }}
 
 ),
 

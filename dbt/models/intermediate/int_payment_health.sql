@@ -12,7 +12,7 @@ payments as (
 
 latest_attempt as (
 
-    {{ deduplicate('payments', 'customer_id', 'attempted_at desc, payment_id desc') }}
+    {{ deduplicate('payments', 'customer_id', 'attempted_at desc, payment_id desc', many_per_key=true) }}
 
 ),
 
@@ -25,7 +25,7 @@ failures as (
 
 latest_failure as (
 
-    {{ deduplicate('failures', 'customer_id', 'attempted_at desc, payment_id desc') }}
+    {{ deduplicate('failures', 'customer_id', 'attempted_at desc, payment_id desc', many_per_key=true) }}
 
 ),
 

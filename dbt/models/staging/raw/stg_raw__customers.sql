@@ -34,7 +34,7 @@ renamed as (
 deduped as (
 
     -- a loader that appends keeps every version of a customer: keep the latest
-    {{ deduplicate('renamed', 'customer_id', 'created_at desc') }}
+    {{ deduplicate('renamed', 'customer_id', 'created_at desc', mostly_unique=true) }}
 
 )
 

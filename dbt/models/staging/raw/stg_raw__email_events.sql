@@ -43,7 +43,7 @@ renamed as (
 
 deduped as (
 
-    {{ deduplicate('renamed', 'email_event_id', 'occurred_at desc') }}
+    {{ deduplicate('renamed', 'email_event_id', 'occurred_at desc', mostly_unique=true) }}
 
 )
 

@@ -36,7 +36,7 @@ renamed as (
 deduped as (
 
     -- no timestamp on lines: keep one per (order, product), the largest quantity
-    {{ deduplicate('renamed', 'order_item_id', 'quantity desc') }}
+    {{ deduplicate('renamed', 'order_item_id', 'quantity desc', mostly_unique=true) }}
 
 )
 

@@ -45,7 +45,7 @@ deduped as (
 
     -- an order is re-sent as it ships and is delivered: keep the furthest state
     {{ deduplicate('renamed', 'order_id',
-                   'coalesce(delivered_at, shipped_at, ordered_at) desc') }}
+                   'coalesce(delivered_at, shipped_at, ordered_at) desc', mostly_unique=true) }}
 
 )
 

@@ -43,7 +43,7 @@ renamed as (
 
 deduped as (
 
-    {{ deduplicate('renamed', 'payment_id', 'attempted_at desc') }}
+    {{ deduplicate('renamed', 'payment_id', 'attempted_at desc', mostly_unique=true) }}
 
 )
 

@@ -40,7 +40,7 @@ renamed as (
 
 deduped as (
 
-    {{ deduplicate('renamed', 'portal_event_id', 'occurred_at desc') }}
+    {{ deduplicate('renamed', 'portal_event_id', 'occurred_at desc', mostly_unique=true) }}
 
 )
 

@@ -41,7 +41,7 @@ deduped as (
 
     -- the latest state of a subscription is the one that happened last
     {{ deduplicate('renamed', 'subscription_id',
-                   'coalesce(cancelled_at, next_charge_at, started_at) desc') }}
+                   'coalesce(cancelled_at, next_charge_at, started_at) desc', mostly_unique=true) }}
 
 )
 

@@ -38,7 +38,7 @@ renamed as (
 deduped as (
 
     -- a ticket is re-sent as it is worked on: keep its latest state
-    {{ deduplicate('renamed', 'ticket_id', 'coalesce(resolved_at, created_at) desc') }}
+    {{ deduplicate('renamed', 'ticket_id', 'coalesce(resolved_at, created_at) desc', mostly_unique=true) }}
 
 )
 
