@@ -4,6 +4,7 @@
     python benchmarks/scale.py --sizes 10000 100000     # some sizes
     python benchmarks/scale.py --keep DIR               # keep the warehouse files in DIR
     python benchmarks/scale.py --dbt-only               # simulate, dbt build, incremental day
+    python benchmarks/scale.py --dbt-only --direct-sql  # ... and the direct SQL replay
 
 Stages, each its own process on its own copy of the warehouse, so each peak
 resident memory (the kernel's rusage of that child) is the stage's own:
@@ -85,7 +86,14 @@ def direct_sql(db: str, target: str) -> None:
         # The build already made this relation; drop it so both kinds of replace work.
         con.execute(f"drop view if exists {relation}")
         con.execute(f"drop table if exists {relation}")
+        # The one hook that changes how a full build runs (macros/duckdb_threads.sql); the others
+        # (incremental pre-hooks) render nothing on a full build.
+        one_thread = any("one_duckdb_thread(true)" in hook.get("sql", "") for hook in node["config"].get("pre-hook", []))
+        if one_thread:
+            con.execute("set threads = 1")
         con.execute(f"create {kind} {relation} as {sql}")
+        if one_thread:
+            con.execute("reset threads")
     con.close()
 
 
@@ -116,7 +124,8 @@ def materialize(key: str) -> None:
         sys.exit(f"materializing {key} failed:\n" + "\n".join(failures)[-6000:])
 
 
-def bench(customers: int, months: int, work: Path, print_row, dbt_only: bool = False) -> None:
+def bench(customers: int, months: int, work: Path, print_row, dbt_only: bool = False,
+          direct_sql_too: bool = False) -> None:
     # PYTHONPATH: run this checkout's package (e.g. a snapshot copy), not whichever is installed.
     env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1", "PYTHONPATH": str(REPO)}
     # The replay's file has the build's file name (in its own folder): compiled SQL names the database.
@@ -128,14 +137,26 @@ def bench(customers: int, months: int, work: Path, print_row, dbt_only: bool = F
                                            "--months", str(months), "--end-date", day.isoformat(), "--db", str(raw)], env)
     print_row(customers, "simulate", wall, peak)
     shutil.copyfile(raw, built)
-    shutil.copyfile(raw, direct)
     target = work / "target"
     dbt_wall, peak, _ = run_stage("dbt build", dbt_build(work, target, day, first=True),
                                   {**env, "NEXTBEST_DUCKDB_PATH": str(built)})
     print_row(customers, "dbt build", dbt_wall, peak)
     incremental_day(customers, work, built, day, dbt_wall, env, print_row)
-    if dbt_only:
+    if not dbt_only:
+        assets(customers, built, dbt_wall, env, print_row)
+    if dbt_only and not direct_sql_too:
         return
+    # Last, so the pipeline's own figures are in even if this long replay is cut short.
+    shutil.copyfile(raw, direct)
+    direct_wall, peak, _ = run_stage("direct SQL", [sys.executable, __file__, "--direct", str(direct), str(target)],
+                                     {**env, "NEXTBEST_DUCKDB_PATH": str(direct)})
+    print_row(customers, "direct SQL (same compiled SQL)", direct_wall, peak,
+              f"dbt build / direct = {dbt_wall / direct_wall:.2f}x")
+    direct.unlink()
+
+
+def assets(customers: int, built: Path, dbt_wall: float, env: dict[str, str], print_row) -> None:
+    """Every other asset, one process each, in dependency order; then the end-to-end total."""
     total = dbt_wall
     listed = subprocess.run([sys.executable, __file__, "--list-assets"], env={**env, "NEXTBEST_DUCKDB_PATH": str(built)},
                             cwd=REPO, capture_output=True, text=True, check=True)
@@ -146,12 +167,6 @@ def bench(customers: int, months: int, work: Path, print_row, dbt_only: bool = F
         print_row(customers, f"asset {key}", wall, peak)
     print_row(customers, "end to end without simulate", total, float("nan"))
     print_row(customers, "warehouse file", float("nan"), built.stat().st_size / 2**20, "(MiB on disk)")
-    # Last, so the pipeline's own figures are in even if this long replay is cut short.
-    direct_wall, peak, _ = run_stage("direct SQL", [sys.executable, __file__, "--direct", str(direct), str(target)],
-                                     {**env, "NEXTBEST_DUCKDB_PATH": str(direct)})
-    print_row(customers, "direct SQL (same compiled SQL)", direct_wall, peak,
-              f"dbt build / direct = {dbt_wall / direct_wall:.2f}x")
-    direct.unlink()
 
 
 def dbt_build(work: Path, target: Path, as_of, first: bool = False) -> list[str]:
@@ -190,6 +205,8 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="keep the warehouse files under this folder")
     parser.add_argument("--dbt-only", action="store_true",
                         help="only simulate, dbt build and the incremental day (no assets, no direct SQL)")
+    parser.add_argument("--direct-sql", action="store_true",
+                        help="with --dbt-only: also replay the build's compiled SQL directly")
     parser.add_argument("--record", type=Path, default=None,
                         help="also append each row to this file as it comes (e.g. benchmarks/RESULTS.md)")
     parser.add_argument("--direct", nargs=2, metavar=("DB", "TARGET"), help=argparse.SUPPRESS)
@@ -223,10 +240,10 @@ def main() -> None:
         if args.keep:
             work = args.keep / f"scale-{size}"
             work.mkdir(parents=True, exist_ok=True)
-            bench(size, args.months, work, print_row, args.dbt_only)
+            bench(size, args.months, work, print_row, args.dbt_only, args.direct_sql)
         else:
             with tempfile.TemporaryDirectory(prefix=f"nextbest-scale-{size}-") as tmp:
-                bench(size, args.months, Path(tmp), print_row, args.dbt_only)
+                bench(size, args.months, Path(tmp), print_row, args.dbt_only, args.direct_sql)
 
 
 if __name__ == "__main__":
