@@ -5,13 +5,13 @@
 
     `mostly_unique`: for a single key column, never null, that few rows share (a staged
     source's id, where a loader re-sends some rows). Rows whose key is unique are kept as
-    they are and only the others are ranked: at 11M orders this halves the time, as ranking
-    every row sorts (or aggregates) the whole table.
+    they are and only the others are ranked, instead of ranking every row (stg_raw__orders'
+    select at 1M subscribers, 11M orders: 8.4 s to 4.1 s).
 
     `many_per_key`: for keys with many rows each (a customer's latest order), when `order_by`
     starts with `<column> desc` and that column is never null. Only the rows holding their
     key's greatest value of it are ranked: a grouped max and a join instead of sorting every
-    row (at 11M orders, 6 s of window sort to about 1).
+    row (int_customer_order_activity at 1M subscribers: 8.3 s to 4.9 s).
 -#}
 {% macro deduplicate(relation, partition_by, order_by, mostly_unique=false, many_per_key=false) -%}
     {{ return(adapter.dispatch('deduplicate', 'nextbest')(relation, partition_by, order_by, mostly_unique, many_per_key)) }}
