@@ -92,3 +92,17 @@
         from {{ ref('int_features_daily') }}
     )
 {%- endmacro %}
+
+{#-
+    The lifetime sums and latest days of the rows of `daily` (int_features_daily with the
+    derived counters), one set per `group by` group: int_features_activity sums the days
+    before its first new point with them, int_features_lifetime the newly settled days.
+-#}
+{% macro lifetime_aggregates(daily='daily') -%}
+    {%- for name, counter, weeks in activity_sums() if weeks is none %}
+        sum({{ daily }}.{{ counter }}) as {{ name }},
+    {%- endfor %}
+    {%- for name, counter in activity_latest() %}
+        max(case when {{ daily }}.{{ counter }} > 0 then {{ daily }}.activity_date end) as {{ name }}{{ ',' if not loop.last }}
+    {%- endfor %}
+{%- endmacro %}

@@ -184,12 +184,7 @@ days_before_new_points as (
     -- the days before the first new point{% if totals %} not in the carried totals{% endif %}
     select
         daily.customer_id,
-        {%- for name, counter, weeks in sums if weeks is none %}
-        sum(daily.{{ counter }}) as {{ name }},
-        {%- endfor %}
-        {%- for name, counter in latest %}
-        max(case when daily.{{ counter }} > 0 then daily.activity_date end) as {{ name }}{{ ',' if not loop.last }}
-        {%- endfor %}
+        {{- lifetime_aggregates() }}
 
     from {{ daily_activity() }} as daily
     where daily.activity_date < (select as_of_date from first_new_point)

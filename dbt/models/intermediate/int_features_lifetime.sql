@@ -26,11 +26,7 @@ with
 
 daily as (
 
-    select
-        *,
-        {{ activity_derived_counters() }}
-
-    from {{ ref('int_features_daily') }}
+    select * from {{ daily_activity() }} as daily
     where activity_date < {{ settled_before() }}
     {%- if is_incremental() %}
       and activity_date >= {{ counted_before(this) }}
@@ -41,16 +37,11 @@ daily as (
 new_days as (
 
     select
-        customer_id,
-        {%- for name, counter, weeks in lifetime_sums %}
-        sum({{ counter }}) as {{ name }},
-        {%- endfor %}
-        {%- for name, counter in latest %}
-        max(case when {{ counter }} > 0 then activity_date end) as {{ name }}{{ ',' if not loop.last }}
-        {%- endfor %}
+        daily.customer_id,
+        {{- lifetime_aggregates() }}
 
     from daily
-    group by customer_id
+    group by daily.customer_id
 
 ),
 
