@@ -10,7 +10,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from dagster_project.quality.runner import validate_suite
+from dagster_project.quality.runner import gx_comparable, validate_suite
 from dagster_project.quality.suites import load_suites
 
 DEFECTS = [
@@ -27,6 +27,9 @@ DEFECTS = [
     "update raw.portal_events set occurred_at = '1970-01-01' where event_id = (select min(event_id) from raw.portal_events)",
     "alter table raw.email_events alter column occurred_at type varchar",
     "update raw.subscriptions set cadence_days = 0 where subscription_id = (select min(subscription_id) from raw.subscriptions)",
+    # Beyond pandas' nanosecond timestamps: GX compares this column a value at a time, and still catches it.
+    "insert into raw.payments select 'PAY_FAR', customer_id, order_id, timestamp '9999-06-01', 'succeeded', null, 10 "
+    "from raw.payments limit 1",
 ]
 
 # (table, check, severity, words the message must contain, example row must show this value or None)
@@ -44,6 +47,7 @@ CASES = [
     ("raw.portal_events", "occurred_at_not_before_2000", "WARN", "are below 2000-01-01", None),
     ("raw.email_events", "column_types", "ERROR", "occurred_at is VARCHAR, expected TIMESTAMP", None),
     ("raw.subscriptions", "cadence_days_in_range", "ERROR", "outside 1..365", None),
+    ("raw.payments", "attempted_at_not_in_future", "ERROR", "1 of", "PAY_FAR"),
 ]
 
 
@@ -79,3 +83,14 @@ def test_defect_is_caught_with_a_clear_message(outcomes, table, check, severity,
 def test_untouched_tables_stay_clean(outcomes):
     clean = [o for (table, _), o in outcomes.items() if table == "raw.customers" and o.name != "customer_id_not_null"]
     assert clean and not any(o.failed for o in clean)
+
+
+def test_duckdb_columns_reach_gx_as_the_types_it_compares_whole():
+    frame = duckdb.connect().execute(
+        "select 7::int as cadence, 2::utinyint as small, 1.5::float as ratio, timestamp '2025-01-01 10:00:00' as at, "
+        "timestamp '9999-06-01' as far, 'x' as name").df()
+    widened = gx_comparable(frame)
+    assert {c: str(t) for c, t in widened.dtypes.items()} == {
+        "cadence": "int64", "small": "int64", "ratio": "float64", "at": "datetime64[ns]",
+        "far": str(frame["far"].dtype), "name": str(frame["name"].dtype)}
+    assert widened.to_dict("list") == frame.to_dict("list")  # the same values
