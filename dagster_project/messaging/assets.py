@@ -30,7 +30,7 @@ from pydantic import Field
 from dagster_project.decisioning.assets import DECISIONS_TABLE
 from dagster_project.messaging.briefs import load_briefs
 from dagster_project.messaging.context_pack import Catalog, data_fresh_day, load_catalog, load_scoped_packs
-from dagster_project.project import default_as_of
+from dagster_project.project import cyclic_gc_paused, default_as_of
 from dagster_project.messaging.drafting import (
     DraftingPolicy, DraftJob, DraftOutcome, MemoryDraftCache, draft_batch, summarize,
 )
@@ -260,10 +260,11 @@ def message_drafts(context: dg.AssetExecutionContext, config: MessageDraftsConfi
             # The budget is the run's: this chunk may spend what the earlier ones left.
             left = policy if policy.budget_usd is None else replace(
                 policy, budget_usd=max(0.0, policy.budget_usd - spent))
-            outcomes = draft_chunk(warehouse, chunk, playbooks, params, as_of, fresh_at, briefs, catalog, template,
-                                   llm, left)
-            staged.write_df(pd.DataFrame([outcome_row(o, f"{o.playbook_id}-{as_of}", as_of, created_at)
-                                          for o in outcomes]))
+            with cyclic_gc_paused():  # a chunk's packs and drafts are millions of small objects
+                outcomes = draft_chunk(warehouse, chunk, playbooks, params, as_of, fresh_at, briefs, catalog,
+                                       template, llm, left)
+                staged.write_df(pd.DataFrame([outcome_row(o, f"{o.playbook_id}-{as_of}", as_of, created_at)
+                                              for o in outcomes]))
             spent += sum(o.usage.cost_usd for o in outcomes)
             summary = merge_summaries(summary, summarize(outcomes))
             for o in outcomes:

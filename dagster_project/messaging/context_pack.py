@@ -22,7 +22,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Iterable, Literal, Sequence
+from functools import lru_cache
+from typing import Any, Iterable, Literal, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -54,9 +55,11 @@ TICKET_TOPICS = {
 }
 
 
-@dataclass(frozen=True)
-class Fact:
-    """One customer-visible fact. `value` is text, an int, money as '12.60', or 'YYYY-MM-DD'."""
+class Fact(NamedTuple):
+    """One customer-visible fact. `value` is text, an int, money as '12.60', or 'YYYY-MM-DD'.
+
+    A named tuple (immutable, like a frozen dataclass) because a chunk makes millions: it is made in half the time.
+    """
 
     id: str
     kind: FactKind
@@ -144,8 +147,13 @@ class ContextPack:
         return pack
 
     def fingerprint(self) -> str:
-        """Canonical JSON of the pack (for cache keys)."""
-        return json.dumps(self.to_dict(), sort_keys=True, default=str, separators=(",", ":"))
+        """Canonical JSON of the pack (for cache keys): the header fields, then each fact as [id, kind, value].
+
+        Lists rather than `to_dict`'s fact dicts: the same content, a third of the encoding work.
+        """
+        header = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "facts"}
+        facts = [[f.id, f.kind, f.value] for f in self.facts.values()]
+        return json.dumps([header, facts], sort_keys=True, default=str, separators=(",", ":"))
 
 
 @dataclass
@@ -173,6 +181,7 @@ def _day(value: Any) -> str | None:
     return str(value)[:10]
 
 
+@lru_cache(maxsize=4096)  # prices repeat across a chunk's ~100k money facts
 def _money(value: Any) -> str | None:
     return None if value is None else f"{Decimal(str(value)):.2f}"
 
@@ -210,29 +219,27 @@ def build_context_pack(rows: CustomerRows, as_of: str, data_fresh_at: str | None
     """Turn one customer's raw rows into a context pack (pure; no database)."""
     c = rows.customer
     cid = str(c["customer_id"])
-    facts: dict[str, Fact] = {}
-
-    def add(fact_id: str, kind: FactKind, value: Any) -> None:
-        if value is not None and value != "":
-            facts[fact_id] = Fact(fact_id, kind, value)
+    # (id, kind, value) as they come, made facts at the end: a list append per fact, not a function call.
+    found: list[tuple[str, FactKind, Any]] = []
+    add = found.append
 
     since = _day(c.get("created_at")) or as_of
     tenure = months_between(since, as_of)
-    add(f"customer:{cid}:first_name", "text", c.get("first_name"))
-    add(f"customer:{cid}:since", "date", since)
-    add(f"customer:{cid}:tenure_months", "number", tenure)
-    add(f"customer:{cid}:fulfilled_orders", "number", int(rows.fulfilled_orders))
+    add((f"customer:{cid}:first_name", "text", c.get("first_name")))
+    add((f"customer:{cid}:since", "date", since))
+    add((f"customer:{cid}:tenure_months", "number", tenure))
+    add((f"customer:{cid}:fulfilled_orders", "number", int(rows.fulfilled_orders)))
     if rows.orders_in_window:
-        add(f"customer:{cid}:recent_deliveries", "number", int(rows.orders_in_window))
-        add(f"customer:{cid}:recent_skips", "number", int(rows.skips_in_window))
+        add((f"customer:{cid}:recent_deliveries", "number", int(rows.orders_in_window)))
+        add((f"customer:{cid}:recent_skips", "number", int(rows.skips_in_window)))
 
     product_names: dict[str, str] = {}
     for p in rows.product_counts:
         pid = str(p["product_id"])
         product_names[pid] = p["name"]
-        add(f"product:{pid}:name", "text", p["name"])
-        add(f"product:{pid}:price", "money", _money(p.get("price")))
-        add(f"product:{pid}:times_ordered", "number", int(p.get("times_ordered") or 0))
+        add((f"product:{pid}:name", "text", p["name"]))
+        add((f"product:{pid}:price", "money", _money(p.get("price"))))
+        add((f"product:{pid}:times_ordered", "number", int(p.get("times_ordered") or 0)))
 
     for s in rows.subscriptions:
         sid = str(s["subscription_id"])
@@ -240,19 +247,19 @@ def build_context_pack(rows: CustomerRows, as_of: str, data_fresh_at: str | None
         name = s.get("product_name") or product_names.get(pid)
         if name and pid not in product_names:
             product_names[pid] = name
-            add(f"product:{pid}:name", "text", name)
-        add(f"subscription:{sid}:product", "text", name)
-        add(f"subscription:{sid}:plan", "text", s.get("plan"))
-        add(f"subscription:{sid}:bags", "number", PLAN_BAGS.get(s.get("plan")))
-        add(f"subscription:{sid}:cadence_days", "number", s.get("cadence_days"))
-        add(f"subscription:{sid}:price", "money", _money(s.get("price")))
-        add(f"subscription:{sid}:status", "text", s.get("status"))
-        add(f"subscription:{sid}:started_at", "date", _day(s.get("started_at")))
-        add(f"subscription:{sid}:next_charge_at", "date", _day(s.get("next_charge_at")))
-        add(f"subscription:{sid}:cancelled_at", "date", _day(s.get("cancelled_at")))
-        add(f"subscription:{sid}:cancel_reason", "text", s.get("cancel_reason"))
+            add((f"product:{pid}:name", "text", name))
+        add((f"subscription:{sid}:product", "text", name))
+        add((f"subscription:{sid}:plan", "text", s.get("plan")))
+        add((f"subscription:{sid}:bags", "number", PLAN_BAGS.get(s.get("plan"))))
+        add((f"subscription:{sid}:cadence_days", "number", s.get("cadence_days")))
+        add((f"subscription:{sid}:price", "money", _money(s.get("price"))))
+        add((f"subscription:{sid}:status", "text", s.get("status")))
+        add((f"subscription:{sid}:started_at", "date", _day(s.get("started_at"))))
+        add((f"subscription:{sid}:next_charge_at", "date", _day(s.get("next_charge_at"))))
+        add((f"subscription:{sid}:cancelled_at", "date", _day(s.get("cancelled_at"))))
+        add((f"subscription:{sid}:cancel_reason", "text", s.get("cancel_reason")))
         if s.get("is_gift"):
-            add(f"subscription:{sid}:is_gift", "text", "gift")
+            add((f"subscription:{sid}:is_gift", "text", "gift"))
 
     items_by_order: dict[str, list[dict]] = defaultdict(list)
     for item in rows.order_items:
@@ -260,32 +267,34 @@ def build_context_pack(rows: CustomerRows, as_of: str, data_fresh_at: str | None
     last_delivered = None
     for o in rows.orders:
         oid = str(o["order_id"])
-        add(f"order:{oid}:ordered_at", "date", _day(o.get("ordered_at")))
-        add(f"order:{oid}:status", "text", o.get("status"))
-        add(f"order:{oid}:total", "money", _money(o.get("total")))
-        add(f"order:{oid}:shipped_at", "date", _day(o.get("shipped_at")))
-        add(f"order:{oid}:delivered_at", "date", _day(o.get("delivered_at")))
+        add((f"order:{oid}:ordered_at", "date", _day(o.get("ordered_at"))))
+        add((f"order:{oid}:status", "text", o.get("status")))
+        add((f"order:{oid}:total", "money", _money(o.get("total"))))
+        add((f"order:{oid}:shipped_at", "date", _day(o.get("shipped_at"))))
+        add((f"order:{oid}:delivered_at", "date", _day(o.get("delivered_at"))))
         if last_delivered is None and o.get("delivered_at") is not None:
             last_delivered = oid
         for item in items_by_order.get(oid, []):
             pid = str(item["product_id"])
             base = f"order:{oid}:item:{pid}"
-            add(f"{base}:product", "text", item.get("product_name") or product_names.get(pid))
-            add(f"{base}:quantity", "number", item.get("quantity"))
-            add(f"{base}:unit_price", "money", _money(item.get("unit_price")))
+            add((f"{base}:product", "text", item.get("product_name") or product_names.get(pid)))
+            add((f"{base}:quantity", "number", item.get("quantity")))
+            add((f"{base}:unit_price", "money", _money(item.get("unit_price"))))
             if item.get("is_one_time"):
-                add(f"{base}:one_time", "text", "one-time add-on")
+                add((f"{base}:one_time", "text", "one-time add-on"))
 
     for t in rows.tickets:
         tid = str(t["ticket_id"])
-        add(f"ticket:{tid}:topic", "text", TICKET_TOPICS.get(t.get("topic"), str(t.get("topic") or "").replace("_", " ")))
-        add(f"ticket:{tid}:created_at", "date", _day(t.get("created_at")))
-        add(f"ticket:{tid}:channel", "text", t.get("channel"))
-        add(f"ticket:{tid}:status", "text", t.get("status"))
-        add(f"ticket:{tid}:resolved_at", "date", _day(t.get("resolved_at")))
+        add((f"ticket:{tid}:topic", "text", TICKET_TOPICS.get(t.get("topic"), str(t.get("topic") or "").replace("_", " "))))
+        add((f"ticket:{tid}:created_at", "date", _day(t.get("created_at"))))
+        add((f"ticket:{tid}:channel", "text", t.get("channel")))
+        add((f"ticket:{tid}:status", "text", t.get("status")))
+        add((f"ticket:{tid}:resolved_at", "date", _day(t.get("resolved_at"))))
         # Customer text: data for tone and the injection check, never instructions.
-        add(f"ticket:{tid}:body", "customer_text", t.get("body"))
+        add((f"ticket:{tid}:body", "customer_text", t.get("body")))
 
+    # Blank values are left out; a repeated id keeps its first place and its last value.
+    facts = {i: Fact(i, kind, value) for i, kind, value in found if value is not None and value != ""}
     current = _pick_current_subscription(rows.subscriptions)
     favourite = max(rows.product_counts, key=lambda p: (int(p.get("times_ordered") or 0), str(p["product_id"])),
                     default=None)
@@ -396,9 +405,13 @@ def plain_records(frame: pd.DataFrame) -> list[dict]:
 
 def _plain_column(column: pd.Series) -> list:
     """A column's values as plain Python (converted a column at a time: ~100 facts per customer add up)."""
+    if isinstance(column.dtype, np.dtype) and column.dtype.kind == "M":
+        # Naive timestamps through numpy's microseconds: datetimes (None for NaT) in one C loop, not
+        # a pandas Timestamp per value (most of reading a chunk's ~150k orders).
+        return column.to_numpy().astype("datetime64[us]").tolist()
     missing = column.isna().tolist()
     values = column.tolist()  # numbers and booleans come out as Python's; timestamps as pandas'
-    if pd.api.types.is_datetime64_any_dtype(column.dtype):
+    if pd.api.types.is_datetime64_any_dtype(column.dtype):  # with a time zone
         values = [None if m else v.to_pydatetime() for v, m in zip(values, missing)]
     elif column.dtype == object or not isinstance(column.dtype, np.dtype):
         values = [_plain(v) for v in values]

@@ -88,13 +88,27 @@ class MemoryDraftCache:
 
 def cache_key(request: DraftRequest, generator_version: str) -> str:
     """sha256 of (context pack, brief, brand voice, generator version): unchanged customers are not redrafted."""
-    payload = json.dumps({
-        "pack": request.pack.fingerprint(),
-        "brief": request.brief.model_dump(mode="json"),
-        "voice": request.voice.model_dump(mode="json"),
-        "generator": generator_version,
-    }, sort_keys=True, separators=(",", ":"))
+    payload = _shared_part(request.brief, request.voice, generator_version) + "\n" + request.pack.fingerprint()
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+_SHARED: dict[tuple[int, int, str], tuple[object, object, str]] = {}
+
+
+def _shared_part(brief, voice, generator_version: str) -> str:
+    """The brief, brand voice and generator version as canonical JSON, encoded once per brief object.
+
+    Keyed by the objects' ids and kept with them, so a new brief at a reused id is encoded again.
+    """
+    key = (id(brief), id(voice), generator_version)
+    held = _SHARED.get(key)
+    if held is None or held[0] is not brief or held[1] is not voice:
+        text = json.dumps({"brief": brief.model_dump(mode="json"), "voice": voice.model_dump(mode="json"),
+                           "generator": generator_version}, sort_keys=True, separators=(",", ":"))
+        if len(_SHARED) > 256:
+            _SHARED.clear()
+        held = _SHARED[key] = (brief, voice, text)
+    return held[2]
 
 
 def _check(draft: Draft, request: DraftRequest) -> list[Verdict]:

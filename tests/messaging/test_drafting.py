@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from dagster_project.messaging.drafting import DraftingPolicy, DraftJob, MemoryDraftCache, draft_batch, summarize
+from dagster_project.messaging.drafting import (DraftingPolicy, DraftJob, MemoryDraftCache, cache_key, draft_batch,
+                                                summarize)
 from dagster_project.messaging.generators.base import DraftRequest, Generator
 from dagster_project.messaging.generators.openai_chat import OpenAIGenerator, OpenAISettings, build_messages
 from dagster_project.messaging.generators.template import TemplateGenerator
@@ -44,6 +45,19 @@ def test_template_drafts_go_to_review_and_cache_hits_skip_regeneration(packs, br
     changed = dict(packs, C001=dataclasses.replace(packs["C001"], tenure_months=26))
     third = draft_batch(_jobs(changed, briefs, catalog), template, cache=cache)
     assert template.calls == 4 and [o.cached for o in third].count(False) == 1
+
+
+def test_cache_key_follows_the_brief_the_generator_and_every_fact(packs, briefs, catalog):
+    request = _jobs(packs, briefs, catalog)[0].request
+    key = cache_key(request, "v1")
+    assert cache_key(dataclasses.replace(request), "v1") == key  # same content, another request object
+    assert cache_key(request, "v2") != key
+    other_brief = request.brief.model_copy(update={"purpose": request.brief.purpose + " Now shorter."})
+    assert cache_key(dataclasses.replace(request, brief=other_brief), "v1") != key
+    assert cache_key(request, "v1") == key  # the first brief's encoding is not overwritten by the second
+    fact_id = next(i for i, f in request.pack.facts.items() if f.kind == "money")
+    facts = dict(request.pack.facts, **{fact_id: request.pack.facts[fact_id]._replace(value="0.01")})
+    assert cache_key(dataclasses.replace(request, pack=dataclasses.replace(request.pack, facts=facts)), "v1") != key
 
 
 def test_llm_retries_with_the_guardrail_reasons_as_feedback(packs, briefs, catalog):
