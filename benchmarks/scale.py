@@ -127,7 +127,10 @@ def materialize(key: str) -> None:
 def bench(customers: int, months: int, work: Path, print_row, dbt_only: bool = False,
           direct_sql_too: bool = False) -> None:
     # PYTHONPATH: run this checkout's package (e.g. a snapshot copy), not whichever is installed.
-    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1", "PYTHONPATH": str(REPO)}
+    # The file sinks write under `work` too: in the checkout's data/ they grew run after run, and
+    # each export first reads the send ids already in its file.
+    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1", "PYTHONPATH": str(REPO),
+           "NEXTBEST_OUTBOX_FILE": str(work / "outbox.jsonl"), "NEXTBEST_HELPDESK_FILE": str(work / "helpdesk.jsonl")}
     # The replay's file has the build's file name (in its own folder): compiled SQL names the database.
     raw, built, direct = work / "simulated.duckdb", work / "built.duckdb", work / "replay" / "built.duckdb"
     direct.parent.mkdir(exist_ok=True)

@@ -219,7 +219,8 @@ def run_export(
         rng = rng or random.Random()
         idle_since: float | None = None  # wall time, so a frozen test clock cannot wait forever
         ends, taken, after = pd.DataFrame(), 0, None  # where the coming rounds end, how many ran, the last end
-        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="nextbest-send") as pool:
+        workers = max(1, workers) if esp.parallel_sends else 1
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nextbest-send") as pool:
             while True:
                 now = clock()
                 if taken >= len(ends):

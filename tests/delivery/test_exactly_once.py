@@ -156,6 +156,22 @@ def test_file_sink_fsyncs_once_per_chunk_before_the_outbox_says_sent(warehouse, 
     assert synced_sent_counts == [0, 10, 20]
 
 
+def test_the_file_sink_is_written_from_one_thread_whatever_the_workers(warehouse, tmp_path):
+    import threading
+
+    threads = set()
+
+    class Watched(FileEsp):
+        def _append(self, send_id, payload):
+            threads.add(threading.current_thread().name)
+            return super()._append(send_id, payload)
+
+    enqueue_batch(warehouse, "b1", drafts("b1", [f"c{i}" for i in range(40)]), now=EARLIER)
+    summary = run_export(warehouse, Watched(path=str(tmp_path / "out.jsonl")), workers=8, chunk_size=40,
+                         clock=ticking_noon())
+    assert summary.sent == 40 and len(threads) == 1  # local work under one lock: threads only contend
+
+
 def test_file_sink_reconciles_lines_another_process_wrote_after_it_started(tmp_path):
     path = tmp_path / "out.jsonl"
     ours, theirs = FileEsp(path=str(path)), FileEsp(path=str(path))

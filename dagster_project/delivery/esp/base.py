@@ -151,6 +151,9 @@ class EspResource(dg.ConfigurableResource):
     """
 
     esp_name: ClassVar[str] = "esp"
+    # Sends may overlap (network ESPs wait on the wire). A local sink says False: its sends are
+    # Python work under one lock, which parallel threads only slow down with contention.
+    parallel_sends: ClassVar[bool] = True
 
     base_url: str = Field(description="ESP API base URL; point at a loopback server in tests")
     timeout_seconds: float = Field(default=10.0, description="per-request timeout")

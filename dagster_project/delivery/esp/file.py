@@ -29,6 +29,7 @@ class FileEsp(EspResource):
     """
 
     esp_name = "file"
+    parallel_sends = False  # 200k profile updates: 10.6 s on 8 threads, 5.7 s on one
 
     base_url: str = "file://"
     path: str = Field(description="JSONL file messages are appended to")
