@@ -21,10 +21,12 @@ sends, retention effects of a few points are usually in this case).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 
 from dagster_project.models.uplift import DEFAULT_FOLDS, LEARNERS, cross_fit_uplift, make_learner, split_customers
 from dagster_project.models.uplift_data import FEATURE_LABELS, feature_columns
@@ -144,7 +146,26 @@ def train_playbook_model(rows: pd.DataFrame, playbook: str, seed: int = 0, folds
                        shrink=shrink, center=center)
 
 
-def train_uplift_models(frame: pd.DataFrame, seed: int = 0) -> dict[str, UpliftModel]:
-    """One model per playbook present in the training frame."""
-    return {playbook: train_playbook_model(rows.reset_index(drop=True), playbook, seed)
-            for playbook, rows in frame.groupby("playbook_id", sort=True)}
+# Below this many training rows the playbooks are trained one after another: starting worker
+# processes (each imports scikit-learn) would cost more than it saves.
+PARALLEL_MIN_ROWS = 50_000
+
+
+def train_uplift_models(frame: pd.DataFrame, seed: int = 0, processes: int | None = None) -> dict[str, UpliftModel]:
+    """One model per playbook present in the training frame.
+
+    Playbooks are independent, so a large frame trains them in `processes` worker processes at
+    once (default: the cores this process may use; one below `PARALLEL_MIN_ROWS` rows), the largest
+    first. Each model is the same as trained alone: the seeds are per playbook, not per process.
+    """
+    groups = {playbook: rows.reset_index(drop=True) for playbook, rows in frame.groupby("playbook_id", sort=True)}
+    if processes is None:
+        processes = len(os.sched_getaffinity(0)) if len(frame) >= PARALLEL_MIN_ROWS else 1
+    processes = max(1, min(processes, len(groups)))
+    if processes == 1:
+        return {playbook: train_playbook_model(rows, playbook, seed) for playbook, rows in groups.items()}
+    largest_first = sorted(groups, key=lambda playbook: -len(groups[playbook]))
+    models = Parallel(n_jobs=processes, backend="loky")(
+        delayed(train_playbook_model)(groups[playbook], playbook, seed) for playbook in largest_first)
+    trained = dict(zip(largest_first, models))
+    return {playbook: trained[playbook] for playbook in groups}

@@ -10,7 +10,7 @@ import pytest
 
 from dagster_project.models.uplift import LEARNERS, cross_fit_uplift, make_learner
 from dagster_project.models.uplift_metrics import calibration_slope, qini_coefficient
-from dagster_project.models.uplift_training import train_playbook_model
+from dagster_project.models.uplift_training import train_playbook_model, train_uplift_models
 
 
 def campaign(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
@@ -104,3 +104,24 @@ def test_a_playbook_without_real_differences_is_routed_on_its_measured_average()
     assert model.passed and model.metrics["oof_calibration_train"][model.learner]["z"] >= 2
     predicted = model.predict(planted)
     assert predicted[planted["opens_4w"] >= 3].mean() - predicted[planted["opens_4w"] < 3].mean() > 0.25
+
+
+def test_playbooks_trained_in_worker_processes_are_the_models_trained_one_by_one():
+    rng = np.random.default_rng(8)
+    n = 2000
+    frames = []
+    for playbook, lift in (("expansion", 0.4), ("win_back", 0.0)):
+        rows = pd.DataFrame({"customer_id": [f"{playbook}-{i}" for i in range(n)], "playbook_id": playbook,
+                             "opens_4w": rng.poisson(2.0, n).astype(float),
+                             "tenure_days": rng.integers(30, 900, n).astype(float), "goal": "addon_30d"})
+        rows["treated"] = (rng.random(n) < 0.8).astype(int)
+        rows["outcome"] = (rng.random(n) < 0.2 + lift * rows["treated"] * (rows["opens_4w"] >= 3)).astype(int)
+        frames.append(rows)
+    frame = pd.concat(frames, ignore_index=True)
+    alone = train_uplift_models(frame, processes=1)
+    together = train_uplift_models(frame, processes=2)
+    assert list(together) == list(alone) == ["expansion", "win_back"]
+    for playbook, model in alone.items():
+        other = together[playbook]
+        assert (other.learner, other.passed, other.metrics) == (model.learner, model.passed, model.metrics)
+        assert np.array_equal(other.predict(frame), model.predict(frame))
