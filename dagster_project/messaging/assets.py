@@ -14,14 +14,20 @@ Customers are drafted a chunk at a time (`batch_rows` customers, a range of
 customer ids; `NEXTBEST_BATCH_ROWS`): their playbooks, context packs and cached
 drafts are read for that range, drafted, and staged; the day's drafts replace
 the old ones in one transaction at the end. The LLM budget is the run's: each
-chunk may spend what earlier chunks left.
+chunk may spend what earlier chunks left. With the template generator and at
+least `PARALLEL_MIN_CUSTOMERS` customers, worker processes write and check one
+chunk's drafts while this process reads the next.
 """
 
 
 import json
-from dataclasses import replace
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
-from typing import Literal, Sequence
+from typing import Iterable, Iterator, Literal, Sequence
 
 import dagster as dg
 import pandas as pd
@@ -29,7 +35,8 @@ from pydantic import Field
 
 from dagster_project.decisioning.assets import DECISIONS_TABLE
 from dagster_project.messaging.briefs import load_briefs
-from dagster_project.messaging.context_pack import Catalog, data_fresh_day, load_catalog, load_scoped_packs
+from dagster_project.messaging.context_pack import (Catalog, data_fresh_day, load_catalog, packs_from_frames,
+                                                    read_pack_frames)
 from dagster_project.project import cyclic_gc_paused, default_as_of
 from dagster_project.messaging.drafting import (
     DraftingPolicy, DraftJob, DraftOutcome, MemoryDraftCache, draft_batch, summarize,
@@ -254,15 +261,27 @@ def message_drafts(context: dg.AssetExecutionContext, config: MessageDraftsConfi
     summary: dict = {}
     spent = 0.0
     sample: dict[bool, list[DraftOutcome]] = {True: [], False: []}  # blocked first, as render_sample shows them
-    with warehouse.staged("nextbest", "message_drafts") as staged:
+
+    def read(i: int, chunk: KeyRange) -> ChunkInputs:
+        context.log.info(f"chunk {i}: {chunk.rows} customers")
+        return read_chunk(warehouse, chunk, playbooks, params, as_of)
+
+    def drafted() -> Iterator[list[DraftOutcome]]:
+        if llm is None and len(chunks) > 1 and sum(c.rows for c in chunks) >= PARALLEL_MIN_CUSTOMERS:
+            yield from template_drafts_in_workers((read(i, c) for i, c in enumerate(chunks)),
+                                                  (as_of, fresh_at, briefs, catalog, policy))
+            return
         for i, chunk in enumerate(chunks):
-            context.log.info(f"chunk {i}: {chunk.rows} customers")
+            inputs = read(i, chunk)
             # The budget is the run's: this chunk may spend what the earlier ones left.
             left = policy if policy.budget_usd is None else replace(
                 policy, budget_usd=max(0.0, policy.budget_usd - spent))
             with cyclic_gc_paused():  # a chunk's packs and drafts are millions of small objects
-                outcomes = draft_chunk(warehouse, chunk, playbooks, params, as_of, fresh_at, briefs, catalog,
-                                       template, llm, left)
+                yield draft_batch(inputs.jobs(as_of, fresh_at, briefs, catalog), template, llm, left, inputs.cache)
+
+    with warehouse.staged("nextbest", "message_drafts") as staged:
+        for outcomes in drafted():
+            with cyclic_gc_paused():
                 staged.write_df(pd.DataFrame([outcome_row(o, f"{o.playbook_id}-{as_of}", as_of, created_at)
                                               for o in outcomes]))
             spent += sum(o.usage.cost_usd for o in outcomes)
@@ -293,23 +312,83 @@ def message_drafts(context: dg.AssetExecutionContext, config: MessageDraftsConfi
     return dg.MaterializeResult(metadata=metadata)
 
 
-def draft_chunk(warehouse: WarehouseInterface, chunk: KeyRange, playbooks: str, params: list, as_of: str,
-                fresh_at: str | None, briefs, catalog: Catalog, template: Generator, llm: Generator | None,
-                policy: DraftingPolicy) -> list[DraftOutcome]:
-    """Drafts for one chunk of customers: `playbooks` (SQL of customer_id, playbook_id) read for its range.
+@dataclass
+class ChunkInputs:
+    """What drafting one chunk reads: each customer's playbook, the rows of their packs, cached drafts."""
 
-    `fresh_at` is the run's `data_fresh_day`, which every context pack carries.
-    """
+    playbook_of: dict[str, str]
+    frames: dict[str, pd.DataFrame]  # context_pack.read_pack_frames
+    cache: MemoryDraftCache
+
+    def jobs(self, as_of: str, fresh_at: str | None, briefs, catalog: Catalog) -> list[DraftJob]:
+        """One job per customer whose pack and playbook exist (`fresh_at`: the run's `data_fresh_day`)."""
+        packs = packs_from_frames(self.frames, as_of, fresh_at)
+        return [DraftJob(DraftRequest(packs[c], briefs.get(p), briefs.brand_voice, catalog))
+                for c, p in self.playbook_of.items() if c in packs and p in briefs.playbooks]
+
+    def part(self, customers: Sequence[str]) -> "ChunkInputs":
+        """These customers only: packs are made for the customers frame's rows, the rest are ignored."""
+        frames = dict(self.frames)
+        frames["customers"] = frames["customers"][frames["customers"]["customer_id"].isin(customers)]
+        return ChunkInputs({c: self.playbook_of[c] for c in customers}, frames, self.cache)
+
+
+def read_chunk(warehouse: WarehouseInterface, chunk: KeyRange, playbooks: str, params: list,
+               as_of: str) -> ChunkInputs:
+    """What drafting one chunk of customers needs from the warehouse: `playbooks` (SQL of customer_id,
+    playbook_id) read for its range."""
     in_chunk = f"select customer_id, playbook_id from ({playbooks}) chunk where {IN_CHUNK}"
     in_chunk_params = [*params, *chunk.bounds]
     with warehouse.transaction() as tx:  # reads only; drafting (maybe slow LLM calls) happens after
         chosen = tx.read_df(f"{in_chunk} order by customer_id", in_chunk_params)
         playbook_of = dict(zip(chosen["customer_id"].astype(str), chosen["playbook_id"].astype(str)))
-        packs = load_scoped_packs(tx, in_chunk, in_chunk_params, as_of, fresh_at)
-        cache = cached_outcomes(tx, chunk)
-    jobs = [DraftJob(DraftRequest(packs[c], briefs.get(p), briefs.brand_voice, catalog))
-            for c, p in playbook_of.items() if c in packs and p in briefs.playbooks]
-    return draft_batch(jobs, template, llm, policy, cache)
+        frames = read_pack_frames(tx, in_chunk, in_chunk_params, as_of)
+        return ChunkInputs(playbook_of, frames, cached_outcomes(tx, chunk))
+
+
+# From this many customers to draft, in two chunks or more, template drafts are made in worker
+# processes (packs, drafts, checks: ~85% of the step, on one core of two) while this one reads the
+# next chunk. Fewer do not repay starting the workers (~4 s of imports each): 34,545 drafts in one
+# chunk took 19.5 s here and 23.0 s in workers. The LLM path stays here: its budget is spent chunk
+# after chunk.
+PARALLEL_MIN_CUSTOMERS = 50_000
+
+
+def template_drafts_in_workers(chunks: Iterable[ChunkInputs], draft_args: tuple,
+                               processes: int | None = None) -> Iterator[list[DraftOutcome]]:
+    """Template drafts of each chunk, in the chunks' order, made in worker processes.
+
+    `draft_args`: (as_of, fresh_at, briefs, catalog, policy). Each chunk is split among the workers;
+    the next chunk is read meanwhile and no further, so memory holds about two chunks.
+    """
+    processes = processes or len(os.sched_getaffinity(0))
+    in_flight: deque = deque()  # per chunk, its parts' futures
+
+    def done() -> list[DraftOutcome]:
+        return [outcome for part in in_flight.popleft() for outcome in part.result()]
+
+    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for inputs in chunks:
+            customers = list(inputs.playbook_of)
+            size = -(-len(customers) // processes) or 1
+            in_flight.append([pool.submit(_template_drafts, inputs.part(customers[i:i + size]), *draft_args)
+                              for i in range(0, len(customers), size)])
+            if len(in_flight) > 1:  # the next chunk is read while this one is drafted
+                yield done()
+        while in_flight:
+            yield done()
+
+
+_WORKER_TEMPLATE: list[TemplateGenerator] = []  # a worker process's generator, compiled once
+
+
+def _template_drafts(inputs: ChunkInputs, as_of: str, fresh_at: str | None, briefs, catalog: Catalog,
+                     policy: DraftingPolicy) -> list[DraftOutcome]:
+    if not _WORKER_TEMPLATE:
+        _WORKER_TEMPLATE.append(TemplateGenerator())
+    with cyclic_gc_paused():
+        return draft_batch(inputs.jobs(as_of, fresh_at, briefs, catalog), _WORKER_TEMPLATE[0], None, policy,
+                           inputs.cache)
 
 
 def merge_summaries(total: dict, part: dict) -> dict:

@@ -492,21 +492,32 @@ def load_scoped_packs(source, scope: str, params: Sequence[Any], as_of: str,
     `fresh_at` is `data_fresh_day(source, as_of)`, read once per run rather than once per chunk.
     A chunked step passes its chunk: `select customer_id ... where customer_id >= ? and customer_id <= ?`.
     """
+    return packs_from_frames(read_pack_frames(source, scope, params, as_of), as_of, fresh_at)
+
+
+def read_pack_frames(source, scope: str, params: Sequence[Any], as_of: str) -> dict[str, pd.DataFrame]:
+    """The rows behind the packs of the customers `scope` selects, a DataFrame per query (see
+    `load_scoped_packs`): what `packs_from_frames` makes the packs of, here or in another process."""
     params = [*params, _until(as_of)]
+    recent = _RECENT_ORDERS_SQL.format(scope=scope, limit=RECENT_ORDERS)
+    queries = {"customers": _CUSTOMERS_SQL.format(scope=scope),
+               "subscriptions": _SUBSCRIPTIONS_SQL.format(scope=scope),
+               "orders": recent,
+               "items": _ORDER_ITEMS_SQL.format(scope=scope, orders=recent),
+               "stats": _ORDER_STATS_SQL.format(scope=scope, window=SKIP_WINDOW_ORDERS),
+               "product_counts": _PRODUCT_COUNTS_SQL.format(scope=scope),
+               "tickets": _RECENT_TICKETS_SQL.format(scope=scope, limit=RECENT_TICKETS)}
     with session_on(source) as tx:
-        def read(sql: str, **parts: Any) -> list[dict]:
-            return plain_records(tx.read_df(sql.format(scope=scope, **parts), params))
+        return {name: tx.read_df(sql, params) for name, sql in queries.items()}
 
-        by_customer: dict[str, CustomerRows] = {
-            r["customer_id"]: CustomerRows(customer=r) for r in read(_CUSTOMERS_SQL)}
-        subscriptions = read(_SUBSCRIPTIONS_SQL)
-        orders = read(_RECENT_ORDERS_SQL, limit=RECENT_ORDERS)
-        recent = _RECENT_ORDERS_SQL.format(scope=scope, limit=RECENT_ORDERS)
-        items = read(_ORDER_ITEMS_SQL, orders=recent)
-        stats = read(_ORDER_STATS_SQL, window=SKIP_WINDOW_ORDERS)
-        product_counts = read(_PRODUCT_COUNTS_SQL)
-        tickets = read(_RECENT_TICKETS_SQL, limit=RECENT_TICKETS)
 
+def packs_from_frames(frames: dict[str, pd.DataFrame], as_of: str, fresh_at: str | None) -> dict[str, ContextPack]:
+    """Context packs from `read_pack_frames`' rows."""
+    by_customer: dict[str, CustomerRows] = {
+        r["customer_id"]: CustomerRows(customer=r) for r in plain_records(frames["customers"])}
+    subscriptions, orders, items, stats, product_counts, tickets = (
+        plain_records(frames[name]) for name in ("subscriptions", "orders", "items", "stats", "product_counts",
+                                                 "tickets"))
     for s in subscriptions:
         if s["customer_id"] in by_customer:
             by_customer[s["customer_id"]].subscriptions.append({**s, "cadence_days": _whole(s["cadence_days"])})

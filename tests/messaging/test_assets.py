@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from dagster_project.decisioning.assets import DECISIONS_DDL, DECISIONS_TABLE
+from dagster_project.messaging import assets as messaging_assets
 from dagster_project.messaging.assets import message_drafts
 from dagster_project.resources.warehouse import DuckDBSession, DuckDBWarehouse
 from tests.messaging.fake_llm import FakeLLM, grounded_reply
@@ -180,6 +181,23 @@ def test_chunks_of_two_customers_draft_as_one_batch_and_reuse_the_cache(store, m
     assert "Hi Anna" in metadata(result)["sample"].value
     again = draft(store, batch_rows=2)
     assert metadata(again)["cache_hits"].value == 3  # the cache works chunk by chunk
+
+
+def test_template_drafts_from_worker_processes_are_the_drafts_made_here(store, monkeypatch):
+    assert draft(store, batch_rows=2).success
+    here = draft_rows(store)
+    con = duckdb.connect(str(store))
+    con.execute("drop table nextbest.message_drafts")  # no cache: the workers draft afresh
+    con.close()
+    monkeypatch.setattr(messaging_assets, "PARALLEL_MIN_CUSTOMERS", 1)
+    spawned = []
+    real_pool = messaging_assets.ProcessPoolExecutor
+    monkeypatch.setattr(messaging_assets, "ProcessPoolExecutor",
+                        lambda **kw: spawned.append(kw["max_workers"]) or real_pool(**kw))
+    result = draft(store, batch_rows=2)
+    assert result.success and spawned  # drafted in worker processes
+    pd.testing.assert_frame_equal(draft_rows(store), here)
+    assert metadata(result)["drafts"].value == len(here) == 3
 
 
 def test_the_llm_budget_is_the_runs_not_each_chunks(store, monkeypatch):
