@@ -47,8 +47,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from dagster_project.resources.warehouse import memory_limit  # noqa: E402  (this checkout's package)
 BIN = Path(sys.executable).parent
-SKIP_GROUPS = {"ingest", "warehouse"}
-STEPS_MARK = "steps seconds: "  # the last line `--materialize` prints  # raw data comes from `simulate`, dbt models from `dbt build`
+SKIP_GROUPS = {"ingest", "warehouse"}  # raw data comes from `simulate`, dbt models from `dbt build`
+STEPS_MARK = "steps seconds: "  # the last line `--materialize` prints
 
 
 def run_stage(name: str, argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:

@@ -170,8 +170,9 @@ def suppression(tx: WarehouseSession, customers, chunk: KeyRange, source: str | 
 
     `source`: the run's scratch copy of every customer's reason (`per_customer_inputs`), else raw tables.
     """
-    frame = (tx.read_df(f"select customer_id, reason from {source} where {IN_CHUNK}", chunk.bounds) if source
-             else tx.read_df(SUPPRESSION_SQL.format(where="where c.customer_id >= ? and c.customer_id <= ?"), chunk.bounds))
+    sql = (f"select customer_id, reason from {source} where {IN_CHUNK}" if source
+           else SUPPRESSION_SQL.format(where="where c.customer_id >= ? and c.customer_id <= ?"))
+    frame = tx.read_df(sql, chunk.bounds)
     return frame.set_index("customer_id")["reason"].reindex(customers).where(lambda s: s.notna(), None)
 
 
@@ -190,8 +191,8 @@ def latest_features_sql(source: WarehouseInterface | WarehouseSession, where: st
     """SQL of each customer's latest `analytics.customer_features` row on or before `day` (SQL: by default
     a bound date), `where` narrowing the customers; None without the mart or its key columns."""
     schema, table = FEATURES_TABLE.split(".")
-    exists = source.exists(schema, table) if isinstance(source, WarehouseSession) else source.table_exists(schema, table)
-    if not exists:
+    if not (source.exists(schema, table) if isinstance(source, WarehouseSession) else
+            source.table_exists(schema, table)):
         return None
     columns = list(source.read_df(f"select * from {FEATURES_TABLE} where 1 = 0").columns)
     as_of = next((c for c in ("as_of_date", "as_of") if c in columns), None)

@@ -285,7 +285,8 @@ def build_context_pack(rows: CustomerRows, as_of: str, data_fresh_at: str | None
 
     for t in rows.tickets:
         tid = str(t["ticket_id"])
-        add((f"ticket:{tid}:topic", "text", TICKET_TOPICS.get(t.get("topic"), str(t.get("topic") or "").replace("_", " "))))
+        topic = t.get("topic")
+        add((f"ticket:{tid}:topic", "text", TICKET_TOPICS.get(topic, str(topic or "").replace("_", " "))))
         add((f"ticket:{tid}:created_at", "date", _day(t.get("created_at"))))
         add((f"ticket:{tid}:channel", "text", t.get("channel")))
         add((f"ticket:{tid}:status", "text", t.get("status")))
