@@ -41,7 +41,7 @@ from dagster_project.project import cyclic_gc_paused, default_as_of
 from dagster_project.messaging.drafting import (
     DraftingPolicy, DraftJob, DraftOutcome, MemoryDraftCache, draft_batch, summarize,
 )
-from dagster_project.messaging.generators.base import Draft, DraftRequest, Generator, Usage
+from dagster_project.messaging.generators.base import Draft, DraftRequest, Usage
 from dagster_project.messaging.generators.template import TemplateGenerator
 from dagster_project.messaging.guardrails import Verdict
 from dagster_project.quality.freshness import reference_time, stale_playbooks
