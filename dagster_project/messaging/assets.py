@@ -45,7 +45,8 @@ from dagster_project.messaging.generators.base import Draft, DraftRequest, Usage
 from dagster_project.messaging.generators.template import TemplateGenerator
 from dagster_project.messaging.guardrails import Verdict
 from dagster_project.quality.freshness import reference_time, stale_playbooks
-from dagster_project.resources.warehouse import IN_CHUNK, DuckDBWarehouse, KeyRange, WarehouseInterface, WarehouseSession
+from dagster_project.resources.warehouse import (IN_CHUNK, DuckDBWarehouse, KeyRange, WarehouseInterface, WarehouseSession,
+                                                 session_on)
 
 DRAFTS_TABLE = "nextbest.message_drafts"
 SEGMENTS_TABLE = "analytics.customer_segments"
@@ -112,16 +113,23 @@ def segment_playbooks_sql(segment_col: str, where: str = "") -> str:
         ) ranked where k = 1"""
 
 
-def segment_playbooks(con, customer_ids: Sequence[str] | None = None) -> dict[str, str]:
-    """customer_id -> playbook from `analytics.customer_segments` (opted-in customers only; a DuckDB connection)."""
-    segment_col = segment_column(r[0] for r in con.execute(
-        "select column_name from information_schema.columns where table_schema = 'analytics' "
-        "and table_name = 'customer_segments'").fetchall())
-    where, params = "", []
-    if customer_ids is not None:
-        where, params = "and s.customer_id in (select unnest(?::varchar[]))", [list(customer_ids)]
-    rows = con.execute(segment_playbooks_sql(segment_col, where) + " order by 1", params).fetchall()
-    return {str(c): str(p) for c, p in rows}
+def segment_playbooks(source, customer_ids: Sequence[str] | None = None) -> dict[str, str]:
+    """customer_id -> playbook from `analytics.customer_segments` (opted-in customers only).
+
+    `source`: the warehouse resource (either engine), one of its sessions, or a DuckDB connection.
+    """
+    with session_on(source) as tx:
+        schema, table = SEGMENTS_TABLE.split(".")
+        columns = tx.read_df(f"select * from {SEGMENTS_TABLE} where 1 = 0").columns if tx.exists(schema, table) else []
+        segment_col = segment_column(columns)  # no segments table: a RuntimeError saying so
+        where, params = "", []
+        if customer_ids is not None:
+            params = [str(c) for c in customer_ids]
+            if not params:
+                return {}
+            where = f"and s.customer_id in ({', '.join('?' * len(params))})"
+        rows = tx.read_df(segment_playbooks_sql(segment_col, where) + " order by 1", params)
+    return dict(zip(rows["customer_id"].astype(str), rows["playbook_id"].astype(str)))
 
 
 # The playbook routing chose per customer for a run date (treatment arm only; the latest decision counts).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import closing, nullcontext
 from pathlib import Path
 
 from dagster_project.messaging.briefs import BriefError, load_briefs
@@ -20,12 +21,21 @@ from dagster_project.messaging.drafting import DraftingPolicy, DraftJob, draft_b
 from dagster_project.messaging.generators.base import Draft, DraftRequest
 from dagster_project.messaging.generators.template import TemplateGenerator
 from dagster_project.messaging.guardrails import check_draft, passed
-from dagster_project.project import DUCKDB_HELP, duckdb_path
+from dagster_project.project import DUCKDB_HELP
 
 
 def _open_warehouse(db: str | None):
-    from dagster_project.resources.warehouse import connect_duckdb
-    return connect_duckdb(Path(db).expanduser() if db else duckdb_path(), read_only=True)
+    """What the commands read, as a context manager: `--db` (or `NEXTBEST_WAREHOUSE`'s engine) by
+    `command_warehouse`'s rule. On DuckDB a read-only connection, so a running pipeline is not blocked.
+
+    Raises ValueError for a DuckDB file named after a NextBest schema.
+    """
+    from dagster_project.resources.warehouse import DuckDBWarehouse, command_warehouse, connect_duckdb
+
+    warehouse = command_warehouse(db)
+    if isinstance(warehouse, DuckDBWarehouse):
+        return closing(connect_duckdb(Path(warehouse.path), read_only=True))
+    return nullcontext(warehouse)
 
 
 def _print_pack(pack: ContextPack) -> None:
@@ -44,20 +54,22 @@ def cmd_preview(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     as_of = args.as_of or default_as_of()
-    con = _open_warehouse(args.db)
     try:
-        packs = load_context_packs(con, [args.customer], as_of=as_of)
-        catalog = load_catalog(con)
+        warehouse = _open_warehouse(args.db)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with warehouse as source:
+        packs = load_context_packs(source, [args.customer], as_of=as_of)
+        catalog = load_catalog(source)
         playbook = args.playbook
         if playbook is None:
             from dagster_project.messaging.assets import segment_playbooks
             try:
-                playbook = segment_playbooks(con, [args.customer]).get(args.customer)
+                playbook = segment_playbooks(source, [args.customer]).get(args.customer)
             except RuntimeError as error:
                 print(f"error: {error}; or pass --playbook", file=sys.stderr)
                 return 2
-    finally:
-        con.close()
     if args.customer not in packs:
         print(f"error: no customer {args.customer!r} in raw.customers (as of {as_of})", file=sys.stderr)
         return 2
@@ -137,11 +149,8 @@ def cmd_check_draft(args: argparse.Namespace) -> int:
         if "catalog" in ctx:
             catalog = Catalog.from_dict(ctx["catalog"])
         else:
-            con = _open_warehouse(args.db)
-            try:
-                catalog = load_catalog(con)
-            finally:
-                con.close()
+            with _open_warehouse(args.db) as source:
+                catalog = load_catalog(source)
     except (ValueError, BriefError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

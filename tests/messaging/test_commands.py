@@ -60,3 +60,22 @@ def test_check_draft_input_errors_name_the_file(tmp_path, capsys):
 def test_preview_without_segments_asks_for_a_playbook(db, capsys):
     assert run(["preview", "--customer", "C001", "--as-of", AS_OF, "--db", db]) == 2
     assert "--playbook" in capsys.readouterr().err
+
+
+def test_preview_takes_the_playbook_of_the_customers_segment(db, capsys, monkeypatch):
+    con = duckdb.connect(db)
+    con.execute("create schema analytics")
+    con.execute("create table analytics.customer_segments as select 'C001' as customer_id, 'cadence_mismatch' as segment")
+    opted_in = con.execute("select marketing_opt_in from raw.customers where customer_id = 'C001'").fetchone()[0]
+    con.close()
+    assert opted_in
+    # --db wins over the environment's engine: with no SNOWFLAKE_* settings, opening Snowflake would fail.
+    monkeypatch.setenv("NEXTBEST_WAREHOUSE", "snowflake")
+    assert run(["preview", "--customer", "C001", "--as-of", AS_OF, "--db", db]) == 0
+    assert "cadence_mismatch" in capsys.readouterr().out
+
+
+def test_preview_refuses_a_file_named_after_a_schema(tmp_path, capsys):
+    assert run(["preview", "--customer", "C001", "--db", str(tmp_path / "analytics.duckdb")]) == 2
+    assert "same as a NextBest schema" in capsys.readouterr().err
+    assert not (tmp_path / "analytics.duckdb").exists()
