@@ -49,6 +49,7 @@ both DuckDB and Snowflake run, through the warehouse's `read_df`.
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
 import base64
 import io
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -56,6 +57,7 @@ from typing import Iterable
 
 import dagster as dg
 import pandas as pd
+from joblib import Parallel, delayed
 from pydantic import Field
 
 from dagster_project.project import default_as_of
@@ -81,6 +83,7 @@ SEED = 0
 # tighter than a prediction can show, and the blend's backtest gets 100x MIN_VALIDATION_CUSTOMERS.
 # A 10k-customer store (~90k orders) is read whole.
 MAX_TRAINING_ORDERS = 1_000_000
+PARALLEL_MIN_ORDERS = 100_000  # from this many training orders, the fit and its backtest run at once
 
 # Asset-check floors on the backtest (fit one horizon back, score the last 90 days).
 # AUC: a random buyer should outrank a random non-buyer at least 70% of the time, or
@@ -291,11 +294,16 @@ def train(warehouse: WarehouseInterface, as_of: date, store: StoreHistory, log) 
     # Subscription facts one and two horizons back (fit and backtest), for the sampled customers only.
     facts = {day: subscription_facts(warehouse, day, sample=sample)
              for day in (as_of - timedelta(days=HORIZON_DAYS), as_of - timedelta(days=2 * HORIZON_DAYS))}
-    model = fit_clv(training, as_of, HORIZON_DAYS, training_extras=facts[as_of - timedelta(days=HORIZON_DAYS)],
-                    interval_draws=INTERVAL_DRAWS, seed=SEED)
+    fit = delayed(fit_clv)(training, as_of, HORIZON_DAYS, training_extras=facts[as_of - timedelta(days=HORIZON_DAYS)],
+                           interval_draws=INTERVAL_DRAWS, seed=SEED)
+    tested = delayed(backtest)(training, facts.__getitem__, as_of)
+    # The fit and its backtest are independent: on a large history, two worker processes at once
+    # (at 100k customers, 975k orders, ~16 and ~19 s). Seeded, so the model is the same either way.
+    parallel = len(training) >= PARALLEL_MIN_ORDERS and len(os.sched_getaffinity(0)) > 1
+    model, backtested = (Parallel(n_jobs=2, backend="loky")([fit, tested]) if parallel
+                         else [call(*args, **kwargs) for call, args, kwargs in (fit, tested)])
     summary = {k: v for k, v in scoring_summary(model, as_of, store).items() if k != "gbm_features"}
-    metrics = {"backtest": backtest(training, facts.__getitem__, as_of), "training": summary,
-               "training_read": sample.as_dict()}
+    metrics = {"backtest": backtested, "training": summary, "training_read": sample.as_dict()}
     return model, metrics, training["date"].min().date()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import shutil
 
 import dagster as dg
@@ -246,3 +247,18 @@ def test_training_on_a_capped_sample_of_customers_still_scores_every_buyer(wareh
     assert set(everyone.index) & set(frame["customer_id"]) <= set(facts.index) < set(everyone.index)
     assert all(hashlib.md5(c.encode()).hexdigest()[:4] < sample.below for c in facts.index)
     pd.testing.assert_frame_equal(facts.sort_index(), everyone.loc[sorted(facts.index)])
+
+
+def test_the_fit_and_its_backtest_in_worker_processes_give_the_same_model(warehouse, monkeypatch):
+    def trained(floor: int):
+        monkeypatch.setattr(clv_assets, "PARALLEL_MIN_ORDERS", floor)
+        with clv_inputs.scoring_inputs(warehouse, AS_OF) as inputs:
+            store = inputs.store(warehouse)
+            model, metrics, _ = clv_assets.train(warehouse, AS_OF, store, logging.getLogger("test"))
+            chunk = inputs.chunks(warehouse, 10_000)[0]
+            return json.dumps(metrics, sort_keys=True, default=str), clv_assets.score_chunk(
+                warehouse, inputs, model, chunk, store)
+
+    here, apart = trained(10**12), trained(1)
+    assert here[0] == apart[0] and '"evaluated": true' in here[0]  # the same backtest and training summary
+    pd.testing.assert_frame_equal(here[1], apart[1])  # the same predictions
