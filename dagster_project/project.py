@@ -39,6 +39,21 @@ def default_as_of() -> str:
     return os.environ.get("NEXTBEST_AS_OF") or datetime.now(timezone.utc).date().isoformat()
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
+
+
+def in_processes(calls: list, processes: int) -> list:
+    """Run joblib `delayed(...)` calls: in up to `processes` loky worker processes when that is more
+    than one (and there is more than one call), else here, one after another. Results in call order."""
+    if min(processes, len(calls)) > 1:
+        from joblib import Parallel
+
+        return Parallel(n_jobs=min(processes, len(calls)), backend="loky")(calls)
+    return [call(*args, **kwargs) for call, args, kwargs in calls]
+
+
 @contextmanager
 def cyclic_gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while a chunk of customers is worked on.

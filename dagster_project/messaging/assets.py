@@ -22,7 +22,6 @@ chunk's drafts while this process reads the next.
 
 import json
 import multiprocessing
-import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -37,7 +36,7 @@ from dagster_project.decisioning.assets import DECISIONS_TABLE
 from dagster_project.messaging.briefs import load_briefs
 from dagster_project.messaging.context_pack import (Catalog, data_fresh_day, load_catalog, packs_from_frames,
                                                     read_pack_frames)
-from dagster_project.project import cyclic_gc_paused, default_as_of
+from dagster_project.project import cyclic_gc_paused, default_as_of, usable_cores
 from dagster_project.messaging.drafting import (
     DraftingPolicy, DraftJob, DraftOutcome, MemoryDraftCache, draft_batch, summarize,
 )
@@ -369,7 +368,7 @@ def template_drafts_in_workers(chunks: Iterable[ChunkInputs], draft_args: tuple,
     `draft_args`: (as_of, fresh_at, briefs, catalog, policy). Each chunk is split among the workers;
     the next chunk is read meanwhile and no further, so memory holds about two chunks.
     """
-    processes = processes or len(os.sched_getaffinity(0))
+    processes = processes or usable_cores()
     in_flight: deque = deque()  # per chunk, its parts' futures
 
     def done() -> list[DraftOutcome]:

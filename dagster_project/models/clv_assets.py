@@ -49,7 +49,6 @@ both DuckDB and Snowflake run, through the warehouse's `read_df`.
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
 import base64
 import io
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -57,10 +56,10 @@ from typing import Iterable
 
 import dagster as dg
 import pandas as pd
-from joblib import Parallel, delayed
+from joblib import delayed
 from pydantic import Field
 
-from dagster_project.project import default_as_of
+from dagster_project.project import default_as_of, in_processes, usable_cores
 from dagster_project.models import registry
 from dagster_project.models.clv import (MODEL_FORMAT, ClvModel, StoreHistory, fit_clv, predict_clv, score_clv,
                                         scoring_summary)
@@ -299,9 +298,7 @@ def train(warehouse: WarehouseInterface, as_of: date, store: StoreHistory, log) 
     tested = delayed(backtest)(training, facts.__getitem__, as_of)
     # The fit and its backtest are independent: on a large history, two worker processes at once
     # (at 100k customers, 975k orders, ~16 and ~19 s). Seeded, so the model is the same either way.
-    parallel = len(training) >= PARALLEL_MIN_ORDERS and len(os.sched_getaffinity(0)) > 1
-    model, backtested = (Parallel(n_jobs=2, backend="loky")([fit, tested]) if parallel
-                         else [call(*args, **kwargs) for call, args, kwargs in (fit, tested)])
+    model, backtested = in_processes([fit, tested], usable_cores() if len(training) >= PARALLEL_MIN_ORDERS else 1)
     summary = {k: v for k, v in scoring_summary(model, as_of, store).items() if k != "gbm_features"}
     metrics = {"backtest": backtested, "training": summary, "training_read": sample.as_dict()}
     return model, metrics, training["date"].min().date()

@@ -21,16 +21,16 @@ sends, retention effects of a few points are usually in this case).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
+from joblib import delayed
 
 from dagster_project.models.uplift import DEFAULT_FOLDS, LEARNERS, cross_fit_uplift, make_learner, split_customers
 from dagster_project.models.uplift_data import FEATURE_LABELS, feature_columns
 from dagster_project.models.uplift_metrics import Z95, ate, calibration_slope, qini_coefficient, ranking_report
+from dagster_project.project import in_processes, usable_cores
 
 MIN_ROWS = 200  # assignments; below this a playbook's model is its measured average effect
 MIN_PER_ARM = 40
@@ -160,12 +160,9 @@ def train_uplift_models(frame: pd.DataFrame, seed: int = 0, processes: int | Non
     """
     groups = {playbook: rows.reset_index(drop=True) for playbook, rows in frame.groupby("playbook_id", sort=True)}
     if processes is None:
-        processes = len(os.sched_getaffinity(0)) if len(frame) >= PARALLEL_MIN_ROWS else 1
-    processes = max(1, min(processes, len(groups)))
-    if processes == 1:
-        return {playbook: train_playbook_model(rows, playbook, seed) for playbook, rows in groups.items()}
+        processes = usable_cores() if len(frame) >= PARALLEL_MIN_ROWS else 1
     largest_first = sorted(groups, key=lambda playbook: -len(groups[playbook]))
-    models = Parallel(n_jobs=processes, backend="loky")(
-        delayed(train_playbook_model)(groups[playbook], playbook, seed) for playbook in largest_first)
+    models = in_processes([delayed(train_playbook_model)(groups[playbook], playbook, seed)
+                           for playbook in largest_first], processes)
     trained = dict(zip(largest_first, models))
     return {playbook: trained[playbook] for playbook in groups}
