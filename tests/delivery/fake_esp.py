@@ -279,6 +279,10 @@ class CrashAfter:
     def update_profile(self, *args):
         return self._deliver(self.esp.update_profile, *args)
 
+    def update_profiles(self, updates):
+        """A round at once, as the file sink writes it, dying after the K-th update of the run."""
+        return [result for update in updates for result in self._deliver(self.esp.update_profiles, [update])]
+
     def _deliver(self, deliver, *args):
         with self.lock:
             if self.count >= self.k:

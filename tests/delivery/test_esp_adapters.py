@@ -163,6 +163,40 @@ def test_file_sink_writes_a_properties_line_once(tmp_path):
     assert lines[1]["properties"] == PROPERTIES and lines[1]["send_id"] == "b" * 32
 
 
+def test_file_sink_writes_a_round_of_profile_updates_as_one_update_at_a_time_would(tmp_path):
+    from dagster_project.delivery.esp.base import ProfileUpdate
+
+    one, many = FileEsp(path=str(tmp_path / "one.jsonl")), FileEsp(path=str(tmp_path / "many.jsonl"))
+    spread = json.dumps(PROPERTIES, indent=2)  # a body queued over several lines
+    updates = [ProfileUpdate("c1", "c1@example.com", json.dumps(PROPERTIES), "k1"),
+               ProfileUpdate("c2", None, spread, "k2"),
+               ProfileUpdate("c1", "c1@example.com", json.dumps(PROPERTIES), "k1")]  # the same key again
+    for update in updates[:2]:
+        one.update_profile(update.customer_id, update.email, json.loads(update.body), update.idempotency_key)
+    results = many.update_profiles(updates)
+    assert [r.duplicate for r in results] == [False, False, True]
+    assert [r.duplicate for r in many.update_profiles(updates[:1])] == [True]  # already in the file
+    one.close(), many.close()
+    read = [[json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+            for name in ("one.jsonl", "many.jsonl")]
+    assert read[0] == read[1] and len(read[1]) == 2
+
+
+def test_file_sink_reports_a_failed_write_for_each_update_and_writes_later(tmp_path):
+    from dagster_project.delivery.esp.base import ProfileUpdate
+
+    path = tmp_path / "sink.jsonl"
+    path.mkdir()  # a folder where the file should be: every write fails
+    esp = FileEsp(path=str(path))
+    updates = [ProfileUpdate(f"c{i}", None, '{"a": 1}', f"k{i}") for i in range(3)]
+    results = esp.update_profiles(updates)
+    assert all(isinstance(r, PermanentEspError) and "cannot write" in str(r) for r in results)
+    path.rmdir()
+    assert [r.duplicate for r in esp.update_profiles(updates)] == [False] * 3
+    esp.close()
+    assert [json.loads(line)["send_id"] for line in path.read_text().splitlines()] == ["k0", "k1", "k2"]
+
+
 def test_profile_updates_are_paced_by_the_endpoints_they_call():
     from dagster_project.delivery.esp import KlaviyoEsp
 

@@ -172,6 +172,26 @@ def test_the_file_sink_is_written_from_one_thread_whatever_the_workers(warehouse
     assert summary.sent == 40 and len(threads) == 1  # local work under one lock: threads only contend
 
 
+def test_profile_updates_reach_the_file_sink_a_round_per_write(warehouse, tmp_path):
+    rounds = []
+
+    class Watched(FileEsp):
+        def update_profiles(self, updates):
+            rounds.append(len(updates))
+            return super().update_profiles(updates)
+
+    path = tmp_path / "helpdesk.jsonl"
+    ids = [f"c{i}" for i in range(25)]
+    enqueue_batch(warehouse, "h1", profile_updates("h1", ids), now=EARLIER, kind="properties",
+                  destination="helpdesk")
+    summary = run_export(warehouse, Watched(path=str(path)), destination="helpdesk", chunk_size=10,
+                         clock=ticking_noon())
+    assert summary.sent == 25 and rounds == [10, 10, 5]
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(line["customer_id"] for line in lines) == sorted(ids)
+    assert state_counts(warehouse)["sent"] == 25
+
+
 def test_file_sink_reconciles_lines_another_process_wrote_after_it_started(tmp_path):
     path = tmp_path / "out.jsonl"
     ours, theirs = FileEsp(path=str(path)), FileEsp(path=str(path))

@@ -58,12 +58,12 @@ def test_a_row_superseded_after_its_round_was_planned_is_not_sent(warehouse, tmp
         def __init__(self, sink: FileEsp):
             self.sink, self.queued = sink, False
 
-        def update_profile(self, *args):
+        def update_profiles(self, round_updates):
             if not self.queued:
                 self.queued = True
                 enqueue_batch(warehouse, "p2", updates("p2", ["c5"], nextbest_plan="double"), now=EARLIER,
                               **HELPDESK)
-            return self.sink.update_profile(*args)
+            return self.sink.update_profiles(round_updates)
 
         def __getattr__(self, name):
             return getattr(self.sink, name)

@@ -11,10 +11,11 @@ The outbox decides what to do with each; adapters never retry themselves.
 
 from __future__ import annotations
 
+import json
 import socket
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, NamedTuple, Sequence
 
 import dagster as dg
 from pydantic import Field
@@ -60,6 +61,15 @@ class SendResult:
     send_id: str
     esp_message_id: str | None = None
     duplicate: bool = False
+
+
+class ProfileUpdate(NamedTuple):
+    """One outbox profile update as `EspResource.update_profiles` takes it."""
+
+    customer_id: str
+    email: str | None
+    body: str  # the properties: the outbox's body, a JSON object checked when it was queued
+    idempotency_key: str
 
 
 class EspError(Exception):
@@ -173,6 +183,20 @@ class EspResource(dg.ConfigurableResource):
         the same values when repeated, so a re-send after a crash changes nothing; sinks that
         can (webhook, file) also deduplicate on the key. Must be safe to call from worker threads.
         """
+
+    def update_profiles(self, updates: Sequence[ProfileUpdate]) -> list[SendResult | EspError]:
+        """Several profile updates: a result per update, in their order (the `EspError` where one
+        failed). The sender calls this, not `update_profile`, for a sink with no rate limits that
+        sends from one thread (`parallel_sends` False). Default: `update_profile` one at a time;
+        a sink that can write many at once overrides it (the file sink: one write per round)."""
+        results: list[SendResult | EspError] = []
+        for update in updates:
+            try:
+                results.append(self.update_profile(update.customer_id, update.email, json.loads(update.body),
+                                                   update.idempotency_key))
+            except Exception as exc:  # noqa: BLE001 - classified, as the sender does for one send
+                results.append(classify_exception(self.esp_name, exc))
+        return results
 
     def documented_limits(self) -> list[RateLimit]:
         """The ESP's published limits, per endpoint tier this adapter calls."""

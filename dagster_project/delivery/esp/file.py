@@ -12,11 +12,13 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from pydantic import Field, PrivateAttr
 
-from dagster_project.delivery.esp.base import EspResource, OutboundMessage, PermanentEspError, SendResult
+from dagster_project.delivery.esp.base import (
+    EspError, EspResource, OutboundMessage, PermanentEspError, ProfileUpdate, SendResult,
+)
 
 
 class FileEsp(EspResource):
@@ -76,27 +78,72 @@ class FileEsp(EspResource):
                 "properties": dict(properties)}
         return self._append(idempotency_key, line)
 
+    def update_profiles(self, updates: Sequence[ProfileUpdate]) -> list[SendResult | EspError]:
+        """A round of profile updates in one write (a line each, the properties as queued)."""
+        return self._append_lines([(update.idempotency_key, _profile_line(update)) for update in updates])
+
     def _append(self, send_id: str, payload: dict) -> SendResult:
-        line = json.dumps(payload, sort_keys=True)
+        (result,) = self._append_lines([(send_id, json.dumps(payload, sort_keys=True))])
+        if isinstance(result, EspError):
+            raise result
+        return result
+
+    def _append_lines(self, lines: list[tuple[str, str]]) -> list[SendResult | EspError]:
+        """Append the (send id, line) pairs whose send id the file does not hold yet, in one write;
+        a result per pair, in order (a duplicate for the ids already there)."""
         with self._lock:
-            seen = self._seen if self._seen is not None else self._refresh()
-            if send_id in seen:
-                return SendResult(send_id, duplicate=True)
             try:
-                if self._handle is None:
-                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                    self._refresh()
-                    self._handle = open(self.path, "a", encoding="utf-8")
-                    if self._torn:  # start on a fresh line after a torn one
-                        self._handle.write("\n")
-                        self._torn = False
-                self._handle.write(line + "\n")
-                self._handle.flush()  # in the OS's hands: survives this process being killed
+                handle = self._open()  # reads what other processes appended first
+            except OSError as exc:
+                return [self._write_failed(exc)] * len(lines)
+            seen = self._seen
+            results: list[SendResult | EspError] = []
+            fresh: dict[str, int] = {}  # send id -> its position in `lines`
+            for position, (send_id, _) in enumerate(lines):
+                duplicate = send_id in seen or send_id in fresh
+                if not duplicate:
+                    fresh[send_id] = position
+                results.append(SendResult(send_id, duplicate=True) if duplicate
+                               else SendResult(send_id, esp_message_id=send_id))
+            if not fresh:
+                return results
+            try:
+                handle.write("".join(lines[position][1] + "\n" for position in fresh.values()))
+                handle.flush()  # in the OS's hands: survives this process being killed
                 self._dirty = True
             except OSError as exc:
-                raise PermanentEspError(f"file: cannot write {self.path}: {exc.strerror}") from None
-            seen.add(send_id)
-        return SendResult(send_id, esp_message_id=send_id)
+                error = self._write_failed(exc)
+                for position in fresh.values():
+                    results[position] = error
+                return results
+            seen.update(fresh)
+        return results
+
+    def _write_failed(self, exc: OSError) -> PermanentEspError:
+        """After a failed write: part of it may be in the file, so the next write reads the file
+        again and starts on a fresh line."""
+        self._close_handle()
+        self._seen = None
+        return PermanentEspError(f"file: cannot write {self.path}: {exc.strerror}")
+
+    def _open(self) -> Any:
+        """The append handle, opened on first use (on a fresh line after a torn one)."""
+        if self._handle is None:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._refresh()
+            self._handle = open(self.path, "a", encoding="utf-8")
+            if self._torn:
+                self._handle.write("\n")
+                self._torn = False
+        return self._handle
+
+    def _close_handle(self) -> None:
+        if self._handle is not None:
+            try:
+                self._handle.close()
+            except OSError:
+                pass
+            self._handle = None
 
     def sync(self) -> None:
         """fsync what was written since the last sync (before the outbox marks it sent)."""
@@ -113,6 +160,14 @@ class FileEsp(EspResource):
     def close(self) -> None:
         self.sync()
         with self._lock:
-            if self._handle is not None:
-                self._handle.close()
-                self._handle = None
+            self._close_handle()
+
+
+def _profile_line(update: ProfileUpdate) -> str:
+    """The line of one profile update, its body written as queued (JSON already: not parsed and
+    written again). A body spread over several lines is put on one."""
+    body = update.body
+    if "\n" in body or "\r" in body:
+        body = json.dumps(json.loads(body), sort_keys=True)
+    return (f'{{"customer_id": {json.dumps(update.customer_id)}, "email": {json.dumps(update.email)}, '
+            f'"kind": "properties", "properties": {body}, "send_id": {json.dumps(update.idempotency_key)}}}')
