@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -230,6 +231,23 @@ class InteractionLearner:
             return self.model.predict_proba(treated)[:, 1] - self.model.predict_proba(control)[:, 1]
         return self.model.predict(treated) - self.model.predict(control)
 
+    def predict_with_each(self, X, values) -> np.ndarray:
+        """Rows x columns: the uplift `predict` gives for a row with column j set to `values[j]`
+        and the rest as they are, for every j at once (each changes one term of the linear part).
+        A NaN value is taken as `predict` takes a column with no values at all: as 0."""
+        Z = self._standardised(X)
+        if isinstance(self.model, _ConstantModel):
+            return np.zeros(Z.shape)
+        mean, sd = self.scale
+        moved = np.clip((np.nan_to_num(np.asarray(values, float), nan=0.0) - mean) / sd, -5.0, 5.0)[None, :] - Z
+        coef, p = np.ravel(self.model.coef_), Z.shape[1]
+        base, effect, shift = coef[:p], coef[p + 1:], coef[p] + np.ravel(self.model.intercept_)[0]
+        control = (Z @ base + np.ravel(self.model.intercept_)[0])[:, None] + moved * base
+        treated = (Z @ (base + effect) + shift)[:, None] + moved * (base + effect)
+        if self.binary:
+            return expit(treated) - expit(control)
+        return treated - control
+
 
 def make_learner(name: str, binary: bool = True, seed: int = 0, propensity: float | None = None):
     """A fresh learner by name (one of `LEARNERS`)."""
@@ -242,6 +260,38 @@ def make_learner(name: str, binary: bool = True, seed: int = 0, propensity: floa
     if name == "interaction_learner":
         return InteractionLearner(binary=binary, seed=seed)
     raise ValueError(f"unknown uplift learner {name!r}; expected one of {LEARNERS}")
+
+
+def features_used(model) -> set[int] | None:
+    """The columns a fitted learner's predictions can depend on: those its boosted trees split on
+    (none for a constant); None when that is unknown (a linear model, or a future scikit-learn
+    without the trees' node arrays), meaning every column.
+
+    Changing any other column cannot change a prediction, which lets reason codes skip it.
+    """
+    if isinstance(model, _ConstantModel):
+        return set()
+    if isinstance(model, (HistGradientBoostingClassifier, HistGradientBoostingRegressor)):
+        used: set[int] = set()
+        for per_iteration in getattr(model, "_predictors", None) or [None]:
+            for tree in per_iteration or [None]:
+                nodes = getattr(tree, "nodes", None)
+                if nodes is None:
+                    return None
+                used.update(nodes["feature_idx"][nodes["is_leaf"] == 0].tolist())
+        return used
+    parts = {TLearner: lambda m: m.models.values(), XLearner: lambda m: m.effect_models.values(),
+             DRLearner: lambda m: [m.effect_model]}
+    for kind, inner in parts.items():
+        if isinstance(model, kind):
+            used = set()
+            for part in inner(model):
+                columns = features_used(part)
+                if columns is None:
+                    return None
+                used |= columns
+            return used
+    return None
 
 
 @dataclass

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dagster_project.models.uplift import LEARNERS, cross_fit_uplift, make_learner
+from dagster_project.models.uplift import LEARNERS, cross_fit_uplift, features_used, make_learner
 from dagster_project.models.uplift_metrics import calibration_slope, qini_coefficient
 from dagster_project.models.uplift_training import train_playbook_model, train_uplift_models
 
@@ -125,3 +125,57 @@ def test_playbooks_trained_in_worker_processes_are_the_models_trained_one_by_one
         other = together[playbook]
         assert (other.learner, other.passed, other.metrics) == (model.learner, model.passed, model.metrics)
         assert np.array_equal(other.predict(frame), model.predict(frame))
+
+
+def what_if_one_by_one(model, X: np.ndarray, values) -> np.ndarray:
+    """Rows x columns: the prediction with column j set to values[j], one predict call per column."""
+    out = np.empty(X.shape)
+    for j, value in enumerate(values):
+        changed = X.copy()
+        changed[:, j] = value
+        out[:, j] = model.predict(changed)
+    return out
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_the_linear_learner_computes_every_what_if_at_once_as_one_by_one(binary):
+    X, t, y, _ = campaign(3000, seed=5)
+    X = X.to_numpy(copy=True)
+    X[::7, 2] = np.nan  # blanks are imputed as in predict
+    model = make_learner("interaction_learner", binary=binary, seed=0).fit(X, t, y if binary else y * 30.0)
+    rows, values = X[:200], [0.0, 3.0, np.nan, 9.0]  # a NaN value: as a column with no values at all
+    assert np.allclose(model.predict_with_each(rows, values), what_if_one_by_one(model, rows, values), atol=1e-12)
+
+
+@pytest.mark.parametrize("learner", ["t_learner", "x_learner", "dr_learner"])
+def test_tree_learners_know_which_columns_they_split_on(learner):
+    X, t, y, _ = campaign(3000, seed=6)
+    X["constant"] = 1.0  # nothing to split on
+    model = make_learner(learner, seed=0).fit(X.to_numpy(), t, y)
+    used = features_used(model)
+    assert used and 4 not in used and used <= {0, 1, 2, 3}
+    rows = X.to_numpy()[:200]
+    unused = [j for j in range(5) if j not in used]
+    assert np.array_equal(what_if_one_by_one(model, rows, [7.0] * 5)[:, unused],
+                          np.repeat(model.predict(rows)[:, None], len(unused), axis=1))
+    assert features_used(make_learner("interaction_learner", seed=0).fit(X.to_numpy(), t, y)) is None
+
+
+@pytest.mark.parametrize("learner", ["t_learner", "interaction_learner"])
+def test_reason_codes_are_the_largest_what_ifs_whichever_way_they_are_computed(learner, monkeypatch):
+    from dagster_project.models import uplift_training
+
+    X, t, y, _ = campaign(4000, seed=7)
+    rows = X.assign(customer_id=[f"C{i}" for i in range(len(X))], treated=t.astype(int), outcome=y,
+                    goal="conversion")
+    model = uplift_training.train_playbook_model(rows, "expansion", seed=0)
+    model.passed, model.learner = True, learner
+    model.model = make_learner(learner, seed=0).fit(X[model.columns].to_numpy(), t, y)
+    fast = model.reasons(X.head(300))
+    # The same reasons with every what-if predicted one column at a time.
+    monkeypatch.setattr(uplift_training, "features_used", lambda m: None)
+    if learner == "interaction_learner":
+        monkeypatch.delattr(type(model.model), "predict_with_each")
+    assert model.reasons(X.head(300)) == fast
+    heavy = X.head(300)["add_ons_lifetime"].to_numpy() >= 2
+    assert sum(r[0].startswith("add_ons_lifetime") for r, h in zip(fast, heavy) if h and r) > 0.5 * heavy.sum()
