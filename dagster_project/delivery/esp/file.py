@@ -165,9 +165,8 @@ class FileEsp(EspResource):
 
 def _profile_line(update: ProfileUpdate) -> str:
     """The line of one profile update, its body written as queued (JSON already: not parsed and
-    written again). A body spread over several lines is put on one."""
-    body = update.body
-    if "\n" in body or "\r" in body:
-        body = json.dumps(json.loads(body), sort_keys=True)
+    written again). A body spread over several lines is put on one: in JSON a raw line break can
+    only be whitespace between tokens (inside a string it is escaped)."""
+    body = update.body.replace("\r", " ").replace("\n", " ")
     return (f'{{"customer_id": {json.dumps(update.customer_id)}, "email": {json.dumps(update.email)}, '
             f'"kind": "properties", "properties": {body}, "send_id": {json.dumps(update.idempotency_key)}}}')
