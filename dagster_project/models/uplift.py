@@ -272,14 +272,11 @@ def features_used(model) -> set[int] | None:
     if isinstance(model, _ConstantModel):
         return set()
     if isinstance(model, (HistGradientBoostingClassifier, HistGradientBoostingRegressor)):
-        used: set[int] = set()
-        for per_iteration in getattr(model, "_predictors", None) or [None]:
-            for tree in per_iteration or [None]:
-                nodes = getattr(tree, "nodes", None)
-                if nodes is None:
-                    return None
-                used.update(nodes["feature_idx"][nodes["is_leaf"] == 0].tolist())
-        return used
+        try:  # the trees' node arrays: scikit-learn's own, not a public API
+            return {int(column) for trees in model._predictors for tree in trees
+                    for column in tree.nodes["feature_idx"][tree.nodes["is_leaf"] == 0]}
+        except (AttributeError, KeyError, TypeError):
+            return None
     parts = {TLearner: lambda m: m.models.values(), XLearner: lambda m: m.effect_models.values(),
              DRLearner: lambda m: [m.effect_model]}
     for kind, inner in parts.items():

@@ -81,11 +81,11 @@ class UpliftModel:
             return [[f"average measured effect of {self.playbook} ({self.ate['ate']:+.1%})"]] * len(features)
         X = self._matrix(features)
         base = self.model.predict(X)
-        contributions = np.zeros_like(X)
         medians = [self.medians.get(column, np.nan) for column in self.columns]
         if hasattr(self.model, "predict_with_each"):  # a linear model: every what-if at once
             contributions = base[:, None] - self.model.predict_with_each(X, medians)
         else:
+            contributions = np.zeros_like(X)
             used = features_used(self.model)
             for j in range(len(self.columns)):
                 if used is None or j in used:  # no tree splits on the others: a what-if changes nothing

@@ -164,15 +164,15 @@ def test_file_sink_writes_a_properties_line_once(tmp_path):
 
 
 def test_file_sink_writes_a_round_of_profile_updates_as_one_update_at_a_time_would(tmp_path):
-    from dagster_project.delivery.esp.base import ProfileUpdate
+    from dagster_project.delivery.esp.base import EspResource, ProfileUpdate
 
     one, many = FileEsp(path=str(tmp_path / "one.jsonl")), FileEsp(path=str(tmp_path / "many.jsonl"))
     spread = json.dumps(PROPERTIES, indent=2)  # a body queued over several lines
     updates = [ProfileUpdate("c1", "c1@example.com", json.dumps(PROPERTIES), "k1"),
                ProfileUpdate("c2", None, spread, "k2"),
                ProfileUpdate("c1", "c1@example.com", json.dumps(PROPERTIES), "k1")]  # the same key again
-    for update in updates[:2]:
-        one.update_profile(update.customer_id, update.email, json.loads(update.body), update.idempotency_key)
+    # The interface's default: update_profile one at a time.
+    assert [r.duplicate for r in EspResource.update_profiles(one, updates)] == [False, False, True]
     results = many.update_profiles(updates)
     assert [r.duplicate for r in results] == [False, False, True]
     assert [r.duplicate for r in many.update_profiles(updates[:1])] == [True]  # already in the file
