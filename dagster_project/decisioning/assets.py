@@ -416,6 +416,12 @@ def routing_decisions(context: dg.AssetExecutionContext, config: RoutingConfig,
     as_of = date.fromisoformat(config.as_of or default_as_of())
     policy = RoutingPolicy(global_holdout_share=config.global_holdout_share,
                            exploration_share=config.exploration_share, send_cost=config.send_cost)
+    with warehouse.kept_open():  # a few transactions per chunk: keep what opening the file costs
+        return _route(context, warehouse, as_of, policy)
+
+
+def _route(context: dg.AssetExecutionContext, warehouse: WarehouseInterface, as_of: date,
+           policy: RoutingPolicy) -> dg.MaterializeResult:
     ensure_tables(warehouse)
     if already_decided(warehouse, as_of):
         context.log.info(f"{DECISIONS_TABLE} already has decisions for {as_of}; nothing appended")

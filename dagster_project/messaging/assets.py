@@ -228,6 +228,12 @@ def render_sample(outcomes: Sequence[DraftOutcome], n: int = 5) -> str:
 def message_drafts(context: dg.AssetExecutionContext, config: MessageDraftsConfig,
                    warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
     """Draft, check and store a message for every customer routed to a playbook whose data is fresh."""
+    with warehouse.kept_open():  # a few transactions per chunk: keep what opening the file costs
+        return _draft_all(context, config, warehouse)
+
+
+def _draft_all(context: dg.AssetExecutionContext, config: MessageDraftsConfig,
+               warehouse: WarehouseInterface) -> dg.MaterializeResult:
     briefs = load_briefs()
     as_of = config.as_of or default_as_of()
     # Freshness is judged at the run date (history ends there), like the context packs.

@@ -241,7 +241,8 @@ def customer_predictions(context: dg.AssetExecutionContext, config: CustomerPred
     if built_for and built_for != {as_of}:
         context.log.warning(f"analytics.customer_context was built for {sorted(built_for)}, not {as_of}; "
                             "next charge dates before the as-of date are ignored")
-    with scoring_inputs(warehouse, as_of) as inputs:
+    # kept_open: a few transactions per chunk, each of which would open the file again.
+    with warehouse.kept_open(), scoring_inputs(warehouse, as_of) as inputs:
         store = inputs.store(warehouse)
         if store is None:
             raise ValueError(f"staging.stg_raw__orders has no fulfilled orders on or before {as_of}; nothing to score")

@@ -31,7 +31,7 @@ MIN_CUSTOMERS_PER_CLASS = 20
 # that grow with the log's length (see the module docstring; BG/NBD uses them).
 NOT_FEATURES = ("first_day", "last_day", "frequency", "recency", "T", "historic_spend")
 
-# OpenMP threads for boosting. On the shared 2-core dev/CI machine, 2 threads
+# OpenMP threads for fitting boosters. On the shared 2-core dev/CI machine, 2 threads
 # fitted 5-15x slower than 1 (3k and 150k rows): thread hand-off costs more
 # than the per-split work saves, worse when the cores are busy.
 GBM_THREADS = 1
@@ -93,9 +93,10 @@ def train_gbm(features: pd.DataFrame, outcomes: pd.DataFrame, seed: int = 0) -> 
 def predict_gbm(models: GbmModels, features: pd.DataFrame) -> pd.DataFrame:
     """p_purchase, expected purchases and spend in the horizon, per customer."""
     X = feature_matrix(features, models.columns)
-    with threadpool_limits(limits=GBM_THREADS, user_api="openmp"):
-        return pd.DataFrame({
-            "p_purchase": models.purchase.predict_proba(X)[:, 1],
-            "purchases": np.clip(models.purchases.predict(X), 0, None),
-            "spend": np.clip(models.spend.predict(X), 0, None),
-        }, index=features.index)
+    # Not held to GBM_THREADS: prediction splits the rows among the threads, with no hand-off per
+    # split, and 50,000 customers scored in 0.66-0.86 s on two threads against 1.1 s on one.
+    return pd.DataFrame({
+        "p_purchase": models.purchase.predict_proba(X)[:, 1],
+        "purchases": np.clip(models.purchases.predict(X), 0, None),
+        "spend": np.clip(models.spend.predict(X), 0, None),
+    }, index=features.index)

@@ -72,9 +72,9 @@ def predict_from_fits(purchase: BgNbdFit, spend: GammaGammaFit, features: pd.Dat
     if draws:
         p_draws, clv_draws = [], []
         for bg, gg in zip(purchase.draws(draws, seed), spend.draws(draws, seed + 1)):
-            drawn = _predict(bg, x, t_x, T, horizon_days)
-            p_draws.append(drawn["p_purchase"])
-            clv_draws.append(drawn["purchases_12m"] * expected_spend(gg, x, monetary))
+            # Only the intervals' two figures: the horizon's expected purchases would go unused.
+            p_draws.append(p_purchase_within(bg, x, t_x, T, horizon_days))
+            clv_draws.append(expected_purchases(bg, x, t_x, T, CLV_DAYS) * expected_spend(gg, x, monetary))
         frame["p_purchase_low"], frame["p_purchase_high"] = np.percentile(p_draws, INTERVAL, axis=0)
         frame["clv_12m_low"], frame["clv_12m_high"] = np.percentile(clv_draws, INTERVAL, axis=0)
     return frame
