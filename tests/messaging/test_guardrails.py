@@ -11,7 +11,7 @@ import pytest
 from dagster_project.messaging.generators.base import Draft, DraftRequest
 from dagster_project.messaging.generators.template import TemplateGenerator
 from dagster_project.messaging.guardrails import (
-    ACTION_CLAIMS, DISCOUNT, STREET_ADDRESS, SURVEILLANCE, check_draft, failure_reasons, passed,
+    ACTION_CLAIMS, DISCOUNT, STREET_ADDRESS, SURVEILLANCE, Verdict, check_draft, failure_reasons, passed,
 )
 
 
@@ -207,3 +207,11 @@ def test_verdicts_do_not_depend_on_the_text_being_plain_ascii(generator, packs, 
     verdicts = check_draft(plain, packs["C001"], briefs.get("at_risk_save"), briefs.brand_voice, catalog)
     assert not passed(verdicts)
     assert verdicts == check_draft(fancy, packs["C001"], briefs.get("at_risk_save"), briefs.brand_voice, catalog)
+
+
+def test_a_verdict_as_a_dict_has_every_field_and_copies_its_reasons():
+    verdict = Verdict("tone", False, ["3 exclamation marks"])
+    as_dict = verdict.to_dict()
+    assert as_dict == dataclasses.asdict(verdict) and list(as_dict) == [f.name for f in dataclasses.fields(Verdict)]
+    as_dict["reasons"].append("changed")
+    assert verdict.reasons == ["3 exclamation marks"]
