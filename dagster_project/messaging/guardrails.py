@@ -153,7 +153,7 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        # Not `asdict`: its deep copy was a third of writing a chunk of drafts' rows (nine verdicts each).
+        # Not `asdict`: its deep copy was most of turning a chunk's drafts into rows (nine verdicts each).
         return {"check": self.check, "passed": self.passed, "reasons": list(self.reasons)}
 
 
