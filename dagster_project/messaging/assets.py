@@ -8,7 +8,7 @@ brief's `max_data_staleness_days` are skipped (all stale: the asset fails).
 Drafts land in `nextbest.message_drafts` with status `pending_review` or
 `blocked`; a rerun on the same day replaces that day's batches, and customers
 whose pack, brief and generator are unchanged reuse their earlier draft (cache
-key) instead of being regenerated.
+key) instead of being regenerated, on later days too for template drafts.
 
 Customers are drafted a chunk at a time (`batch_rows` customers, a range of
 customer ids; `NEXTBEST_BATCH_ROWS`): their playbooks, context packs and cached
@@ -26,7 +26,7 @@ from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Any, Iterable, Iterator, Literal, Sequence
 
 import dagster as dg
 import pandas as pd
@@ -177,19 +177,26 @@ def outcome_row(outcome: DraftOutcome, batch_id: str, as_of: str, created_at: da
     }
 
 
-def cached_outcomes(tx: WarehouseSession, chunk: KeyRange) -> MemoryDraftCache:
+def cached_outcomes(tx: WarehouseSession, in_chunk: str, params: Sequence[Any]) -> MemoryDraftCache:
     """Earlier `pending_review` drafts of the chunk's customers by cache key, so unchanged ones are not redrafted.
 
-    A cache key covers the customer's context pack, so a chunk only ever hits its own customers' drafts.
+    `in_chunk` (SQL of customer_id, playbook_id) is what this run drafts for the chunk. A cache key covers
+    the customer's context pack and the playbook's brief, so only a customer's earlier drafts for the
+    playbook they get today can hit: the others (most, once routing moves customers on) are not read.
     """
     if not tx.exists("nextbest", "message_drafts"):
         return MemoryDraftCache()
     rows = tx.read_df(f"""
         select * from (
-            select d.*, row_number() over (partition by cache_key order by created_at desc) as nb_newest
+            select d.customer_id, d.playbook_id, d.subject, d.preheader, d.body, d.cta, d.offer_id, d.angle,
+                   d.generator, d.generator_version, d.cited_fact_ids, d.verdicts, d.attempts, d.fell_back,
+                   d.history, d.cache_key,
+                   row_number() over (partition by d.cache_key order by d.created_at desc) as nb_newest
             from {DRAFTS_TABLE} d
-            where status = 'pending_review' and {IN_CHUNK}
-        ) newest where nb_newest = 1""", chunk.bounds)
+            inner join ({in_chunk}) today
+                on d.customer_id = today.customer_id and d.playbook_id = today.playbook_id
+            where d.status = 'pending_review'
+        ) newest where nb_newest = 1""", list(params))
     cache = MemoryDraftCache()
     for r in rows.to_dict("records"):
         draft = Draft(subject=r["subject"], preheader=r["preheader"] or "", body=r["body"], cta=r["cta"],
@@ -343,7 +350,9 @@ class ChunkInputs:
         """These customers only: packs are made for the customers frame's rows, the rest are ignored."""
         frames = dict(self.frames)
         frames["customers"] = frames["customers"][frames["customers"]["customer_id"].isin(customers)]
-        return ChunkInputs({c: self.playbook_of[c] for c in customers}, frames, self.cache)
+        mine = set(customers)  # a worker is sent its own customers' cached drafts only
+        cache = MemoryDraftCache({k: o for k, o in self.cache.outcomes.items() if o.customer_id in mine})
+        return ChunkInputs({c: self.playbook_of[c] for c in customers}, frames, cache)
 
 
 def read_chunk(warehouse: WarehouseInterface, chunk: KeyRange, playbooks: str, params: list,
@@ -356,7 +365,7 @@ def read_chunk(warehouse: WarehouseInterface, chunk: KeyRange, playbooks: str, p
         chosen = tx.read_df(f"{in_chunk} order by customer_id", in_chunk_params)
         playbook_of = dict(zip(chosen["customer_id"].astype(str), chosen["playbook_id"].astype(str)))
         frames = read_pack_frames(tx, in_chunk, in_chunk_params, as_of)
-        return ChunkInputs(playbook_of, frames, cached_outcomes(tx, chunk))
+        return ChunkInputs(playbook_of, frames, cached_outcomes(tx, in_chunk, in_chunk_params))
 
 
 # From this many customers to draft, in two chunks or more, template drafts are made in worker

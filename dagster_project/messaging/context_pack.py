@@ -104,6 +104,10 @@ class Catalog:
                    tuple(data.get("cadence_options") or STANDARD_CADENCES))
 
 
+# The header fields that say which day a pack was read on, not what the customer did.
+UNDATED_SKIPS = ("as_of", "data_fresh_at")
+
+
 @dataclass
 class ContextPack:
     """Everything a message about one customer may say, as facts with ids.
@@ -146,12 +150,15 @@ class ContextPack:
         pack = cls(facts={f["id"]: Fact(f["id"], f["kind"], f["value"]) for f in facts}, **data)
         return pack
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, dated: bool = True) -> str:
         """Canonical JSON of the pack (for cache keys): the header fields, then each fact as [id, kind, value].
 
+        `dated=False` leaves out the run's day (`as_of`) and the warehouse's (`data_fresh_at`): what the
+        customer did is the same from one day to the next when nothing new happened.
         Lists rather than `to_dict`'s fact dicts: the same content, a third of the encoding work.
         """
-        header = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "facts"}
+        skipped = ("facts",) if dated else ("facts", *UNDATED_SKIPS)
+        header = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skipped}
         facts = [[f.id, f.kind, f.value] for f in self.facts.values()]
         return json.dumps([header, facts], sort_keys=True, default=str, separators=(",", ":"))
 

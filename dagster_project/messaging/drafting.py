@@ -2,7 +2,9 @@
 
 For each customer:
 
-    cache hit (same pack, brief and generator version)        -> reuse, no generation
+    cache hit (same pack, brief and generator version)        -> reuse, no generation (a draft made
+                                                                  on an earlier day has its staleness
+                                                                  judged again)
     LLM (when configured, value above the gate, budget left)  -> check; on failure retry with the
                                                                   reasons as feedback, up to N attempts
     template (default, or fallback after the LLM failed or    -> check
@@ -22,7 +24,7 @@ from typing import Literal, Protocol, Sequence
 from dagster_project.messaging.generators.base import (
     Budget, Draft, DraftRequest, GenerationError, Generator, OverBudget, Usage,
 )
-from dagster_project.messaging.guardrails import Verdict, check_draft, failure_reasons, passed
+from dagster_project.messaging.guardrails import Verdict, check_draft, failure_reasons, passed, staleness_verdict
 
 Status = Literal["pending_review", "blocked"]
 
@@ -86,10 +88,34 @@ class MemoryDraftCache:
         self.outcomes[key] = outcome
 
 
-def cache_key(request: DraftRequest, generator_version: str) -> str:
-    """sha256 of (context pack, brief, brand voice, generator version): unchanged customers are not redrafted."""
-    payload = _shared_part(request.brief, request.voice, generator_version) + "\n" + request.pack.fingerprint()
+def cache_key(request: DraftRequest, generator_version: str, dated: bool = True) -> str:
+    """sha256 of (context pack, brief, brand voice, generator version): unchanged customers are not redrafted.
+
+    `dated=False` (a generator that never reads the day): the pack without the run's day, so a customer
+    whose facts did not change keeps yesterday's draft.
+    """
+    payload = _shared_part(request.brief, request.voice, generator_version) + "\n" + request.pack.fingerprint(dated)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def generator_key(request: DraftRequest, generator: Generator) -> str:
+    """`cache_key` for what `generator` writes."""
+    return cache_key(request, generator.version, dated=generator.reads_the_day)
+
+
+def reused(hit: DraftOutcome, request: DraftRequest) -> DraftOutcome:
+    """A cached outcome for today's request: the same draft and verdicts, its staleness judged today.
+
+    Only a `pending_review` outcome is cached, so staleness is the one verdict that can change (its key
+    may leave out the day); a draft whose data is now too old is blocked as a fresh one would be.
+    """
+    today = staleness_verdict(request.pack, request.brief)
+    verdicts = [today if v.check == today.check else v for v in hit.verdicts]
+    if today.passed:
+        return replace(hit, verdicts=verdicts, cached=True, usage=Usage())
+    reasons = failure_reasons(verdicts)
+    return replace(hit, status="blocked", verdicts=verdicts, block_reason="; ".join(reasons),
+                   history=[*hit.history, *reasons], cached=True, usage=Usage())
 
 
 _SHARED: dict[tuple[int, int, str], tuple[object, object, str]] = {}
@@ -145,10 +171,10 @@ def draft_batch(jobs: Sequence[DraftJob], template: Generator, llm: Generator | 
         use_llm = llm is not None and (
             (job.expected_value if job.expected_value is not None else 0.0) >= policy.value_threshold
             if policy.value_threshold > 0 else True)
-        key = cache_key(job.request, (llm if use_llm else template).version)
+        key = generator_key(job.request, llm if use_llm else template)
         hit = cache.get(key) if cache is not None else None
         if hit is not None:
-            outcomes[i] = replace(hit, cached=True, usage=Usage())
+            outcomes[i] = reused(hit, job.request)
         elif use_llm:
             llm_queue.append(i)
         else:
@@ -168,7 +194,7 @@ def _run_llm(jobs, queue, outcomes, template, llm, policy) -> None:
     One `Budget` spans every round, so retries are paid from the same money as first attempts.
     """
     state = {i: {"feedback": [], "history": [], "usage": Usage(), "attempts": 0,
-                 "key": cache_key(jobs[i].request, llm.version)} for i in queue}
+                 "key": generator_key(jobs[i].request, llm)} for i in queue}
     budget = Budget(policy.budget_usd) if policy.budget_usd is not None else None
     pending = list(queue)
     for _ in range(policy.max_llm_attempts):

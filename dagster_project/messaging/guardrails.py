@@ -513,6 +513,12 @@ def _staleness(pack: ContextPack, brief: Brief) -> list[str]:
     return []
 
 
+def staleness_verdict(pack: ContextPack, brief: Brief) -> Verdict:
+    """The one check that reads the run's day: judged again when a cached draft is reused on a later day."""
+    reasons = _staleness(pack, brief)
+    return Verdict("staleness", not reasons, reasons)
+
+
 def check_draft(draft: Draft, pack: ContextPack, brief: Brief, voice: BrandVoice, catalog: Catalog) -> list[Verdict]:
     """Run every guardrail on one draft; a draft may go to review only when all pass."""
     cx = _catalog_index(catalog, voice)

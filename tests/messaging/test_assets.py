@@ -20,6 +20,7 @@ from tests.messaging.fake_llm import FakeLLM, grounded_reply
 from tests.messaging.store import AS_OF, write_store
 from tests.spies import customers_per_read
 
+NEXT_DAY = (date.fromisoformat(AS_OF) + timedelta(days=1)).isoformat()
 SEGMENTS = [("C001", "cadence_mismatch"), ("C001", "at_risk"), ("C002", "onboarding"), ("C003", "win_back")]
 
 
@@ -118,6 +119,30 @@ def test_message_drafts_writes_checked_drafts_and_reuses_them(store):
     assert len(drafted(store)) == 3
 
 
+def test_the_next_day_reuses_the_drafts_of_customers_whose_facts_did_not_change(store, monkeypatch):
+    assert draft(store).success
+    monkeypatch.setenv("NEXTBEST_AS_OF", NEXT_DAY)  # nothing new happened: the same packs, a day later
+    again = draft(store)
+    assert again.success and metadata(again)["cache_hits"].value == 3
+    rows = draft_rows(store)
+    day = rows["as_of"].astype(str).str[:10]
+    first, second = rows[day == AS_OF], rows[day == NEXT_DAY]
+    assert len(first) == len(second) == 3 and second["cached"].all() and not first["cached"].any()
+    same = ["customer_id", "playbook_id", "subject", "body", "cta", "offer_id", "verdicts", "status", "cache_key"]
+    pd.testing.assert_frame_equal(first[same].reset_index(drop=True), second[same].reset_index(drop=True))
+    assert set(second["batch_id"]) == {f"{p}-{NEXT_DAY}" for p in ("at_risk_save", "onboarding", "win_back")}
+
+
+def test_the_cache_reads_only_earlier_drafts_for_the_playbook_each_customer_gets_today(store):
+    assert draft(store).success  # C001 at_risk_save, C002 onboarding, C003 win_back
+    today = "select * from (values ('C001', 'at_risk_save'), ('C002', 'win_back')) as today(customer_id, playbook_id)"
+    with DuckDBWarehouse(path=str(store)).transaction() as tx:
+        cache = messaging_assets.cached_outcomes(tx, today, [])
+    assert [(o.customer_id, o.playbook_id) for o in cache.outcomes.values()] == [("C001", "at_risk_save")]
+    outcome = next(iter(cache.outcomes.values()))
+    assert outcome.status == "pending_review" and "Hi Anna" in outcome.draft.body and outcome.verdicts
+
+
 def test_routed_customer_gets_the_routed_playbook_and_holdouts_get_none(store):
     # Segments alone would give C001 at_risk_save and draft for all three.
     route(store, [("C001", "send", "cadence_mismatch", "treatment"),
@@ -198,6 +223,8 @@ def test_template_drafts_from_worker_processes_are_the_drafts_made_here(store, m
     assert result.success and spawned  # drafted in worker processes
     pd.testing.assert_frame_equal(draft_rows(store), here)
     assert metadata(result)["drafts"].value == len(here) == 3
+    again = draft(store, batch_rows=2)
+    assert metadata(again)["cache_hits"].value == 3  # each worker was sent its own customers' cached drafts
 
 
 def test_the_llm_budget_is_the_runs_not_each_chunks(store, monkeypatch):

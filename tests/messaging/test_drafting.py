@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from dagster_project.messaging.drafting import (DraftingPolicy, DraftJob, MemoryDraftCache, cache_key, draft_batch,
-                                                summarize)
+                                                generator_key, summarize)
 from dagster_project.messaging.generators.base import DraftRequest, Generator
 from dagster_project.messaging.generators.openai_chat import OpenAIGenerator, OpenAISettings, build_messages
 from dagster_project.messaging.generators.template import TemplateGenerator
@@ -17,7 +17,7 @@ class Counting(Generator):
 
     def __init__(self, inner, mutate=None):
         self.inner, self.calls, self.mutate = inner, 0, mutate
-        self.name, self.version = inner.name, inner.version
+        self.name, self.version, self.reads_the_day = inner.name, inner.version, inner.reads_the_day
 
     def generate(self, request):
         self.calls += 1
@@ -58,6 +58,53 @@ def test_cache_key_follows_the_brief_the_generator_and_every_fact(packs, briefs,
     fact_id = next(i for i, f in request.pack.facts.items() if f.kind == "money")
     facts = dict(request.pack.facts, **{fact_id: request.pack.facts[fact_id]._replace(value="0.01")})
     assert cache_key(dataclasses.replace(request, pack=dataclasses.replace(request.pack, facts=facts)), "v1") != key
+
+
+def on_day(packs, as_of: str, fresh_at: str) -> dict:
+    """The packs as read on `as_of`, the warehouse's newest data being of `fresh_at`."""
+    return {c: dataclasses.replace(p, as_of=as_of, data_fresh_at=fresh_at) for c, p in packs.items()}
+
+
+def test_the_template_key_leaves_out_the_day_and_a_key_for_a_generator_that_reads_it_does_not(packs, briefs, catalog):
+    request = _jobs(packs, briefs, catalog)[0].request
+    next_day = dataclasses.replace(request, pack=dataclasses.replace(request.pack, as_of="2026-02-23",
+                                                                     data_fresh_at="2026-02-22"))
+    assert not TemplateGenerator.reads_the_day and OpenAIGenerator.reads_the_day  # its prompt says "today"
+    assert generator_key(next_day, TemplateGenerator()) == generator_key(request, TemplateGenerator())
+    assert cache_key(next_day, "v1", dated=True) != cache_key(request, "v1", dated=True)
+    renamed = dataclasses.replace(request, pack=dataclasses.replace(request.pack, first_name="Someone"))
+    assert generator_key(renamed, TemplateGenerator()) != generator_key(request, TemplateGenerator())
+
+
+def test_a_template_draft_is_reused_the_next_day_and_blocked_once_its_data_is_too_old(packs, briefs, catalog):
+    template, cache = Counting(TemplateGenerator()), MemoryDraftCache()
+    first = draft_batch(_jobs(on_day(packs, "2026-03-02", "2026-03-01"), briefs, catalog), template, cache=cache)
+    assert [o.status for o in first] == ["pending_review"] * 3 and template.calls == 3
+    next_day = draft_batch(_jobs(on_day(packs, "2026-03-03", "2026-03-02"), briefs, catalog), template, cache=cache)
+    assert template.calls == 3 and all(o.cached and o.status == "pending_review" for o in next_day)
+    assert [o.draft.body for o in next_day] == [o.draft.body for o in first]
+    # re_engagement allows data 3 days old: a month on, with nothing newer, the same drafts are blocked
+    later = draft_batch(_jobs(on_day(packs, "2026-04-01", "2026-03-02"), briefs, catalog), template, cache=cache)
+    assert template.calls == 3 and all(o.cached and o.status == "blocked" for o in later)
+    assert all(o.block_reason == "staleness: newest order data is 30 days old; the brief allows 3" for o in later)
+    assert [v.check for v in later[0].verdicts if not v.passed] == ["staleness"]
+    assert all(v.passed for o in next_day for v in o.verdicts)  # the later day changed no earlier outcome
+
+
+def test_an_llm_draft_is_reused_the_same_day_only(packs, briefs, catalog):
+    cache = MemoryDraftCache()
+    with FakeLLM(reply=grounded_reply) as fake:
+        llm = _llm(fake)
+        first = draft_batch(_jobs(on_day(packs, "2026-03-02", "2026-03-01"), briefs, catalog), TemplateGenerator(), llm,
+                            cache=cache)
+        sent = len(fake.requests)
+        again = draft_batch(_jobs(on_day(packs, "2026-03-02", "2026-03-01"), briefs, catalog), TemplateGenerator(), llm,
+                            cache=cache)
+        assert len(fake.requests) == sent and all(o.cached for o in again)
+        next_day = draft_batch(_jobs(on_day(packs, "2026-03-03", "2026-03-02"), briefs, catalog), TemplateGenerator(),
+                               llm, cache=cache)
+    assert all(o.generator == "openai" and o.status == "pending_review" for o in first)
+    assert len(fake.requests) == 2 * sent and not any(o.cached for o in next_day)
 
 
 def test_llm_retries_with_the_guardrail_reasons_as_feedback(packs, briefs, catalog):

@@ -146,6 +146,9 @@ class Generator:
 
     name: str = "base"
     version: str = "0"
+    # Whether a draft may depend on the run's day (pack.as_of) as well as on the facts: a cached
+    # draft is then reused only on the day it was written. False for a generator that never reads it.
+    reads_the_day: bool = True
 
     def generate(self, request: DraftRequest) -> Draft:
         raise NotImplementedError

@@ -299,6 +299,7 @@ class TemplateGenerator(Generator):
 
     name = "template"
     version = "template-1"
+    reads_the_day = False  # the templates say dates as dates ("arrived on November 2"), never "today"
 
     def __init__(self, templates_dir: Path | str = TEMPLATES_DIR):
         self.templates = compiled_templates(templates_dir)  # compiled here, not while drafting
