@@ -17,6 +17,9 @@ resident memory (the kernel's rusage of that child) is the stage's own:
                 `dbt build` runs again; its share of the full build is printed
   <asset>       every other materializable asset in `definitions.py` (models,
                 decisioning, messaging, ...), one at a time in dependency order
+  daily: ...    the next day's whole run on a copy of what those left: the same 2%
+                of customers with events, `dbt build` and every asset at the next
+                as_of (models kept, drafts cached); its share of the full pipeline
   direct SQL    the same compiled SQL (from that build's manifest, in its run order,
                 tests included) in one DuckDB connection on a copy of the raw data:
                 what dbt's own overhead is measured against (last, as it is long)
@@ -151,7 +154,8 @@ def bench(customers: int, months: int, work: Path, print_row, dbt_only: bool = F
     print_row(customers, "dbt build", dbt_wall, peak)
     incremental_day(customers, work, built, day, dbt_wall, env, print_row)
     if not dbt_only:
-        assets(customers, built, dbt_wall, env, print_row)
+        full_steps = assets(customers, built, dbt_wall, env, print_row)
+        daily_pipeline(customers, work, built, day, full_steps, env, print_row)
     if dbt_only and not direct_sql_too:
         return
     # Last, so the pipeline's own figures are in even if this long replay is cut short.
@@ -163,22 +167,56 @@ def bench(customers: int, months: int, work: Path, print_row, dbt_only: bool = F
     direct.unlink()
 
 
-def assets(customers: int, built: Path, dbt_wall: float, env: dict[str, str], print_row) -> None:
-    """Every other asset, one process each, in dependency order; then the end-to-end total."""
-    total = steps_total = dbt_wall
-    listed = subprocess.run([sys.executable, __file__, "--list-assets"], env={**env, "NEXTBEST_DUCKDB_PATH": str(built)},
-                            cwd=REPO, capture_output=True, text=True, check=True)
+def assets(customers: int, built: Path, dbt_wall: float, env: dict[str, str], print_row) -> float:
+    """Every other asset, one process each, in dependency order; then the end-to-end total.
+
+    Returns the steps-only total (dbt build + each asset's steps)."""
+    wall, steps = run_assets(customers, {**env, "NEXTBEST_DUCKDB_PATH": str(built)}, print_row, "asset ")
+    print_row(customers, "end to end without simulate", dbt_wall + wall, float("nan"), "each asset in its own process")
+    print_row(customers, "end to end, steps only", dbt_wall + steps, float("nan"),
+              "dbt build + each asset's steps, without the per-process start (one job run shares one)")
+    print_row(customers, "warehouse file", float("nan"), built.stat().st_size / 2**20, "(MiB on disk)")
+    return dbt_wall + steps
+
+
+def run_assets(customers: int, env: dict[str, str], print_row, label: str) -> tuple[float, float]:
+    """Materialize every asset `other_assets` lists, one process each; (wall, steps) summed."""
+    total = steps_total = 0.0
+    listed = subprocess.run([sys.executable, __file__, "--list-assets"], env=env, cwd=REPO, capture_output=True,
+                            text=True, check=True)
     for key in json.loads(listed.stdout.strip().splitlines()[-1]):
-        wall, peak, output = run_stage(key, [sys.executable, __file__, "--materialize", key],
-                                       {**env, "NEXTBEST_DUCKDB_PATH": str(built)})
+        wall, peak, output = run_stage(key, [sys.executable, __file__, "--materialize", key], env)
         steps = float(output.rsplit(STEPS_MARK, 1)[1].split()[0])
         total += wall
         steps_total += steps
-        print_row(customers, f"asset {key}", wall, peak, f"steps {steps:.1f} s")
-    print_row(customers, "end to end without simulate", total, float("nan"), "each asset in its own process")
-    print_row(customers, "end to end, steps only", steps_total, float("nan"),
-              "dbt build + each asset's steps, without the per-process start (one job run shares one)")
-    print_row(customers, "warehouse file", float("nan"), built.stat().st_size / 2**20, "(MiB on disk)")
+        print_row(customers, f"{label}{key}", wall, peak, f"steps {steps:.1f} s")
+    return total, steps_total
+
+
+def daily_pipeline(customers: int, work: Path, built: Path, day, full_steps: float, env: dict[str, str],
+                   print_row, share: float = 0.02) -> None:
+    """The next day's whole daily run on a copy of what the full pipeline left: `share` of the
+    customers get events on `day` (as in `incremental_day`), then `dbt build` and every asset run
+    at the next as_of, as the `daily_personalization` job would (no retraining: the models are a
+    day old). Its steps' share of the full pipeline's is printed."""
+    folder = work / "daily"
+    folder.mkdir(exist_ok=True)
+    copy = folder / "built.duckdb"
+    shutil.copyfile(built, copy)
+    for sink in ("outbox.jsonl", "helpdesk.jsonl"):  # what the file sinks were sent on the first day
+        if (work / sink).exists():
+            shutil.copyfile(work / sink, folder / sink)
+    with duckdb.connect(str(copy)) as con:
+        added = append_day(con, day, share)
+    as_of = day + timedelta(days=1)
+    env = {**env, "NEXTBEST_DUCKDB_PATH": str(copy), "NEXTBEST_AS_OF": as_of.isoformat(),
+           "NEXTBEST_OUTBOX_FILE": str(folder / "outbox.jsonl"), "NEXTBEST_HELPDESK_FILE": str(folder / "helpdesk.jsonl")}
+    dbt_wall, peak, _ = run_stage("daily: dbt build", dbt_build(folder, folder / "target", as_of), env)
+    print_row(customers, "daily: dbt build", dbt_wall, peak, f"{added['customers']:,} customers with new events")
+    wall, steps = run_assets(customers, env, print_row, "daily: ")
+    print_row(customers, "daily run, steps only", dbt_wall + steps, float("nan"),
+              f"{(dbt_wall + steps) / full_steps:.0%} of the full pipeline's steps only")
+    copy.unlink()
 
 
 def dbt_build(work: Path, target: Path, as_of, first: bool = False) -> list[str]:
