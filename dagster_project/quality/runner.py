@@ -128,7 +128,7 @@ def _validate(session: WarehouseSession, suite: Suite, now: datetime) -> SuiteRe
     frame, part = _gx_frame(session, suite, table, columns, rows)
     frame = gx_comparable(frame)
     result = SuiteResult(suite, table, row_count=rows)
-    outcomes = _run_expectations(suite, table, frame, columns, now)
+    outcomes = _run_expectations(suite, table, frame, columns, now, shown=read_columns(suite, columns))
     if part:
         outcomes = [replace(o, message=_whole_table_count(o, rows) if o.name.endswith("row_count") else
                             f"{o.message} ({part})") for o in outcomes]
@@ -146,23 +146,51 @@ def gx_max_rows() -> int:
     return positive_int_env(GX_MAX_ROWS_ENV, DEFAULT_GX_MAX_ROWS, "rows")
 
 
+# Expectations that look at the table's shape (column names, row count), not at any column's values.
+TABLE_SHAPE = frozenset({"expect_table_columns_to_match_set", "expect_table_row_count_to_be_between"})
+
+
+def read_columns(suite: Suite, columns: dict[str, str]) -> list[str]:
+    """The columns of `suite`'s table GX reads values of: those its expectations name, and the first
+    (a failing row's id in the examples). Every column when an expectation may read others."""
+    wanted = {next(iter(columns))}
+    for exp in suite.expectations:
+        if exp.type in TABLE_SHAPE:
+            continue
+        if not exp.columns or set(exp.kwargs) & {"column_A", "column_B", "ignore_row_if_any_column"}:
+            return list(columns)
+        wanted.update(exp.columns)
+    return [c for c in columns if c in wanted]
+
+
 def _gx_frame(session: WarehouseSession, suite: Suite, table: str, columns: dict[str, str],
               rows: int) -> tuple[pd.DataFrame, str]:
-    """The rows GX validates, and "" when that is the whole table, else which part it is."""
+    """The rows GX validates, and "" when that is the whole table, else which part it is.
+
+    Only the columns the expectations read are read (drafts' bodies and verdicts were most of the
+    drafts table's read); the others are there, empty, so the table keeps its shape.
+    """
     limit = gx_max_rows()
+    select = f"select {', '.join(read_columns(suite, columns))} from {table}"
     if rows <= limit:
-        return session.read_df(f"select * from {table}"), ""
+        return _shaped(session.read_df(select), columns), ""
     if suite.recent_by in columns:
-        frame = session.read_df(f"select * from {table} order by {suite.recent_by} desc nulls first limit {limit}")
-        return frame, (f"checked on the newest {limit:,} of {rows:,} rows by {suite.recent_by}, "
-                       f"{GX_MAX_ROWS_ENV}; dbt's staging tests check every row")
+        frame = session.read_df(f"{select} order by {suite.recent_by} desc nulls first limit {limit}")
+        return _shaped(frame, columns), (f"checked on the newest {limit:,} of {rows:,} rows by {suite.recent_by}, "
+                                         f"{GX_MAX_ROWS_ENV}; dbt's staging tests check every row")
     # A repeatable sample both engines draw alike (DuckDB's `using sample` is its own): rows ordered
     # by a hash of the first column; rows without one (likely bad) come first and are always checked.
     first = next(iter(columns))
-    frame = session.read_df(f"select * from {table} order by md5(cast({first} as varchar)) nulls first, "
-                            f"{first} limit {limit}")
-    return frame, (f"checked on a sample of {limit:,} of {rows:,} rows, {GX_MAX_ROWS_ENV}; "
-                   "dbt's staging tests check every row")
+    frame = session.read_df(f"{select} order by md5(cast({first} as varchar)) nulls first, {first} limit {limit}")
+    return _shaped(frame, columns), (f"checked on a sample of {limit:,} of {rows:,} rows, {GX_MAX_ROWS_ENV}; "
+                                     "dbt's staging tests check every row")
+
+
+def _shaped(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    """`frame` with every column of the table, in the table's order; an unread one is all nulls."""
+    frame.columns = [str(c).lower() for c in frame.columns]  # Snowflake gives upper-case names
+    unread = [c for c in columns if c not in frame.columns]
+    return frame.reindex(columns=list(columns)) if unread else frame
 
 
 def gx_comparable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -217,7 +245,8 @@ def _resolve(value: Any, now: datetime, column_type: str) -> Any:
 
 
 def _run_expectations(suite: Suite, table: str, frame: pd.DataFrame, columns: dict[str, str],
-                      now: datetime) -> list[Outcome]:
+                      now: datetime, shown: list[str] | None = None) -> list[Outcome]:
+    """`shown`: the columns a failure's example rows show (those read; default all)."""
     import great_expectations as gx
 
     outcomes: dict[int, Outcome] = {}
@@ -240,11 +269,11 @@ def _run_expectations(suite: Suite, table: str, frame: pd.DataFrame, columns: di
                                                              "partial_unexpected_count": EXAMPLE_ROWS})
         for r in validation.results:
             i = int(r.expectation_config.meta["nb_index"])
-            outcomes[i] = _gx_outcome(suite.expectations[i], table, frame, r)
+            outcomes[i] = _gx_outcome(suite.expectations[i], table, frame, r, shown)
     return [outcomes[i] for i in sorted(outcomes)]
 
 
-def _gx_outcome(exp: Expectation, table: str, frame: pd.DataFrame, r) -> Outcome:
+def _gx_outcome(exp: Expectation, table: str, frame: pd.DataFrame, r, shown: list[str] | None = None) -> Outcome:
     result = dict(r.result or {})
     info = r.exception_info or {}
     raised = info.get("raised_exception") if isinstance(info, dict) and "raised_exception" in info else None
@@ -258,7 +287,8 @@ def _gx_outcome(exp: Expectation, table: str, frame: pd.DataFrame, r) -> Outcome
     if raised:
         return Outcome(table, exp.name, exp.severity, "failed", f"could not be evaluated on {table}: {raised}", exp.fix)
     index = result.get("partial_unexpected_index_list") or []
-    examples = safe_rows(frame.loc[[i for i in index if i in frame.index][:EXAMPLE_ROWS]].to_dict("records"))
+    rows = frame.loc[[i for i in index if i in frame.index][:EXAMPLE_ROWS]]
+    examples = safe_rows((rows[shown] if shown else rows).to_dict("records"))
     return Outcome(table, exp.name, exp.severity, "failed", _describe(exp, table, result, frame, passed=False),
                    exp.fix, examples)
 

@@ -63,3 +63,35 @@ def test_a_table_above_the_gx_limit_is_validated_on_its_newest_rows(store, monke
     assert by_name["row_count"].message == f"raw.email_events has {total + 1:,} rows"
     assert all("sample of 100" in o.message for o in items.outcomes if o.kind == "expectation"
                and not o.name.endswith("row_count"))
+
+
+def test_gx_reads_only_the_columns_its_expectations_name_and_the_table_keeps_its_shape(store, monkeypatch):
+    """The drafts suite names a few columns: bodies, verdicts and history are never read into pandas.
+    The column-set expectation still sees every column; a failure's example shows the row's id."""
+    from dagster_project.quality import runner
+
+    suite = suite_for("nextbest.message_drafts")
+    with duckdb.connect(str(store)) as con:
+        con.execute("create schema if not exists nextbest")
+        con.execute("create table nextbest.message_drafts (draft_id varchar, batch_id varchar, customer_id varchar, "
+                    "playbook_id varchar, subject varchar, body varchar, status varchar, block_reason varchar, "
+                    "verdicts varchar, history varchar, as_of date, created_at timestamp)")
+        customer = con.execute("select min(customer_id) from raw.customers").fetchone()[0]
+        con.execute("insert into nextbest.message_drafts values ('D1', 'b', ?, 'onboarding', 'Hi', 'Body', "
+                    "'pending_review', null, '[]', '[]', date '2026-02-22', timestamp '2026-02-22 05:00'), "
+                    "('D2', 'b', ?, 'no_such_playbook', 'Hi', 'Body', 'pending_review', null, '[]', '[]', "
+                    "date '2026-02-22', timestamp '2026-02-22 05:00')", [customer, customer])
+        columns = runner.table_columns(con, "nextbest.message_drafts")
+        read = runner.read_columns(suite, columns)
+        queries = []
+        real = duckdb.DuckDBPyConnection.execute
+        monkeypatch.setattr(duckdb.DuckDBPyConnection, "execute",
+                            lambda self, sql, *a, **k: queries.append(sql) or real(self, sql, *a, **k))
+        result = validate_suite(con, suite)
+    assert read == ["draft_id", "customer_id", "playbook_id", "status", "created_at"]
+    gx_reads = [q for q in queries if q.startswith("select draft_id")]
+    assert gx_reads and all("body" not in q and "verdicts" not in q for q in gx_reads)
+    assert next(o for o in result.outcomes if o.name == "columns_present").status == "passed"
+    bad = next(o for o in result.outcomes if o.failed and "playbook_id" in o.name)
+    assert [{c: v for c, v in row.items() if c != "created_at"} for row in bad.examples] == [
+        {"draft_id": "D2", "customer_id": customer, "playbook_id": "no_such_playbook", "status": "pending_review"}]
