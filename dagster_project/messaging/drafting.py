@@ -110,7 +110,7 @@ def reused(hit: DraftOutcome, request: DraftRequest) -> DraftOutcome:
     may leave out the day); a draft whose data is now too old is blocked as a fresh one would be.
     """
     today = staleness_verdict(request.pack, request.brief)
-    verdicts = [today if v.check == today.check else v for v in hit.verdicts]
+    verdicts = [v for v in hit.verdicts if v.check != today.check] + [today]  # staleness is the last check
     if today.passed:
         return replace(hit, verdicts=verdicts, cached=True, usage=Usage())
     reasons = failure_reasons(verdicts)
