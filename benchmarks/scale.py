@@ -213,7 +213,7 @@ def daily_pipeline(customers: int, work: Path, built: Path, day, full_steps: flo
            "NEXTBEST_OUTBOX_FILE": str(folder / "outbox.jsonl"), "NEXTBEST_HELPDESK_FILE": str(folder / "helpdesk.jsonl")}
     dbt_wall, peak, _ = run_stage("daily: dbt build", dbt_build(folder, folder / "target", as_of), env)
     print_row(customers, "daily: dbt build", dbt_wall, peak, f"{added['customers']:,} customers with new events")
-    wall, steps = run_assets(customers, env, print_row, "daily: ")
+    _, steps = run_assets(customers, env, print_row, "daily: ")
     print_row(customers, "daily run, steps only", dbt_wall + steps, float("nan"),
               f"{(dbt_wall + steps) / full_steps:.0%} of the full pipeline's steps only")
     copy.unlink()

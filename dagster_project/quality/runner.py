@@ -125,10 +125,11 @@ def _validate(session: WarehouseSession, suite: Suite, now: datetime) -> SuiteRe
         return SuiteResult(suite, None, outcomes=[outcome])
     columns = table_columns(session, table)
     rows = _count(session, f"select count(*) as n from {table}")
-    frame, part = _gx_frame(session, suite, table, columns, rows)
+    read = read_columns(suite, columns)
+    frame, part = _gx_frame(session, suite, table, columns, read, rows)
     frame = gx_comparable(frame)
     result = SuiteResult(suite, table, row_count=rows)
-    outcomes = _run_expectations(suite, table, frame, columns, now, shown=read_columns(suite, columns))
+    outcomes = _run_expectations(suite, table, frame, columns, now, shown=read)
     if part:
         outcomes = [replace(o, message=_whole_table_count(o, rows) if o.name.endswith("row_count") else
                             f"{o.message} ({part})") for o in outcomes]
@@ -163,15 +164,15 @@ def read_columns(suite: Suite, columns: dict[str, str]) -> list[str]:
     return [c for c in columns if c in wanted]
 
 
-def _gx_frame(session: WarehouseSession, suite: Suite, table: str, columns: dict[str, str],
+def _gx_frame(session: WarehouseSession, suite: Suite, table: str, columns: dict[str, str], read: list[str],
               rows: int) -> tuple[pd.DataFrame, str]:
     """The rows GX validates, and "" when that is the whole table, else which part it is.
 
-    Only the columns the expectations read are read (drafts' bodies and verdicts were most of the
+    Only `read` (`read_columns`) is read (drafts' bodies and verdicts were most of the
     drafts table's read); the others are there, empty, so the table keeps its shape.
     """
     limit = gx_max_rows()
-    select = f"select {', '.join(read_columns(suite, columns))} from {table}"
+    select = f"select {', '.join(read)} from {table}"
     if rows <= limit:
         return _shaped(session.read_df(select), columns), ""
     if suite.recent_by in columns:
@@ -187,8 +188,8 @@ def _gx_frame(session: WarehouseSession, suite: Suite, table: str, columns: dict
 
 
 def _shaped(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
-    """`frame` with every column of the table, in the table's order; an unread one is all nulls."""
-    frame.columns = [str(c).lower() for c in frame.columns]  # Snowflake gives upper-case names
+    """`frame` (lower-case names, as `read_df` gives) with every column of the table, in the table's
+    order; an unread one is all nulls."""
     unread = [c for c in columns if c not in frame.columns]
     return frame.reindex(columns=list(columns)) if unread else frame
 

@@ -30,7 +30,7 @@ from dagster_project.quality import freshness
 from dagster_project.quality.anomalies import REFERENCE_TABLE, event_volume, score_shift, segment_change
 from dagster_project.quality.checks import data_quality_summary
 from dagster_project.quality.freshness import freshness_outcomes
-from dagster_project.quality.runner import GX_MAX_ROWS_ENV, _gx_frame, table_columns, validate_suite
+from dagster_project.quality.runner import GX_MAX_ROWS_ENV, _gx_frame, read_columns, table_columns, validate_suite
 from dagster_project.quality.suites import load_anomaly_config, suite_for
 from dagster_project.quality.summary import collect_outcomes
 from dagster_project.resources.snowflake import SnowflakeWarehouse
@@ -147,7 +147,8 @@ def test_a_big_table_is_checked_on_the_same_rows_on_both_engines(engines, monkey
         picked = []
         for warehouse in (snow, duck):
             with warehouse.transaction() as tx:
-                frame, _ = _gx_frame(tx, suite, "raw.orders", table_columns(tx, "raw.orders"), 30)
+                columns = table_columns(tx, "raw.orders")
+                frame, _ = _gx_frame(tx, suite, "raw.orders", columns, read_columns(suite, columns), 30)
             picked.append(sorted(frame["order_id"]))
         assert picked[0] == picked[1] and len(picked[0]) == 10
         on_snowflake = validate_suite(snow, suite, NOW)
