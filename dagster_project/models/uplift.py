@@ -94,6 +94,68 @@ def _as_array(X) -> np.ndarray:
     return X
 
 
+def _as_changed(values) -> np.ndarray:
+    """What each what-if column holds once `_as_array` has seen it: a NaN value makes a column with
+    no values at all, which `_as_array` sets to 0."""
+    values = np.asarray(values, float)
+    return np.where(np.isnan(values), 0.0, values)
+
+
+def _with_each(model, X: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Rows x columns: `model`'s output (`_predict_outcome`: a classifier's probability, a regressor's
+    prediction) for `X` with column j set to `values[j]` and the rest as they are, for every j.
+
+    `X` as `_as_array` makes it, `values` as `_as_changed` makes them. A boosted model's output is a
+    link of the sum of its trees, and setting column j changes only the trees that split on it: each
+    tree is evaluated again once per column it splits on, not once per column of the table (at 1M
+    customers, reason codes predicted every column of every routed customer with every tree).
+    Another model (a constant, or boosted trees whose scikit-learn internals are not there) is
+    predicted once per column.
+    """
+    n, p = X.shape
+    if isinstance(model, _ConstantModel):
+        return np.full((n, p), model.value)
+    try:  # scikit-learn's own tree arrays and link, as in `features_used`: not a public API
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+        if model.n_trees_per_iteration_ != 1:
+            raise TypeError("several trees per iteration")
+        trees = [tree for iteration in model._predictors for tree in iteration]
+        splits = [np.unique(tree.nodes["feature_idx"][tree.nodes["is_leaf"] == 0]) for tree in trees]
+        known_categories, feature_map = model._bin_mapper.make_known_categories_bitsets()
+        inverse_link = model._loss.link.inverse
+        raw = model._raw_predict(X)[:, 0]
+        X = np.ascontiguousarray(model._preprocess_X(X, reset=False))
+        n_threads = _openmp_effective_n_threads()
+    except (AttributeError, ImportError, KeyError, TypeError, ValueError):
+        out = np.empty((n, p))
+        for j in range(p):
+            changed = X.copy()
+            changed[:, j] = values[j]
+            out[:, j] = _predict_outcome(model, changed, isinstance(model, HistGradientBoostingClassifier))
+        return out
+
+    def tree_output(i: int, rows: np.ndarray) -> np.ndarray:
+        return trees[i].predict(rows, known_categories, feature_map, n_threads)
+
+    trees_of = {}
+    for i, columns in enumerate(splits):
+        for j in columns:
+            trees_of.setdefault(int(j), []).append(i)
+    raw_each = np.repeat(raw[:, None], p, axis=1)
+    base: dict[int, np.ndarray] = {}
+    changed = X.copy()
+    for j, tree_ids in trees_of.items():
+        changed[:, j] = values[j]
+        for i in tree_ids:
+            if i not in base:
+                base[i] = tree_output(i, X)
+            raw_each[:, j] += tree_output(i, changed) - base[i]
+        changed[:, j] = X[:, j]
+    return inverse_link(raw_each)
+
+
+
 def _effect_model(X: np.ndarray, target: np.ndarray, seed: int):
     """A shallow boosted regressor of an (imputed or pseudo-) effect on x; the mean for a sliver of rows."""
     if len(target) < MIN_ROWS_FOR_MODEL:
@@ -127,6 +189,12 @@ class TLearner:
         mu0, mu1 = self.outcomes(X)
         return mu1 - mu0
 
+    def predict_with_each(self, X, values) -> np.ndarray:
+        """Rows x columns: `predict` with column j set to `values[j]`, for every j (`_with_each`)."""
+        X = _as_array(X)
+        values = _as_changed(values)
+        return _with_each(self.models[True], X, values) - _with_each(self.models[False], X, values)
+
 
 @dataclass
 class DRLearner:
@@ -158,6 +226,11 @@ class DRLearner:
     def predict(self, X) -> np.ndarray:
         return self.effect_model.predict(_as_array(X))
 
+    def predict_with_each(self, X, values) -> np.ndarray:
+        """Rows x columns: `predict` with column j set to `values[j]`, for every j (`_with_each`)."""
+        X = _as_array(X)
+        return _with_each(self.effect_model, X, _as_changed(values))
+
 
 @dataclass
 class XLearner:
@@ -185,6 +258,13 @@ class XLearner:
         # imputed for the small arm uses the model of the big arm, so it is the more precise one.
         e = self.propensity
         return e * self.effect_models[False].predict(X) + (1 - e) * self.effect_models[True].predict(X)
+
+    def predict_with_each(self, X, values) -> np.ndarray:
+        """Rows x columns: `predict` with column j set to `values[j]`, for every j (`_with_each`)."""
+        X = _as_array(X)
+        values, e = _as_changed(values), self.propensity
+        return (e * _with_each(self.effect_models[False], X, values)
+                + (1 - e) * _with_each(self.effect_models[True], X, values))
 
 
 @dataclass

@@ -148,6 +148,25 @@ def test_the_linear_learner_computes_every_what_if_at_once_as_one_by_one(binary)
 
 
 @pytest.mark.parametrize("learner", ["t_learner", "x_learner", "dr_learner"])
+@pytest.mark.parametrize("binary", [True, False])
+def test_tree_learners_compute_every_what_if_tree_by_tree_as_one_by_one(learner, binary):
+    X, t, y, _ = campaign(3000, seed=5)
+    X = X.to_numpy(copy=True)
+    X[::7, 2] = np.nan  # blanks go down the trees' missing-value branches, as in predict
+    model = make_learner(learner, binary=binary, seed=0).fit(X, t, y if binary else y * 30.0)
+    rows = X[:300]
+    for values in ([0.0, 3.0, np.nan, 9.0], [np.nan] * 4):  # a NaN value: as a column with no values at all
+        each = model.predict_with_each(rows, values)
+        assert each.shape == rows.shape
+        assert np.allclose(each, what_if_one_by_one(model, rows, values), rtol=0, atol=1e-12)
+    assert not np.allclose(each, model.predict(rows)[:, None])  # the what-ifs do move predictions
+    blank = rows.copy()
+    blank[:, 1] = np.nan  # a column with no values at all in these rows: zero, as predict takes it
+    assert np.allclose(model.predict_with_each(blank, [0.0, 3.0, np.nan, 9.0]),
+                       what_if_one_by_one(model, blank, [0.0, 3.0, np.nan, 9.0]), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("learner", ["t_learner", "x_learner", "dr_learner"])
 def test_tree_learners_know_which_columns_they_split_on(learner):
     X, t, y, _ = campaign(3000, seed=6)
     X["constant"] = 1.0  # nothing to split on
@@ -161,7 +180,7 @@ def test_tree_learners_know_which_columns_they_split_on(learner):
     assert features_used(make_learner("interaction_learner", seed=0).fit(X.to_numpy(), t, y)) is None
 
 
-@pytest.mark.parametrize("learner", ["t_learner", "interaction_learner"])
+@pytest.mark.parametrize("learner", ["t_learner", "x_learner", "interaction_learner"])
 def test_reason_codes_are_the_largest_what_ifs_whichever_way_they_are_computed(learner, monkeypatch):
     from dagster_project.models import uplift_training
 
@@ -174,8 +193,7 @@ def test_reason_codes_are_the_largest_what_ifs_whichever_way_they_are_computed(l
     fast = model.reasons(X.head(300))
     # The same reasons with every what-if predicted one column at a time.
     monkeypatch.setattr(uplift_training, "features_used", lambda m: None)
-    if learner == "interaction_learner":
-        monkeypatch.delattr(type(model.model), "predict_with_each")
+    monkeypatch.delattr(type(model.model), "predict_with_each")
     assert model.reasons(X.head(300)) == fast
     heavy = X.head(300)["add_ons_lifetime"].to_numpy() >= 2
     assert sum(r[0].startswith("add_ons_lifetime") for r, h in zip(fast, heavy) if h and r) > 0.5 * heavy.sum()
