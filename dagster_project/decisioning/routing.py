@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,6 +58,9 @@ SEND_COST = 0.25
 OFFER_COSTS = {"at_risk_save": 3.5, "high_ltv_recovery": 3.5}
 
 DECISIONS = ("send", "holdout", "global_holdout", "suppressed", "capped", "none")
+# What `route` returns per customer.
+DECISION_FIELDS = ["customer_id", "decision", "playbook_id", "arm", "expected_value", "exploration", "alternatives",
+                   "reason"]
 
 
 @dataclass(frozen=True)
@@ -128,54 +132,89 @@ def route(audience: pd.DataFrame, capped: pd.DataFrame, ev: pd.DataFrame, suppre
     Returns customer_id, decision, playbook_id, arm, expected_value,
     exploration, alternatives (JSON), reason. Global holdout rows carry the
     playbook they would have received (arm `global_holdout`), or none.
+
+    The rules run on whole arrays; only the hashes and the alternatives' JSON are made per customer.
     """
     playbooks = list(audience.columns)
     audience = audience.reindex(columns=playbooks, fill_value=False)
-    # Plain arrays, read by position: a pandas lookup per customer and playbook would cost more than the routing.
-    members = audience.to_numpy(dtype=bool)
-    caps = capped.reindex(index=audience.index, columns=playbooks, fill_value=False).to_numpy(dtype=bool)
-    values = ev.reindex(index=audience.index, columns=playbooks).to_numpy(dtype=float)
-    reasons = suppressed.reindex(audience.index).to_numpy(dtype=object)
-    rows = []
-    for i in np.flatnonzero(members.any(axis=1)):
-        cid, value = audience.index[i], dict(zip(playbooks, values[i]))
-        member = [p for p, m in zip(playbooks, members[i]) if m]
-        allowed = [p for p, m, c in zip(playbooks, members[i], caps[i]) if m and not c]
-        alternatives = {p: ("frequency cap" if p not in allowed else "no uplift model yet" if np.isnan(value[p])
-                            else round(float(value[p]), 4)) for p in member}
-        row = {"customer_id": cid, "decision": None, "playbook_id": None, "arm": None, "expected_value": None,
-               "exploration": False, "alternatives": json.dumps(alternatives, sort_keys=True), "reason": ""}
-        global_held = stable_unit("global-holdout", cid) < policy.global_holdout_share
-        best, explore = None, False
-        if isinstance(reasons[i], str) and reasons[i]:
-            row.update(decision="suppressed", reason=reasons[i])
-        elif not allowed:
-            row.update(decision="capped", reason="frequency cap reached for every playbook they qualify for")
-        else:
-            best = max(allowed, key=lambda p: -np.inf if np.isnan(value[p]) else value[p])
-            explore = stable_unit("explore", run_key, cid) < policy.exploration_share
-            if explore:
-                best = allowed[int(stable_unit("explore-pick", run_key, cid) * len(allowed))]
-            if not explore and not value[best] > 0:
-                row.update(decision="none", reason="no playbook is expected to be worth its send cost")
-                best = None
-        why = ("exploration: random eligible playbook" if explore else "highest expected value")
-        if global_held:
-            # The playbook they would have received (if any) is their campaign: treated vs global holdout.
-            row.update(decision="global_holdout", reason="permanent global holdout (never messaged)"
-                       + (f"; would have received {best} ({why})" if best else ""))
-            if best:
-                row.update(playbook_id=best, arm="global_holdout", expected_value=float(value[best]),
-                           exploration=explore)
-        elif best:
-            held = stable_unit("holdout", run_key, best, cid) < holdout_shares.get(best, 0.0)
-            row.update(decision="holdout" if held else "send", playbook_id=best,
-                       arm="holdout" if held else "treatment", expected_value=float(value[best]),
-                       exploration=explore,
-                       reason=why + ("; in this playbook's randomized holdout (not sent)" if held else ""))
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["customer_id", "decision", "playbook_id", "arm", "expected_value",
-                                       "exploration", "alternatives", "reason"])
+    kept = audience.to_numpy(dtype=bool).any(axis=1)
+    if not kept.any():
+        return pd.DataFrame(columns=DECISION_FIELDS)
+    customers = audience.index[kept]
+    members = audience.to_numpy(dtype=bool)[kept]
+    caps = capped.reindex(index=customers, columns=playbooks, fill_value=False).to_numpy(dtype=bool)
+    values = ev.reindex(index=customers, columns=playbooks).to_numpy(dtype=float)
+    reasons = suppressed.reindex(customers).to_numpy(dtype=object)
+    allowed = members & ~caps
+    n = len(customers)
+    ids = customers.tolist()  # plain values: indexing an Arrow-backed index one at a time is slow
+
+    is_suppressed = np.array([isinstance(r, str) and bool(r) for r in reasons], dtype=bool)
+    choosing = ~is_suppressed & allowed.any(axis=1)
+    # The best allowed playbook by expected value, the first in column order on a tie; a missing
+    # value (no model yet) ranks below every value, and when all are missing the first allowed wins.
+    ranked = np.where(allowed & ~np.isnan(values), values, -np.inf)
+    best = np.where(ranked.max(axis=1) > -np.inf, ranked.argmax(axis=1), allowed.argmax(axis=1))
+    explore = np.zeros(n, dtype=bool)
+    explore[choosing] = [stable_unit("explore", run_key, ids[i]) < policy.exploration_share
+                         for i in np.flatnonzero(choosing)]
+    for i in np.flatnonzero(explore):
+        options = np.flatnonzero(allowed[i])
+        best[i] = options[int(stable_unit("explore-pick", run_key, ids[i]) * len(options))]
+    best_value = values[np.arange(n), best]
+    worth_it = explore | (best_value > 0)
+    has_best = choosing & worth_it
+    global_held = np.array([stable_unit("global-holdout", cid) < policy.global_holdout_share for cid in ids],
+                           dtype=bool)
+    held = np.zeros(n, dtype=bool)
+    for i in np.flatnonzero(has_best & ~global_held):
+        playbook = playbooks[best[i]]
+        held[i] = stable_unit("holdout", run_key, playbook, ids[i]) < holdout_shares.get(playbook, 0.0)
+
+    chosen = np.where(has_best, np.array(playbooks, dtype=object)[best], None)
+    why = np.where(explore, "exploration: random eligible playbook", "highest expected value")
+    decision = np.select(
+        [global_held, is_suppressed, ~allowed.any(axis=1), ~has_best, held],
+        ["global_holdout", "suppressed", "capped", "none", "holdout"], "send").astype(object)
+    reason = np.select(
+        [is_suppressed, ~allowed.any(axis=1), ~has_best, held],
+        [reasons, "frequency cap reached for every playbook they qualify for",
+         "no playbook is expected to be worth its send cost",
+         np.char.add(why.astype(str), "; in this playbook's randomized holdout (not sent)")], why).astype(object)
+    for i in np.flatnonzero(global_held):
+        reason[i] = "permanent global holdout (never messaged)" + (
+            f"; would have received {chosen[i]} ({why[i]})" if has_best[i] else "")
+    arm = np.select([~has_best, global_held, held], [None, "global_holdout", "holdout"], "treatment").astype(object)
+    return pd.DataFrame({
+        "customer_id": customers.to_numpy(dtype=object),
+        "decision": decision,
+        "playbook_id": chosen,
+        "arm": arm,
+        "expected_value": [float(v) if h else None for v, h in zip(best_value, has_best)],
+        "exploration": explore & has_best,
+        "alternatives": _alternatives(playbooks, members, allowed, values),
+        "reason": reason,
+    }, columns=DECISION_FIELDS)
+
+
+def _alternatives(playbooks: list[str], members: np.ndarray, allowed: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per customer, the JSON (sorted keys) of each playbook in their audience: "frequency cap", "no
+    uplift model yet", or its expected value rounded to 4 places; what `json.dumps(..., sort_keys=True)`
+    of that dict gives, written a column at a time."""
+    capped_text, no_model = json.dumps("frequency cap"), json.dumps("no uplift model yet")
+    joined = np.full(len(members), "", dtype=object)
+    for j in sorted(range(len(playbooks)), key=lambda j: playbooks[j]):
+        texts = np.where(~allowed[:, j], capped_text, no_model).astype(object)
+        valued = np.flatnonzero(members[:, j] & allowed[:, j] & ~np.isnan(values[:, j]))
+        texts[valued] = [_json_number(v) for v in values[valued, j]]
+        joined = joined + np.where(members[:, j], json.dumps(playbooks[j]) + ": " + texts + ", ", "")
+    return np.array(["{" + text[:-2] + "}" for text in joined], dtype=object)
+
+
+def _json_number(value: float) -> str:
+    """`json.dumps(round(value, 4))`: Python's shortest float text, or JSON's words for the infinities."""
+    value = round(float(value), 4)
+    return repr(value) if math.isfinite(value) else json.dumps(value)
 
 
 def frequency_capped(history: pd.DataFrame, customers, caps: dict[str, tuple[int, int]], as_of) -> pd.DataFrame:

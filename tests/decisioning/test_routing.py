@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from dagster_project.decisioning.routing import (RETENTION_GOALS, RoutingPolicy, expected_values, frequency_capped,
-                                                 goal_values, in_global_holdout, route)
+                                                 goal_values, in_global_holdout, route, stable_unit)
 from dagster_project.decisioning.timing import best_send_hours, next_time_at
 from dagster_project.models.uplift_training import train_playbook_model
 
@@ -254,3 +254,77 @@ def test_effects_inside_overlapping_audiences_route_where_they_work_and_nothing_
     assert (rest["decision"] == "none").mean() > 0.85
     assert (decisions["playbook_id"] == "at_risk_save").mean() < 0.03
     assert rest.loc[rest["decision"] == "none", "reason"].str.contains("worth its send cost").all()
+
+
+def route_one_by_one(audience: pd.DataFrame, capped: pd.DataFrame, ev: pd.DataFrame, suppressed: pd.Series,
+          holdout_shares: dict[str, float], policy: RoutingPolicy, run_key: str) -> pd.DataFrame:
+    """The rules of `routing.route`, as first written: one customer at a time, in order."""
+    playbooks = list(audience.columns)
+    audience = audience.reindex(columns=playbooks, fill_value=False)
+    # Plain arrays, read by position: a pandas lookup per customer and playbook would cost more than the routing.
+    members = audience.to_numpy(dtype=bool)
+    caps = capped.reindex(index=audience.index, columns=playbooks, fill_value=False).to_numpy(dtype=bool)
+    values = ev.reindex(index=audience.index, columns=playbooks).to_numpy(dtype=float)
+    reasons = suppressed.reindex(audience.index).to_numpy(dtype=object)
+    rows = []
+    for i in np.flatnonzero(members.any(axis=1)):
+        cid, value = audience.index[i], dict(zip(playbooks, values[i]))
+        member = [p for p, m in zip(playbooks, members[i]) if m]
+        allowed = [p for p, m, c in zip(playbooks, members[i], caps[i]) if m and not c]
+        alternatives = {p: ("frequency cap" if p not in allowed else "no uplift model yet" if np.isnan(value[p])
+                            else round(float(value[p]), 4)) for p in member}
+        row = {"customer_id": cid, "decision": None, "playbook_id": None, "arm": None, "expected_value": None,
+               "exploration": False, "alternatives": json.dumps(alternatives, sort_keys=True), "reason": ""}
+        global_held = stable_unit("global-holdout", cid) < policy.global_holdout_share
+        best, explore = None, False
+        if isinstance(reasons[i], str) and reasons[i]:
+            row.update(decision="suppressed", reason=reasons[i])
+        elif not allowed:
+            row.update(decision="capped", reason="frequency cap reached for every playbook they qualify for")
+        else:
+            best = max(allowed, key=lambda p: -np.inf if np.isnan(value[p]) else value[p])
+            explore = stable_unit("explore", run_key, cid) < policy.exploration_share
+            if explore:
+                best = allowed[int(stable_unit("explore-pick", run_key, cid) * len(allowed))]
+            if not explore and not value[best] > 0:
+                row.update(decision="none", reason="no playbook is expected to be worth its send cost")
+                best = None
+        why = ("exploration: random eligible playbook" if explore else "highest expected value")
+        if global_held:
+            # The playbook they would have received (if any) is their campaign: treated vs global holdout.
+            row.update(decision="global_holdout", reason="permanent global holdout (never messaged)"
+                       + (f"; would have received {best} ({why})" if best else ""))
+            if best:
+                row.update(playbook_id=best, arm="global_holdout", expected_value=float(value[best]),
+                           exploration=explore)
+        elif best:
+            held = stable_unit("holdout", run_key, best, cid) < holdout_shares.get(best, 0.0)
+            row.update(decision="holdout" if held else "send", playbook_id=best,
+                       arm="holdout" if held else "treatment", expected_value=float(value[best]),
+                       exploration=explore,
+                       reason=why + ("; in this playbook's randomized holdout (not sent)" if held else ""))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["customer_id", "decision", "playbook_id", "arm", "expected_value",
+                                       "exploration", "alternatives", "reason"])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_routing_on_whole_arrays_decides_as_one_customer_at_a_time(seed):
+    # Every branch at once: suppressed, capped, no model (NaN), ties, nothing worth it, exploration,
+    # both holdouts, customers in no audience; shares large enough that each happens often.
+    rng = np.random.default_rng(seed)
+    n, playbooks = 3000, ["win_back", "at_risk_save", "cadence_mismatch", "onboarding"]
+    customers = pd.Index([f"C{i:05d}" for i in range(n)], name="customer_id")
+    audience = pd.DataFrame(rng.random((n, 4)) < 0.5, index=customers, columns=playbooks)
+    capped = pd.DataFrame(rng.random((n, 4)) < 0.2, index=customers, columns=playbooks)
+    ev = pd.DataFrame(rng.choice([-1.0, 0.0, 0.25, 0.5, 1.123456789], (n, 4)), index=customers, columns=playbooks)
+    ev = ev.mask(rng.random((n, 4)) < 0.15)  # no model yet
+    ev["onboarding"] = np.nan  # a playbook with no model at all
+    suppressed = pd.Series(np.where(rng.random(n) < 0.1, "unsubscribed", None), index=customers, dtype=object)
+    policy = RoutingPolicy(global_holdout_share=0.15, exploration_share=0.2)
+    shares = {"win_back": 0.3, "at_risk_save": 0.1, "cadence_mismatch": 0.0}
+    fast = route(audience, capped, ev, suppressed, shares, policy, "2026-11-25")
+    slow = route_one_by_one(audience, capped, ev, suppressed, shares, policy, "2026-11-25")
+    assert set(fast["decision"]) == {"send", "holdout", "global_holdout", "suppressed", "capped", "none"}
+    assert fast["exploration"].any() and fast["alternatives"].str.contains("no uplift model yet").any()
+    pd.testing.assert_frame_equal(fast, slow)
