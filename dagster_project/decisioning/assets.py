@@ -252,13 +252,17 @@ def decide_chunk(warehouse: WarehouseInterface, run: RoutingRun, chunk: KeyRange
                   else tx.read_df(ENGAGEMENT_SQL.format(before="cast(? as timestamp)", where=f"and {IN_CHUNK}"),
                                   [run.at, *chunk.bounds]))
     models, briefs, policy = run.models, run.briefs, run.policy
-    uplift = pd.DataFrame({p: models[p][1].predict(features) if p in models else np.nan for p in playbooks},
-                          index=member.index)
+    caps = {p: (briefs.get(p).frequency_cap.max_messages, briefs.get(p).frequency_cap.per_days) for p in playbooks}
+    capped = frequency_capped(history, member.index, caps, run.at)
+    # Uplift only where routing can use it: a playbook's audience, less those capped for it.
+    uplift = pd.DataFrame(np.nan, index=member.index, columns=playbooks)
+    for p in playbooks:
+        rows = member[p].to_numpy(dtype=bool) & ~capped[p].to_numpy(dtype=bool)
+        if p in models and rows.any():
+            uplift.loc[rows, p] = models[p][1].predict(features[rows])
     goal_of = {p: GOALS[p][0] for p in playbooks}
     ev = expected_values(uplift, goal_of, policy, clv)
     values = goal_values(member.index, goal_of, policy, clv)
-    caps = {p: (briefs.get(p).frequency_cap.max_messages, briefs.get(p).frequency_cap.per_days) for p in playbooks}
-    capped = frequency_capped(history, member.index, caps, run.at)
     decisions = route(member, capped, ev, suppressed, {p: briefs.get(p).holdout_share for p in playbooks}, policy,
                       run_key=run.as_of.isoformat())
     return _annotate(decisions, uplift, values, clv, features, events, run)

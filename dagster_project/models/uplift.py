@@ -94,18 +94,19 @@ def _as_array(X) -> np.ndarray:
     return X
 
 
-def _as_changed(values) -> np.ndarray:
-    """What each what-if column holds once `_as_array` has seen it: a NaN value makes a column with
-    no values at all, which `_as_array` sets to 0."""
-    values = np.asarray(values, float)
-    return np.where(np.isnan(values), 0.0, values)
+def _as_rows(X) -> np.ndarray:
+    """Rows to predict, as given: a blank stays blank (the trees' missing-value branch, the linear
+    model's imputed median), so each row's prediction is its own whatever else is in the batch.
+    (`_as_array`'s zeros are for training: a batch of rows without one column's values would
+    otherwise be predicted as if they had zeros there.)"""
+    return np.array(X, dtype=float)
 
 
 def _with_each(model, X: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Rows x columns: `model`'s output (`_predict_outcome`: a classifier's probability, a regressor's
     prediction) for `X` with column j set to `values[j]` and the rest as they are, for every j.
 
-    `X` as `_as_array` makes it, `values` as `_as_changed` makes them. A boosted model's output is a
+    `X` as `_as_rows` makes it. A boosted model's output is a
     link of the sum of its trees, and setting column j changes only the trees that split on it: each
     tree is evaluated again once per column it splits on, not once per column of the table (at 1M
     customers, reason codes predicted every column of every routed customer with every tree).
@@ -181,7 +182,7 @@ class TLearner:
 
     def outcomes(self, X) -> tuple[np.ndarray, np.ndarray]:
         """(mu0, mu1): predicted outcome without and with the treatment."""
-        X = _as_array(X)
+        X = _as_rows(X)
         return (_predict_outcome(self.models[False], X, self.binary),
                 _predict_outcome(self.models[True], X, self.binary))
 
@@ -191,8 +192,7 @@ class TLearner:
 
     def predict_with_each(self, X, values) -> np.ndarray:
         """Rows x columns: `predict` with column j set to `values[j]`, for every j (`_with_each`)."""
-        X = _as_array(X)
-        values = _as_changed(values)
+        X, values = _as_rows(X), np.asarray(values, float)
         return _with_each(self.models[True], X, values) - _with_each(self.models[False], X, values)
 
 
@@ -224,12 +224,11 @@ class DRLearner:
         return self
 
     def predict(self, X) -> np.ndarray:
-        return self.effect_model.predict(_as_array(X))
+        return self.effect_model.predict(_as_rows(X))
 
     def predict_with_each(self, X, values) -> np.ndarray:
         """Rows x columns: `predict` with column j set to `values[j]`, for every j (`_with_each`)."""
-        X = _as_array(X)
-        return _with_each(self.effect_model, X, _as_changed(values))
+        return _with_each(self.effect_model, _as_rows(X), np.asarray(values, float))
 
 
 @dataclass
@@ -253,7 +252,7 @@ class XLearner:
         return self
 
     def predict(self, X) -> np.ndarray:
-        X = _as_array(X)
+        X = _as_rows(X)
         # Weight each arm's effect model by the other arm's share (Kunzel et al.): the effect
         # imputed for the small arm uses the model of the big arm, so it is the more precise one.
         e = self.propensity
@@ -261,8 +260,7 @@ class XLearner:
 
     def predict_with_each(self, X, values) -> np.ndarray:
         """Rows x columns: `predict` with column j set to `values[j]`, for every j (`_with_each`)."""
-        X = _as_array(X)
-        values, e = _as_changed(values), self.propensity
+        X, values, e = _as_rows(X), np.asarray(values, float), self.propensity
         return (e * _with_each(self.effect_models[False], X, values)
                 + (1 - e) * _with_each(self.effect_models[True], X, values))
 
@@ -283,7 +281,7 @@ class InteractionLearner:
     model: object = None
 
     def _standardised(self, X) -> np.ndarray:
-        Z = self.imputer.transform(_as_array(X))
+        Z = self.imputer.transform(_as_rows(X))
         mean, sd = self.scale
         return np.clip((Z - mean) / sd, -5.0, 5.0)
 
@@ -314,12 +312,14 @@ class InteractionLearner:
     def predict_with_each(self, X, values) -> np.ndarray:
         """Rows x columns: the uplift `predict` gives for a row with column j set to `values[j]`
         and the rest as they are, for every j at once (each changes one term of the linear part).
-        A NaN value is taken as `predict` takes a column with no values at all: as 0."""
+        A NaN value is taken as `predict` takes a blank: as the training median."""
         Z = self._standardised(X)
         if isinstance(self.model, _ConstantModel):
             return np.zeros(Z.shape)
         mean, sd = self.scale
-        moved = np.clip((np.nan_to_num(np.asarray(values, float), nan=0.0) - mean) / sd, -5.0, 5.0)[None, :] - Z
+        values = np.asarray(values, float)
+        values = np.where(np.isnan(values), self.imputer.statistics_, values)
+        moved = np.clip((values - mean) / sd, -5.0, 5.0)[None, :] - Z
         coef, p = np.ravel(self.model.coef_), Z.shape[1]
         base, effect, shift = coef[:p], coef[p + 1:], coef[p] + np.ravel(self.model.intercept_)[0]
         control = (Z @ base + np.ravel(self.model.intercept_)[0])[:, None] + moved * base

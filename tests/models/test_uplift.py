@@ -160,10 +160,24 @@ def test_tree_learners_compute_every_what_if_tree_by_tree_as_one_by_one(learner,
         assert each.shape == rows.shape
         assert np.allclose(each, what_if_one_by_one(model, rows, values), rtol=0, atol=1e-12)
     assert not np.allclose(each, model.predict(rows)[:, None])  # the what-ifs do move predictions
-    blank = rows.copy()
-    blank[:, 1] = np.nan  # a column with no values at all in these rows: zero, as predict takes it
-    assert np.allclose(model.predict_with_each(blank, [0.0, 3.0, np.nan, 9.0]),
-                       what_if_one_by_one(model, blank, [0.0, 3.0, np.nan, 9.0]), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("learner", ["t_learner", "x_learner", "dr_learner", "interaction_learner"])
+def test_a_rows_prediction_does_not_depend_on_the_other_rows_in_the_batch(learner):
+    X, t, y, _ = campaign(3000, seed=5)
+    X = X.to_numpy(copy=True)
+    X[::7, 2] = np.nan
+    model = make_learner(learner, seed=0).fit(X, t, y)
+    rows = X[:200].copy()
+    rows[:, 1] = np.nan  # these rows have no value in column 1: blanks, not zeros
+    together = model.predict(rows)
+    assert np.allclose(together, [model.predict(rows[i:i + 1])[0] for i in range(len(rows))], rtol=0, atol=1e-12)
+    mixed = np.vstack([rows, X[200:400]])  # the same rows beside others that have the value
+    assert np.allclose(model.predict(mixed)[:200], together, rtol=0, atol=1e-12)
+    if learner != "interaction_learner":  # the linear model's blank is its median, which may be ~0 here
+        zeros = rows.copy()
+        zeros[:, 1] = 0.0
+        assert not np.allclose(model.predict(zeros), together)
 
 
 @pytest.mark.parametrize("learner", ["t_learner", "x_learner", "dr_learner"])
