@@ -321,16 +321,18 @@ def per_customer_inputs(warehouse: WarehouseInterface, run: RoutingRun) -> Itera
 def _annotate(decisions: pd.DataFrame, uplift, values, clv, features, events, run: RoutingRun) -> pd.DataFrame:
     """Add goal, uplift, goal value, reason codes, model version and the send hour to routed rows."""
     as_of, at, models = run.as_of, run.at, run.models
-    decisions["goal"] = decisions["playbook_id"].map(lambda p: GOALS[p][0] if isinstance(p, str) else None)
+    # Plain lists: a row at a time through Arrow-backed string columns costs more than the work.
+    customers, playbooks = decisions["customer_id"].tolist(), decisions["playbook_id"].tolist()
+    has_playbook = [isinstance(p, str) for p in playbooks]
+    decisions["goal"] = [GOALS[p][0] if h else None for p, h in zip(playbooks, has_playbook)]
     decisions["expected_uplift"] = _routed_cells(uplift, decisions)
     decisions["goal_value"] = _routed_cells(values, decisions)
     clv_ids = set(clv.index) if clv is not None else set()
     decisions["reason"] = [reason + f"; goal worth {value:.2f} (margin on predicted 12-month CLV)"
-                           if isinstance(p, str) and GOALS[p][0] in RETENTION_GOALS and c in clv_ids else reason
-                           for c, p, value, reason in zip(decisions["customer_id"], decisions["playbook_id"],
-                                                          decisions["goal_value"], decisions["reason"])]
-    decisions["model_version"] = decisions["playbook_id"].map(
-        lambda p: models[p][0] if isinstance(p, str) and p in models else None)
+                           if h and GOALS[p][0] in RETENTION_GOALS and c in clv_ids else reason
+                           for c, p, h, value, reason in zip(customers, playbooks, has_playbook,
+                                                             decisions["goal_value"], decisions["reason"].tolist())]
+    decisions["model_version"] = [models[p][0] if h and p in models else None for p, h in zip(playbooks, has_playbook)]
     codes = pd.Series([[] for _ in range(len(decisions))], index=decisions.index, dtype=object)
     for playbook, rows in decisions[decisions["playbook_id"].notna()].groupby("playbook_id"):
         if playbook in models:
@@ -338,18 +340,18 @@ def _annotate(decisions: pd.DataFrame, uplift, values, clv, features, events, ru
             codes.loc[rows.index] = pd.Series(reasons, index=rows.index, dtype=object)
     decisions["reason_codes"] = codes.map(json.dumps)
     # A send time only for customers routed to the campaign (the global holdout is never sent to).
-    routed = decisions["arm"].isin(["treatment", "holdout"])
+    routed = decisions["arm"].isin(["treatment", "holdout"]).to_numpy()
     # Shrunk toward the whole store's hours, not this chunk's customers'.
-    hours = best_send_hours(events, decisions["customer_id"], store_counts=run.store_hours).set_index(
+    hours = best_send_hours(events, decisions["customer_id"][routed], store_counts=run.store_hours).set_index(
         "customer_id")["send_hour_of_week"]
     decisions["send_hour_of_week"] = decisions["customer_id"].map(hours).where(routed)
-    decisions["send_at"] = [next_time_at(int(h), at) if r else None
+    send_at = [next_time_at(hour, at) for hour in range(HOURS)]  # the run's moment of each hour of the week
+    decisions["send_at"] = [send_at[int(h)] if r else None
                             for h, r in zip(decisions["send_hour_of_week"].fillna(0), routed)]
-    decisions["campaign_id"] = decisions["playbook_id"].map(
-        lambda p: f"pb-{p}-{as_of.isoformat()}" if isinstance(p, str) else None)
-    decisions["assignment_id"] = [_id("as", as_of, c, p) if isinstance(p, str) else None
-                                  for c, p in zip(decisions["customer_id"], decisions["playbook_id"])]
-    decisions["decision_id"] = [_id("rd", as_of, c, "") for c in decisions["customer_id"]]
+    decisions["campaign_id"] = [f"pb-{p}-{as_of.isoformat()}" if h else None for p, h in zip(playbooks, has_playbook)]
+    decisions["assignment_id"] = [_id("as", as_of, c, p) if h else None
+                                  for c, p, h in zip(customers, playbooks, has_playbook)]
+    decisions["decision_id"] = [_id("rd", as_of, c, "") for c in customers]
     decisions["run_date"] = as_of
     decisions["decided_at"] = run.decided_at
     return decisions[list(DECISION_COLUMNS)]

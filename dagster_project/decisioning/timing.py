@@ -43,7 +43,8 @@ def best_send_hours(events: pd.DataFrame, customers, prior_events: float = PRIOR
     if len(events):
         codes = customers.get_indexer(events["customer_id"])
         keep = codes >= 0
-        np.add.at(counts, (codes[keep], hour_of_week(events["occurred_at"])[keep]), 1.0)
+        cells = codes[keep] * HOURS + hour_of_week(events["occurred_at"])[keep]
+        counts += np.bincount(cells, minlength=counts.size).reshape(counts.shape)
     if store_counts is None:
         store_counts = counts.sum(axis=0)
     elif np.shape(store_counts) != (HOURS,):
