@@ -29,7 +29,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from dagster_project.project import check_duckdb_file_name, duckdb_path, positive_int_env
+from dagster_project.project import check_duckdb_file_name, positive_int_env
 
 if TYPE_CHECKING:
     from dagster_project.resources.snowflake import SnowflakeWarehouse
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 LOCK_WAIT_SECONDS = 30.0
 MEMORY_LIMIT_ENV = "NEXTBEST_DUCKDB_MEMORY_LIMIT"
 DEFAULT_MEMORY_LIMIT = "6GB"
+# Write-ahead log a `kept_open` block may gather before DuckDB checkpoints (its default: 16MB).
+KEPT_OPEN_CHECKPOINT = "1GB"
+_KEPT_OPEN: set[str] = set()  # the files a `kept_open` block of this process holds open
 
 
 def memory_limit() -> str:
@@ -632,9 +635,27 @@ class DuckDBWarehouse(WarehouseInterface, dg.ConfigurableResource):
     def kept_open(self) -> Iterator[None]:
         """The file stays open for the block: a process's connections share one open database, so each
         transaction's connection costs almost nothing (instead of reopening the file). Other processes
-        wait for the block to end, as for any writer."""
-        with self.connect():
-            yield
+        wait for the block to end, as for any writer.
+
+        Inside the block DuckDB checkpoints (folds its write-ahead log into the file) only past
+        `KEPT_OPEN_CHECKPOINT` of log, and once more when the block ends, instead of at every commit past
+        16MB: a checkpoint rewrites the row groups a commit touched, and the service export's rounds
+        of 50,000 outbox updates each paid one (1M customers: 142.7 -> 108.9 s, +0.75 GB peak).
+        """
+        key = str(Path(self.path).expanduser().resolve())
+        outermost = key not in _KEPT_OPEN
+        with self.connect() as con:
+            # A setting of the open database, which every connection to it shares: the outermost block
+            # sets it and puts DuckDB's default back.
+            if outermost:
+                con.execute(f"set checkpoint_threshold = '{KEPT_OPEN_CHECKPOINT}'")
+                _KEPT_OPEN.add(key)
+            try:
+                yield
+            finally:
+                if outermost:
+                    _KEPT_OPEN.discard(key)
+                    con.execute("reset checkpoint_threshold")
 
     def table_row_counts(self, schema: str) -> dict[str, int]:
         """Rows per table in one schema (empty when the schema does not exist)."""

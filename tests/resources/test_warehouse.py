@@ -251,3 +251,25 @@ def test_python_steps_cap_duckdb_memory_like_dbt(tmp_path, monkeypatch):
     monkeypatch.setenv("NEXTBEST_DUCKDB_MEMORY_LIMIT", "lots")
     with pytest.raises(ValueError, match="NEXTBEST_DUCKDB_MEMORY_LIMIT='lots'"):
         connect_duckdb(path)
+
+
+def test_a_kept_open_block_checkpoints_less_often_and_puts_the_setting_back(wh):
+    def threshold(con) -> str:
+        return con.execute("select current_setting('checkpoint_threshold')").fetchone()[0]
+
+    with wh.connect() as con:
+        default = threshold(con)
+    with wh.kept_open():
+        with wh.connect() as con:  # every connection of the block shares the open database's setting
+            inside = threshold(con)
+        with wh.kept_open():
+            pass
+        with wh.connect() as con:
+            assert threshold(con) == inside  # a nested block leaves the outer one's
+        wh.write_df("nextbest", "t", pd.DataFrame({"x": range(1000)}))
+        with wh.connect() as con:
+            con.execute("update nextbest.t set x = x + 1")
+    assert inside != default and inside.endswith("MiB") and float(inside.split()[0]) > 900  # ~1GB, not 16MB
+    with wh.connect() as con:
+        assert threshold(con) == default
+        assert con.execute("select sum(x) from nextbest.t").fetchone()[0] == sum(range(1, 1001))
