@@ -32,7 +32,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
+import orjson
 import pandas as pd
 
 from dagster_project.ingest.contract import NEXTBEST_SCHEMA, create_raw_schema
@@ -200,9 +202,20 @@ def validate_drafts(batch_id: str, drafts: pd.DataFrame, kind: str = "message",
     return problems
 
 
+def parse_json(text: str | bytes) -> Any:
+    """`json.loads`, through orjson first: a profile export checks (and the file sink reads back) a
+    JSON text per customer, 2M at 1M customers, and orjson parses one several times faster. What
+    orjson refuses and Python's parser takes (NaN, lone surrogates) falls back to the latter.
+    For a text's shape and its strings: orjson reads integers past 64 bits as floats."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _is_json_object(text) -> bool:
     try:
-        return isinstance(json.loads(str(text)), dict)
+        return isinstance(parse_json(str(text)), dict)
     except ValueError:
         return False
 

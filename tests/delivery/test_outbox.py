@@ -220,6 +220,17 @@ def test_profile_updates_are_validated_naming_row_and_field(warehouse):
         enqueue_batch(warehouse, "b1", drafts("b1", ["c1"]), destination="helpdesk")
 
 
+def test_profile_bodies_are_judged_as_pythons_json_parser_judges_them():
+    from dagster_project.delivery.outbox import _not_json_objects, parse_json
+
+    # orjson first; what it refuses and Python's parser takes (NaN, lone surrogates) still passes.
+    bodies = pd.Series(['{"a": 1}', '{"a": NaN}', '{"n": 123456789012345678901234567890}', '{"a": 1,}',
+                        '{"a": "\\ud800"}', "[1]", "{}"])
+    assert _not_json_objects(bodies).tolist() == [False, False, False, True, False, True, False]
+    assert parse_json('{"a": NaN}')["a"] != parse_json('{"a": NaN}')["a"]  # NaN, through the fallback
+    assert parse_json('{"send_id": "s1"}') == {"send_id": "s1"}
+
+
 def test_every_bad_profile_update_in_a_batch_is_named_in_row_order(warehouse):
     bad = updates("p1", ["c1", "c2", "c3", "c4", "c5", "c6"])
     bad.loc[0, "body"] = ' {"nextbest_plan": "single"} '  # fine: JSON allows the spaces

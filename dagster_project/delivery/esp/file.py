@@ -19,6 +19,7 @@ from pydantic import Field, PrivateAttr
 from dagster_project.delivery.esp.base import (
     EspError, EspResource, OutboundMessage, PermanentEspError, ProfileUpdate, SendResult,
 )
+from dagster_project.delivery.outbox import parse_json
 
 
 class FileEsp(EspResource):
@@ -59,7 +60,7 @@ class FileEsp(EspResource):
             if not line.strip():
                 continue
             try:
-                self._seen.add(json.loads(line)["send_id"])
+                self._seen.add(parse_json(line)["send_id"])
             except (ValueError, KeyError):
                 # A torn line from a crash mid-write: that message was not written.
                 continue
