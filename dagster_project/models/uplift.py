@@ -125,7 +125,7 @@ def _with_each(model, X: np.ndarray, values: np.ndarray) -> np.ndarray:
         splits = [np.unique(tree.nodes["feature_idx"][tree.nodes["is_leaf"] == 0]) for tree in trees]
         known_categories, feature_map = model._bin_mapper.make_known_categories_bitsets()
         inverse_link = model._loss.link.inverse
-        raw = model._raw_predict(X)[:, 0]
+        baseline = float(model._baseline_prediction[0, 0])
         X = np.ascontiguousarray(model._preprocess_X(X, reset=False))
         n_threads = _openmp_effective_n_threads()
     except (AttributeError, ImportError, KeyError, TypeError, ValueError):
@@ -139,22 +139,23 @@ def _with_each(model, X: np.ndarray, values: np.ndarray) -> np.ndarray:
     def tree_output(i: int, rows: np.ndarray) -> np.ndarray:
         return trees[i].predict(rows, known_categories, feature_map, n_threads)
 
+    # Each tree's output once; summed from the baseline in tree order, as `_raw_predict` sums them.
+    base = [tree_output(i, X) for i in range(len(trees))]
+    raw = np.full(n, baseline)
+    for output in base:
+        raw += output
     trees_of = {}
     for i, columns in enumerate(splits):
         for j in columns:
             trees_of.setdefault(int(j), []).append(i)
     raw_each = np.repeat(raw[:, None], p, axis=1)
-    base: dict[int, np.ndarray] = {}
     changed = X.copy()
     for j, tree_ids in trees_of.items():
         changed[:, j] = values[j]
         for i in tree_ids:
-            if i not in base:
-                base[i] = tree_output(i, X)
             raw_each[:, j] += tree_output(i, changed) - base[i]
         changed[:, j] = X[:, j]
     return inverse_link(raw_each)
-
 
 
 def _effect_model(X: np.ndarray, target: np.ndarray, seed: int):
