@@ -215,38 +215,55 @@ cancellation_facts as (
     'payment_facts': ['payment_failures'],
     'cancellation_facts': ['cancellations', 'upgrades'],
 } %}
-{% set all_counters = [] %}
-{% for names in counters.values() %}{% do all_counters.extend(names) %}{% endfor %}
 
-stacked as (
+{% for cte, names in counters.items() %}
+{{ cte }}_by_day as (
 
-    {% for cte, names in counters.items() %}
     select
         customer_id,
         activity_date,
-        {%- for counter in all_counters %}
-        {% if counter in names %}{{ counter }}{% else %}0{% endif %} as {{ counter }}{{ ',' if not loop.last }}
+        {%- for counter in names %}
+        cast(sum({{ counter }}) as {{ type_money() if counter == 'spend' else dbt.type_int() }})
+            as {{ counter }}{{ ',' if not loop.last }}
         {%- endfor %}
+
     from {{ cte }}
-    {% if not loop.last %}union all{% endif %}
+    group by customer_id, activity_date
+
+),
+{% endfor %}
+
+activity_days as (
+
+    {% for cte in counters %}
+    select customer_id, activity_date from {{ cte }}_by_day
+    {% if not loop.last %}union{% endif %}
     {% endfor %}
 
 ),
 
 final as (
 
-    -- 4-byte counts and money, not the 16-byte integers DuckDB sums into: a row per
-    -- customer per active day adds up, and every feature and label point reads them
+    -- Each kind of fact summed per customer and day on its own, then joined to the days
+    -- anything happened: at 1M customers one sum of all 34 counters over the facts stacked
+    -- (63M rows) took 92 s, these narrow sums and the joins 84 s. 4-byte counts and money,
+    -- not the 16-byte integers DuckDB sums into: every feature and label point reads them.
     select
-        customer_id,
-        activity_date,
-        {%- for counter in all_counters %}
-        cast(sum({{ counter }}) as {{ type_money() if counter == 'spend' else dbt.type_int() }})
-            as {{ counter }}{{ ',' if not loop.last }}
+        activity_days.customer_id,
+        activity_days.activity_date,
+        {%- for cte, names in counters.items() %}
+        {%- set outer_loop = loop %}
+        {%- for counter in names %}
+        coalesce({{ cte }}_by_day.{{ counter }}, 0) as {{ counter }}{{ ',' if not (outer_loop.last and loop.last) }}
+        {%- endfor %}
         {%- endfor %}
 
-    from stacked
-    group by customer_id, activity_date
+    from activity_days
+    {%- for cte in counters %}
+    left join {{ cte }}_by_day
+        on activity_days.customer_id = {{ cte }}_by_day.customer_id
+        and activity_days.activity_date = {{ cte }}_by_day.activity_date
+    {%- endfor %}
 
 )
 
