@@ -2,7 +2,8 @@
 
 Reads the brief audiences (`analytics.customer_segments`, `analytics.customer_tags`),
 suppression (raw.customers opt-in, unsubscribes / bounces / complaints in
-raw.email_events), frequency caps (`nextbest.assignments`), the newest uplift
+raw.email_events), frequency caps (`nextbest.assignments`: each brief's, and no playbook
+within `contact_cap_days` of a customer's last assignment), the newest uplift
 model per playbook that passed its check, point-in-time features at the
 run date, and predicted 12-month CLV (`nextbest.customer_predictions`, when it
 exists) as the value of a retention goal. Appends one row per decided customer to `nextbest.routing_decisions`
@@ -85,6 +86,9 @@ class RoutingConfig(dg.Config):
     global_holdout_share: float = Field(default=0.05, description="Customers never messaged (stable by id).")
     exploration_share: float = Field(default=0.05, description="Share routed to a random eligible playbook.")
     send_cost: float = Field(default=RoutingPolicy().send_cost, description="Cost of one send, store currency.")
+    contact_cap_days: int = Field(default=RoutingPolicy().contact_cap_days, ge=0,
+                                  description="Days after any assignment before a customer is routed again "
+                                              "(any playbook; 0: only each brief's own cap).")
 
 
 @dataclass
@@ -253,7 +257,7 @@ def decide_chunk(warehouse: WarehouseInterface, run: RoutingRun, chunk: KeyRange
                                   [run.at, *chunk.bounds]))
     models, briefs, policy = run.models, run.briefs, run.policy
     caps = {p: (briefs.get(p).frequency_cap.max_messages, briefs.get(p).frequency_cap.per_days) for p in playbooks}
-    capped = frequency_capped(history, member.index, caps, run.at)
+    capped = frequency_capped(history, member.index, caps, run.at, policy.contact_cap_days)
     # Uplift only where routing can use it: a playbook's audience, less those capped for it.
     uplift = pd.DataFrame(np.nan, index=member.index, columns=playbooks)
     for p in playbooks:
@@ -421,7 +425,8 @@ def routing_decisions(context: dg.AssetExecutionContext, config: RoutingConfig,
                       warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
     as_of = date.fromisoformat(config.as_of or default_as_of())
     policy = RoutingPolicy(global_holdout_share=config.global_holdout_share,
-                           exploration_share=config.exploration_share, send_cost=config.send_cost)
+                           exploration_share=config.exploration_share, send_cost=config.send_cost,
+                           contact_cap_days=config.contact_cap_days)
     with warehouse.kept_open():  # a few transactions per chunk: keep what opening the file costs
         return _route(context, warehouse, as_of, policy)
 

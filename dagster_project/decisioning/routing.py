@@ -10,7 +10,8 @@ Order of the rules, per customer:
    rules 2-4 still pick the playbook they would have received, recorded with arm
    `global_holdout` so campaigns can be compared with customers who get nothing;
 2. suppression (opted out, unsubscribed, bounced, complained): never messaged;
-3. playbooks the customer is in the audience of and not capped for;
+3. playbooks the customer is in the audience of and not capped for (each brief's own cap, and
+   no playbook at all within `contact_cap_days` of the customer's last assignment);
 4. exploration: a small stable-random share gets a random allowed playbook,
    so every playbook keeps collecting randomized data;
    otherwise the best allowed playbook if its expected value is positive, else none;
@@ -56,6 +57,10 @@ SEND_COST = 0.25
 # which ~9 in 10 of those who get the offer go on to receive. Paid whether or not the message
 # changed anything, so a discount is worth sending only where it moves enough customers.
 OFFER_COSTS = {"at_risk_save": 3.5, "high_ltv_recovery": 3.5}
+# Days after any assignment (any playbook, any arm) before a customer is routed again. Each brief's
+# own cap only stops a repeat of that playbook: without this, a customer capped for yesterday's
+# playbook would get the next best one today, and another tomorrow.
+CONTACT_CAP_DAYS = 7
 
 DECISIONS = ("send", "holdout", "global_holdout", "suppressed", "capped", "none")
 # What `route` returns per customer.
@@ -73,6 +78,7 @@ class RoutingPolicy:
     goal_values: dict = field(default_factory=lambda: dict(GOAL_VALUES))
     clv_margin_rate: float = CLV_MARGIN_RATE
     offer_costs: dict = field(default_factory=lambda: dict(OFFER_COSTS))
+    contact_cap_days: int = CONTACT_CAP_DAYS
 
     def cost(self, playbook: str) -> float:
         """What one send of `playbook` costs in margin: the send plus its offer, if any."""
@@ -217,20 +223,27 @@ def _json_number(value: float) -> str:
     return repr(value) if math.isfinite(value) else json.dumps(value)
 
 
-def frequency_capped(history: pd.DataFrame, customers, caps: dict[str, tuple[int, int]], as_of) -> pd.DataFrame:
+def frequency_capped(history: pd.DataFrame, customers, caps: dict[str, tuple[int, int]], as_of,
+                     contact_days: int = 0) -> pd.DataFrame:
     """customers x playbooks: True where the playbook's cap is already used up at `as_of`.
 
     `history`: past assignments (customer_id, playbook_id, assigned_at), both arms: a
     customer held out of a playbook is not re-assigned to it inside the cap window either,
     so the holdout stays clean until its goal window has passed.
+    `contact_days` (`RoutingPolicy.contact_cap_days`; 0: off): a customer assigned any playbook in
+    the last that many days before `as_of` is capped for every playbook. An assignment on `as_of`
+    itself is this run date's own: deciding the date again decides it as the first time did.
     """
     as_of = pd.Timestamp(as_of)
     out = pd.DataFrame(False, index=pd.Index(customers, name="customer_id"), columns=list(caps))
+    past = history[history["assigned_at"] <= as_of]
     for playbook, (max_messages, per_days) in caps.items():
-        recent = history[(history["playbook_id"] == playbook)
-                         & (history["assigned_at"] > as_of - pd.Timedelta(days=per_days))
-                         & (history["assigned_at"] <= as_of)]
+        recent = past[(past["playbook_id"] == playbook) & (past["assigned_at"] > as_of - pd.Timedelta(days=per_days))]
         counts = recent.groupby("customer_id").size()
         full = counts.index[counts >= max_messages]
         out.loc[out.index.intersection(full), playbook] = True
+    if contact_days > 0:
+        contacted = past.loc[(past["assigned_at"] > as_of - pd.Timedelta(days=contact_days))
+                             & (past["assigned_at"] < as_of), "customer_id"]
+        out.loc[out.index.isin(contacted)] = True
     return out

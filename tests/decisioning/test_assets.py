@@ -86,10 +86,27 @@ def test_train_route_and_append(store, wh):
     assert all((arm == "global_holdout") == (decision == "global_holdout") for arm, decision in new)
 
 
+def test_the_next_day_does_not_route_yesterdays_customers_again(store, wh):
+    routed = set(store.execute("select customer_id from nextbest.assignments where assigned_at = ?",
+                               [datetime.combine(END, datetime.min.time())]).df()["customer_id"])
+    assert routed, "test_train_route_and_append routes END first"
+    next_day = date.fromordinal(END.toordinal() + 1)
+    decided = decide(wh, next_day, RoutingPolicy()).set_index("customer_id")
+    again = decided.loc[decided.index.intersection(sorted(routed))]
+    # Capped (or held out for good, or suppressed): no playbook, no arm, so no assignment either.
+    assert len(again) and again["decision"].isin(["capped", "global_holdout", "suppressed"]).all()
+    assert (again["decision"] == "capped").any()
+    assert again["playbook_id"].isna().all() and again["arm"].isna().all()
+    # Only each brief's own cap: some of them get another playbook the next day.
+    uncapped = decide(wh, next_day, RoutingPolicy(contact_cap_days=0)).set_index("customer_id")
+    assert uncapped.loc[again.index, "decision"].isin(["send", "holdout", "global_holdout"]).any()
+
+
 def test_global_holdout_is_assigned_to_the_campaign_it_would_have_joined(store, wh):
     run_date = date(2026, 6, 2)  # a date of its own: test_train_route_and_append wrote END
     train_and_register(store, END)
-    decisions = decide(wh, run_date, RoutingPolicy(global_holdout_share=0.2))
+    # No contact cap: END's customers, routed the day before, are routed again here.
+    decisions = decide(wh, run_date, RoutingPolicy(global_holdout_share=0.2, contact_cap_days=0))
     write_decisions(wh, [decisions], run_date)
     arms = store.execute("""select campaign_id, playbook_id, arm, count(*) as n from nextbest.assignments
                             where assigned_at = ? group by all""", [run_date]).df()

@@ -108,6 +108,22 @@ def test_frequency_caps_hold(models):
     assert (decisions["decision"] == "capped").all() and decisions["playbook_id"].isna().all()
 
 
+def test_a_contact_cap_holds_every_playbook_after_any_assignment():
+    ids = ["A", "B", "C", "D", "E"]
+    history = pd.DataFrame({"customer_id": ["A", "B", "C", "D", "E"],
+                            "playbook_id": ["expansion"] * 5,
+                            "assigned_at": pd.to_datetime(["2026-11-24", "2026-11-18", "2026-11-19", "2026-11-26",
+                                                           "2026-11-25"])})
+    caps = {"cadence_mismatch": (1, 30), "at_risk_save": (2, 21)}  # neither is the playbook they were sent
+    capped = frequency_capped(history, ids, caps, "2026-11-25", contact_days=7)
+    assert capped.loc["A"].all()                 # any playbook yesterday: capped for all of them
+    assert not capped.loc["B"].any()             # exactly 7 days ago: free again
+    assert capped.loc["C"].all()                 # 6 days ago
+    assert not capped.loc["D"].any()             # an assignment after the run date does not count
+    assert not capped.loc["E"].any()             # nor the run date's own (deciding it again)
+    assert not frequency_capped(history, ids, caps, "2026-11-25").to_numpy().any()  # contact_days=0: off
+
+
 def test_global_holdout_is_stable_and_about_five_percent():
     ids = [f"C{i:08d}" for i in range(20000)]
     first = in_global_holdout(ids)
