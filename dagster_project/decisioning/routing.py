@@ -143,11 +143,11 @@ def route(audience: pd.DataFrame, capped: pd.DataFrame, ev: pd.DataFrame, suppre
     """
     playbooks = list(audience.columns)
     audience = audience.reindex(columns=playbooks, fill_value=False)
-    kept = audience.to_numpy(dtype=bool).any(axis=1)
+    members = audience.to_numpy(dtype=bool)
+    kept = members.any(axis=1)
     if not kept.any():
         return pd.DataFrame(columns=DECISION_FIELDS)
-    customers = audience.index[kept]
-    members = audience.to_numpy(dtype=bool)[kept]
+    customers, members = audience.index[kept], members[kept]
     caps = capped.reindex(index=customers, columns=playbooks, fill_value=False).to_numpy(dtype=bool)
     values = ev.reindex(index=customers, columns=playbooks).to_numpy(dtype=float)
     reasons = suppressed.reindex(customers).to_numpy(dtype=object)
@@ -156,7 +156,8 @@ def route(audience: pd.DataFrame, capped: pd.DataFrame, ev: pd.DataFrame, suppre
     ids = customers.tolist()  # plain values: indexing an Arrow-backed index one at a time is slow
 
     is_suppressed = np.array([isinstance(r, str) and bool(r) for r in reasons], dtype=bool)
-    choosing = ~is_suppressed & allowed.any(axis=1)
+    all_capped = ~allowed.any(axis=1)
+    choosing = ~is_suppressed & ~all_capped
     # The best allowed playbook by expected value, the first in column order on a tie; a missing
     # value (no model yet) ranks below every value, and when all are missing the first allowed wins.
     ranked = np.where(allowed & ~np.isnan(values), values, -np.inf)
@@ -170,8 +171,7 @@ def route(audience: pd.DataFrame, capped: pd.DataFrame, ev: pd.DataFrame, suppre
     best_value = values[np.arange(n), best]
     worth_it = explore | (best_value > 0)
     has_best = choosing & worth_it
-    global_held = np.array([stable_unit("global-holdout", cid) < policy.global_holdout_share for cid in ids],
-                           dtype=bool)
+    global_held = in_global_holdout(ids, policy.global_holdout_share)
     held = np.zeros(n, dtype=bool)
     for i in np.flatnonzero(has_best & ~global_held):
         playbook = playbooks[best[i]]
@@ -180,10 +180,10 @@ def route(audience: pd.DataFrame, capped: pd.DataFrame, ev: pd.DataFrame, suppre
     chosen = np.where(has_best, np.array(playbooks, dtype=object)[best], None)
     why = np.where(explore, "exploration: random eligible playbook", "highest expected value")
     decision = np.select(
-        [global_held, is_suppressed, ~allowed.any(axis=1), ~has_best, held],
+        [global_held, is_suppressed, all_capped, ~has_best, held],
         ["global_holdout", "suppressed", "capped", "none", "holdout"], "send").astype(object)
     reason = np.select(
-        [is_suppressed, ~allowed.any(axis=1), ~has_best, held],
+        [is_suppressed, all_capped, ~has_best, held],
         [reasons, "frequency cap reached for every playbook they qualify for",
          "no playbook is expected to be worth its send cost",
          np.char.add(why.astype(str), "; in this playbook's randomized holdout (not sent)")], why).astype(object)
