@@ -143,7 +143,7 @@ def test_the_linear_learner_computes_every_what_if_at_once_as_one_by_one(binary)
     X = X.to_numpy(copy=True)
     X[::7, 2] = np.nan  # blanks are imputed as in predict
     model = make_learner("interaction_learner", binary=binary, seed=0).fit(X, t, y if binary else y * 30.0)
-    rows, values = X[:200], [0.0, 3.0, np.nan, 9.0]  # a NaN value: as a column with no values at all
+    rows, values = X[:200], [0.0, 3.0, np.nan, 9.0]  # a NaN value: a blank, imputed as predict imputes it
     assert np.allclose(model.predict_with_each(rows, values), what_if_one_by_one(model, rows, values), atol=1e-12)
 
 
@@ -155,7 +155,7 @@ def test_tree_learners_compute_every_what_if_tree_by_tree_as_one_by_one(learner,
     X[::7, 2] = np.nan  # blanks go down the trees' missing-value branches, as in predict
     model = make_learner(learner, binary=binary, seed=0).fit(X, t, y if binary else y * 30.0)
     rows = X[:300]
-    for values in ([0.0, 3.0, np.nan, 9.0], [np.nan] * 4):  # a NaN value: as a column with no values at all
+    for values in ([0.0, 3.0, np.nan, 9.0], [np.nan] * 4):  # a NaN value: a blank, down the missing-value branch
         each = model.predict_with_each(rows, values)
         assert each.shape == rows.shape
         assert np.allclose(each, what_if_one_by_one(model, rows, values), rtol=0, atol=1e-12)
