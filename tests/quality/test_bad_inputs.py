@@ -17,7 +17,10 @@ DEFECTS = [
     "insert into raw.customers values (null, 'nokey@example.com', 'No', '2025-01-01', 'US', null, true, 'email')",
     "insert into raw.orders select * from raw.orders order by order_id limit 1",
     "insert into raw.orders values ('O_FUTURE', 'C00000001', null, '2099-01-01', 'fulfilled', 20, null, null, null)",
-    "insert into raw.orders values ('O_GHOST', 'C_GHOST', null, '2025-03-01', 'fulfilled', 20, null, null, null)",
+    # Three orphaned orders, two of them of one unknown customer: the count is of rows, not of keys.
+    "insert into raw.orders values ('O_GHOST', 'C_GHOST', null, '2025-03-01', 'fulfilled', 20, null, null, null), "
+    "('O_GHOST2', 'C_GHOST', null, '2025-03-02', 'fulfilled', 20, null, null, null), "
+    "('O_GHOST3', 'C_GHOST3', null, '2025-03-03', 'fulfilled', 20, null, null, null)",
     "insert into raw.orders values ('O_ENUM', 'C00000001', null, '2025-03-01', 'shipped', 20, null, null, null)",
     "update raw.products set price = -4.50 where product_id = 'P001'",
     "insert into raw.payments select 'PAY_ABSURD', customer_id, order_id, attempted_at, 'succeeded', null, 99999 "
@@ -37,7 +40,7 @@ CASES = [
     ("raw.customers", "customer_id_not_null", "ERROR", "1 of", "nokey@example.com"),
     ("raw.orders", "order_id_unique", "ERROR", "share their order_id", None),
     ("raw.orders", "ordered_at_not_in_future", "ERROR", "in the future", "O_FUTURE"),
-    ("raw.orders", "customer_id_references_customers", "ERROR", "orphaned foreign keys", "O_GHOST"),
+    ("raw.orders", "customer_id_references_customers", "ERROR", "3 row(s) of raw.orders have a customer_id", "O_GHOST"),
     ("raw.orders", "status_accepted_values", "ERROR", "'shipped'", "O_ENUM"),
     ("raw.products", "price_not_negative", "ERROR", "below 0", "P001"),
     ("raw.payments", "amount_max", "WARN", "above 10000", "PAY_ABSURD"),
