@@ -11,10 +11,11 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import deque
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 from dagster_dbt import DbtProject
 
@@ -52,6 +53,30 @@ def in_processes(calls: list, processes: int) -> list:
 
         return Parallel(n_jobs=min(processes, len(calls)), backend="loky")(calls)
     return [call(*args, **kwargs) for call, args, kwargs in calls]
+
+
+def mapped_in_workers(work: Callable, items: Iterable, processes: int, setup: Callable | None = None,
+                      setup_args: tuple = ()) -> Iterator:
+    """`work(item)` for each of `items`, in their order, in `processes` spawned worker processes.
+
+    `items` is read lazily: at most one item per worker plus one more is in flight, so while the
+    workers compute, this process reads the next (a chunk of customers from the warehouse, which
+    only this process may open) and memory holds a few items, not all. `setup(*setup_args)` runs
+    once in each worker first (e.g. to keep a model there instead of sending it with every item).
+    `work` and `setup` must be module-level functions (they are pickled by name).
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    in_flight: deque = deque()
+    with ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn"), initializer=setup,
+                             initargs=setup_args) as pool:
+        for item in items:
+            in_flight.append(pool.submit(work, item))
+            if len(in_flight) > processes:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
 
 
 @contextmanager

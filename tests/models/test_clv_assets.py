@@ -262,3 +262,21 @@ def test_the_fit_and_its_backtest_in_worker_processes_give_the_same_model(wareho
     here, apart = trained(10**12), trained(1)
     assert here[0] == apart[0] and '"evaluated": true' in here[0]  # the same backtest and training summary
     pd.testing.assert_frame_equal(here[1], apart[1])  # the same predictions
+
+
+def test_chunks_scored_in_worker_processes_give_the_same_predictions(warehouse, monkeypatch):
+    assert materialize(warehouse).success  # trains, registers and scores here, in one chunk
+    query = "select * exclude (scored_at) from nextbest.customer_predictions order by customer_id"
+    here = read(warehouse, query)
+    used, real = [], clv_assets.mapped_in_workers
+
+    def spied(work, *args, **kwargs):
+        used.append(work.__name__)
+        return real(work, *args, **kwargs)
+
+    monkeypatch.setattr(clv_assets, "PARALLEL_MIN_CUSTOMERS", 1)
+    monkeypatch.setattr(clv_assets, "mapped_in_workers", spied)
+    chunked = DuckDBWarehouse(path=warehouse.path, batch_rows=150)  # 4 chunks of the ~550 buyers
+    assert materialize(chunked).success  # the registered model, scored in two worker processes
+    assert used == ["score_kept"]
+    pd.testing.assert_frame_equal(read(warehouse, query), here)
