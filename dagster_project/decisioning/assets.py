@@ -16,7 +16,8 @@ run date decides nothing new (both tables are append-only).
 Customers are decided a chunk at a time (`batch_rows` customers, a range of
 customer ids; `NEXTBEST_BATCH_ROWS`): every input is read for that range only,
 the chunk's decisions go to a scratch table, and the whole run date is appended
-in one transaction at the end. Everything per customer is the same whatever the
+in one transaction at the end. From `PARALLEL_MIN_CUSTOMERS` customers, chunks are
+decided in a worker process per core while this process reads the next one. Everything per customer is the same whatever the
 chunk; the one store-wide input, the hour-of-week pattern of opens and clicks
 behind send times, is read once for the run.
 """
@@ -38,7 +39,7 @@ from dagster_project.decisioning.routing import (RETENTION_GOALS, RoutingPolicy,
                                                  goal_values, route)
 from dagster_project.decisioning.timing import HOURS, best_send_hours, hour_of_week, next_time_at
 from dagster_project.messaging.briefs import BriefSet, load_briefs
-from dagster_project.project import default_as_of
+from dagster_project.project import default_as_of, mapped_in_workers, usable_cores
 from dagster_project.models.clv_assets import PREDICTIONS_TABLE
 from dagster_project.models.uplift_assets import newest_passing, uplift_models
 from dagster_project.models.uplift_data import FEATURES_TABLE, GOALS, point_in_time_features
@@ -240,13 +241,24 @@ def assignment_history(tx: WarehouseSession, chunk: KeyRange) -> pd.DataFrame:
                       chunk.bounds)
 
 
-def decide_chunk(warehouse: WarehouseInterface, run: RoutingRun, chunk: KeyRange) -> pd.DataFrame:
-    """Routing decisions for the customers of one chunk (nothing written); empty when none is in an audience."""
+@dataclass
+class ChunkReads:
+    """What deciding one chunk reads from the warehouse (`read_chunk`); `decide_read` needs nothing else."""
+
+    member: pd.DataFrame  # customers x playbooks: in the playbook's audience
+    features: pd.DataFrame
+    clv: pd.Series | None
+    history: pd.DataFrame
+    suppressed: pd.Series
+    events: pd.DataFrame
+
+
+def read_chunk(warehouse: WarehouseInterface, run: RoutingRun, chunk: KeyRange) -> ChunkReads | None:
+    """One chunk's inputs, in one snapshot; None when none of its customers is in an audience."""
     with warehouse.transaction() as tx:  # one connection, one snapshot, reads only
         member = audiences(tx, run.briefs, chunk)
         if member.empty:
-            return pd.DataFrame(columns=list(DECISION_COLUMNS))
-        playbooks = list(member.columns)
+            return None
         features = features_at(tx, member.index, chunk, run.at, run.inputs.get("features"))
         clv = predicted_clv(tx, chunk)
         history = assignment_history(tx, chunk)
@@ -255,6 +267,21 @@ def decide_chunk(warehouse: WarehouseInterface, run: RoutingRun, chunk: KeyRange
                              chunk.bounds) if "engagement" in run.inputs
                   else tx.read_df(ENGAGEMENT_SQL.format(before="cast(? as timestamp)", where=f"and {IN_CHUNK}"),
                                   [run.at, *chunk.bounds]))
+    return ChunkReads(member, features, clv, history, suppressed, events)
+
+
+def decide_chunk(warehouse: WarehouseInterface, run: RoutingRun, chunk: KeyRange) -> pd.DataFrame:
+    """Routing decisions for the customers of one chunk (nothing written); empty when none is in an audience."""
+    return decide_read(run, read_chunk(warehouse, run, chunk))
+
+
+def decide_read(run: RoutingRun, reads: ChunkReads | None) -> pd.DataFrame:
+    """Routing decisions from one chunk's `read_chunk` (no warehouse needed: it may run in a worker process)."""
+    if reads is None:
+        return pd.DataFrame(columns=list(DECISION_COLUMNS))
+    member, features, clv, history, suppressed, events = (reads.member, reads.features, reads.clv, reads.history,
+                                                          reads.suppressed, reads.events)
+    playbooks = list(member.columns)
     models, briefs, policy = run.models, run.briefs, run.policy
     caps = {p: (briefs.get(p).frequency_cap.max_messages, briefs.get(p).frequency_cap.per_days) for p in playbooks}
     capped = frequency_capped(history, member.index, caps, run.at, policy.contact_cap_days)
@@ -284,17 +311,41 @@ def decide(warehouse: WarehouseInterface, as_of: date, policy: RoutingPolicy, br
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def decision_chunks(warehouse: WarehouseInterface, run: RoutingRun,
-                    batch_rows: int) -> Iterator[tuple[KeyRange, pd.DataFrame]]:
-    """(chunk, its decisions) for every chunk of customers, one at a time."""
+def decision_chunks(warehouse: WarehouseInterface, run: RoutingRun, batch_rows: int,
+                    processes: int | None = None) -> Iterator[tuple[KeyRange, pd.DataFrame]]:
+    """(chunk, its decisions) for every chunk of customers, in order: decided in worker processes
+    from PARALLEL_MIN_CUSTOMERS customers on (`processes`, default one per core), else here."""
     chunks = customer_chunks(warehouse, batch_rows)
     if len(chunks) < 2:  # one read of the big tables either way
         for chunk in chunks:
             yield chunk, decide_chunk(warehouse, run, chunk)
         return
     with per_customer_inputs(warehouse, run) as run:
-        for chunk in chunks:
-            yield chunk, decide_chunk(warehouse, run, chunk)
+        reads = ((chunk, read_chunk(warehouse, run, chunk)) for chunk in chunks)
+        processes = processes or usable_cores()
+        if processes > 1 and sum(c.rows for c in chunks) >= PARALLEL_MIN_CUSTOMERS:
+            yield from mapped_in_workers(_decide_in_worker, reads, processes, setup=_keep_in_worker, setup_args=(run,))
+            return
+        for chunk, read in reads:
+            yield chunk, decide_read(run, read)
+
+
+# From this many customers, chunks are decided in a worker process per core while this process reads
+# the next chunk and stages the last one's decisions: at 1M customers, deciding (uplift predictions,
+# caps, reasons, send hours) was 17 of the 30 s of a day's routing, reading 9.
+PARALLEL_MIN_CUSTOMERS = 50_000
+_WORKER_RUN: list[RoutingRun] = []  # a worker process's run (models, briefs, policy), sent to it once
+
+
+def _keep_in_worker(run: RoutingRun) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)  # a worker per core: more OpenMP threads than cores spin
+    _WORKER_RUN[:] = [run]
+
+
+def _decide_in_worker(item: tuple[KeyRange, ChunkReads | None]) -> tuple[KeyRange, pd.DataFrame]:
+    return item[0], decide_read(_WORKER_RUN[0], item[1])
 
 
 @contextmanager

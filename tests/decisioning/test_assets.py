@@ -186,6 +186,22 @@ def test_chunks_of_seven_customers_decide_as_one_batch(store, wh, monkeypatch):
     assert held.customers_per_read and max(held.customers_per_read) <= 7  # no read held more than a chunk
 
 
+def test_chunks_decided_in_worker_processes_decide_as_one_batch(store, wh, monkeypatch):
+    train_and_register(store, END)
+    whole = decide(wh, END, RoutingPolicy(), batch_rows=ONE_BATCH)
+    used, real = [], decisioning_assets.mapped_in_workers
+
+    def spied(work, *args, **kwargs):
+        used.append(work.__name__)
+        return real(work, *args, **kwargs)
+
+    monkeypatch.setattr(decisioning_assets, "PARALLEL_MIN_CUSTOMERS", 1)
+    monkeypatch.setattr(decisioning_assets, "mapped_in_workers", spied)
+    apart = decide(wh, END, RoutingPolicy(), batch_rows=100)  # a few chunks, decided in two worker processes
+    assert used == ["_decide_in_worker"]
+    pd.testing.assert_frame_equal(comparable(apart), comparable(whole), check_dtype=False)
+
+
 def test_the_asset_appends_chunked_decisions_in_one_go(store, store_path):
     train_and_register(store, END)
     run_date = date(2026, 6, 3)
