@@ -34,3 +34,20 @@ def rows_per_batch(monkeypatch, warehouse_class) -> list[int]:
 
     monkeypatch.setattr(warehouse_class, "iter_batches", spy)
     return sizes
+
+
+def work_in_workers(monkeypatch, module) -> list[str]:
+    """Make `module` hand its chunks to two worker processes from one customer on (its
+    PARALLEL_MIN_CUSTOMERS; two whatever the machine's cores), and list the worker function
+    each `mapped_in_workers` call runs."""
+    used: list[str] = []
+    mapped_in_workers = module.mapped_in_workers
+
+    def spy(work, *args, **kwargs):
+        used.append(work.__name__)
+        return mapped_in_workers(work, *args, **kwargs)
+
+    monkeypatch.setattr(module, "PARALLEL_MIN_CUSTOMERS", 1)
+    monkeypatch.setattr(module, "usable_cores", lambda: 2)
+    monkeypatch.setattr(module, "mapped_in_workers", spy)
+    return used

@@ -20,6 +20,7 @@ from dagster_project.models import uplift_assets
 from dagster_project.models.uplift_assets import train_and_register
 from dagster_project.models.uplift_data import GOALS, assignment_rows, point_in_time_features
 from dagster_project.resources.warehouse import DuckDBSession, DuckDBWarehouse, KeyRange, connect_duckdb
+from tests.spies import work_in_workers
 
 END = date(2026, 6, 1)
 ONE_BATCH = 1_000_000
@@ -189,14 +190,7 @@ def test_chunks_of_seven_customers_decide_as_one_batch(store, wh, monkeypatch):
 def test_chunks_decided_in_worker_processes_decide_as_one_batch(store, wh, monkeypatch):
     train_and_register(store, END)
     whole = decide(wh, END, RoutingPolicy(), batch_rows=ONE_BATCH)
-    used, real = [], decisioning_assets.mapped_in_workers
-
-    def spied(work, *args, **kwargs):
-        used.append(work.__name__)
-        return real(work, *args, **kwargs)
-
-    monkeypatch.setattr(decisioning_assets, "PARALLEL_MIN_CUSTOMERS", 1)
-    monkeypatch.setattr(decisioning_assets, "mapped_in_workers", spied)
+    used = work_in_workers(monkeypatch, decisioning_assets)
     apart = decide(wh, END, RoutingPolicy(), batch_rows=100)  # a few chunks, decided in two worker processes
     assert used == ["_decide_in_worker"]
     pd.testing.assert_frame_equal(comparable(apart), comparable(whole), check_dtype=False)

@@ -24,6 +24,7 @@ from dagster_project.models import clv_assets, clv_inputs
 from dagster_project.models.clv_assets import MAX_MODEL_AGE_DAYS, retrain_reason
 from dagster_project.models.registry import ModelArtifactError, RegisteredModel
 from dagster_project.resources.warehouse import DuckDBWarehouse
+from tests.spies import work_in_workers
 
 AS_OF = dt.date(2026, 6, 30)
 
@@ -268,14 +269,7 @@ def test_chunks_scored_in_worker_processes_give_the_same_predictions(warehouse, 
     assert materialize(warehouse).success  # trains, registers and scores here, in one chunk
     query = "select * exclude (scored_at) from nextbest.customer_predictions order by customer_id"
     here = read(warehouse, query)
-    used, real = [], clv_assets.mapped_in_workers
-
-    def spied(work, *args, **kwargs):
-        used.append(work.__name__)
-        return real(work, *args, **kwargs)
-
-    monkeypatch.setattr(clv_assets, "PARALLEL_MIN_CUSTOMERS", 1)
-    monkeypatch.setattr(clv_assets, "mapped_in_workers", spied)
+    used = work_in_workers(monkeypatch, clv_assets)
     chunked = DuckDBWarehouse(path=warehouse.path, batch_rows=150)  # 4 chunks of the ~550 buyers
     assert materialize(chunked).success  # the registered model, scored in two worker processes
     assert used == ["score_kept"]
