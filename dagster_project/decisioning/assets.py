@@ -17,9 +17,10 @@ Customers are decided a chunk at a time (`batch_rows` customers, a range of
 customer ids; `NEXTBEST_BATCH_ROWS`): every input is read for that range only,
 the chunk's decisions go to a scratch table, and the whole run date is appended
 in one transaction at the end. From `PARALLEL_MIN_CUSTOMERS` customers, chunks are
-decided in a worker process per core while this process reads the next one. Everything per customer is the same whatever the
-chunk; the one store-wide input, the hour-of-week pattern of opens and clicks
-behind send times, is read once for the run.
+decided in a worker process per core while this process reads the next one.
+Everything per customer is the same whatever the chunk; the one store-wide input,
+the hour-of-week pattern of opens and clicks behind send times, is read once for
+the run.
 """
 
 

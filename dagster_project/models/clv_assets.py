@@ -31,10 +31,10 @@ a range of customer ids), so memory follows the chunk, not the store: the day's
 fulfilled orders and subscription facts are copied once into scratch tables
 (`clv_inputs.scoring_inputs`), then each range's orders, facts and next charge
 dates are read, scored and staged in the warehouse (from `PARALLEL_MIN_CUSTOMERS`
-customers, scored in a worker process per core while this one reads the next range and
-stages the last), and the staged rows replace
-the table in one transaction at the end, so readers (and a run that fails
-half-way) see the old predictions or all the new ones. A customer's figures
+customers, scored in a worker process per core while this one reads the next range
+and stages the last), and the staged rows replace the table in one transaction at
+the end, so readers (and a run that fails half-way) see the old predictions or all
+the new ones. A customer's figures
 depend on their own history alone, but for `confidence`, which also weighs the
 store's size and history: those are read once for the whole store
 (`clv.StoreHistory`), so a chunk scores exactly as one batch would.
