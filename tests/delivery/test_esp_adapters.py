@@ -182,6 +182,36 @@ def test_file_sink_writes_a_round_of_profile_updates_as_one_update_at_a_time_wou
     assert read[0] == read[1] and len(read[1]) == 2
 
 
+@pytest.mark.parametrize("block", [None, 37], ids=["whole file", "37-byte blocks"])
+def test_file_sink_knows_every_send_id_already_in_its_file_whatever_wrote_the_lines(tmp_path, monkeypatch, block):
+    from dagster_project.delivery.esp import file
+    from dagster_project.delivery.esp.base import ProfileUpdate
+
+    if block:  # lines longer than a block of the file read back
+        monkeypatch.setattr(file, "READ_BLOCK_BYTES", block)
+
+    path = tmp_path / "sink.jsonl"
+    writer = FileEsp(path=str(path))
+    writer.update_profiles([ProfileUpdate(f"c{i}", None, json.dumps(PROPERTIES), f"k{i}") for i in range(3)])
+    writer.close()
+    with open(path, "a") as handle:  # a line whose own object holds a send_id too (not an id of the file's)
+        handle.write(json.dumps({"kind": "properties", "properties": {"send_id": "inner"}, "send_id": "outer"}) + "\n")
+
+    def known(ids: list[str]) -> list[bool]:
+        sink = FileEsp(path=str(path))  # reads the file afresh
+        found = [r.duplicate for r in sink.update_profiles([ProfileUpdate("c9", None, "{}", i) for i in ids])]
+        sink.close()
+        return found
+
+    # Every line ends in its send id, as profile updates are written.
+    assert known(["k0", "k2", "outer", "inner"]) == [True, True, True, False]
+    with open(path, "a") as handle:  # a message (sorted keys: the send id is not last), then a torn line
+        handle.write(json.dumps({"kind": "message", "send_id": "m1", "subject": "Hi"}, sort_keys=True) + "\n")
+        handle.write('{"kind": "properties", "send_id": "torn"\n')
+    # Lines of any shape: each is parsed ("inner" is an id now: the first check wrote it).
+    assert known(["k1", "inner", "m1", "torn", "outer"]) == [True, True, True, False, True]
+
+
 def test_file_sink_reports_a_failed_write_for_each_update_and_writes_later(tmp_path):
     from dagster_project.delivery.esp.base import ProfileUpdate
 

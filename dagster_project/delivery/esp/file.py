@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -20,6 +21,16 @@ from dagster_project.delivery.esp.base import (
     EspError, EspResource, OutboundMessage, PermanentEspError, ProfileUpdate, SendResult,
 )
 from dagster_project.delivery.outbox import parse_json
+
+
+# The end of a line that closes its object with its send id, as every profile update's line does
+# (`_profile_line`): `, "send_id": "<id>"}`. In JSON text those quotes cannot be inside a string
+# (they would be escaped), and a nested object would need another `}` before the line ends.
+# Reading the ids of a file of such lines this way took 1.3 s for 844 MB, parsing each line 2.5 s.
+_TRAILING_SEND_ID = re.compile(rb', "send_id": "([^"\\\r\n]*)"\}\r?\n')
+
+# The file is read back this many bytes at a time (not all 850 MB at once after a 1M export).
+READ_BLOCK_BYTES = 64 * 2**20
 
 
 class FileEsp(EspResource):
@@ -46,17 +57,31 @@ class FileEsp(EspResource):
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     def _refresh(self) -> set[str]:
-        """Read the send ids of lines appended since the last read (by any process)."""
+        """Read the send ids of lines appended since the last read (by any process), a block at a time."""
         if self._seen is None:
             self._seen, self._offset = set(), 0
         file = Path(self.path)
         if not file.exists():
             return self._seen
+        rest = b""  # a line not yet ended
         with open(file, "rb") as handle:
             handle.seek(self._offset)
-            new = handle.read()
-        complete = new.rfind(b"\n") + 1
-        for line in new[:complete].splitlines():
+            while block := handle.read(READ_BLOCK_BYTES):
+                new = rest + block
+                complete = new.rfind(b"\n") + 1
+                self._read_ids(new[:complete])
+                self._offset += complete
+                rest = new[complete:]
+        self._torn = bool(rest)
+        return self._seen
+
+    def _read_ids(self, lines: bytes) -> None:
+        """Add the send ids of these whole lines to `_seen`."""
+        ids = _TRAILING_SEND_ID.findall(lines)
+        if len(ids) == lines.count(b"\n"):  # every line a profile update's: none needs parsing
+            self._seen.update(found.decode() for found in ids)
+            return
+        for line in lines.splitlines():
             if not line.strip():
                 continue
             try:
@@ -64,9 +89,6 @@ class FileEsp(EspResource):
             except (ValueError, KeyError):
                 # A torn line from a crash mid-write: that message was not written.
                 continue
-        self._offset += complete
-        self._torn = complete < len(new)
-        return self._seen
 
     def send(self, message: OutboundMessage) -> SendResult:
         line = {"kind": "message", "customer_id": message.customer_id, "email": message.email,
