@@ -21,9 +21,6 @@ chunk's drafts while this process reads the next.
 
 
 import json
-import multiprocessing
-from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from typing import Any, Iterable, Iterator, Literal, Sequence
@@ -36,7 +33,7 @@ from dagster_project.decisioning.assets import DECISIONS_TABLE
 from dagster_project.messaging.briefs import load_briefs
 from dagster_project.messaging.context_pack import (Catalog, data_fresh_day, load_catalog, packs_from_frames,
                                                     read_pack_frames)
-from dagster_project.project import cyclic_gc_paused, default_as_of, usable_cores
+from dagster_project.project import cyclic_gc_paused, default_as_of, mapped_in_workers, usable_cores
 from dagster_project.messaging.drafting import (
     DraftingPolicy, DraftJob, DraftOutcome, MemoryDraftCache, draft_batch, summarize,
 )
@@ -378,39 +375,36 @@ PARALLEL_MIN_CUSTOMERS = 50_000
 
 def template_drafts_in_workers(chunks: Iterable[ChunkInputs], draft_args: tuple,
                                processes: int | None = None) -> Iterator[list[DraftOutcome]]:
-    """Template drafts of each chunk, in the chunks' order, made in worker processes.
+    """Template drafts of each chunk, a part of it per worker process, in the chunks' order.
 
-    `draft_args`: (as_of, fresh_at, briefs, catalog, policy). Each chunk is split among the workers;
-    the next chunk is read meanwhile and no further, so memory holds about two chunks.
+    `draft_args`: (as_of, fresh_at, briefs, catalog, policy), sent to each worker once. Each chunk
+    is split among the workers; the next chunk is read while they draft (`mapped_in_workers`), so
+    memory holds about two chunks.
     """
     processes = processes or usable_cores()
-    in_flight: deque = deque()  # per chunk, its parts' futures
 
-    def done() -> list[DraftOutcome]:
-        return [outcome for part in in_flight.popleft() for outcome in part.result()]
-
-    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+    def parts() -> Iterator[ChunkInputs]:
         for inputs in chunks:
             customers = list(inputs.playbook_of)
             size = -(-len(customers) // processes) or 1
-            in_flight.append([pool.submit(_template_drafts, inputs.part(customers[i:i + size]), *draft_args)
-                              for i in range(0, len(customers), size)])
-            if len(in_flight) > 1:  # the next chunk is read while this one is drafted
-                yield done()
-        while in_flight:
-            yield done()
+            for i in range(0, len(customers), size):
+                yield inputs.part(customers[i:i + size])
+
+    yield from mapped_in_workers(_template_drafts, parts(), processes, setup=_keep_for_drafting,
+                                 setup_args=draft_args)
 
 
-_WORKER_TEMPLATE: list[TemplateGenerator] = []  # a worker process's generator, compiled once
+_WORKER_DRAFTING: list = []  # a worker process's draft_args and template generator (compiled once)
 
 
-def _template_drafts(inputs: ChunkInputs, as_of: str, fresh_at: str | None, briefs, catalog: Catalog,
-                     policy: DraftingPolicy) -> list[DraftOutcome]:
-    if not _WORKER_TEMPLATE:
-        _WORKER_TEMPLATE.append(TemplateGenerator())
+def _keep_for_drafting(*draft_args) -> None:
+    _WORKER_DRAFTING[:] = [draft_args, TemplateGenerator()]
+
+
+def _template_drafts(inputs: ChunkInputs) -> list[DraftOutcome]:
+    (as_of, fresh_at, briefs, catalog, policy), template = _WORKER_DRAFTING
     with cyclic_gc_paused():
-        return draft_batch(inputs.jobs(as_of, fresh_at, briefs, catalog), _WORKER_TEMPLATE[0], None, policy,
-                           inputs.cache)
+        return draft_batch(inputs.jobs(as_of, fresh_at, briefs, catalog), template, None, policy, inputs.cache)
 
 
 def merge_summaries(total: dict, part: dict) -> dict:

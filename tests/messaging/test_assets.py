@@ -18,7 +18,7 @@ from dagster_project.messaging.assets import message_drafts
 from dagster_project.resources.warehouse import DuckDBSession, DuckDBWarehouse
 from tests.messaging.fake_llm import FakeLLM, grounded_reply
 from tests.messaging.store import AS_OF, write_store
-from tests.spies import customers_per_read
+from tests.spies import customers_per_read, work_in_workers
 
 NEXT_DAY = (date.fromisoformat(AS_OF) + timedelta(days=1)).isoformat()
 SEGMENTS = [("C001", "cadence_mismatch"), ("C001", "at_risk"), ("C002", "onboarding"), ("C003", "win_back")]
@@ -214,13 +214,9 @@ def test_template_drafts_from_worker_processes_are_the_drafts_made_here(store, m
     con = duckdb.connect(str(store))
     con.execute("drop table nextbest.message_drafts")  # no cache: the workers draft afresh
     con.close()
-    monkeypatch.setattr(messaging_assets, "PARALLEL_MIN_CUSTOMERS", 1)
-    spawned = []
-    real_pool = messaging_assets.ProcessPoolExecutor
-    monkeypatch.setattr(messaging_assets, "ProcessPoolExecutor",
-                        lambda **kw: spawned.append(kw["max_workers"]) or real_pool(**kw))
+    used = work_in_workers(monkeypatch, messaging_assets)
     result = draft(store, batch_rows=2)
-    assert result.success and spawned  # drafted in worker processes
+    assert result.success and used == ["_template_drafts"]  # drafted in worker processes
     pd.testing.assert_frame_equal(draft_rows(store), here)
     assert metadata(result)["drafts"].value == len(here) == 3
     again = draft(store, batch_rows=2)
