@@ -312,10 +312,10 @@ def decide(warehouse: WarehouseInterface, as_of: date, policy: RoutingPolicy, br
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def decision_chunks(warehouse: WarehouseInterface, run: RoutingRun, batch_rows: int,
-                    processes: int | None = None) -> Iterator[tuple[KeyRange, pd.DataFrame]]:
-    """(chunk, its decisions) for every chunk of customers, in order: decided in worker processes
-    from PARALLEL_MIN_CUSTOMERS customers on (`processes`, default one per core), else here."""
+def decision_chunks(warehouse: WarehouseInterface, run: RoutingRun,
+                    batch_rows: int) -> Iterator[tuple[KeyRange, pd.DataFrame]]:
+    """(chunk, its decisions) for every chunk of customers, in order: decided in a worker process per
+    core from PARALLEL_MIN_CUSTOMERS customers on, else here."""
     chunks = customer_chunks(warehouse, batch_rows)
     if len(chunks) < 2:  # one read of the big tables either way
         for chunk in chunks:
@@ -323,7 +323,7 @@ def decision_chunks(warehouse: WarehouseInterface, run: RoutingRun, batch_rows: 
         return
     with per_customer_inputs(warehouse, run) as run:
         reads = ((chunk, read_chunk(warehouse, run, chunk)) for chunk in chunks)
-        processes = processes or usable_cores()
+        processes = usable_cores()
         if processes > 1 and sum(c.rows for c in chunks) >= PARALLEL_MIN_CUSTOMERS:
             yield from mapped_in_workers(_decide_in_worker, reads, processes, setup=_keep_in_worker, setup_args=(run,))
             return

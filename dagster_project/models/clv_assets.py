@@ -306,13 +306,6 @@ def train(warehouse: WarehouseInterface, as_of: date, store: StoreHistory, log) 
     return model, metrics, training["date"].min().date()
 
 
-def score_chunk(warehouse: WarehouseInterface, inputs: ScoringInputs, model: ClvModel, chunk: KeyRange,
-                store: StoreHistory) -> pd.DataFrame:
-    """`score_clv`'s predictions for one chunk of customers, their inputs read in one snapshot."""
-    transactions, extras = read_chunk(warehouse, inputs, chunk)
-    return score_clv(model, transactions, inputs.as_of, extras, store).predictions
-
-
 def read_chunk(warehouse: WarehouseInterface, inputs: ScoringInputs,
                chunk: KeyRange) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One chunk's orders and subscription facts (`score_clv`'s transactions and extras), in one snapshot."""
@@ -327,11 +320,11 @@ PARALLEL_MIN_CUSTOMERS = 50_000
 
 
 def scored_chunks(warehouse: WarehouseInterface, inputs: ScoringInputs, model: ClvModel, store: StoreHistory,
-                  log, processes: int | None = None) -> Iterator[pd.DataFrame]:
-    """Each chunk's `score_clv` predictions, in chunk order: in worker processes from
+                  log) -> Iterator[pd.DataFrame]:
+    """Each chunk's `score_clv` predictions, in chunk order: in a worker process per core from
     PARALLEL_MIN_CUSTOMERS customers on, else here. The same predictions either way."""
     chunks = inputs.chunks(warehouse, warehouse.batch_rows)
-    processes = processes or usable_cores()
+    processes = usable_cores()
 
     def read() -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
         for i, chunk in enumerate(chunks):

@@ -256,9 +256,8 @@ def test_the_fit_and_its_backtest_in_worker_processes_give_the_same_model(wareho
         with clv_inputs.scoring_inputs(warehouse, AS_OF) as inputs:
             store = inputs.store(warehouse)
             model, metrics, _ = clv_assets.train(warehouse, AS_OF, store, logging.getLogger("test"))
-            chunk = inputs.chunks(warehouse, 10_000)[0]
-            return json.dumps(metrics, sort_keys=True, default=str), clv_assets.score_chunk(
-                warehouse, inputs, model, chunk, store)
+            (predictions,) = clv_assets.scored_chunks(warehouse, inputs, model, store, logging.getLogger("test"))
+            return json.dumps(metrics, sort_keys=True, default=str), predictions  # the store in one chunk
 
     here, apart = trained(10**12), trained(1)
     assert here[0] == apart[0] and '"evaluated": true' in here[0]  # the same backtest and training summary
