@@ -129,14 +129,8 @@ def direct_sql(db: str, target: str) -> None:
         # The build already made this relation; drop it so both kinds of replace work.
         con.execute(f"drop view if exists {relation}")
         con.execute(f"drop table if exists {relation}")
-        # The one hook that changes how a full build runs (macros/duckdb_threads.sql); the others
-        # (incremental pre-hooks) render nothing on a full build.
-        one_thread = any("one_duckdb_thread(true)" in hook.get("sql", "") for hook in node["config"].get("pre-hook", []))
-        if one_thread:
-            con.execute("set threads = 1")
+        # No hook changes how a full build runs: the incremental pre-hooks render nothing then.
         con.execute(f"create {kind} {relation} as {sql}")
-        if one_thread:
-            con.execute("reset threads")
     con.close()
 
 

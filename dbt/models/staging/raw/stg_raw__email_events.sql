@@ -7,8 +7,6 @@
     incremental_strategy='delete+insert',
     unique_key='email_event_id',
     on_schema_change='fail',
-    pre_hook="{{ one_duckdb_thread(true) }}",
-    post_hook="{{ one_duckdb_thread(false) }}",
 ) }}
 
 with
