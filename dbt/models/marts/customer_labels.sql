@@ -42,9 +42,12 @@ points as (
 
 daily as (
 
+    -- Only days with an outcome: the others add nothing to the sums below. At 1M subscribers
+    -- 1.6M of 42.7M rows, and the window join below made 176M rows out of all of them (34 s).
     select * from {{ ref('int_features_daily') }}
+    where (cancellations > 0 or skips > 0 or add_ons > 0 or upgrades > 0)
     {%- if is_incremental() %}
-    where activity_date >= (select min(as_of_date) from points)
+      and activity_date >= (select min(as_of_date) from points)
     {%- endif %}
 
 ),
