@@ -34,6 +34,7 @@ from dagster_project.resources.warehouse import (
     WarehouseSession,
     batch_rows_from_env,
     check_identifier,
+    rebatched,
 )
 
 # Rows per Parquet file `write_pandas` uploads: bounds the memory of one upload.
@@ -271,19 +272,9 @@ class SnowflakeWarehouse(WarehouseInterface, dg.ConfigurableResource):
         with self.connect() as con:
             cursor = con.cursor()
             cursor.execute(sql, list(params) if params else None)
-            pending: list[pa.Table] = []
-            held = 0
             # Snowflake's result chunks have their own size: re-cut them to `batch_size`.
-            for table in _arrow_batches(cursor):
-                pending.append(table)
-                held += table.num_rows
-                while held >= batch_size:
-                    joined = pa.concat_tables(pending)
-                    yield _lower_columns(_to_pandas(joined.slice(0, batch_size)))
-                    rest = joined.slice(batch_size)
-                    pending, held = ([rest] if rest.num_rows else []), rest.num_rows
-            if held:
-                yield _lower_columns(_to_pandas(pa.concat_tables(pending)))
+            for table in rebatched(_arrow_batches(cursor), batch_size):
+                yield _lower_columns(_to_pandas(table))
 
 
 def build_snowflake_warehouse() -> SnowflakeWarehouse:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Se
 import dagster as dg
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from dagster_project.project import check_duckdb_file_name, positive_int_env
 
@@ -693,15 +694,36 @@ class DuckDBWarehouse(WarehouseInterface, dg.ConfigurableResource):
 
     def iter_batches(self, sql: str, batch_size: int = DEFAULT_BATCH_ROWS,
                      params: Sequence[Any] | None = None) -> Iterator[pd.DataFrame]:
-        """A query's rows as DataFrames of at most `batch_size` rows, streamed from DuckDB."""
+        """A query's rows as DataFrames of `batch_size` rows (the last may be shorter), streamed from DuckDB."""
         # A read-write connection: a read-only one in the same process would clash with the
         # writes the caller makes while it iterates (DuckDB wants one configuration per file).
         with self.connect() as con:
             reader = con.sql(sql, params=list(params) if params else None).to_arrow_reader(batch_size)
-            for batch in reader:
-                df = batch.to_pandas()
+            for table in rebatched((pa.Table.from_batches([batch]) for batch in reader), batch_size):
+                df = table.to_pandas()
                 df.columns = [str(c).lower() for c in df.columns]
                 yield df
+
+
+def rebatched(tables: Iterable[pa.Table], size: int) -> Iterator[pa.Table]:
+    """Arrow tables re-cut to `size` rows each (the last may be shorter), without copying.
+
+    Engines hand a result over in pieces of their own size: DuckDB's reader gave a filtered
+    scan of 1M rows in 116 pieces of ~8,600 rows, and every chunked step pays its per-chunk
+    costs (a model's predict, a staged write) per piece.
+    """
+    pending: list[pa.Table] = []
+    held = 0
+    for table in tables:
+        pending.append(table)
+        held += table.num_rows
+        while held >= size:
+            joined = pa.concat_tables(pending)
+            yield joined.slice(0, size)
+            rest = joined.slice(size)
+            pending, held = ([rest] if rest.num_rows else []), rest.num_rows
+    if held:
+        yield pa.concat_tables(pending)
 
 
 def command_source(db: str | None = None,
