@@ -430,7 +430,6 @@ def _template_drafts(inputs: ChunkInputs) -> DraftedPart:
         return DraftedPart.of(outcomes, as_of, created_at)
 
 
-
 def merge_summaries(total: dict, part: dict) -> dict:
     """Two `drafting.summarize` results as one (counts added, cost rounded as summarize rounds it)."""
     if not total:
