@@ -357,16 +357,11 @@ def _run_sql_check(session: WarehouseSession, check: SqlCheck, table: str, colum
                 return Outcome(table, check.name, check.severity, "failed",
                                f"could not be evaluated on {table}: {ref_schema}.{ref_table} does not exist",
                                check.fix, kind="sql")
-            orphaned = f"not exists (select 1 from {ref_schema}.{ref_table} r where r.{ref_col} = k.{check.column})"
-            sql = f"select k.* from {table} k where k.{check.column} is not null and {orphaned}"
-            # Counted per distinct key: one probe per key, not per row (41M email events: 2.7 s, not 9-11).
-            counting = (f"select coalesce(sum(k.n), 0) as n from (select {check.column}, count(*) as n from {table} "
-                        f"where {check.column} is not null group by {check.column}) k where {orphaned}")
+            sql = session.unmatched_rows_sql(table, check.column, f"{ref_schema}.{ref_table}", ref_col)
             what = f"row(s) of {table} have a {check.column} with no match in {check.references}"
         else:
             sql, what = check.sql.replace("{table}", table), ""
-            counting = f"select count(*) as n from ({sql}) as offending"
-        count = _count(session, counting)
+        count = _count(session, f"select count(*) as n from ({sql}) as offending")
         examples = []
         if count:
             found = session.read_df(f"select * from ({sql}) as offending limit {EXAMPLE_ROWS}")

@@ -185,6 +185,12 @@ class WarehouseSession(ABC):
         """A query's rows as a DataFrame with lower-case column names (`?` placeholders)."""
         return self._query(sql, params)
 
+    def unmatched_rows_sql(self, table: str, column: str, reference: str, reference_column: str) -> str:
+        """SQL selecting the rows of `table` whose `column` is set and matches no row of `reference`
+        by `reference_column` (orphaned foreign keys)."""
+        return (f"select k.* from {table} k where k.{column} is not null and not exists "
+                f"(select 1 from {reference} r where r.{reference_column} = k.{column})")
+
     def stage_df(self, schema: str, df: pd.DataFrame) -> str:
         """`df` as a relation this session's SQL can select from until the block ends, for an
         `insert ... select` or `update ... from` of one's own (`write_df` and `merge_df` stage the same
@@ -582,6 +588,12 @@ class DuckDBSession(WarehouseSession):
     def _create_like(self, schema: str, table: str, source: str) -> None:
         self._statement(f"create schema if not exists {self.quote(schema)}")
         self._statement(f"create table if not exists {self.table(schema, table)} as select * from {source} limit 0")
+
+    def unmatched_rows_sql(self, table: str, column: str, reference: str, reference_column: str) -> str:
+        # DuckDB's anti join: 0.8-0.9 s over 10-11M orders and items, where `not exists` took 2.4 s
+        # (3.2-3.4 s counted per distinct key).
+        return (f"select k.* from {table} k anti join {reference} r on r.{reference_column} = k.{column} "
+                f"where k.{column} is not null")
 
     def dbapi(self) -> duckdb.DuckDBPyConnection:
         return self.con
