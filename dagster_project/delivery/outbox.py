@@ -38,7 +38,7 @@ import orjson
 import pandas as pd
 
 from dagster_project.ingest.contract import NEXTBEST_SCHEMA, create_raw_schema
-from dagster_project.resources.warehouse import IN_CHUNK, WarehouseInterface, WarehouseSession
+from dagster_project.resources.warehouse import IN_CHUNK, WarehouseInterface, WarehouseSession, in_values
 
 OUTBOX = f"{NEXTBEST_SCHEMA}.outbox"
 ATTEMPTS = f"{NEXTBEST_SCHEMA}.outbox_attempts"
@@ -267,8 +267,8 @@ def enqueue_batch(warehouse: WarehouseInterface, batch_id: str, drafts_df: pd.Da
         # A send id hashes its batch and customer ids, so the batch's rows for these customers are all it
         # can already be among (a batch queued a range of customers at a time never reads the whole batch).
         bounds = [str(batch_id), rows["customer_id"].min(), rows["customer_id"].max()]
-        known = set(tx.read_df(f"select send_id from {OUTBOX} where batch_id = ? and {IN_CHUNK}", bounds)["send_id"])
-        new = rows[~rows["send_id"].isin(known)].astype("string").assign(
+        known = tx.read_df(f"select send_id from {OUTBOX} where batch_id = ? and {IN_CHUNK}", bounds)["send_id"]
+        new = rows[~in_values(rows["send_id"], known)].astype("string").assign(
             state="queued", attempts=0, next_attempt_at=pd.Timestamp(moment).as_unit("us"),
             enqueued_at=pd.Timestamp(moment).as_unit("us"), kind=kind, destination=destination)
         if new.empty:

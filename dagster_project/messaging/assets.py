@@ -42,7 +42,7 @@ from dagster_project.messaging.generators.template import TemplateGenerator
 from dagster_project.messaging.guardrails import Verdict
 from dagster_project.quality.freshness import reference_time, stale_playbooks
 from dagster_project.resources.warehouse import (IN_CHUNK, DuckDBWarehouse, KeyRange, WarehouseInterface, WarehouseSession,
-                                                 session_on)
+                                                 in_values, session_on)
 
 DRAFTS_TABLE = "nextbest.message_drafts"
 SEGMENTS_TABLE = "analytics.customer_segments"
@@ -344,13 +344,14 @@ class ChunkInputs:
                 for c, p in self.playbook_of.items() if c in packs and p in briefs.playbooks]
 
     def part(self, customers: Sequence[str]) -> "ChunkInputs":
-        """These customers only: packs are made for the customers frame's rows, the rest are ignored."""
-        frames = dict(self.frames)
+        """These customers only: their rows of every frame (order items by their orders), and their cached drafts.
+
+        A worker sent the whole chunk's rows made every row plain Python again and dropped the
+        others' (of 25,000 customers' packs, 6.7 s of which 2.0 s was rows of the other half)."""
+        frames = {name: frame[in_values(frame["customer_id"], customers)] if "customer_id" in frame else frame
+                  for name, frame in self.frames.items()}
+        frames["items"] = frames["items"][in_values(frames["items"]["order_id"], frames["orders"]["order_id"])]
         mine = set(customers)
-        # A set lookup per row: pandas' `isin` on Arrow strings makes an Arrow scalar of every value
-        # it is given (0.3 s per 25,000 customers).
-        frames["customers"] = frames["customers"][[c in mine for c in frames["customers"]["customer_id"]]]
-        # a worker is sent its own customers' cached drafts only
         cache = MemoryDraftCache({k: o for k, o in self.cache.outcomes.items() if o.customer_id in mine})
         return ChunkInputs({c: self.playbook_of[c] for c in customers}, frames, cache)
 

@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Se
 
 import dagster as dg
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dagster_project.project import check_duckdb_file_name, positive_int_env
 
@@ -736,6 +738,21 @@ def rebatched(tables: Iterable[pa.Table], size: int) -> Iterator[pa.Table]:
             pending, held = ([rest] if rest.num_rows else []), rest.num_rows
     if held:
         yield pa.concat_tables(pending)
+
+
+def in_values(column: pd.Series, values: Iterable) -> np.ndarray:
+    """Whether each value of `column` is one of `values` (a null is not), as a NumPy bool array.
+
+    Text the warehouse returns is Arrow-backed, and pandas' `isin` on it makes an Arrow scalar of
+    every value it is given: 0.73 s for 400,000 ids against 200,000, where Arrow's own `is_in`
+    takes 0.08 s (and a Python set lookup per row 0.24 s).
+    """
+    column_array = pa.array(column)
+    value_set = values if isinstance(values, pa.Array) else pa.array(
+        values if isinstance(values, pd.Series) else list(values))
+    if value_set.type != column_array.type:
+        value_set = value_set.cast(column_array.type)
+    return pc.is_in(column_array, value_set=value_set).fill_null(False).to_numpy(zero_copy_only=False)
 
 
 def command_source(db: str | None = None,

@@ -14,7 +14,9 @@ import pytest
 
 from dagster_project.decisioning.assets import DECISIONS_DDL, DECISIONS_TABLE
 from dagster_project.messaging import assets as messaging_assets
-from dagster_project.messaging.assets import message_drafts
+from dagster_project.messaging.assets import ChunkInputs, message_drafts
+from dagster_project.messaging.context_pack import packs_from_frames, read_pack_frames
+from dagster_project.messaging.drafting import MemoryDraftCache
 from dagster_project.resources.warehouse import DuckDBSession, DuckDBWarehouse
 from tests.messaging.fake_llm import FakeLLM, grounded_reply
 from tests.messaging.store import AS_OF, write_store
@@ -250,3 +252,26 @@ def test_the_llm_budget_is_the_runs_not_each_chunks(store, monkeypatch):
     assert rows.loc["C003", "generator"] == "template" and rows.loc["C003", "fell_back"]
     assert json.loads(rows.loc["C003", "history"])[0].startswith("budget:")
     assert metadata(result)["total_cost_usd"].value <= budget
+
+
+def test_a_workers_part_holds_only_its_customers_rows_and_makes_their_packs(store):
+    scope = "select customer_id from raw.customers"
+    con = duckdb.connect(str(store), read_only=True)
+    try:
+        frames = read_pack_frames(con, scope, [], AS_OF)
+    finally:
+        con.close()
+    whole = ChunkInputs({c: "win_back" for c in frames["customers"]["customer_id"]}, frames, MemoryDraftCache({}))
+    packs = packs_from_frames(frames, AS_OF, None)
+    customers = sorted(whole.playbook_of)
+    first, rest = customers[:2], customers[2:]
+    for mine in (first, rest):
+        part = whole.part(mine)
+        for name, frame in part.frames.items():
+            if "customer_id" in frame:
+                assert set(frame["customer_id"]) <= set(mine), name
+        assert set(part.frames["items"]["order_id"]) <= set(part.frames["orders"]["order_id"])
+        assert part.playbook_of == {c: "win_back" for c in mine}
+        assert packs_from_frames(part.frames, AS_OF, None) == {c: packs[c] for c in mine}
+    # Every row went to one part or the other: none was dropped.
+    assert sum(len(whole.part(m).frames["items"]) for m in (first, rest)) == len(frames["items"]) > 0

@@ -17,7 +17,7 @@ import snowflake.connector.pandas_tools
 
 from dagster_project.resources.snowflake import SnowflakeWarehouse
 from dagster_project.resources.warehouse import (SAMPLE_BUCKET_DIGITS, DuckDBWarehouse, KeyRange, MergeResult,
-                                                 build_warehouse, connect_duckdb, read_key_sample)
+                                                 build_warehouse, connect_duckdb, in_values, read_key_sample)
 
 SNOWFLAKE_ENV = {
     "SNOWFLAKE_ACCOUNT": "acme", "SNOWFLAKE_USER": "nb", "SNOWFLAKE_PASSWORD": "pw-not-for-logs",
@@ -96,6 +96,15 @@ def test_a_filtered_scan_comes_back_in_whole_batches(wh):
     batches = list(wh.iter_batches("select i from analytics.wide where m = 0", batch_size=50_000))
     assert [len(b) for b in batches] == [50_000, 50_000, 33_334]
     assert sorted(pd.concat(batches)["i"]) == list(range(0, 400_000, 3))
+
+
+def test_in_values_matches_warehouse_text_against_any_values(wh):
+    ids = wh.read_df("select case when i = 3 then null else 'C' || i end as customer_id from range(6) as r(i)")
+    column = ids["customer_id"]  # the warehouse's own (Arrow-backed) text, with a null
+    assert in_values(column, ["C1", "C4", "C9"]).tolist() == [False, True, False, False, True, False]
+    assert in_values(column, pd.Series(["C0", "C5"], dtype=object)).tolist() == [True, False, False, False, False, True]
+    assert in_values(column, set()).tolist() == [False] * 6
+    assert in_values(pd.Series(["a", "b"], dtype=object), {"b"}).tolist() == [False, True]
 
 
 def test_writes_while_iterating_go_to_the_same_file(wh):
