@@ -17,7 +17,10 @@ sampled sum of its process tree when that is larger: steps with worker processes
                 (benchmarks/incremental_day.py), the as_of moves on a day, and
                 `dbt build` runs again; its share of the full build is printed
   <asset>       every other materializable asset in `definitions.py` (models,
-                decisioning, messaging, ...), one at a time in dependency order
+                decisioning, messaging, ...) in one job run, one process, as the
+                `daily_personalization` job runs them (in-process executor); a row
+                per asset: its steps (the asset and its checks) and the largest
+                sampled memory of the process tree while they ran
   daily: ...    the next day's whole run on a copy of what those left: the same 2%
                 of customers with events, `dbt build` and every asset at the next
                 as_of (models kept, drafts cached); its share of the full pipeline
@@ -53,7 +56,7 @@ sys.path.insert(0, str(REPO))
 from dagster_project.resources.warehouse import memory_limit  # noqa: E402  (this checkout's package)
 BIN = Path(sys.executable).parent
 SKIP_GROUPS = {"ingest", "warehouse"}  # raw data comes from `simulate`, dbt models from `dbt build`
-STEPS_MARK = "steps seconds: "  # the last line `--materialize` prints
+STEP_MARK = "step: "  # `--materialize` prints a line per step, this and JSON
 
 
 def tree_rss(root: int) -> int:
@@ -79,11 +82,13 @@ def tree_rss(root: int) -> int:
     return total
 
 
-def run_stage(name: str, argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+def run_stage(name: str, argv: list[str], env: dict[str, str],
+              samples: list[tuple[float, int]] | None = None) -> tuple[float, float, str]:
     """Run one stage; return (wall seconds, peak RSS MiB, output). Exits loudly on failure.
 
     The peak is the larger of the kernel's rusage of the stage (its largest single process) and
-    the sum over its process tree sampled every 0.25 s (a step that works in worker processes)."""
+    the sum over its process tree sampled every 0.25 s (a step that works in worker processes).
+    `samples`, when given, gets each (epoch seconds, tree bytes) sampled."""
     started = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sampled = [0]
@@ -91,7 +96,10 @@ def run_stage(name: str, argv: list[str], env: dict[str, str]) -> tuple[float, f
 
     def sample() -> None:
         while not done.wait(0.25):
-            sampled[0] = max(sampled[0], tree_rss(proc.pid))
+            rss = tree_rss(proc.pid)
+            sampled[0] = max(sampled[0], rss)
+            if samples is not None:
+                samples.append((time.time(), rss))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -147,22 +155,37 @@ def other_assets() -> list[str]:
     return keys
 
 
-def materialize(key: str) -> None:
-    """Materialize one asset (its upstream tables are already in the warehouse)."""
+def materialize(keys: list[str]) -> None:
+    """Materialize these assets in one job run, in one process, as a scheduled run of the
+    `daily_personalization` job does (the in-process executor; their upstream tables are already
+    in the warehouse). Prints a JSON line per step: its asset, start, end and duration."""
     import dagster as dg
 
     from dagster_project.definitions import defs
 
     job = defs.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(asset_selection=[dg.AssetKey.from_user_string(key)],
-                                    instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    instance = dg.DagsterInstance.ephemeral()
+    result = job.execute_in_process(asset_selection=[dg.AssetKey.from_user_string(k) for k in keys],
+                                    instance=instance, raise_on_error=False)
     if not result.success:
         failures = [str(e.event_specific_data.error) for e in result.all_events if e.is_step_failure]
-        sys.exit(f"materializing {key} failed:\n" + "\n".join(failures)[-6000:])
-    # The steps' own time (the asset and its checks), without this process's start and imports:
-    # what the step costs inside one job run, where every asset shares one process.
-    steps = sum(e.event_specific_data.duration_ms for e in result.all_events if e.is_step_success) / 1000
-    print(f"{STEPS_MARK}{steps:.3f}")
+        sys.exit(f"materializing {', '.join(keys)} failed:\n" + "\n".join(failures)[-6000:])
+    # Each step's asset: what it materialized, or the asset its check evaluated.
+    asset_of, started = {}, {}
+    for entry in instance.all_logs(result.run_id):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.is_step_start:
+            started[event.step_key] = entry.timestamp
+        elif event.event_type_value in ("ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION"):
+            data = event.event_specific_data
+            key = data.materialization.asset_key if hasattr(data, "materialization") else data.asset_key
+            asset_of.setdefault(event.step_key, key.to_user_string())
+        elif event.is_step_success:
+            print(STEP_MARK + json.dumps({"step": event.step_key, "asset": asset_of.get(event.step_key, event.step_key),
+                                          "start": started[event.step_key], "end": entry.timestamp,
+                                          "seconds": event.event_specific_data.duration_ms / 1000}), flush=True)
 
 
 def bench(customers: int, months: int, work: Path, print_row, dbt_only: bool = False,
@@ -187,8 +210,8 @@ def bench(customers: int, months: int, work: Path, print_row, dbt_only: bool = F
     print_row(customers, "dbt build", dbt_wall, peak)
     incremental_day(customers, work, built, day, dbt_wall, env, print_row)
     if not dbt_only:
-        full_steps = assets(customers, built, dbt_wall, env, print_row)
-        daily_pipeline(customers, work, built, day, full_steps, env, print_row)
+        full = assets(customers, built, dbt_wall, env, print_row)
+        daily_pipeline(customers, work, built, day, full, env, print_row)
     if dbt_only and not direct_sql_too:
         return
     # Last, so the pipeline's own figures are in even if this long replay is cut short.
@@ -200,33 +223,49 @@ def bench(customers: int, months: int, work: Path, print_row, dbt_only: bool = F
     direct.unlink()
 
 
-def assets(customers: int, built: Path, dbt_wall: float, env: dict[str, str], print_row) -> float:
-    """Every other asset, one process each, in dependency order; then the end-to-end total.
+def assets(customers: int, built: Path, dbt_wall: float, env: dict[str, str], print_row) -> tuple[float, float]:
+    """Every other asset in one job run; then the end-to-end totals.
 
-    Returns the steps-only total (dbt build + each asset's steps)."""
+    Returns (end to end: dbt build + the job run's wall, steps only: dbt build + its steps summed)."""
     wall, steps = run_assets(customers, {**env, "NEXTBEST_DUCKDB_PATH": str(built)}, print_row, "asset ")
-    print_row(customers, "end to end without simulate", dbt_wall + wall, float("nan"), "each asset in its own process")
+    print_row(customers, "end to end without simulate", dbt_wall + wall, float("nan"),
+              "dbt build + one job run of every other asset")
     print_row(customers, "end to end, steps only", dbt_wall + steps, float("nan"),
-              "dbt build + each asset's steps, without the per-process start (one job run shares one)")
+              "dbt build + the job's steps, without its process start and imports")
     print_row(customers, "warehouse file", float("nan"), built.stat().st_size / 2**20, "(MiB on disk)")
-    return dbt_wall + steps
+    return dbt_wall + wall, dbt_wall + steps
 
 
 def run_assets(customers: int, env: dict[str, str], print_row, label: str) -> tuple[float, float]:
-    """Materialize every asset `other_assets` lists, one process each; (wall, steps) summed."""
-    total = steps_total = 0.0
+    """Materialize every asset `other_assets` lists in one job run (one process); a row per asset
+    (its steps: the asset and its checks), then (the run's wall, its steps summed).
+
+    An asset's peak is the largest sampled memory of the run's process tree while its steps ran;
+    what earlier steps left allocated in the process counts, as it does in a scheduled run."""
     listed = subprocess.run([sys.executable, __file__, "--list-assets"], env=env, cwd=REPO, capture_output=True,
                             text=True, check=True)
-    for key in json.loads(listed.stdout.strip().splitlines()[-1]):
-        wall, peak, output = run_stage(key, [sys.executable, __file__, "--materialize", key], env)
-        steps = float(output.rsplit(STEPS_MARK, 1)[1].split()[0])
-        total += wall
-        steps_total += steps
-        print_row(customers, f"{label}{key}", wall, peak, f"steps {steps:.1f} s")
-    return total, steps_total
+    keys = json.loads(listed.stdout.strip().splitlines()[-1])
+    samples: list[tuple[float, int]] = []
+    wall, peak, output = run_stage(f"{label}job run", [sys.executable, __file__, "--materialize", *keys], env, samples)
+    steps = [json.loads(line[len(STEP_MARK):]) for line in output.splitlines() if line.startswith(STEP_MARK)]
+    by_asset: dict[str, dict] = {}
+    for step in steps:
+        # Samples are 0.25 s apart: a step shorter than that takes the next one.
+        during = [rss for at, rss in samples if step["start"] <= at <= step["end"] + 0.25]
+        mine = by_asset.setdefault(step["asset"], {"seconds": 0.0, "peak": 0, "steps": 0})
+        mine["seconds"] += step["seconds"]
+        mine["peak"] = max(mine["peak"], max(during, default=0))
+        mine["steps"] += 1
+    for key in [*(k for k in keys if k in by_asset), *(k for k in by_asset if k not in keys)]:
+        mine = by_asset[key]
+        print_row(customers, f"{label}{key}", mine["seconds"], mine["peak"] / 2**20,
+                  f"{mine['steps']} step{'s' if mine['steps'] > 1 else ''}")
+    print_row(customers, f"{label}one job run of these", wall, peak,
+              "one process, start and imports included")
+    return wall, sum(step["seconds"] for step in steps)
 
 
-def daily_pipeline(customers: int, work: Path, built: Path, day, full_steps: float, env: dict[str, str],
+def daily_pipeline(customers: int, work: Path, built: Path, day, full: tuple[float, float], env: dict[str, str],
                    print_row, share: float = 0.02) -> None:
     """The next day's whole daily run on a copy of what the full pipeline left: `share` of the
     customers get events on `day` (as in `incremental_day`), then `dbt build` and every asset run
@@ -246,9 +285,11 @@ def daily_pipeline(customers: int, work: Path, built: Path, day, full_steps: flo
            "NEXTBEST_OUTBOX_FILE": str(folder / "outbox.jsonl"), "NEXTBEST_HELPDESK_FILE": str(folder / "helpdesk.jsonl")}
     dbt_wall, peak, _ = run_stage("daily: dbt build", dbt_build(folder, folder / "target", as_of), env)
     print_row(customers, "daily: dbt build", dbt_wall, peak, f"{added['customers']:,} customers with new events")
-    _, steps = run_assets(customers, env, print_row, "daily: ")
+    wall, steps = run_assets(customers, env, print_row, "daily: ")
+    print_row(customers, "daily run, end to end", dbt_wall + wall, float("nan"),
+              f"{(dbt_wall + wall) / full[0]:.0%} of the full pipeline end to end")
     print_row(customers, "daily run, steps only", dbt_wall + steps, float("nan"),
-              f"{(dbt_wall + steps) / full_steps:.0%} of the full pipeline's steps only")
+              f"{(dbt_wall + steps) / full[1]:.0%} of the full pipeline's steps only")
     copy.unlink()
 
 
@@ -293,7 +334,7 @@ def main() -> None:
     parser.add_argument("--record", type=Path, default=None,
                         help="also append each row to this file as it comes (e.g. benchmarks/RESULTS.md)")
     parser.add_argument("--direct", nargs=2, metavar=("DB", "TARGET"), help=argparse.SUPPRESS)
-    parser.add_argument("--materialize", metavar="ASSET", help=argparse.SUPPRESS)
+    parser.add_argument("--materialize", metavar="ASSET", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--list-assets", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.direct:
