@@ -34,7 +34,6 @@ import pandas as pd
 from pydantic import Field
 
 from dagster_project.models import registry
-from dagster_project.models.registry import registered_model  # noqa: F401 - re-exported for uplift_assets.py
 from dagster_project.models.propensity import (MAX_FEATURE_PSI, MIN_VALIDATION_AUC, OUTCOMES, PropensityModel,
                                                model_name, population, train_propensity)
 from dagster_project.resources.warehouse import DuckDBWarehouse, KeySample, WarehouseInterface, read_key_sample
