@@ -19,6 +19,7 @@ import os
 import re
 import time
 import uuid
+import warnings
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
@@ -571,7 +572,11 @@ class DuckDBSession(WarehouseSession):
         return f'"{name}"'
 
     def _query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
-        df = self.con.execute(sql, list(params or [])).df()
+        with warnings.catch_warnings():
+            # Fetched through the DB-API result (`con.sql` refuses to run while a statement's result is
+            # unread); the copy it warns of costs less than the strings `.df()` would make.
+            warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
+            df = duckdb_frame(self.con, self.con.execute(sql, list(params or [])).to_arrow_table())
         df.columns = [str(c).lower() for c in df.columns]
         return df
 
@@ -738,6 +743,38 @@ def rebatched(tables: Iterable[pa.Table], size: int) -> Iterator[pa.Table]:
             pending, held = ([rest] if rest.num_rows else []), rest.num_rows
     if held:
         yield pa.concat_tables(pending)
+
+
+def duckdb_frame(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pd.DataFrame:
+    """A DuckDB result (as Arrow) as the DataFrame DuckDB's `.df()` makes of it, text read through Arrow.
+
+    `.df()` makes a Python string of every text value and pandas then copies them into Arrow
+    again: 0.84 s for 200,000 outbox rows, where Arrow's own columns take 0.27 s. Every other
+    column goes through DuckDB's `.df()` as before, so numbers, dates and nulls come out alike.
+    """
+    names, seen = [], {}
+    for name in table.schema.names:  # a repeated name gets a suffix, as `.df()` gives it: a, a_1
+        names.append(f"{name}_{seen[name]}" if seen.get(name) else name)
+        seen[name] = seen.get(name, 0) + 1
+    table = table.rename_columns(names)
+    text = [pa.types.is_string(f.type) or pa.types.is_large_string(f.type) for f in table.schema]
+    if not any(text) or not table.num_rows:  # nothing to gain: as `.df()` has it (empty text is object)
+        return duckdb.from_arrow(table, connection=con).df()
+    others = [f.name for f, is_text in zip(table.schema, text) if not is_text]
+    rest = duckdb.from_arrow(table.select([i for i, t in enumerate(text) if not t]), connection=con).df() \
+        if others else None
+    columns, position = [], 0
+    for i, is_text in enumerate(text):
+        if not is_text:
+            columns.append(rest.iloc[:, position])
+            position += 1
+        elif table.column(i).null_count == table.num_rows:  # `.df()`: no text at all is an object column of None
+            columns.append(pd.Series([None] * table.num_rows, dtype=object))
+        else:
+            columns.append(table.column(i).to_pandas())
+    frame = pd.DataFrame(dict(enumerate(columns)))
+    frame.columns = table.schema.names
+    return frame
 
 
 def in_values(column: pd.Series, values: Iterable) -> np.ndarray:

@@ -17,7 +17,8 @@ import snowflake.connector.pandas_tools
 
 from dagster_project.resources.snowflake import SnowflakeWarehouse
 from dagster_project.resources.warehouse import (SAMPLE_BUCKET_DIGITS, DuckDBWarehouse, KeyRange, MergeResult,
-                                                 build_warehouse, connect_duckdb, in_values, read_key_sample)
+                                                 build_warehouse, connect_duckdb, duckdb_frame, in_values,
+                                                 read_key_sample)
 
 SNOWFLAKE_ENV = {
     "SNOWFLAKE_ACCOUNT": "acme", "SNOWFLAKE_USER": "nb", "SNOWFLAKE_PASSWORD": "pw-not-for-logs",
@@ -96,6 +97,21 @@ def test_a_filtered_scan_comes_back_in_whole_batches(wh):
     batches = list(wh.iter_batches("select i from analytics.wide where m = 0", batch_size=50_000))
     assert [len(b) for b in batches] == [50_000, 50_000, 33_334]
     assert sorted(pd.concat(batches)["i"]) == list(range(0, 400_000, 3))
+
+
+@pytest.mark.parametrize("sql", [
+    "select 'C' || i as id, case when i % 2 = 0 then 'x' end as some_text, cast(null as varchar) as no_text, "
+    "i, case when i > 1 then i end as some_int, cast(i as decimal(10, 2)) as money, sum(i) over () as total, "
+    "i % 2 = 0 as flag, case when i > 1 then i % 2 = 0 end as some_flag, date '2026-01-01' + cast(i as integer) as day, "
+    "timestamp '2026-01-01 08:00' + i * interval 1 hour as at, i / 3 as ratio from range(4) as r(i)",
+    "select 'C' || i as id, i from range(3) as r(i) where i > 5",  # no rows
+    "select 42 as answer, 'a' as a, 'b' as a, 'c' as a",  # a repeated name
+])
+def test_duckdb_frame_is_what_df_makes_with_text_through_arrow(sql):
+    con = duckdb.connect()
+    expected = con.execute(sql).df()
+    got = duckdb_frame(con, con.sql(sql).to_arrow_table())
+    pd.testing.assert_frame_equal(got, expected)
 
 
 def test_in_values_matches_warehouse_text_against_any_values(wh):
