@@ -6,9 +6,10 @@
     python benchmarks/scale.py --dbt-only               # simulate, dbt build, incremental day
     python benchmarks/scale.py --dbt-only --direct-sql  # ... and the direct SQL replay
 
-Stages, each its own process on its own copy of the warehouse, so each peak
-resident memory is the stage's own (the kernel's rusage of that child, or the
-sampled sum of its process tree when that is larger: steps with worker processes):
+Stages, each its own process (the assets of a day: one job run) on its own copy of the
+warehouse, so each peak resident memory is the stage's own (the kernel's rusage of that
+child, or the sampled sum of its process tree when that is larger: steps with worker
+processes):
   simulate      `nextbest simulate` into a fresh file (raw.*)
   dbt build     models, snapshots and tests, as the `warehouse` assets run them
   dbt build, incremental day
