@@ -760,9 +760,8 @@ def duckdb_frame(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pd.DataFram
     text = [pa.types.is_string(f.type) or pa.types.is_large_string(f.type) for f in table.schema]
     if not any(text) or not table.num_rows:  # nothing to gain: as `.df()` has it (empty text is object)
         return duckdb.from_arrow(table, connection=con).df()
-    others = [f.name for f, is_text in zip(table.schema, text) if not is_text]
-    rest = duckdb.from_arrow(table.select([i for i, t in enumerate(text) if not t]), connection=con).df() \
-        if others else None
+    rest = (duckdb.from_arrow(table.select([i for i, is_text in enumerate(text) if not is_text]), connection=con).df()
+            if not all(text) else None)
     columns, position = [], 0
     for i, is_text in enumerate(text):
         if not is_text:
