@@ -572,11 +572,15 @@ class DuckDBSession(WarehouseSession):
         return f'"{name}"'
 
     def _query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
-        with warnings.catch_warnings():
-            # Fetched through the DB-API result (`con.sql` refuses to run while a statement's result is
-            # unread); the copy it warns of costs less than the strings `.df()` would make.
-            warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
-            df = duckdb_frame(self.con, self.con.execute(sql, list(params or [])).to_arrow_table())
+        result = self.con.execute(sql, list(params or []))
+        if any(str(column[1]) == "VARCHAR" for column in result.description or []):
+            with warnings.catch_warnings():
+                # Through the DB-API result (`con.sql` refuses to run while a statement's result is
+                # unread); the copy it warns of costs less than the strings `.df()` would make.
+                warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
+                df = duckdb_frame(self.con, result.to_arrow_table())
+        else:  # no text: `.df()` makes no strings, and an Arrow copy first would only double the memory
+            df = result.df()
         df.columns = [str(c).lower() for c in df.columns]
         return df
 
