@@ -160,7 +160,7 @@ def service_context_export(context: dg.AssetExecutionContext, warehouse: DuckDBW
 
     sinks = {PROFILE_PLAYBOOK: esp_from_env(), HELPDESK_PLAYBOOK: helpdesk_sink_from_env()}
     try:
-        result = export_service_context(warehouse, service_context_chunks(warehouse, warehouse.batch_rows),
+        result = export_service_context(warehouse, service_context_chunks(warehouse, warehouse.batch_rows, list(sinks)),
                                         default_as_of(), sinks, batch_rows=warehouse.batch_rows,
                                         log=context.log.info)
     finally:

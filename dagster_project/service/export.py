@@ -12,10 +12,17 @@ replaces an older one still waiting. The helpdesk sink is helpdesk-neutral: a si
 (`NEXTBEST_HELPDESK_WEBHOOK_URL`, `NEXTBEST_HELPDESK_WEBHOOK_SECRET`) or a JSONL file
 (`NEXTBEST_HELPDESK_FILE`, default data/helpdesk.jsonl).
 
-The mart is read a customer-id range at a time (`NEXTBEST_BATCH_ROWS` customers): each
-range's properties are turned into JSON column by column, compared with what was last
-queued for those customers, and the changed ones queued; then each destination is sent
-in rounds of at most that many rows. Memory follows the chunk, not the customer count.
+Only customers whose fields may have changed are read at all. `nextbest.service_export_state`
+keeps, per destination playbook and customer, an md5 of the exported fields as the warehouse
+cast them to text (`fields_md5_sql`) when they were last looked at, and the send id of the
+update that carries them. The warehouse picks the customers whose md5 differs, who have no
+state yet, or whose update never arrived (dead, suppressed, superseded), into a scratch table
+(`due_sql`); the state is a cache of the comparison below, so losing it costs time, not sends.
+Those customers are read a customer-id range at a time (`NEXTBEST_BATCH_ROWS` customers):
+their properties are turned into JSON column by column, compared with what was last queued
+for them, and the changed ones queued; then each destination is sent in rounds of at most that
+many rows. Memory follows the chunk, not the customer count. At 1M customers a day in which
+4% changed reads 38k rows, not 1M.
 """
 
 from __future__ import annotations
@@ -33,8 +40,9 @@ import pandas as pd
 from dagster_project.delivery import outbox
 from dagster_project.delivery.esp import EspResource, FileEsp, WebhookEsp
 from dagster_project.delivery.sender import ExportSummary, default_chunk_size, run_export
+from dagster_project.ingest.contract import NEXTBEST_SCHEMA
 from dagster_project.resources.warehouse import IN_CHUNK, KeyRange, WarehouseInterface
-from dagster_project.service.context import context_chunks, context_columns, read_context_chunk
+from dagster_project.service.context import SERVICE_CONTEXT, context_columns, read_context_chunk, require_service_context
 
 PROFILE_PLAYBOOK = "service_profile"
 HELPDESK_PLAYBOOK = "service_helpdesk"
@@ -53,6 +61,20 @@ TAG_FIELDS = ("high_ltv", "gift_recipient", "at_risk", "brand_advocate")
 # or every such customer would look changed.
 WHOLE_FIELDS = ("tenure_months", "cadence_days", "open_tickets")
 _dumps = partial(json.dumps, separators=(",", ":"))
+
+EXPORT_STATE_TABLE = "service_export_state"
+EXPORT_STATE = f"{NEXTBEST_SCHEMA}.{EXPORT_STATE_TABLE}"
+EXPORT_STATE_DDL = f"""
+create table if not exists {EXPORT_STATE} (
+  playbook_id varchar not null,
+  customer_id varchar not null,
+  fields_md5 varchar not null,
+  send_id varchar not null
+)
+"""
+FIELDS_MD5 = "fields_md5"
+# Outbox states of an update that never reached its destination: its customer is looked at again.
+NOT_ARRIVED = ("dead", "suppressed", "superseded")
 
 
 def _plain(value: Any, whole: bool = False) -> Any:
@@ -122,24 +144,74 @@ def export_frame(frame: pd.DataFrame, playbook_id: str, batch_id: str, previous:
                         columns=list(outbox.PROPERTY_COLUMNS))
 
 
-def last_exported(warehouse: WarehouseInterface, playbook_id: str, chunk: KeyRange | None = None) -> dict[str, str]:
-    """customer_id -> the properties last queued for them to this destination and still on their way
-    or delivered (dead, suppressed and superseded updates never arrived, so they do not count);
-    the customers of `chunk` only, when given."""
+def last_exported(warehouse: WarehouseInterface, playbook_id: str, chunk: KeyRange | None = None,
+                  within: str | None = None) -> pd.DataFrame:
+    """customer_id, body, send_id: the properties last queued for each customer to this destination
+    and still on their way or delivered (dead, suppressed and superseded updates never arrived, so
+    they do not count), and that update's send id; the customers of `chunk` only, when given, and
+    of the relation `within` (a `customer_id` column), when given."""
     outbox.ensure_outbox(warehouse)
     in_chunk, params = (f"and {IN_CHUNK}", chunk.bounds) if chunk else ("", [])
-    rows = warehouse.read_df(f"select customer_id, max_by(body, enqueued_at) as body from {outbox.OUTBOX} "
+    if within:
+        in_chunk += f" and customer_id in (select customer_id from {within})"
+    return warehouse.read_df(f"select customer_id, max_by(body, enqueued_at) as body, "
+                             f"max_by(send_id, enqueued_at) as send_id from {outbox.OUTBOX} "
                              "where playbook_id = ? and kind = 'properties' "
                              f"and state in ('queued', 'failed', 'sending', 'sent') {in_chunk} group by customer_id",
                              [playbook_id, *params])
-    return dict(zip(rows["customer_id"], rows["body"]))
 
 
-def service_context_chunks(warehouse: WarehouseInterface, batch_rows: int) -> Iterator[pd.DataFrame]:
-    """The exported columns of `customer_service_context`, `batch_rows` customers at a time."""
+def fields_md5_sql(columns: Sequence[str], alias: str = "") -> str:
+    """SQL (both engines) of an md5 over the exported `columns` of the mart as text: which columns,
+    then each value (a blank apart from any text), so any change to what is exported changes it."""
+    prefix = f"{alias}." if alias else ""
+    parts = [f"'{','.join(columns)}'"] + [f"coalesce(cast({prefix}{c} as varchar), chr(30))" for c in columns]
+    return f"md5(concat_ws(chr(31), {', '.join(parts)}))"
+
+
+def ensure_export_state(warehouse: WarehouseInterface) -> None:
+    """Create `nextbest.service_export_state` when missing."""
+    if not warehouse.table_exists(NEXTBEST_SCHEMA, EXPORT_STATE_TABLE):
+        warehouse.execute(f"create schema if not exists {NEXTBEST_SCHEMA}")
+        warehouse.execute(EXPORT_STATE_DDL)
+
+
+def due_sql(columns: Sequence[str], playbook_ids: Sequence[str]) -> str:
+    """The customers of the mart to look at for any of `playbook_ids`: their fields' md5 differs from
+    the one recorded for that playbook, none is recorded, or the update recorded never arrived."""
+    for playbook_id in playbook_ids:
+        if playbook_id not in OUTBOX_DESTINATIONS:
+            raise ValueError(f"service export: unknown destination playbook {playbook_id!r}")
+    not_arrived = ", ".join(f"'{state}'" for state in NOT_ARRIVED)
+    checks = " or ".join(f"""not exists (
+            select 1 from {EXPORT_STATE} s
+            where s.playbook_id = '{playbook_id}' and s.customer_id = c.customer_id and s.fields_md5 = c.{FIELDS_MD5}
+              and s.send_id not in (select send_id from {outbox.OUTBOX}
+                                    where kind = 'properties' and playbook_id = '{playbook_id}'
+                                      and state in ({not_arrived})))""" for playbook_id in playbook_ids)
+    return (f"select c.customer_id from (select customer_id, {fields_md5_sql(columns)} as {FIELDS_MD5} "
+            f"from {SERVICE_CONTEXT}) as c where {checks}")
+
+
+def service_context_chunks(warehouse: WarehouseInterface, batch_rows: int,
+                           playbook_ids: Sequence[str] = tuple(OUTBOX_DESTINATIONS)) -> Iterator[pd.DataFrame]:
+    """The exported columns of `customer_service_context` and their `fields_md5`, `batch_rows`
+    customers at a time, for the customers due a look for any of `playbook_ids` (`due_sql`).
+
+    Each frame's `attrs["due"]` names the scratch table of those customers (dropped when the
+    generator ends), so `queue_changed` reads only their last updates.
+    """
+    require_service_context(warehouse)
+    outbox.ensure_outbox(warehouse)
+    ensure_export_state(warehouse)
     columns = context_columns(warehouse, PROPERTY_FIELDS)
-    for chunk in context_chunks(warehouse, batch_rows):
-        yield read_context_chunk(warehouse, chunk, columns)
+    exported = columns[1:]
+    with warehouse.scratch_table(NEXTBEST_SCHEMA, "export_due", f"as {due_sql(exported, playbook_ids)}") as due:
+        for chunk in warehouse.key_ranges(f"select customer_id from {due} order by customer_id", batch_rows):
+            frame = read_context_chunk(warehouse, chunk, [*columns, f"{fields_md5_sql(exported)} as {FIELDS_MD5}"],
+                                       where=f"customer_id in (select customer_id from {due})")
+            frame.attrs["due"] = due
+            yield frame
 
 
 def helpdesk_sink_from_env() -> EspResource:
@@ -163,11 +235,30 @@ def queue_changed(warehouse: WarehouseInterface, frame: pd.DataFrame, as_of: str
     queued: dict[str, outbox.EnqueueSummary | None] = {}
     for playbook_id in playbook_ids:
         batch_id = f"{playbook_id}-{as_of}"
-        changed = export_frame(frame, playbook_id, batch_id, last_exported(warehouse, playbook_id, chunk), bodies)
+        last = last_exported(warehouse, playbook_id, chunk, frame.attrs.get("due"))
+        changed = export_frame(frame, playbook_id, batch_id, dict(zip(last["customer_id"].tolist(),
+                                                                       last["body"].tolist())), bodies)
         queued[playbook_id] = (outbox.enqueue_batch(warehouse, batch_id, changed, kind="properties",
                                                     destination=OUTBOX_DESTINATIONS[playbook_id])
                                if len(changed) else None)
+        if FIELDS_MD5 in frame:
+            record_state(warehouse, frame, playbook_id, last, changed)
     return queued
+
+
+def record_state(warehouse: WarehouseInterface, frame: pd.DataFrame, playbook_id: str, last: pd.DataFrame,
+                 changed: pd.DataFrame) -> None:
+    """After a chunk was queued: each customer's `fields_md5` and the send id of the update that now
+    carries their properties (the one just queued, else the last one on its way or delivered)."""
+    customers = frame["customer_id"].astype(str).tolist()
+    carrier = dict(zip(last["customer_id"].astype(str).tolist(), last["send_id"].tolist()))
+    carrier.update((c, outbox.send_id_for(b, c, p, body)) for b, c, p, body in
+                   zip(changed["batch_id"], changed["customer_id"], changed["playbook_id"], changed["body"]))
+    state = pd.DataFrame({"playbook_id": playbook_id, "customer_id": customers,
+                          FIELDS_MD5: frame[FIELDS_MD5].astype(str).to_numpy(),
+                          "send_id": [carrier.get(c) for c in customers]})
+    warehouse.merge_df(NEXTBEST_SCHEMA, EXPORT_STATE_TABLE, state.dropna(subset=["send_id"]),
+                       keys=["playbook_id", "customer_id"])
 
 
 def export_service_context(warehouse: WarehouseInterface, chunks: Iterable[pd.DataFrame] | Sequence[dict],
@@ -178,8 +269,10 @@ def export_service_context(warehouse: WarehouseInterface, chunks: Iterable[pd.Da
     rounds of at most `batch_rows`. Messages in the outbox are left alone.
 
     `chunks`: DataFrames of `customer_service_context` rows, each a range of customer ids
-    (`service_context_chunks`), or a few rows as dicts. Re-running is safe: queued rows keep
-    their send id, sent ones are not sent again.
+    (`service_context_chunks`: the customers due a look, and each one's `fields_md5`, which is
+    then recorded in `nextbest.service_export_state`), or a few rows as dicts. Re-running is safe:
+    queued rows keep their send id, sent ones are not sent again. `looked_at` counts the customers
+    whose properties were compared.
     """
     for playbook_id in destinations:
         if playbook_id not in OUTBOX_DESTINATIONS:
@@ -187,12 +280,14 @@ def export_service_context(warehouse: WarehouseInterface, chunks: Iterable[pd.Da
                              f"expected one of {', '.join(OUTBOX_DESTINATIONS)}")
     if isinstance(chunks, Sequence) and chunks and isinstance(chunks[0], dict):
         chunks = [pd.DataFrame(list(chunks))]
-    counts = {p: {"queued": 0, "superseded": 0} for p in destinations}
+    counts = {p: {"looked_at": 0, "queued": 0, "superseded": 0} for p in destinations}
     result = {}
     with warehouse.kept_open():  # many small transactions: keep what opening costs
         for i, frame in enumerate(chunks):
             if frame.empty:
                 continue
+            for playbook_id in destinations:
+                counts[playbook_id]["looked_at"] += len(frame)
             for playbook_id, queued in queue_changed(warehouse, frame, as_of, list(destinations)).items():
                 counts[playbook_id]["queued"] += queued.queued if queued else 0
                 counts[playbook_id]["superseded"] += queued.superseded if queued else 0

@@ -212,6 +212,70 @@ def test_file_sink_knows_every_send_id_already_in_its_file_whatever_wrote_the_li
     assert known(["k1", "inner", "m1", "torn", "outer"]) == [True, True, True, False, True]
 
 
+def _reads_of(monkeypatch) -> list[int]:
+    """Bytes of the sink's file each `_read_ids` call was handed, as sinks read it."""
+    from dagster_project.delivery.esp import file
+
+    read: list[int] = []
+    original = file.FileEsp._read_ids
+
+    def spy(self, lines):
+        read.append(len(lines))
+        return original(self, lines)
+
+    monkeypatch.setattr(file.FileEsp, "_read_ids", spy)
+    return read
+
+
+def test_file_sink_reads_its_index_and_only_the_lines_after_it(tmp_path, monkeypatch):
+    from dagster_project.delivery.esp.base import ProfileUpdate
+
+    path = tmp_path / "sink.jsonl"
+    writer = FileEsp(path=str(path))
+    writer.update_profiles([ProfileUpdate(f"c{i}", None, json.dumps(PROPERTIES), f"k{i}") for i in range(3)])
+    first_write_ended = path.stat().st_size
+    writer.update_profiles([ProfileUpdate("c3", None, json.dumps(PROPERTIES), "k3")])
+    writer.close()
+    index = path.with_name("sink.jsonl.ids").read_text().splitlines()
+    assert index == ["=k0", "=k1", "=k2", f"@{first_write_ended}", "=k3", f"@{path.stat().st_size}"]
+    foreign = json.dumps({"kind": "properties", "send_id": "x9"}) + "\n"
+    with open(path, "a") as handle:  # written by something that keeps no index (or crashed before it)
+        handle.write(foreign)
+    read = _reads_of(monkeypatch)
+    sink = FileEsp(path=str(path))
+    results = sink.update_profiles([ProfileUpdate("c", None, "{}", i) for i in ("k0", "k3", "x9", "k4")])
+    assert [r.duplicate for r in results] == [True, True, True, False]
+    assert read == [len(foreign)]  # the indexed lines were not read again
+    sink.close()
+    read.clear()
+    again = FileEsp(path=str(path))  # the foreign line's id and k4 are in the index now
+    assert [r.duplicate for r in again.update_profiles([ProfileUpdate("c", None, "{}", "x9")])] == [True]
+    assert read == []
+    again.close()
+
+
+def test_file_sink_ignores_an_index_that_does_not_fit_its_file_and_writes_it_anew(tmp_path, monkeypatch):
+    from dagster_project.delivery.esp.base import ProfileUpdate
+
+    path = tmp_path / "sink.jsonl"
+    first = FileEsp(path=str(path))
+    first.update_profiles([ProfileUpdate(f"c{i}", None, json.dumps(PROPERTIES), f"k{i}") for i in range(3)])
+    first.close()
+    index = path.with_name("sink.jsonl.ids").read_text()
+    # Another file in its place, longer than the old one, with other ids: the index does not describe it.
+    path.write_text("".join(json.dumps({"kind": "properties", "customer_id": "c", "send_id": f"n{i}",
+                                        "properties": PROPERTIES}) + "\n" for i in range(3)))
+    path.with_name("sink.jsonl.ids").write_text(index)
+    read = _reads_of(monkeypatch)
+    sink = FileEsp(path=str(path))
+    results = sink.update_profiles([ProfileUpdate("c", None, "{}", i) for i in ("k0", "n0", "n2")])
+    assert [r.duplicate for r in results] == [False, True, True]
+    assert sum(read) > 0  # read whole
+    sink.close()
+    assert path.with_name("sink.jsonl.ids").read_text().splitlines() == [
+        "=n0", "=n1", "=n2", "=k0", f"@{path.stat().st_size}"]
+
+
 def test_file_sink_reports_a_failed_write_for_each_update_and_writes_later(tmp_path):
     from dagster_project.delivery.esp.base import ProfileUpdate
 

@@ -116,3 +116,39 @@ def test_bodies_built_column_by_column_match_one_customer_at_a_time():
     body = json.loads(property_bodies(mart.iloc[[4]]).iloc[0])  # C0004: no subscription, no cadence
     assert body["nextbest_cadence_days"] is None and body["nextbest_tenure_months"] == 7
     assert json.loads(property_bodies(mart.iloc[[2]]).iloc[0])["nextbest_cadence_days"] == 28  # not 28.0
+
+
+def test_only_customers_whose_fields_changed_or_whose_update_died_are_read_again(stores, tmp_path, monkeypatch):
+    chunked, _, held, _ = stores
+    first = export(chunked, tmp_path, monkeypatch)
+    assert first["service_profile"]["looked_at"] == first["service_helpdesk"]["sent"] == store.CUSTOMERS
+    state = chunked.read_df("select * from nextbest.service_export_state order by playbook_id, customer_id")
+    assert len(state) == 2 * store.CUSTOMERS and state["send_id"].notna().all()
+    sent_ids = set(chunked.read_df("select send_id from nextbest.outbox where kind = 'properties'")["send_id"])
+    assert set(state["send_id"]) == sent_ids  # each customer's state names the update that carries it
+    held.clear()
+    again = export(chunked, tmp_path, monkeypatch)
+    assert again["service_profile"]["looked_at"] == again["service_helpdesk"]["queued"] == 0
+    assert not held or max(held) == 0  # nobody's context row was read
+
+    chunked.execute("update analytics.customer_service_context set open_tickets = 5 where customer_id = 'C0007'")
+    changed = export(chunked, tmp_path, monkeypatch)
+    assert changed["service_profile"]["looked_at"] == 1
+    assert changed["service_profile"]["queued"] == changed["service_helpdesk"]["sent"] == 1
+
+    # An update that never arrived (dead) brings its customer back the next day, for that destination only.
+    chunked.execute("update nextbest.outbox set state = 'dead' where customer_id = 'C0003' "
+                    "and playbook_id = 'service_helpdesk'")
+    monkeypatch.setenv("NEXTBEST_AS_OF", "2026-06-02")
+    retried = export(chunked, tmp_path, monkeypatch)
+    assert retried["service_helpdesk"]["looked_at"] == 1
+    assert retried["service_helpdesk"]["sent"] == 1 and retried["service_profile"]["queued"] == 0
+    assert lines(tmp_path / "helpdesk.jsonl")[-1]["customer_id"] == "C0003"
+
+    # The state is a cache: without it everyone is compared again, and nothing is sent twice.
+    chunked.execute("drop table nextbest.service_export_state")
+    rebuilt = export(chunked, tmp_path, monkeypatch)
+    assert rebuilt["service_profile"]["looked_at"] == store.CUSTOMERS
+    assert rebuilt["service_profile"]["queued"] == rebuilt["service_helpdesk"]["queued"] == 0
+    assert len(chunked.read_df("select * from nextbest.service_export_state")) == 2 * store.CUSTOMERS
+    assert export(chunked, tmp_path, monkeypatch)["service_helpdesk"]["looked_at"] == 0
