@@ -80,10 +80,12 @@ SCORING_SQL = "select * from analytics.customer_features where is_scoring_point"
 # Weekly points only, like training: the scoring point covers every customer, the weekly points
 # the dbt training sample (var training_customers), a different population above that size.
 RECENT_SQL = """
-select * from analytics.customer_features
+select {columns} from analytics.customer_features
 where as_of_date > (select max(as_of_date) from analytics.customer_features) - interval '28 day'
   and not is_scoring_point
 """
+# The columns `population` reads, besides a model's features.
+POPULATION_COLUMNS = ("is_subscriber", "is_gift", "is_active_subscriber")
 # Drift reads fewer rows than training: a bin of 1% still holds 2,000 of them, and PSI needs no
 # more. At 1M customers (1M recent rows) 800k rows took 4.5 s per model, 200k 2.2 s, and the
 # largest PSI moved in the third decimal (0.151 both ways).
@@ -259,7 +261,12 @@ def build_model_checks(model_asset: dg.AssetsDefinition, outcome: str) -> list[d
         if loaded is None:
             return verdict(None, "feature_drift")
         record, model = loaded
-        recent, sample = read_key_sample(warehouse, RECENT_SQL, "customer_id", MAX_DRIFT_READ_ROWS)
+        # Only the model's features (and who it applies to): at 1M customers 80 columns took 2.2 s.
+        have = warehouse.read_df("select * from analytics.customer_features where 1 = 0").columns
+        wanted = {"customer_id", *model.features, *POPULATION_COLUMNS}
+        columns = ", ".join(c for c in have if c in wanted)
+        recent, sample = read_key_sample(warehouse, RECENT_SQL.format(columns=columns), "customer_id",
+                                         MAX_DRIFT_READ_ROWS)
         recent = recent[population(recent, outcome)]
         if recent.empty:
             return dg.AssetCheckResult(passed=True, metadata={"why": "nobody to score"})

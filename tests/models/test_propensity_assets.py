@@ -19,7 +19,8 @@ import pytest
 from dagster_project.models import propensity, registry
 from dagster_project.models import propensity_assets as pa
 from dagster_project.resources import build_dbt_resource, build_warehouse
-from dagster_project.resources.warehouse import DuckDBWarehouse
+from dagster_project.models.propensity import population
+from dagster_project.resources.warehouse import DuckDBWarehouse, read_key_sample
 from dagster_project.warehouse.assets import nextbest_dbt_models, nextbest_dbt_scored_models
 from tests.spies import rows_per_batch
 
@@ -239,3 +240,7 @@ def test_a_retrain_records_what_it_read_in_the_registry(tmp_path, monkeypatch):
     drift = {c.check_name: c for c in result.get_asset_check_evaluations()}["churn_feature_drift"]
     compared = drift.metadata["customers_compared"].value
     assert compared["sampled"] and 0 < compared["rows_read"] <= 500 < compared["rows_available"]
+    # The check reads only the model's columns; every column gives the same PSI.
+    whole, _ = read_key_sample(wh, pa.RECENT_SQL.format(columns="*"), "customer_id", 500)
+    model = record.load()
+    assert drift.metadata["max_psi"].value == model.drift(whole[population(whole, "churn")])["max_psi"]

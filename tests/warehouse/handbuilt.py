@@ -59,11 +59,15 @@ class Store:
     as_of: date
     prefix: str
     rows: dict[str, list[tuple]] = field(default_factory=lambda: defaultdict(list))
-    _seq: int = 0
+    _seen: dict = field(default_factory=lambda: defaultdict(int))
 
-    def id(self, kind: str) -> str:
-        self._seq += 1
-        return f"{self.prefix}{kind}-{self._seq:05d}"
+    def id(self, kind: str, cid: str, when: date | datetime) -> str:
+        """A row's id from what it is (kind, customer, time), as a source system keeps it: the same
+        row gets the same id whichever day the store is loaded at (a running number would shift
+        as later rows appear, and re-synced rows would look new to incremental models)."""
+        key = f"{cid.removeprefix(self.prefix)}-{when:%Y%m%d%H%M}"
+        self._seen[(kind, key)] += 1
+        return f"{self.prefix}{kind}-{key}-{self._seen[(kind, key)]}"
 
     def visible(self, when: date | datetime) -> bool:
         return (when.date() if isinstance(when, datetime) else when) <= self.as_of
@@ -127,8 +131,8 @@ class Store:
             self.add("order_items", order_id=oid, product_id=product, quantity=qty,
                      unit_price=round(price / qty, 2), is_one_time=False)
             if st == "skipped":
-                self.add("portal_events", event_id=self.id("PE"), customer_id=cid,
-                         event_type="skip", occurred_at=at(day - timedelta(days=2), 19),
+                self.add("portal_events", event_id=self.id("PE", cid, at(day - timedelta(days=2), 19)),
+                         customer_id=cid, event_type="skip", occurred_at=at(day - timedelta(days=2), 19),
                          properties=json.dumps({"subscription_id": sid, "order_id": oid}))
             else:
                 self.add("payments", payment_id=f"{oid}-PAY", customer_id=cid, order_id=oid,
@@ -140,8 +144,8 @@ class Store:
     def one_time(self, cid, day, product, qty, unit_price) -> None:
         if not self.visible(day):
             return
-        oid = self.id("OT")
-        self.add("portal_events", event_id=self.id("PE"), customer_id=cid,
+        oid = self.id("OT", cid, at(day))
+        self.add("portal_events", event_id=self.id("PE", cid, at(day, 8)), customer_id=cid,
                  event_type="add_one_time", occurred_at=at(day, 8),
                  properties=json.dumps({"product_id": product, "order_id": oid}))
         shipped = at(day + timedelta(days=1), 14)
@@ -168,7 +172,7 @@ class Store:
                 if click_every and n % click_every == 0:
                     events.append("click")
             for hour, ev in enumerate(events, start=7):
-                self.add("email_events", event_id=self.id("EE"), customer_id=cid,
+                self.add("email_events", event_id=self.id("EE", cid, at(day, hour)), customer_id=cid,
                          campaign_id=campaign, message_id=message, event_type=ev,
                          occurred_at=at(day, hour))
             day += timedelta(days=7)
@@ -177,7 +181,7 @@ class Store:
     def portal(self, cid, start, end, every_days, event_type="login") -> None:
         day = start
         while day <= min(end, self.as_of):
-            self.add("portal_events", event_id=self.id("PE"), customer_id=cid,
+            self.add("portal_events", event_id=self.id("PE", cid, at(day, 20)), customer_id=cid,
                      event_type=event_type, occurred_at=at(day, 20), properties="{}")
             day += timedelta(days=every_days)
 
@@ -187,7 +191,7 @@ class Store:
         resolved = at(day + timedelta(days=1)) if status in ("solved", "closed") else None
         if resolved is not None and not self.visible(resolved):
             status, resolved = "pending", None
-        self.add("support_tickets", ticket_id=self.id("T"), customer_id=cid, created_at=at(day, 11),
+        self.add("support_tickets", ticket_id=self.id("T", cid, at(day, 11)), customer_id=cid, created_at=at(day, 11),
                  channel="email", topic=topic, status=status, resolved_at=resolved, csat=csat,
                  body=body)
 

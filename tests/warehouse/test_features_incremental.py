@@ -38,8 +38,10 @@ MODELS = ["+customer_features", "+customer_labels", "int_features_lifetime", "+i
 INCREMENTAL = ["int_features_daily", "int_features_activity", "int_features_lifetime", "int_features_subscriptions",
                "int_features_cycles", "customer_features", "customer_labels", "int_orders_per_cycle",
                "int_engagement_by_week", "int_campaign_outcomes",
-               "stg_raw__email_events", "stg_raw__portal_events", "stg_raw__payments"]
+               "stg_raw__email_events", "stg_raw__portal_events", "stg_raw__payments", "stg_raw__orders",
+               "stg_raw__order_items"]
 TABLES = ["staging.stg_raw__email_events", "staging.stg_raw__portal_events", "staging.stg_raw__payments",
+          "staging.stg_raw__orders", "staging.stg_raw__order_items",
           "intermediate.int_orders_per_cycle", "intermediate.int_engagement_by_week", "intermediate.int_campaign_outcomes",
           "intermediate.int_features_daily", "intermediate.int_features_activity", "intermediate.int_features_lifetime",
           "intermediate.int_features_subscriptions", "intermediate.int_features_cycles",
@@ -113,6 +115,23 @@ def load_day(path, day: date, n: int) -> None:
                                  "and cancelled_at is null", [customer]).fetchone()[0]
             con.execute("insert into raw.orders values (?, ?, ?, ?, ?, 30.00, null, null, null)",
                         [f"INC{n}-{customer}-cycle", customer, sub_id, when, status])
+        # orders re-sent as they move on (the loader sends the whole row again, with the time of its
+        # new state): one of the last days ships today; one placed weeks ago, long staged, is
+        # confirmed delivered today; and one of today's is re-sent unchanged
+        resent = [con.execute("insert into raw.orders select order_id, customer_id, subscription_id, ordered_at, "
+                              "status, total, discount_code, ?, ? from raw.orders where ordered_at >= ? and ordered_at < ? "
+                              "order by order_id limit 1",
+                              [shipped, delivered, since, until]).fetchone()[0]
+                  for shipped, delivered, since, until in (
+                      (at(day, 2), None, at(day - timedelta(days=6), 0), at(day, 0)),
+                      (at(day - timedelta(days=20), 9), at(day, 3), at(day - timedelta(days=40), 0),
+                       at(day - timedelta(days=21), 0)))]
+        assert resent == [1, 1], "the simulated store needs orders of the last days and of weeks ago"
+        con.execute("insert into raw.orders select * from raw.orders where order_id = ?", [f"INC{n}-0-O"])
+        # the order that ships today gained an add-on line on the way
+        added = con.execute("insert into raw.order_items select order_id, 'P002', 2, 9.50, true from raw.orders "
+                            "where shipped_at = ? order by order_id limit 1", [at(day, 2)]).fetchone()[0]
+        assert added == 1
         # an open of a campaign email sent months ago: its goal window is over, its funnel is not
         con.execute("insert into raw.email_events select ?, customer_id, campaign_id, message_id, 'open', ? "
                     "from nextbest.assignments as a where arm = 'treatment' and assigned_at < ? and not exists ("
