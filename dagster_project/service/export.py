@@ -14,7 +14,7 @@ replaces an older one still waiting. The helpdesk sink is helpdesk-neutral: a si
 
 Only customers whose fields may have changed are read at all. `nextbest.service_export_state`
 keeps, per destination playbook and customer, an md5 of the exported fields as the warehouse
-cast them to text (`fields_md5_sql`) when they were last looked at, and the send id of the
+cast them to text (`fields_md5_sql`) when they were last looked at, and the batch of the
 update that carries them. The warehouse picks the customers whose md5 differs, who have no
 state yet, or whose update never arrived (dead, suppressed, superseded), into a scratch table
 (`due_sql`); the state is a cache of the comparison below, so losing it costs time, not sends.
@@ -41,7 +41,7 @@ from dagster_project.delivery import outbox
 from dagster_project.delivery.esp import EspResource, FileEsp, WebhookEsp
 from dagster_project.delivery.sender import ExportSummary, default_chunk_size, run_export
 from dagster_project.ingest.contract import NEXTBEST_SCHEMA
-from dagster_project.resources.warehouse import IN_CHUNK, KeyRange, WarehouseInterface
+from dagster_project.resources.warehouse import IN_CHUNK, KeyRange, WarehouseInterface, in_values
 from dagster_project.service.context import SERVICE_CONTEXT, context_columns, read_context_chunk, require_service_context
 
 PROFILE_PLAYBOOK = "service_profile"
@@ -69,7 +69,7 @@ create table if not exists {EXPORT_STATE} (
   playbook_id varchar not null,
   customer_id varchar not null,
   fields_md5 varchar not null,
-  send_id varchar not null
+  batch_id varchar not null
 )
 """
 FIELDS_MD5 = "fields_md5"
@@ -146,16 +146,16 @@ def export_frame(frame: pd.DataFrame, playbook_id: str, batch_id: str, previous:
 
 def last_exported(warehouse: WarehouseInterface, playbook_id: str, chunk: KeyRange | None = None,
                   within: str | None = None) -> pd.DataFrame:
-    """customer_id, body, send_id: the properties last queued for each customer to this destination
+    """customer_id, body, batch_id: the properties last queued for each customer to this destination
     and still on their way or delivered (dead, suppressed and superseded updates never arrived, so
-    they do not count), and that update's send id; the customers of `chunk` only, when given, and
+    they do not count), and that update's batch; the customers of `chunk` only, when given, and
     of the relation `within` (a `customer_id` column), when given."""
     outbox.ensure_outbox(warehouse)
     in_chunk, params = (f"and {IN_CHUNK}", chunk.bounds) if chunk else ("", [])
     if within:
         in_chunk += f" and customer_id in (select customer_id from {within})"
     return warehouse.read_df(f"select customer_id, max_by(body, enqueued_at) as body, "
-                             f"max_by(send_id, enqueued_at) as send_id from {outbox.OUTBOX} "
+                             f"max_by(batch_id, enqueued_at) as batch_id from {outbox.OUTBOX} "
                              "where playbook_id = ? and kind = 'properties' "
                              f"and state in ('queued', 'failed', 'sending', 'sent') {in_chunk} group by customer_id",
                              [playbook_id, *params])
@@ -178,7 +178,8 @@ def ensure_export_state(warehouse: WarehouseInterface) -> None:
 
 def due_sql(columns: Sequence[str], playbook_ids: Sequence[str]) -> str:
     """The customers of the mart to look at for any of `playbook_ids`: their fields' md5 differs from
-    the one recorded for that playbook, none is recorded, or the update recorded never arrived."""
+    the one recorded for that playbook, none is recorded, or an update of the batch recorded never
+    arrived (a superseded one too: at worst a customer is compared again for nothing)."""
     for playbook_id in playbook_ids:
         if playbook_id not in OUTBOX_DESTINATIONS:
             raise ValueError(f"service export: unknown destination playbook {playbook_id!r}")
@@ -186,9 +187,10 @@ def due_sql(columns: Sequence[str], playbook_ids: Sequence[str]) -> str:
     checks = " or ".join(f"""not exists (
             select 1 from {EXPORT_STATE} s
             where s.playbook_id = '{playbook_id}' and s.customer_id = c.customer_id and s.fields_md5 = c.{FIELDS_MD5}
-              and s.send_id not in (select send_id from {outbox.OUTBOX}
-                                    where kind = 'properties' and playbook_id = '{playbook_id}'
-                                      and state in ({not_arrived})))""" for playbook_id in playbook_ids)
+              and not exists (select 1 from {outbox.OUTBOX} o
+                              where o.kind = 'properties' and o.playbook_id = s.playbook_id
+                                and o.customer_id = s.customer_id and o.batch_id = s.batch_id
+                                and o.state in ({not_arrived})))""" for playbook_id in playbook_ids)
     return (f"select c.customer_id from (select customer_id, {fields_md5_sql(columns)} as {FIELDS_MD5} "
             f"from {SERVICE_CONTEXT}) as c where {checks}")
 
@@ -199,7 +201,8 @@ def service_context_chunks(warehouse: WarehouseInterface, batch_rows: int,
     customers at a time, for the customers due a look for any of `playbook_ids` (`due_sql`).
 
     Each frame's `attrs["due"]` names the scratch table of those customers (dropped when the
-    generator ends), so `queue_changed` reads only their last updates.
+    generator ends), so `queue_changed` reads only their last updates. Their state is deleted
+    first and recorded again chunk by chunk (`state_rows`): a run cut short leaves the rest due.
     """
     require_service_context(warehouse)
     outbox.ensure_outbox(warehouse)
@@ -207,6 +210,7 @@ def service_context_chunks(warehouse: WarehouseInterface, batch_rows: int,
     columns = context_columns(warehouse, PROPERTY_FIELDS)
     exported = columns[1:]
     with warehouse.scratch_table(NEXTBEST_SCHEMA, "export_due", f"as {due_sql(exported, playbook_ids)}") as due:
+        warehouse.execute(f"delete from {EXPORT_STATE} where customer_id in (select customer_id from {due})")
         for chunk in warehouse.key_ranges(f"select customer_id from {due} order by customer_id", batch_rows):
             frame = read_context_chunk(warehouse, chunk, [*columns, f"{fields_md5_sql(exported)} as {FIELDS_MD5}"],
                                        where=f"customer_id in (select customer_id from {due})")
@@ -233,6 +237,7 @@ def queue_changed(warehouse: WarehouseInterface, frame: pd.DataFrame, as_of: str
     bodies = property_bodies(frame)
     chunk = KeyRange(frame["customer_id"].min(), frame["customer_id"].max(), len(frame))
     queued: dict[str, outbox.EnqueueSummary | None] = {}
+    states = []
     for playbook_id in playbook_ids:
         batch_id = f"{playbook_id}-{as_of}"
         last = last_exported(warehouse, playbook_id, chunk, frame.attrs.get("due"))
@@ -242,23 +247,24 @@ def queue_changed(warehouse: WarehouseInterface, frame: pd.DataFrame, as_of: str
                                                     destination=OUTBOX_DESTINATIONS[playbook_id])
                                if len(changed) else None)
         if FIELDS_MD5 in frame:
-            record_state(warehouse, frame, playbook_id, last, changed)
+            states.append(state_rows(frame, playbook_id, last, changed))
+    if states:
+        warehouse.write_df(NEXTBEST_SCHEMA, EXPORT_STATE_TABLE, pd.concat(states, ignore_index=True))
     return queued
 
 
-def record_state(warehouse: WarehouseInterface, frame: pd.DataFrame, playbook_id: str, last: pd.DataFrame,
-                 changed: pd.DataFrame) -> None:
-    """After a chunk was queued: each customer's `fields_md5` and the send id of the update that now
-    carries their properties (the one just queued, else the last one on its way or delivered)."""
-    customers = frame["customer_id"].astype(str).tolist()
-    carrier = dict(zip(last["customer_id"].astype(str).tolist(), last["send_id"].tolist()))
-    carrier.update((c, outbox.send_id_for(b, c, p, body)) for b, c, p, body in
-                   zip(changed["batch_id"], changed["customer_id"], changed["playbook_id"], changed["body"]))
-    state = pd.DataFrame({"playbook_id": playbook_id, "customer_id": customers,
-                          FIELDS_MD5: frame[FIELDS_MD5].astype(str).to_numpy(),
-                          "send_id": [carrier.get(c) for c in customers]})
-    warehouse.merge_df(NEXTBEST_SCHEMA, EXPORT_STATE_TABLE, state.dropna(subset=["send_id"]),
-                       keys=["playbook_id", "customer_id"])
+def state_rows(frame: pd.DataFrame, playbook_id: str, last: pd.DataFrame, changed: pd.DataFrame) -> pd.DataFrame:
+    """`nextbest.service_export_state` rows of a chunk just queued: each customer's `fields_md5` and the
+    batch of the update that now carries their properties (today's when one was queued, else that
+    of the last one on its way or delivered)."""
+    customers = frame["customer_id"].astype(str)
+    carrier = pd.Series(last["batch_id"].astype(str).to_numpy(), index=last["customer_id"].astype(str).to_numpy())
+    batch = customers.map(carrier).astype(object)
+    queued = in_values(customers, changed["customer_id"])
+    batch[queued] = changed["batch_id"].iloc[0] if len(changed) else None
+    state = pd.DataFrame({"playbook_id": playbook_id, "customer_id": customers.to_numpy(),
+                          FIELDS_MD5: frame[FIELDS_MD5].astype(str).to_numpy(), "batch_id": batch.to_numpy()})
+    return state.dropna(subset=["batch_id"])
 
 
 def export_service_context(warehouse: WarehouseInterface, chunks: Iterable[pd.DataFrame] | Sequence[dict],

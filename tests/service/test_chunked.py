@@ -123,9 +123,11 @@ def test_only_customers_whose_fields_changed_or_whose_update_died_are_read_again
     first = export(chunked, tmp_path, monkeypatch)
     assert first["service_profile"]["looked_at"] == first["service_helpdesk"]["sent"] == store.CUSTOMERS
     state = chunked.read_df("select * from nextbest.service_export_state order by playbook_id, customer_id")
-    assert len(state) == 2 * store.CUSTOMERS and state["send_id"].notna().all()
-    sent_ids = set(chunked.read_df("select send_id from nextbest.outbox where kind = 'properties'")["send_id"])
-    assert set(state["send_id"]) == sent_ids  # each customer's state names the update that carries it
+    assert len(state) == 2 * store.CUSTOMERS and state["batch_id"].notna().all()
+    carried = chunked.read_df("select playbook_id, customer_id, batch_id from nextbest.outbox "
+                              "where kind = 'properties' order by playbook_id, customer_id")
+    # each customer's state names the batch of the update that carries it
+    pd.testing.assert_frame_equal(state[["playbook_id", "customer_id", "batch_id"]], carried)
     held.clear()
     again = export(chunked, tmp_path, monkeypatch)
     assert again["service_profile"]["looked_at"] == again["service_helpdesk"]["queued"] == 0
