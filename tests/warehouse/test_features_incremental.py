@@ -38,8 +38,7 @@ MODELS = ["+customer_features", "+customer_labels", "int_features_lifetime", "+i
 INCREMENTAL = ["int_features_daily", "int_features_activity", "int_features_lifetime", "int_features_subscriptions",
                "int_features_cycles", "customer_features", "customer_labels", "int_orders_per_cycle",
                "int_engagement_by_week", "int_campaign_outcomes",
-               "stg_raw__email_events", "stg_raw__portal_events", "stg_raw__payments", "stg_raw__orders",
-               "stg_raw__order_items"]
+               "stg_raw__email_events", "stg_raw__portal_events", "stg_raw__payments"]
 TABLES = ["staging.stg_raw__email_events", "staging.stg_raw__portal_events", "staging.stg_raw__payments",
           "staging.stg_raw__orders", "staging.stg_raw__order_items",
           "intermediate.int_orders_per_cycle", "intermediate.int_engagement_by_week", "intermediate.int_campaign_outcomes",
