@@ -176,13 +176,20 @@ def ensure_export_state(warehouse: WarehouseInterface) -> None:
         warehouse.execute(EXPORT_STATE_DDL)
 
 
+def check_playbooks(playbook_ids: Iterable[str]) -> None:
+    """Raise a ValueError for a playbook id that is not one of the export's destinations (the ids are
+    also spliced into SQL as literals)."""
+    for playbook_id in playbook_ids:
+        if playbook_id not in OUTBOX_DESTINATIONS:
+            raise ValueError(f"service export: unknown destination playbook {playbook_id!r}; "
+                             f"expected one of {', '.join(OUTBOX_DESTINATIONS)}")
+
+
 def due_sql(columns: Sequence[str], playbook_ids: Sequence[str]) -> str:
     """The customers of the mart to look at for any of `playbook_ids`: their fields' md5 differs from
     the one recorded for that playbook, none is recorded, or an update of the batch recorded never
     arrived (a superseded one too: at worst a customer is compared again for nothing)."""
-    for playbook_id in playbook_ids:
-        if playbook_id not in OUTBOX_DESTINATIONS:
-            raise ValueError(f"service export: unknown destination playbook {playbook_id!r}")
+    check_playbooks(playbook_ids)
     not_arrived = ", ".join(f"'{state}'" for state in NOT_ARRIVED)
     checks = " or ".join(f"""not exists (
             select 1 from {EXPORT_STATE} s
@@ -280,10 +287,7 @@ def export_service_context(warehouse: WarehouseInterface, chunks: Iterable[pd.Da
     queued rows keep their send id, sent ones are not sent again. `looked_at` counts the customers
     whose properties were compared.
     """
-    for playbook_id in destinations:
-        if playbook_id not in OUTBOX_DESTINATIONS:
-            raise ValueError(f"service export: unknown destination playbook {playbook_id!r}; "
-                             f"expected one of {', '.join(OUTBOX_DESTINATIONS)}")
+    check_playbooks(destinations)
     if isinstance(chunks, Sequence) and chunks and isinstance(chunks[0], dict):
         chunks = [pd.DataFrame(list(chunks))]
     counts = {p: {"looked_at": 0, "queued": 0, "superseded": 0} for p in destinations}

@@ -255,14 +255,11 @@ class FileEsp(EspResource):
         return PermanentEspError(f"file: cannot write {self.path}: {exc.strerror}")
 
     def _open(self) -> Any:
-        """The append handle, opened on first use (on a fresh line after a torn one)."""
+        """The append handle, opened on first use. What the file holds is read under its lock, by
+        the write (`_append_lines`): a partial line seen without it may be another writer's, mid-write."""
         if self._handle is None:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._refresh()
             self._handle = open(self.path, "a", encoding="utf-8")
-            if self._torn:
-                self._handle.write("\n")
-                self._torn = False
         return self._handle
 
     def _close_handle(self) -> None:
