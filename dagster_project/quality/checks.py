@@ -23,12 +23,29 @@ import dagster as dg
 from dagster_project.quality import anomalies
 from dagster_project.quality.freshness import dbt_source_freshness
 from dagster_project.quality.outcomes import Outcome
-from dagster_project.quality.runner import validate_suite
+from dagster_project.quality.runner import SuiteResult, validate_suite
 from dagster_project.quality.suites import Suite, load_anomaly_config, load_suites
 from dagster_project.quality.summary import collect_outcomes, headline, render_markdown
 from dagster_project.resources.warehouse import DuckDBWarehouse, WarehouseInterface
 
 CHECK_NAMES = {"ERROR": "blocking_expectations", "WARN": "warning_expectations"}
+# The suites the current run's checks validated in this process: run id -> suite file -> result.
+# `data_quality_summary` reports these instead of validating the same tables again (at 1M
+# customers the raw suites are most of its time). Only the latest run is kept.
+_VALIDATED_IN_RUN: dict[str, dict] = {}
+
+
+def remember_validated(run_id: str, result: SuiteResult) -> None:
+    """Keep a suite check's result for the summary of the same run (forgetting other runs')."""
+    for other in [r for r in _VALIDATED_IN_RUN if r != run_id]:
+        del _VALIDATED_IN_RUN[other]
+    _VALIDATED_IN_RUN.setdefault(run_id, {})[result.suite.path] = result
+
+
+def validated_in_run(run_id: str, suites: Iterable[Suite]) -> dict:
+    """Suite file -> result, for those of `suites` a check of run `run_id` validated in this process."""
+    done = _VALIDATED_IN_RUN.get(run_id, {})
+    return {s.path: done[s.path] for s in suites if s.path in done}
 
 
 def check_result(asset_key: dg.AssetKey, check_name: str, severity: str, outcomes: list[Outcome],
@@ -67,12 +84,14 @@ def build_suite_checks(suite: Suite) -> dg.AssetChecksDefinition:
 
     @dg.multi_asset_check(specs=specs, name=f"quality_{'_'.join(suite.asset)}",
                           description=f"Great Expectations suite {suite.name} (v{suite.version}).")
-    def _suite_check(warehouse: DuckDBWarehouse):
+    def _suite_check(context, warehouse: DuckDBWarehouse):
         try:
             result = validate_suite(warehouse, suite)  # DuckDB or Snowflake, through the warehouse's read_df
             outcomes, rows = result.outcomes, result.row_count
         except Exception as error:  # noqa: BLE001 - reported as a failed blocking check
             outcomes, rows = [_error_outcome(suite.tables[0], error)], 0
+        else:
+            remember_validated(context.run.run_id, result)
         for severity in severities:
             mine = [o for o in outcomes if o.severity == severity]
             yield check_result(asset_key, CHECK_NAMES[severity], severity, mine,
@@ -176,19 +195,32 @@ asset_checks = [*raw_suite_checks, *customer_context_checks, *anomaly_checks, *f
 
 
 
+# The suites of the tables the summary runs after: their checks' results in the run are still true.
+SUMMARY_AFTER_SUITES = [*suites_for(["raw"]), *[s for s in load_suites() if s.asset == ("customer_context",)]]
+
+
 @dg.asset(
     group_name="measurement",
     # After the loads and customer_context so it describes today's data. A failing blocking
     # check on those skips it in that run (Dagster's blocking); the check's own summary and
     # `nextbest doctor` still say what failed.
-    deps=[*{dg.AssetKey(list(s.asset)) for s in suites_for(["raw"])}, dg.AssetKey("customer_context")],
+    deps=[*{dg.AssetKey(list(s.asset)) for s in SUMMARY_AFTER_SUITES}],
     description="Every data-quality check on the warehouse, its status and what to do about a failure "
                 "(the same evaluation as `nextbest doctor`), as markdown metadata. Never fails.",
 )
 def data_quality_summary(context, warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
-    """Run the whole suite (reads only) and attach the markdown summary; a check that cannot run is reported."""
+    """Run the whole suite (reads only) and attach the markdown summary; a check that cannot run is reported.
+
+    The suites of the assets this one runs after (raw tables, customer_context) that their own
+    asset checks already validated in this run, in this process (the in-process executor), are
+    reported from those results: nothing in the run writes to them after their checks.
+    """
+    reused = validated_in_run(context.run.run_id, SUMMARY_AFTER_SUITES)
+    if reused:
+        context.log.info(f"{len(reused)} suite(s) as this run's asset checks validated them: "
+                         + ", ".join(r.suite.name for r in reused.values()))
     try:
-        outcomes = collect_outcomes(warehouse)
+        outcomes = collect_outcomes(warehouse, validated=reused)
     except Exception as error:  # noqa: BLE001 - the summary reports, it never fails the run
         context.log.warning(f"data-quality summary incomplete: {error}")
         outcomes = [_error_outcome("warehouse", error)]
@@ -196,6 +228,7 @@ def data_quality_summary(context, warehouse: DuckDBWarehouse) -> dg.MaterializeR
         "summary": dg.MetadataValue.md(render_markdown(outcomes, "Data quality of this run")),
         "headline": dg.MetadataValue.text(headline(outcomes)),
         "checks_evaluated": len(outcomes),
+        "suites_from_this_runs_checks": len(reused),
         "checks_failed": sum(o.failed for o in outcomes),
         "blocking_failures": sum(o.blocking for o in outcomes),
     })

@@ -72,12 +72,14 @@ def render_text(outcomes: Iterable[Outcome]) -> str:
     return "\n".join(line for line in lines if line is not None)
 
 
-def collect_outcomes(source, suites=None) -> list[Outcome]:
+def collect_outcomes(source, suites=None, validated: dict | None = None) -> list[Outcome]:
     """Every check on the warehouse: the suites, the anomaly checks and source freshness.
 
     `source`: a warehouse resource (DuckDB or Snowflake), a session of one or a DuckDB connection.
-    Nothing is written. Each check reads in a session of its own, so a rule that cannot run
-    (which on DuckDB aborts its transaction) leaves the other checks' reads alone.
+    `validated`: suite file -> a `SuiteResult` already had for it (the run's own asset check),
+    used instead of validating that suite again. Nothing is written. Each check reads in a
+    session of its own, so a rule that cannot run (which on DuckDB aborts its transaction)
+    leaves the other checks' reads alone.
     """
     from dagster_project.quality import anomalies
     from dagster_project.quality.freshness import freshness_outcomes
@@ -90,7 +92,8 @@ def collect_outcomes(source, suites=None) -> list[Outcome]:
     # DuckDB keeps the file open meanwhile, so each check's session costs little.
     with source.kept_open() if isinstance(source, WarehouseInterface) else nullcontext():
         for suite in suites if suites is not None else load_suites():
-            outcomes.extend(validate_suite(source, suite).outcomes)
+            had = (validated or {}).get(suite.path)
+            outcomes.extend((had or validate_suite(source, suite)).outcomes)
         outcomes.extend(freshness_outcomes(source))
         outcomes.extend(anomalies.event_volume(source, config["event_volume"]))
         outcomes.extend(anomalies.segment_change(source, config["segment_change"]))

@@ -67,3 +67,55 @@ def test_a_rule_that_cannot_run_leaves_the_other_checks_alone(duckdb_file):
                           ("subscription_id_references_subscriptions", "raw.subscriptions")):
         assert outcomes[name].blocking and outcomes[name].message.endswith(f"{missing} does not exist")
     assert not [o.message for o in outcomes.values() if "aborted" in o.message.lower()]
+
+
+def test_summary_reports_the_suites_this_runs_checks_validated_without_validating_them_again(store, monkeypatch):
+    """In one run (in-process), each raw suite is validated once, by its asset check; the summary
+    reports those results, and validates the suites no check of the run had (customer_context)."""
+    from dagster_project.ingest.assets import raw_sources
+    from dagster_project.quality import checks, runner
+    from dagster_project.quality.checks import raw_suite_checks
+
+    con = duckdb.connect(str(store))
+    expected = [(o.target, o.name, o.status) for o in collect_outcomes(con)]
+    con.close()
+    validated: list[str] = []
+    real = runner.validate_suite
+
+    def counting(source, suite, now=None):
+        validated.append(suite.name)
+        return real(source, suite, now)
+
+    monkeypatch.setattr(runner, "validate_suite", counting)  # the summary's
+    monkeypatch.setattr(checks, "validate_suite", counting)  # the checks'
+    result = dg.materialize([raw_sources, data_quality_summary, *raw_suite_checks],
+                            resources={"warehouse": build_warehouse()},
+                            run_config={"ops": {"raw_sources": {"config": {"mode": "existing"}}}},
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    [event] = [e for e in result.get_asset_materialization_events()
+               if e.asset_key == dg.AssetKey("data_quality_summary")]
+    metadata = event.materialization.metadata
+    raw_suites = [s.name for s in checks.suites_for(["raw"])]
+    assert sorted(validated) == sorted([*raw_suites, "analytics.customer_context",
+                                        *[s.name for s in checks.load_suites()
+                                          if s not in checks.SUMMARY_AFTER_SUITES]])
+    assert metadata["suites_from_this_runs_checks"].value == len(raw_suites) == 9
+    markdown = metadata["summary"].value
+    assert metadata["checks_evaluated"].value == len(expected)
+    for target, name, _ in expected:
+        assert f"`{target}` | `{name}` |" in markdown
+
+
+def test_a_later_run_validates_again(store):
+    """Results are kept for the run that made them only."""
+    from dagster_project.quality import checks
+    from dagster_project.quality.runner import validate_suite as validate
+
+    suite = checks.suites_for(["raw"])[0]
+    warehouse = DuckDBWarehouse(path=str(store))
+    checks.remember_validated("run-1", validate(warehouse, suite))
+    assert list(checks.validated_in_run("run-1", [suite])) == [suite.path]
+    assert checks.validated_in_run("run-2", [suite]) == {}
+    checks.remember_validated("run-2", validate(warehouse, suite))
+    assert checks.validated_in_run("run-1", [suite]) == {}
