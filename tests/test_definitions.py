@@ -66,3 +66,8 @@ def test_daily_job_materializes_end_to_end(duckdb_file, monkeypatch):
     checks = result.get_asset_check_evaluations()
     blocking = [c for c in checks if c.severity == dg.AssetCheckSeverity.ERROR]
     assert blocking and all(c.passed for c in blocking), [c.check_name for c in blocking if not c.passed]
+    # The data-quality summary reported the raw and customer_context suites as their checks in this
+    # run validated them, instead of validating them again.
+    [summary] = [e.materialization.metadata for e in result.get_asset_materialization_events()
+                 if e.asset_key == dg.AssetKey("data_quality_summary")]
+    assert summary["suites_from_this_runs_checks"].value == 10
