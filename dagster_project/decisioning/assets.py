@@ -45,7 +45,7 @@ from dagster_project.models.clv_assets import PREDICTIONS_TABLE
 from dagster_project.models.uplift_assets import newest_passing, uplift_models
 from dagster_project.models.uplift_data import FEATURES_TABLE, GOALS, point_in_time_features
 from dagster_project.resources.warehouse import (IN_CHUNK, DuckDBSession, DuckDBWarehouse, KeyRange, WarehouseInterface,
-                                                 WarehouseSession, check_identifier, session_on)
+                                                 WarehouseSession, check_identifier, column_names, session_on)
 
 DECISIONS_TABLE = "nextbest.routing_decisions"
 # nextbest.routing_decisions, column by column.
@@ -200,7 +200,7 @@ def latest_features_sql(source: WarehouseInterface | WarehouseSession, where: st
     with session_on(source) as tx:
         if not tx.exists(schema, table):
             return None
-        columns = list(tx.read_df(f"select * from {FEATURES_TABLE} where 1 = 0").columns)
+        columns = column_names(tx, FEATURES_TABLE)
     as_of = next((c for c in ("as_of_date", "as_of") if c in columns), None)
     if "customer_id" not in columns or as_of is None:
         return None

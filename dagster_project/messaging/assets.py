@@ -42,7 +42,7 @@ from dagster_project.messaging.generators.template import TemplateGenerator
 from dagster_project.messaging.guardrails import Verdict
 from dagster_project.quality.freshness import reference_time, stale_playbooks
 from dagster_project.resources.warehouse import (IN_CHUNK, DuckDBWarehouse, KeyRange, WarehouseInterface, WarehouseSession,
-                                                 in_values, session_on)
+                                                 column_names, in_values, session_on)
 
 DRAFTS_TABLE = "nextbest.message_drafts"
 SEGMENTS_TABLE = "analytics.customer_segments"
@@ -116,7 +116,7 @@ def segment_playbooks(source, customer_ids: Sequence[str] | None = None) -> dict
     """
     with session_on(source) as tx:
         schema, table = SEGMENTS_TABLE.split(".")
-        columns = tx.read_df(f"select * from {SEGMENTS_TABLE} where 1 = 0").columns if tx.exists(schema, table) else []
+        columns = column_names(tx, SEGMENTS_TABLE) if tx.exists(schema, table) else []
         segment_col = segment_column(columns)  # no segments table: a RuntimeError saying so
         where, params = "", []
         if customer_ids is not None:
@@ -150,7 +150,7 @@ def playbooks_sql(warehouse: WarehouseInterface, as_of: str) -> tuple[str, list,
     """SQL giving customer_id, playbook_id to draft (routing's choice, else segments'), its params, its source."""
     if routing_ran(warehouse, as_of):
         return ROUTED_PLAYBOOKS_SQL, [date.fromisoformat(as_of)], DECISIONS_TABLE
-    columns = (warehouse.read_df(f"select * from {SEGMENTS_TABLE} where 1 = 0").columns
+    columns = (column_names(warehouse, SEGMENTS_TABLE)
                if warehouse.table_exists("analytics", "customer_segments") else [])
     return segment_playbooks_sql(segment_column(columns)), [], SEGMENTS_TABLE
 

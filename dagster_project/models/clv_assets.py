@@ -70,7 +70,7 @@ from dagster_project.models.clv_inputs import (ORDERS_SQL, ScoringInputs, contex
                                                subscription_facts)
 from dagster_project.models.clv_probabilistic import probabilistic_predictions
 from dagster_project.models.clv_rfm import customer_features, end_of_history, outcomes_after
-from dagster_project.resources.warehouse import (DuckDBWarehouse, KeyRange, KeySample, WarehouseInterface,
+from dagster_project.resources.warehouse import (DuckDBWarehouse, KeyRange, KeySample, WarehouseInterface, column_names,
                                                  read_key_sample)
 
 MODEL_NAME = "clv"
@@ -353,7 +353,7 @@ def ensure_predictions_table(warehouse: WarehouseInterface) -> None:
     """Create `nextbest.customer_predictions`, or rebuild it (empty) when its columns are not PREDICTION_COLUMNS
     (an older release's). The DDL runs on its own, as Snowflake commits before any DDL."""
     schema, name = PREDICTIONS_TABLE.split(".")
-    columns = (list(warehouse.read_df(f"select * from {PREDICTIONS_TABLE} where 1 = 0").columns)
+    columns = (column_names(warehouse, PREDICTIONS_TABLE)
                if warehouse.table_exists(schema, name) else None)
     if columns != list(PREDICTION_COLUMNS):
         warehouse.execute(f"create schema if not exists {schema}")

@@ -31,8 +31,8 @@ from datetime import date, datetime
 
 import pandas as pd
 
-from dagster_project.resources.warehouse import (DuckDBSession, WarehouseSession, check_identifier, session_on,
-                                                 table_exists)
+from dagster_project.resources.warehouse import (DuckDBSession, WarehouseSession, check_identifier, column_names,
+                                                 session_on, table_exists)
 
 # playbook -> (goal, window days); the same table as simulator/traits.GOALS, kept here so
 # the pipeline does not import the simulator (a user's store has no simulator).
@@ -271,7 +271,7 @@ def point_in_time_features(con, anchors: pd.DataFrame) -> pd.DataFrame:
 
 def _from_features_mart(tx: WarehouseSession, anchors: str) -> pd.DataFrame | None:
     """The latest mart row on or before each anchor (what DuckDB's asof join gives, in SQL both engines run)."""
-    columns = list(tx.read_df(f"select * from {FEATURES_TABLE} where 1 = 0").columns)
+    columns = column_names(tx, FEATURES_TABLE)
     as_of = next((c for c in ("as_of_date", "as_of") if c in columns), None)
     if "customer_id" not in columns or as_of is None:
         return None  # an unexpected shape: fall back to the SQL features rather than guess

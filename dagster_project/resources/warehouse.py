@@ -780,6 +780,12 @@ def duckdb_frame(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pd.DataFram
     return frame
 
 
+def column_names(reader: "WarehouseInterface | WarehouseSession", relation: str) -> list[str]:
+    """The columns of `relation`, in order, without reading a row (a warehouse of either engine or a
+    session of one: anything with `read_df`)."""
+    return list(reader.read_df(f"select * from {relation} where 1 = 0").columns)
+
+
 def in_values(column: pd.Series, values: Iterable) -> np.ndarray:
     """Whether each value of `column` is one of `values` (a null is not), as a NumPy bool array.
 

@@ -19,7 +19,8 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from dagster_project.messaging.context_pack import IDS_PER_QUERY, plain_records
-from dagster_project.resources.warehouse import IN_CHUNK, KeyRange, WarehouseInterface, session_on, table_exists
+from dagster_project.resources.warehouse import (IN_CHUNK, KeyRange, WarehouseInterface, column_names, session_on,
+                                                 table_exists)
 
 SERVICE_CONTEXT = "analytics.customer_service_context"
 TICKET_TOPICS_SHORT = {"delivery_delay": "late delivery", "damaged_package": "damaged package",
@@ -48,7 +49,7 @@ def context_chunks(warehouse: WarehouseInterface, batch_rows: int, where: str = 
 def context_columns(source, wanted: Iterable[str]) -> list[str]:
     """Those of `wanted` the mart has (customer_id first): a mart built before a column existed still reads."""
     with session_on(source) as tx:
-        have = set(tx.read_df(f"select * from {SERVICE_CONTEXT} where 1 = 0").columns)
+        have = set(column_names(tx, SERVICE_CONTEXT))
     return ["customer_id", *[c for c in wanted if c in have and c != "customer_id"]]
 
 
