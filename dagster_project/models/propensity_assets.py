@@ -228,6 +228,43 @@ def build_model_asset(outcome: str) -> dg.AssetsDefinition:
     return _model
 
 
+# The drift checks' sample of the last four weeks, read once per run for every model's check: the run,
+# its columns, the rows, the sample's description and the outcomes whose check has not had it yet.
+_RECENT: dict = {}
+
+
+def recent_sample(warehouse: WarehouseInterface, run_id: str, outcome: str,
+                  wanted: set[str]) -> tuple[pd.DataFrame, KeySample]:
+    """The drift sample (`RECENT_SQL`, a stable sample of at most MAX_DRIFT_READ_ROWS rows) with the
+    columns of `wanted` that the mart has.
+
+    The first drift check of a run reads the columns every registered model needs, and the other
+    models' checks in the run take theirs from it: the same rows a read of their own would give
+    (the mart does not change during a run, the sample is by key), at 1M customers 1.9 s per model.
+    Only the model's columns are read (80 columns took 2.2 s). Dropped once every outcome had it.
+    """
+    have = column_names(warehouse, "analytics.customer_features")
+    wanted = wanted & set(have)
+    kept = _RECENT if _RECENT.get("run_id") == run_id and wanted <= _RECENT["columns"] else None
+    if kept is None:
+        needed = set(wanted)
+        for other in OUTCOMES:
+            record = registry.latest_model(warehouse, model_name(other))
+            if record is not None and isinstance(record.features, list):
+                needed |= set(record.features)
+        columns = [c for c in have if c in needed]
+        frame, sample = read_key_sample(warehouse, RECENT_SQL.format(columns=", ".join(columns)), "customer_id",
+                                        MAX_DRIFT_READ_ROWS)
+        _RECENT.clear()
+        kept = _RECENT
+        kept.update(run_id=run_id, columns=set(columns), frame=frame, sample=sample, left=set(OUTCOMES))
+    frame, sample = kept["frame"], kept["sample"]
+    kept["left"].discard(outcome)
+    if not kept["left"]:
+        _RECENT.clear()
+    return frame[[c for c in frame.columns if c in wanted]], sample
+
+
 def build_model_checks(model_asset: dg.AssetsDefinition, outcome: str) -> list[dg.AssetChecksDefinition]:
     """AUC floor, beats the rules baseline and feature drift (PSI) for the newest version of a model."""
     name = model_name(outcome)
@@ -257,17 +294,13 @@ def build_model_checks(model_asset: dg.AssetsDefinition, outcome: str) -> list[d
     @dg.asset_check(asset=model_asset, name=f"{outcome}_feature_drift",
                     description=f"Features of the last four weeks vs the training window: largest PSI at most "
                                 f"{MAX_FEATURE_PSI}.")
-    def feature_drift(warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
+    def feature_drift(context, warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
         loaded = registry.load_latest(warehouse, name)
         if loaded is None:
             return verdict(None, "feature_drift")
         record, model = loaded
-        # Only the model's features (and who it applies to): at 1M customers 80 columns took 2.2 s.
-        have = column_names(warehouse, "analytics.customer_features")
-        wanted = {"customer_id", *model.features, *POPULATION_COLUMNS}
-        columns = ", ".join(c for c in have if c in wanted)
-        recent, sample = read_key_sample(warehouse, RECENT_SQL.format(columns=columns), "customer_id",
-                                         MAX_DRIFT_READ_ROWS)
+        recent, sample = recent_sample(warehouse, context.run.run_id, outcome,
+                                       {"customer_id", *model.features, *POPULATION_COLUMNS})
         recent = recent[population(recent, outcome)]
         if recent.empty:
             return dg.AssetCheckResult(passed=True, metadata={"why": "nobody to score"})

@@ -244,3 +244,35 @@ def test_a_retrain_records_what_it_read_in_the_registry(tmp_path, monkeypatch):
     whole, _ = read_key_sample(wh, pa.RECENT_SQL.format(columns="*"), "customer_id", 500)
     model = record.load()
     assert drift.metadata["max_psi"].value == model.drift(whole[population(whole, "churn")])["max_psi"]
+
+
+def test_the_drift_checks_of_one_run_read_the_recent_sample_once(tmp_path, monkeypatch):
+    """Two models' drift checks in one run: one read of the sample, the same PSI as a read of its own."""
+    path = tmp_path / "warehouse.duckdb"
+    training_store(path, customers=400)
+    monkeypatch.setattr(pa, "MAX_DRIFT_READ_ROWS", 500)
+    wh = DuckDBWarehouse(path=str(path))
+    assets = [pa.MODEL_ASSETS["churn"], pa.MODEL_ASSETS["skip"]]
+    checks = [c for c in pa.asset_checks if {a.key for a in assets} & {k.asset_key for k in c.check_keys}]
+    reads: list[str] = []
+    real = pa.read_key_sample
+
+    def counting(warehouse, sql, *args, **kwargs):
+        reads.append(sql)
+        return real(warehouse, sql, *args, **kwargs)
+
+    monkeypatch.setattr(pa, "read_key_sample", counting)
+    run_config = {"ops": {a.op.name: {"config": {"retrain": True}} for a in assets}}
+    result = dg.materialize([*assets, *checks], resources={"warehouse": wh}, instance=dg.DagsterInstance.ephemeral(),
+                            run_config=run_config)
+    assert result.success
+    recent_reads = [sql for sql in reads if "- interval '28 day'" in sql]
+    assert len(recent_reads) == 1
+    drifts = {c.check_name: c for c in result.get_asset_check_evaluations() if c.check_name.endswith("_feature_drift")}
+    assert set(drifts) == {"churn_feature_drift", "skip_feature_drift"}
+    for outcome in ("churn", "skip"):
+        model = registry.latest_model(wh, pa.model_name(outcome)).load()
+        columns = ", ".join(["customer_id", *model.features, *pa.POPULATION_COLUMNS])
+        own, _ = real(wh, pa.RECENT_SQL.format(columns=columns), "customer_id", 500)
+        expected = model.drift(own[population(own, outcome)])["max_psi"]
+        assert drifts[f"{outcome}_feature_drift"].metadata["max_psi"].value == expected
