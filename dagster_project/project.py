@@ -97,6 +97,19 @@ def cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+# What one run's steps computed for its later steps, in this process: the run id and the values.
+_RUN_MEMO: dict = {"run_id": None, "values": {}}
+
+
+def run_memo(run_id: str) -> dict:
+    """A dict of values a run's steps keep for its later steps in this process (the in-process
+    executor runs them all here), empty for a new run: another run's values are dropped when a
+    new run first asks, so at most one run's are held."""
+    if _RUN_MEMO["run_id"] != run_id:
+        _RUN_MEMO.update(run_id=run_id, values={})
+    return _RUN_MEMO["values"]
+
+
 def positive_int_env(name: str, default: int, unit: str) -> int:
     """A whole number of `unit` (at least 1) from env var `name` (`_` and `,` allowed), else `default`;
     a ValueError naming the variable and what it expects when it holds anything else."""

@@ -34,6 +34,7 @@ import pandas as pd
 from pydantic import Field
 
 from dagster_project.models import registry
+from dagster_project.project import run_memo
 from dagster_project.models.propensity import (MAX_FEATURE_PSI, MIN_VALIDATION_AUC, OUTCOMES, PropensityModel,
                                                model_name, population, train_propensity)
 from dagster_project.resources.warehouse import (DuckDBWarehouse, KeySample, WarehouseInterface, column_names,
@@ -228,9 +229,10 @@ def build_model_asset(outcome: str) -> dg.AssetsDefinition:
     return _model
 
 
-# The drift checks' sample of the last four weeks, read once per run for every model's check: the run,
-# its columns, the rows, the sample's description and the outcomes whose check has not had it yet.
-_RECENT: dict = {}
+# The run's memo (`run_memo`) key of the drift checks' sample of the last four weeks, read once per
+# run for every model's check: its columns, the rows, the sample's description and the outcomes
+# whose check has not had it yet.
+DRIFT_SAMPLE = "drift_sample"
 
 
 def recent_sample(warehouse: WarehouseInterface, run_id: str, outcome: str,
@@ -245,8 +247,9 @@ def recent_sample(warehouse: WarehouseInterface, run_id: str, outcome: str,
     """
     have = column_names(warehouse, "analytics.customer_features")
     wanted = wanted & set(have)
-    kept = _RECENT if _RECENT.get("run_id") == run_id and wanted <= _RECENT["columns"] else None
-    if kept is None:
+    memo = run_memo(run_id)
+    kept = memo.get(DRIFT_SAMPLE)
+    if kept is None or not wanted <= kept["columns"]:
         needed = set(wanted)
         for other in OUTCOMES:
             record = registry.latest_model(warehouse, model_name(other))
@@ -255,14 +258,11 @@ def recent_sample(warehouse: WarehouseInterface, run_id: str, outcome: str,
         columns = [c for c in have if c in needed]
         frame, sample = read_key_sample(warehouse, RECENT_SQL.format(columns=", ".join(columns)), "customer_id",
                                         MAX_DRIFT_READ_ROWS)
-        _RECENT.clear()
-        kept = _RECENT
-        kept.update(run_id=run_id, columns=set(columns), frame=frame, sample=sample, left=set(OUTCOMES))
-    frame, sample = kept["frame"], kept["sample"]
+        kept = memo[DRIFT_SAMPLE] = {"columns": set(columns), "frame": frame, "sample": sample, "left": set(OUTCOMES)}
     kept["left"].discard(outcome)
     if not kept["left"]:
-        _RECENT.clear()
-    return frame[[c for c in frame.columns if c in wanted]], sample
+        del memo[DRIFT_SAMPLE]
+    return kept["frame"][[c for c in kept["frame"].columns if c in wanted]], kept["sample"]
 
 
 def build_model_checks(model_asset: dg.AssetsDefinition, outcome: str) -> list[dg.AssetChecksDefinition]:

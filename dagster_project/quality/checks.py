@@ -20,6 +20,7 @@ from typing import Callable, Iterable
 
 import dagster as dg
 
+from dagster_project.project import run_memo
 from dagster_project.quality import anomalies
 from dagster_project.quality.freshness import dbt_source_freshness
 from dagster_project.quality.outcomes import Outcome
@@ -29,22 +30,20 @@ from dagster_project.quality.summary import collect_outcomes, headline, render_m
 from dagster_project.resources.warehouse import DuckDBWarehouse, WarehouseInterface
 
 CHECK_NAMES = {"ERROR": "blocking_expectations", "WARN": "warning_expectations"}
-# The suites the current run's checks validated in this process: run id -> suite file -> result.
+# The run's memo (`run_memo`) key of its suite checks' results: suite file -> result.
 # `data_quality_summary` reports these instead of validating the same tables again (at 1M
-# customers the raw suites are most of its time). Only the latest run is kept.
-_VALIDATED_IN_RUN: dict[str, dict] = {}
+# customers the raw suites are most of its time).
+VALIDATED = "validated_suites"
 
 
 def remember_validated(run_id: str, result: SuiteResult) -> None:
-    """Keep a suite check's result for the summary of the same run (forgetting other runs')."""
-    for other in [r for r in _VALIDATED_IN_RUN if r != run_id]:
-        del _VALIDATED_IN_RUN[other]
-    _VALIDATED_IN_RUN.setdefault(run_id, {})[result.suite.path] = result
+    """Keep a suite check's result for the summary of the same run."""
+    run_memo(run_id).setdefault(VALIDATED, {})[result.suite.path] = result
 
 
 def validated_in_run(run_id: str, suites: Iterable[Suite]) -> dict:
     """Suite file -> result, for those of `suites` a check of run `run_id` validated in this process."""
-    done = _VALIDATED_IN_RUN.get(run_id, {})
+    done = run_memo(run_id).get(VALIDATED, {})
     return {s.path: done[s.path] for s in suites if s.path in done}
 
 
