@@ -117,3 +117,37 @@
         >= cast({{ incremental_start('cast(' ~ timestamp_column ~ ' as date)') }} as {{ dbt.type_timestamp() }})
     {%- endif -%}
 {%- endmacro %}
+
+{#-
+    Staging tables of rows that change after they land (stg_raw__orders, _order_items: an
+    order ships, is delivered, refunded, gains a line). `relation` is the model's CTE of
+    renamed raw rows, in the model's columns and order. On an incremental run it keeps the
+    rows of the keys that have a row `this` does not hold: new, sent again in another state,
+    or corrected. A key's rows are then deduplicated as on a full build and replace its
+    staged row (delete+insert on `key`), so the table equals a full rebuild's without
+    rewriting the millions of rows that did not change. Renders all of `relation` otherwise.
+-#}
+{% macro keys_with_unstaged_rows(relation, key) -%}
+    select * from {{ relation }}
+    {%- if is_incremental() %}
+    where {{ key }} in (
+        select {{ key }} from (
+            select * from {{ relation }}
+            except
+            select * from {{ this }}
+        ) as not_staged
+    )
+    {%- endif %}
+{%- endmacro %}
+
+{#-
+    Pre-hook of those tables: on an incremental run, delete the staged rows whose `key` is no
+    longer among `raw_keys` (SQL selecting the raw rows' keys, none null): a loader deleted
+    them, and a full rebuild would not have them.
+-#}
+{% macro drop_keys_gone_from_raw(key, raw_keys) -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }}
+    where {{ key }} not in ({{ raw_keys }})
+    {%- endif -%}
+{%- endmacro %}

@@ -1,11 +1,12 @@
 """Daily incremental runs of the point-in-time history (and of the other incremental models:
-the event staging tables, subscription cycles, weekly engagement, campaign outcomes, the
+the event and order staging tables, subscription cycles, weekly engagement, campaign outcomes, the
 carried-forward lifetime totals) give exactly the rows of a full rebuild.
 
 A small simulated store is built in full on a Friday (D). Then, day by day, a loader
 appends what happened - orders with add-ons, subscription cycles, failed payments, campaign
 assignments and their emails opened and converted, logins, cancel attempts, pauses, a cancellation, a cadence change,
-tickets opened and resolved, new sign-ups - plus late events dated the day before,
+tickets opened and resolved, new sign-ups, orders re-sent as they ship, a test order deleted - plus late
+events dated the day before,
 and dbt runs incrementally: Saturday (the next day), Monday (a skipped day; the
 scoring point is a Monday) and Tuesday (that Monday becomes a weekly point). After
 each run every feature and label table must equal a `--full-refresh` build of the same
@@ -38,7 +39,8 @@ MODELS = ["+customer_features", "+customer_labels", "int_features_lifetime", "+i
 INCREMENTAL = ["int_features_daily", "int_features_activity", "int_features_lifetime", "int_features_subscriptions",
                "int_features_cycles", "customer_features", "customer_labels", "int_orders_per_cycle",
                "int_engagement_by_week", "int_campaign_outcomes",
-               "stg_raw__email_events", "stg_raw__portal_events", "stg_raw__payments"]
+               "stg_raw__email_events", "stg_raw__portal_events", "stg_raw__payments",
+               "stg_raw__orders", "stg_raw__order_items"]
 TABLES = ["staging.stg_raw__email_events", "staging.stg_raw__portal_events", "staging.stg_raw__payments",
           "staging.stg_raw__orders", "staging.stg_raw__order_items",
           "intermediate.int_orders_per_cycle", "intermediate.int_engagement_by_week", "intermediate.int_campaign_outcomes",
@@ -131,6 +133,11 @@ def load_day(path, day: date, n: int) -> None:
         added = con.execute("insert into raw.order_items select order_id, 'P002', 2, 9.50, true from raw.orders "
                             "where shipped_at = ? order by order_id limit 1", [at(day, 2)]).fetchone()[0]
         assert added == 1
+        # the loader deletes an order placed by the last load (a test order), with its line
+        if n:
+            gone = con.execute("delete from raw.orders where order_id = ?", [f"INC{n - 1}-4-O"]).fetchone()[0]
+            assert gone == 1 and con.execute("delete from raw.order_items where order_id = ?",
+                                             [f"INC{n - 1}-4-O"]).fetchone()[0] == 1
         # an open of a campaign email sent months ago: its goal window is over, its funnel is not
         con.execute("insert into raw.email_events select ?, customer_id, campaign_id, message_id, 'open', ? "
                     "from nextbest.assignments as a where arm = 'treatment' and assigned_at < ? and not exists ("

@@ -1,6 +1,16 @@
--- A table, not a view, like stg_raw__orders (read by as many models; rebuilt every run).
+-- A table, not a view, like stg_raw__orders (read by as many models), and incremental
+-- like it: a run restages the lines with a raw row this table does not hold yet (an order
+-- gains a line, a quantity is corrected) and drops those gone from raw.
 
-{{ config(materialized='table') }}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='order_item_id',
+    on_schema_change='fail',
+    pre_hook="{{ drop_keys_gone_from_raw('order_item_id',
+        'select ' ~ order_item_id('order_id', 'product_id') ~ ' from ' ~ source('raw', 'order_items')
+        ~ ' where order_id is not null and product_id is not null') }}",
+) }}
 
 with
 
@@ -15,8 +25,7 @@ renamed as (
     select
 
         ----------  ids
-        {{ dbt.concat(['cast(order_id as ' ~ dbt.type_string() ~ ')', "'|'",
-                       'cast(product_id as ' ~ dbt.type_string() ~ ')']) }} as order_item_id,
+        {{ order_item_id('order_id', 'product_id') }} as order_item_id,
         cast(order_id as {{ dbt.type_string() }}) as order_id,
         cast(product_id as {{ dbt.type_string() }}) as product_id,
 
@@ -33,10 +42,16 @@ renamed as (
 
 ),
 
+changed as (
+
+    {{ keys_with_unstaged_rows('renamed', 'order_item_id') }}
+
+),
+
 deduped as (
 
     -- no timestamp on lines: keep one per (order, product), the largest quantity
-    {{ deduplicate('renamed', 'order_item_id', 'quantity desc', mostly_unique=true) }}
+    {{ deduplicate('changed', 'order_item_id', 'quantity desc', mostly_unique=true) }}
 
 )
 
