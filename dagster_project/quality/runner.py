@@ -148,7 +148,8 @@ def gx_max_rows() -> int:
 
 
 # Expectations that look at the table's shape (column names, row count), not at any column's values.
-TABLE_SHAPE = frozenset({"expect_table_columns_to_match_set", "expect_table_row_count_to_be_between"})
+COLUMN_SET = "expect_table_columns_to_match_set"
+TABLE_SHAPE = frozenset({COLUMN_SET, "expect_table_row_count_to_be_between"})
 
 
 def read_columns(suite: Suite, columns: dict[str, str]) -> list[str]:
@@ -266,16 +267,25 @@ def _run_expectations(suite: Suite, table: str, frame: pd.DataFrame, columns: di
         column_type = columns.get(exp.columns[0], "") if exp.columns else ""
         kwargs = {k: _resolve(v, now, column_type) for k, v in exp.kwargs.items()}
         runnable.append({"type": exp.type, "kwargs": kwargs, "meta": {"nb_index": i}})
-    if runnable:
-        context = _gx_context()
-        batch = (context.data_sources.add_pandas("warehouse").add_dataframe_asset(table)
-                 .add_batch_definition_whole_dataframe("whole_table").get_batch(batch_parameters={"dataframe": frame}))
-        gx_suite = context.suites.add(gx.ExpectationSuite(name=suite.name, expectations=runnable))
+    if not runnable:
+        return [outcomes[i] for i in sorted(outcomes)]
+    context = _gx_context()
+    source = context.data_sources.add_pandas("warehouse")
+    # GX filters the whole frame for each expectation: unread columns (all null, there for the
+    # table's shape) cost as much as read ones (2.2 of customer_context's 4.3 s at 1M). Only the
+    # column-set expectation sees them, on no rows; the others see the columns read.
+    narrowed = shown is not None and len(shown) < len(frame.columns)
+    parts = ([(frame.iloc[:0], [r for r in runnable if r["type"] == COLUMN_SET]),
+              (frame[shown], [r for r in runnable if r["type"] != COLUMN_SET])] if narrowed else [(frame, runnable)])
+    for n, (part, expectations) in enumerate(p for p in parts if p[1]):
+        batch = (source.add_dataframe_asset(f"{table} {n}").add_batch_definition_whole_dataframe("whole_table")
+                 .get_batch(batch_parameters={"dataframe": part}))
+        gx_suite = context.suites.add(gx.ExpectationSuite(name=f"{suite.name} {n}", expectations=expectations))
         validation = batch.validate(gx_suite, result_format={"result_format": "SUMMARY",
                                                              "partial_unexpected_count": EXAMPLE_ROWS})
         for r in validation.results:
             i = int(r.expectation_config.meta["nb_index"])
-            outcomes[i] = _gx_outcome(suite.expectations[i], table, frame, r, shown)
+            outcomes[i] = _gx_outcome(suite.expectations[i], table, part, r, shown)
     return [outcomes[i] for i in sorted(outcomes)]
 
 

@@ -95,3 +95,24 @@ def test_gx_reads_only_the_columns_its_expectations_name_and_the_table_keeps_its
     bad = next(o for o in result.outcomes if o.failed and "playbook_id" in o.name)
     assert [{c: v for c, v in row.items() if c != "created_at"} for row in bad.examples] == [
         {"draft_id": "D2", "customer_id": customer, "playbook_id": "no_such_playbook", "status": "pending_review"}]
+
+
+def test_a_missing_unread_column_fails_the_column_set_and_the_read_columns_are_still_checked(store):
+    """The column-set expectation runs apart from the others (they see only the columns read):
+    it still names an unread column the table lacks, and the value expectations still judge every row."""
+    suite = suite_for("nextbest.message_drafts")
+    with duckdb.connect(str(store)) as con:
+        con.execute("create schema if not exists nextbest")
+        con.execute("create table nextbest.message_drafts (draft_id varchar, batch_id varchar, customer_id varchar, "
+                    "playbook_id varchar, subject varchar, body varchar, status varchar, block_reason varchar, "
+                    "as_of date, created_at timestamp)")  # no verdicts
+        customer = con.execute("select min(customer_id) from raw.customers").fetchone()[0]
+        con.execute("insert into nextbest.message_drafts select 'D' || i, 'b', ?, 'onboarding', 'Hi', 'Body', "
+                    "case when i = 7 then 'lost' else 'pending_review' end, null, date '2026-02-22', "
+                    "timestamp '2026-02-22 05:00' from range(10) as t(i)", [customer])
+        result = validate_suite(con, suite)
+    columns = next(o for o in result.outcomes if o.name == "columns_present")
+    assert columns.failed and "verdicts" in columns.message
+    status = next(o for o in result.outcomes if o.failed and "status" in o.name)
+    assert "1 of 10 rows" in status.message and [e["draft_id"] for e in status.examples] == ["D7"]
+    assert next(o for o in result.outcomes if o.name == "draft_id_unique").status == "passed"
