@@ -129,16 +129,16 @@ def expected_purchases(params: BgNbdParams, x, t_x, T, horizon: float) -> np.nda
     """
     x, T = np.asarray(x, dtype=float), np.asarray(T, dtype=float)
     out = np.empty_like(x)
-    shape = params.r + x
     scale = horizon / (params.alpha + T)
     for value in np.unique(x):
         group = x == value
         p, weights = _beta_quadrature(params.a, params.b + value)
+        # Within a group only T varies, and many customers share it: each distinct T once
+        # (CLV intervals repeat this 40 times per customer).
+        s, inverse = np.unique(scale[group], return_inverse=True)
         # (1 - (1 + p s)^-k) / p, written to stay accurate as p -> 0
-        k = shape[group][:, None]
-        s = scale[group][:, None]
-        per_node = -np.expm1(-k * np.log1p(p[None, :] * s)) / p[None, :]
-        out[group] = per_node @ weights
+        per_node = -np.expm1(-(params.r + value) * np.log1p(p[None, :] * s[:, None])) / p[None, :]
+        out[group] = (per_node @ weights)[inverse]
     return p_alive(params, x, t_x, T) * out
 
 
