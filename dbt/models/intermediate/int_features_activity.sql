@@ -252,11 +252,12 @@ since_first_new_point as (
 
     from new_points
     cross join first_new_point
+    -- the days before the point, back to the first new point or its longest window: as days
+    -- before the point, so the condition mixes both sides and the few new points meet the
+    -- days in a loop (two range conditions made DuckDB sort every day of the window: 2 s at 1M)
     inner join days_since_first_window as daily
-        on daily.activity_date < new_points.as_of_date
-        and daily.activity_date >= least(
-            first_new_point.as_of_date,
-            cast({{ dbt.dateadd('day', -max_weeks * 7, 'new_points.as_of_date') }} as date))
+        on {{ dbt.datediff('daily.activity_date', 'new_points.as_of_date', 'day') }} between 1 and greatest(
+            {{ dbt.datediff('first_new_point.as_of_date', 'new_points.as_of_date', 'day') }}, {{ max_weeks * 7 }})
     group by new_points.as_of_date, daily.customer_id
 
 ),
