@@ -34,9 +34,9 @@ import pandas as pd
 from pydantic import Field
 
 from dagster_project.models import registry
-from dagster_project.project import run_memo
 from dagster_project.models.propensity import (MAX_FEATURE_PSI, MIN_VALIDATION_AUC, OUTCOMES, PropensityModel,
                                                model_name, population, train_propensity)
+from dagster_project.project import run_memo
 from dagster_project.resources.warehouse import (DuckDBWarehouse, KeySample, WarehouseInterface, column_names,
                                                  read_key_sample)
 

@@ -129,7 +129,7 @@ def _validate(session: WarehouseSession, suite: Suite, now: datetime) -> SuiteRe
     frame, part = _gx_frame(session, suite, table, columns, read, rows)
     frame = gx_comparable(frame)
     result = SuiteResult(suite, table, row_count=rows)
-    outcomes = _run_expectations(suite, table, frame, columns, now, shown=read)
+    outcomes = _run_expectations(suite, table, frame, columns, now)
     if part:
         outcomes = [replace(o, message=_whole_table_count(o, rows) if o.name.endswith("row_count") else
                             f"{o.message} ({part})") for o in outcomes]
@@ -170,29 +170,22 @@ def _gx_frame(session: WarehouseSession, suite: Suite, table: str, columns: dict
     """The rows GX validates, and "" when that is the whole table, else which part it is.
 
     Only `read` (`read_columns`) is read (drafts' bodies and verdicts were most of the
-    drafts table's read); the others are there, empty, so the table keeps its shape.
+    drafts table's read); `_run_expectations` shows the column-set expectation the rest.
     """
     limit = gx_max_rows()
     select = f"select {', '.join(read)} from {table}"
     if rows <= limit:
-        return _shaped(session.read_df(select), columns), ""
+        return session.read_df(select), ""
     if suite.recent_by in columns:
         frame = session.read_df(f"{select} order by {suite.recent_by} desc nulls first limit {limit}")
-        return _shaped(frame, columns), (f"checked on the newest {limit:,} of {rows:,} rows by {suite.recent_by}, "
-                                         f"{GX_MAX_ROWS_ENV}; dbt's staging tests check every row")
+        return frame, (f"checked on the newest {limit:,} of {rows:,} rows by {suite.recent_by}, "
+                       f"{GX_MAX_ROWS_ENV}; dbt's staging tests check every row")
     # A repeatable sample both engines draw alike (DuckDB's `using sample` is its own): rows ordered
     # by a hash of the first column; rows without one (likely bad) come first and are always checked.
     first = next(iter(columns))
     frame = session.read_df(f"{select} order by md5(cast({first} as varchar)) nulls first, {first} limit {limit}")
-    return _shaped(frame, columns), (f"checked on a sample of {limit:,} of {rows:,} rows, {GX_MAX_ROWS_ENV}; "
-                                     "dbt's staging tests check every row")
-
-
-def _shaped(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
-    """`frame` (lower-case names, as `read_df` gives) with every column of the table, in the table's
-    order; an unread one is all nulls."""
-    unread = [c for c in columns if c not in frame.columns]
-    return frame.reindex(columns=list(columns)) if unread else frame
+    return frame, (f"checked on a sample of {limit:,} of {rows:,} rows, {GX_MAX_ROWS_ENV}; "
+                   "dbt's staging tests check every row")
 
 
 def gx_comparable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -252,8 +245,8 @@ def _resolve(value: Any, now: datetime, column_type: str) -> Any:
 
 
 def _run_expectations(suite: Suite, table: str, frame: pd.DataFrame, columns: dict[str, str],
-                      now: datetime, shown: list[str] | None = None) -> list[Outcome]:
-    """`shown`: the columns a failure's example rows show (those read; default all)."""
+                      now: datetime) -> list[Outcome]:
+    """GX's verdicts on `frame` (the columns read, `_gx_frame`) of `table`, whose columns are `columns`."""
     import great_expectations as gx
 
     outcomes: dict[int, Outcome] = {}
@@ -271,12 +264,13 @@ def _run_expectations(suite: Suite, table: str, frame: pd.DataFrame, columns: di
         return [outcomes[i] for i in sorted(outcomes)]
     context = _gx_context()
     source = context.data_sources.add_pandas("warehouse")
-    # GX filters the whole frame for each expectation: unread columns (all null, there for the
-    # table's shape) cost as much as read ones (2.2 of customer_context's 4.3 s at 1M). Only the
-    # column-set expectation sees them, on no rows; the others see the columns read.
-    narrowed = shown is not None and len(shown) < len(frame.columns)
-    parts = ([(frame.iloc[:0], [r for r in runnable if r["type"] == COLUMN_SET]),
-              (frame[shown], [r for r in runnable if r["type"] != COLUMN_SET])] if narrowed else [(frame, runnable)])
+    # The column-set expectation judges the table's column names, so when some were not read it
+    # runs on a frame of no rows with all of them. The others see only the columns read: GX filters
+    # the whole frame for each expectation, and all-null stand-ins for the unread ones cost as much
+    # as real columns (2.2 of customer_context's 4.3 s at 1M).
+    parts = ([(pd.DataFrame(columns=list(columns)), [r for r in runnable if r["type"] == COLUMN_SET]),
+              (frame, [r for r in runnable if r["type"] != COLUMN_SET])] if len(frame.columns) < len(columns)
+             else [(frame, runnable)])
     for n, (part, expectations) in enumerate(p for p in parts if p[1]):
         batch = (source.add_dataframe_asset(f"{table} {n}").add_batch_definition_whole_dataframe("whole_table")
                  .get_batch(batch_parameters={"dataframe": part}))
@@ -285,11 +279,11 @@ def _run_expectations(suite: Suite, table: str, frame: pd.DataFrame, columns: di
                                                              "partial_unexpected_count": EXAMPLE_ROWS})
         for r in validation.results:
             i = int(r.expectation_config.meta["nb_index"])
-            outcomes[i] = _gx_outcome(suite.expectations[i], table, part, r, shown)
+            outcomes[i] = _gx_outcome(suite.expectations[i], table, part, r)
     return [outcomes[i] for i in sorted(outcomes)]
 
 
-def _gx_outcome(exp: Expectation, table: str, frame: pd.DataFrame, r, shown: list[str] | None = None) -> Outcome:
+def _gx_outcome(exp: Expectation, table: str, frame: pd.DataFrame, r) -> Outcome:
     result = dict(r.result or {})
     info = r.exception_info or {}
     raised = info.get("raised_exception") if isinstance(info, dict) and "raised_exception" in info else None
@@ -304,7 +298,7 @@ def _gx_outcome(exp: Expectation, table: str, frame: pd.DataFrame, r, shown: lis
         return Outcome(table, exp.name, exp.severity, "failed", f"could not be evaluated on {table}: {raised}", exp.fix)
     index = result.get("partial_unexpected_index_list") or []
     rows = frame.loc[[i for i in index if i in frame.index][:EXAMPLE_ROWS]]
-    examples = safe_rows((rows[shown] if shown else rows).to_dict("records"))
+    examples = safe_rows(rows.to_dict("records"))
     return Outcome(table, exp.name, exp.severity, "failed", _describe(exp, table, result, frame, passed=False),
                    exp.fix, examples)
 
