@@ -48,12 +48,14 @@ training_customers as (
 {% if not is_incremental() %}
 weekly_buckets as (
 
-    -- a day's events are first visible at the Monday after its week
+    -- a day's events are first visible at the Monday after its week. Sums cast back to the
+    -- daily row's 4-byte integer and 8-byte money: DuckDB sums into 16-byte types, and the
+    -- window frames below over 12.8M weekly rows at 1M customers took 59 s on those, 36 s on these.
     select
         daily.customer_id,
         cast({{ dbt.dateadd('day', 7, dbt.date_trunc('week', 'daily.activity_date')) }} as date) as as_of_date,
         {%- for counter in counters %}
-        sum(daily.{{ counter }}) as {{ counter }},
+        cast(sum(daily.{{ counter }}) as {{ type_money() if counter == 'spend' else dbt.type_int() }}) as {{ counter }},
         {%- endfor %}
         {%- for name, counter in latest %}
         max(case when daily.{{ counter }} > 0 then daily.activity_date end) as {{ name }}{{ ',' if not loop.last }}
