@@ -72,6 +72,12 @@
 ]) }}
 {%- endmacro %}
 
+{#- The type int_features_daily keeps a daily counter in: money for spend, else a 4-byte integer
+    (sums of them are cast back to it: DuckDB would widen them to 16 bytes). -#}
+{% macro daily_counter_type(counter) -%}
+    {{ type_money() if counter == 'spend' else dbt.type_int() }}
+{%- endmacro %}
+
 {#- The derived daily counters some features read, added to int_features_daily's columns. -#}
 {% macro activity_derived_counters() -%}
         opens + clicks + logins as engagement,

@@ -55,7 +55,7 @@ weekly_buckets as (
         daily.customer_id,
         cast({{ dbt.dateadd('day', 7, dbt.date_trunc('week', 'daily.activity_date')) }} as date) as as_of_date,
         {%- for counter in counters %}
-        cast(sum(daily.{{ counter }}) as {{ type_money() if counter == 'spend' else dbt.type_int() }}) as {{ counter }},
+        cast(sum(daily.{{ counter }}) as {{ daily_counter_type(counter) }}) as {{ counter }},
         {%- endfor %}
         {%- for name, counter in latest %}
         max(case when daily.{{ counter }} > 0 then daily.activity_date end) as {{ name }}{{ ',' if not loop.last }}

@@ -228,7 +228,7 @@ cancellation_facts as (
         {%- if cte in flag_facts %}
         cast(count(case when {{ counter }} then 1 end) as {{ dbt.type_int() }}) as {{ counter }}
         {%- else %}
-        cast(sum({{ counter }}) as {{ type_money() if counter == 'spend' else dbt.type_int() }}) as {{ counter }}
+        cast(sum({{ counter }}) as {{ daily_counter_type(counter) }}) as {{ counter }}
         {%- endif %}{{ ',' if not loop.last }}
         {%- endfor %}
 
