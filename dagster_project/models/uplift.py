@@ -29,13 +29,13 @@ learners take numeric feature matrices (NaN allowed).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy.special import expit
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
@@ -267,6 +267,30 @@ class XLearner:
 
 
 @dataclass
+class ColumnMedians:
+    """Fills a blank with its column's median over the training rows (0 for a column without values).
+
+    The same statistics and filled values as scikit-learn's `SimpleImputer(strategy="median",
+    keep_empty_features=True)`, which models saved before this class still hold; that one takes
+    each column's median over a masked array, sorting it whole, and cost a third of a second per
+    fit on ~100k training rows, this one a partial sort per column.
+    """
+
+    statistics_: np.ndarray
+
+    @classmethod
+    def fit(cls, X: np.ndarray) -> "ColumnMedians":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": such a column's median is 0
+            medians = np.nanmedian(X, axis=0) if len(X) else np.full(X.shape[1], np.nan)
+        return cls(np.where(np.isnan(medians), 0.0, medians))
+
+    def transform(self, X) -> np.ndarray:
+        X = np.array(X, dtype=float)
+        return np.where(np.isnan(X), self.statistics_, X)
+
+
+@dataclass
 class InteractionLearner:
     """Outcome on x, t and t * x in one regularised linear model; uplift = f(x, t=1) - f(x, t=0).
 
@@ -288,7 +312,7 @@ class InteractionLearner:
 
     def fit(self, X, t, y) -> "InteractionLearner":
         X, t, y = _as_array(X), np.asarray(t, float), np.asarray(y, float)
-        self.imputer = SimpleImputer(strategy="median", keep_empty_features=True).fit(X)
+        self.imputer = ColumnMedians.fit(X)
         Z = self.imputer.transform(X)
         sd = Z.std(axis=0)
         self.scale = (Z.mean(axis=0), np.where(sd > 0, sd, 1.0))

@@ -211,3 +211,26 @@ def test_reason_codes_are_the_largest_what_ifs_whichever_way_they_are_computed(l
     assert model.reasons(X.head(300)) == fast
     heavy = X.head(300)["add_ons_lifetime"].to_numpy() >= 2
     assert sum(r[0].startswith("add_ons_lifetime") for r, h in zip(fast, heavy) if h and r) > 0.5 * heavy.sum()
+
+
+def test_the_linear_learner_fills_blanks_as_scikit_learns_median_imputer_did():
+    """Models saved before `ColumnMedians` hold a `SimpleImputer`: the new one must fill every blank
+    with the same value, and an old model must still predict."""
+    from sklearn.impute import SimpleImputer
+
+    X, t, y, _ = campaign(3000, seed=8)
+    X = X.to_numpy(copy=True)
+    X[::5, 1] = np.nan
+    X[::2, 3] = np.nan  # an even count of values left: the median is the mean of the middle two
+    X[:, 0] = 0.0  # what `_as_array` makes of a column without values
+    model = make_learner("interaction_learner", seed=0).fit(X, t, y)
+    sklearn_fit = SimpleImputer(strategy="median", keep_empty_features=True).fit(X)
+    assert np.array_equal(model.imputer.statistics_, sklearn_fit.statistics_)
+    rows = X[:300].copy()
+    rows[:, 0] = np.nan  # a blank where training had none
+    assert np.array_equal(model.imputer.transform(rows), sklearn_fit.transform(rows))
+    old = pickle.loads(pickle.dumps(model))
+    old.imputer = sklearn_fit
+    assert np.array_equal(old.predict(rows), model.predict(rows))
+    assert np.array_equal(old.predict_with_each(rows, [1.0, np.nan, 2.0, 0.5]),
+                          model.predict_with_each(rows, [1.0, np.nan, 2.0, 0.5]))
