@@ -7,9 +7,9 @@ registers the model in `nextbest.model_registry` with its validation figures,
 the rules baseline, the gate verdicts and how much history it read. Training
 reads at most `MAX_TRAINING_READ_ROWS` rows: beyond that, a stable sample of
 whole customers chosen in the warehouse (`read_key_sample`), so memory does not
-grow with the store. Retraining is weekly: the
-`propensity_retrain` job (Mondays, config `retrain: true`) trains every
-model; the daily job only trains when no model has passed its gate yet (the
+grow with the store; the models one run trains share one read (`training_rows`).
+Retraining is weekly: the `propensity_retrain` job (Mondays, config `retrain: true`)
+trains every model; the daily job only trains when no model has passed its gate yet (the
 first run on a new store), so daily runs keep the registered models.
 
 `customer_scores` then scores every customer at the scoring point (the day
@@ -187,6 +187,33 @@ def load_training_frame(warehouse: WarehouseInterface,
                            order_by=("customer_id", "as_of_date"))
 
 
+# The run's memo (`run_memo`) key of the training rows (`load_training_frame`): read by the first
+# model a run trains, taken by the others it will train, dropped once the last of them had it.
+TRAINING_READ = "training_read"
+
+
+def training_rows(warehouse: WarehouseInterface, run_id: str, outcome: str,
+                  retrain: bool) -> tuple[pd.DataFrame, KeySample]:
+    """`load_training_frame`, read once per run for every model the run trains: the same rows a read
+    of their own would give (the marts do not change during a run, the order is fixed), at 1M
+    customers ~6.5 s per model. `train_propensity` only copies parts out of the frame.
+
+    The models expected to train (the first reader's `retrain`, else those without a passing
+    version) decide when the frame is let go; a guess that proves wrong costs a read or the frame's
+    memory until the run ends, never other rows.
+    """
+    memo = run_memo(run_id)
+    kept = memo.get(TRAINING_READ)
+    if kept is None:
+        frame, sample = load_training_frame(warehouse)
+        left = {o for o in OUTCOMES if retrain or newest_passing(warehouse, model_name(o)) is None}
+        kept = memo[TRAINING_READ] = {"frame": frame, "sample": sample, "left": left}
+    kept["left"].discard(outcome)
+    if not kept["left"]:
+        del memo[TRAINING_READ]
+    return kept["frame"], kept["sample"]
+
+
 def build_model_asset(outcome: str) -> dg.AssetsDefinition:
     """The asset that trains and registers one outcome's model."""
     spec, name = OUTCOMES[outcome], model_name(outcome)
@@ -205,7 +232,7 @@ def build_model_asset(outcome: str) -> dg.AssetsDefinition:
             context.log.info(f"keeping {passing.version} (trained {passing.trained_at:%Y-%m-%d})")
             return dg.MaterializeResult(metadata=model_metadata(passing.version, passing.metrics, None))
         context.log.info(f"training {name}: {reason}")
-        frame, sample = load_training_frame(warehouse)
+        frame, sample = training_rows(warehouse, context.run_id, outcome, config.retrain)
         context.log.info(f"{sample.describe('training rows')} (cap MAX_TRAINING_READ_ROWS={MAX_TRAINING_READ_ROWS:,})")
         try:
             result = train_propensity(frame, outcome)

@@ -246,8 +246,9 @@ def test_a_retrain_records_what_it_read_in_the_registry(tmp_path, monkeypatch):
     assert drift.metadata["max_psi"].value == model.drift(whole[population(whole, "churn")])["max_psi"]
 
 
-def test_the_drift_checks_of_one_run_read_the_recent_sample_once(tmp_path, monkeypatch):
-    """Two models' drift checks in one run: one read of the sample, the same PSI as a read of its own."""
+def test_the_models_and_drift_checks_of_one_run_read_their_rows_once(tmp_path, monkeypatch):
+    """Two models and their drift checks in one run: one read of the training rows and one of the drift
+    sample, the same models and PSI as reads of their own."""
     path = tmp_path / "warehouse.duckdb"
     training_store(path, customers=400)
     monkeypatch.setattr(pa, "MAX_DRIFT_READ_ROWS", 500)
@@ -268,6 +269,11 @@ def test_the_drift_checks_of_one_run_read_the_recent_sample_once(tmp_path, monke
     assert result.success
     recent_reads = [sql for sql in reads if "- interval '28 day'" in sql]
     assert len(recent_reads) == 1
+    assert reads.count(pa.TRAINING_SQL) == 1
+    own_rows, _ = real(wh, pa.TRAINING_SQL, "customer_id", pa.MAX_TRAINING_READ_ROWS, order_by=("customer_id", "as_of_date"))
+    for outcome in ("churn", "skip"):
+        registered = registry.latest_model(wh, pa.model_name(outcome)).metrics["validation"]
+        assert registered == propensity.train_propensity(own_rows, outcome).metrics["validation"]
     drifts = {c.check_name: c for c in result.get_asset_check_evaluations() if c.check_name.endswith("_feature_drift")}
     assert set(drifts) == {"churn_feature_drift", "skip_feature_drift"}
     for outcome in ("churn", "skip"):
@@ -276,3 +282,20 @@ def test_the_drift_checks_of_one_run_read_the_recent_sample_once(tmp_path, monke
         own, _ = real(wh, pa.RECENT_SQL.format(columns=columns), "customer_id", 500)
         expected = model.drift(own[population(own, outcome)])["max_psi"]
         assert drifts[f"{outcome}_feature_drift"].metadata["max_psi"].value == expected
+
+
+def test_the_training_rows_of_a_run_are_let_go_once_every_model_it_trains_had_them(tmp_path, monkeypatch):
+    path = tmp_path / "warehouse.duckdb"
+    training_store(path)
+    wh = DuckDBWarehouse(path=str(path))
+    reads = []
+    real = pa.load_training_frame
+    monkeypatch.setattr(pa, "load_training_frame", lambda warehouse: reads.append(1) or real(warehouse))
+    outcomes = list(propensity.OUTCOMES)
+    first, _ = pa.training_rows(wh, "run-1", outcomes[0], retrain=True)
+    for outcome in outcomes[1:]:
+        assert pa.TRAINING_READ in pa.run_memo("run-1")
+        assert pa.training_rows(wh, "run-1", outcome, retrain=True)[0] is first
+    assert pa.TRAINING_READ not in pa.run_memo("run-1") and len(reads) == 1
+    pa.training_rows(wh, "run-2", outcomes[0], retrain=True)  # another run reads its own
+    assert len(reads) == 2
