@@ -270,7 +270,8 @@ def test_the_models_and_drift_checks_of_one_run_read_their_rows_once(tmp_path, m
     recent_reads = [sql for sql in reads if "- interval '28 day'" in sql]
     assert len(recent_reads) == 1
     assert reads.count(pa.TRAINING_SQL) == 1
-    own_rows, _ = real(wh, pa.TRAINING_SQL, "customer_id", pa.MAX_TRAINING_READ_ROWS, order_by=("customer_id", "as_of_date"))
+    own_rows, _ = real(wh, pa.TRAINING_SQL, "customer_id", pa.MAX_TRAINING_READ_ROWS,
+                       order_by=("customer_id", "as_of_date"))
     for outcome in ("churn", "skip"):
         registered = registry.latest_model(wh, pa.model_name(outcome)).metrics["validation"]
         assert registered == propensity.train_propensity(own_rows, outcome).metrics["validation"]

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dagster_project.models.uplift import LEARNERS, cross_fit_uplift, features_used, make_learner
+from dagster_project.models.uplift import LEARNERS, ColumnMedians, cross_fit_uplift, features_used, make_learner
 from dagster_project.models.uplift_metrics import calibration_slope, qini_coefficient
 from dagster_project.models.uplift_training import train_playbook_model, train_uplift_models
 
@@ -229,6 +229,11 @@ def test_the_linear_learner_fills_blanks_as_scikit_learns_median_imputer_did():
     rows = X[:300].copy()
     rows[:, 0] = np.nan  # a blank where training had none
     assert np.array_equal(model.imputer.transform(rows), sklearn_fit.transform(rows))
+    blank = X[:50].copy()
+    blank[:, 2] = np.nan  # a column without values (which `_as_array` spares the learner): its median is 0
+    empty_fit = SimpleImputer(strategy="median", keep_empty_features=True).fit(blank)
+    assert np.array_equal(ColumnMedians.fit(blank).statistics_, empty_fit.statistics_)
+    assert ColumnMedians.fit(blank).statistics_[2] == 0.0
     old = pickle.loads(pickle.dumps(model))
     old.imputer = sklearn_fit
     assert np.array_equal(old.predict(rows), model.predict(rows))
