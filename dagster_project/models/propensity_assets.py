@@ -208,10 +208,15 @@ def training_rows(warehouse: WarehouseInterface, run_id: str, outcome: str,
         frame, sample = load_training_frame(warehouse)
         left = {o for o in OUTCOMES if retrain or newest_passing(warehouse, model_name(o)) is None}
         kept = memo[TRAINING_READ] = {"frame": frame, "sample": sample, "left": left}
-    kept["left"].discard(outcome)
-    if not kept["left"]:
-        del memo[TRAINING_READ]
+    _hand_out(memo, TRAINING_READ, outcome)
     return kept["frame"], kept["sample"]
+
+
+def _hand_out(memo: dict, key: str, outcome: str) -> None:
+    """`outcome` has had the run memo's `key`: drop it once every outcome still waiting (`left`) had it."""
+    memo[key]["left"].discard(outcome)
+    if not memo[key]["left"]:
+        del memo[key]
 
 
 def build_model_asset(outcome: str) -> dg.AssetsDefinition:
@@ -286,9 +291,7 @@ def recent_sample(warehouse: WarehouseInterface, run_id: str, outcome: str,
         frame, sample = read_key_sample(warehouse, RECENT_SQL.format(columns=", ".join(columns)), "customer_id",
                                         MAX_DRIFT_READ_ROWS)
         kept = memo[DRIFT_SAMPLE] = {"columns": set(columns), "frame": frame, "sample": sample, "left": set(OUTCOMES)}
-    kept["left"].discard(outcome)
-    if not kept["left"]:
-        del memo[DRIFT_SAMPLE]
+    _hand_out(memo, DRIFT_SAMPLE, outcome)
     return kept["frame"][[c for c in kept["frame"].columns if c in wanted]], kept["sample"]
 
 

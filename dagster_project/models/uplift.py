@@ -286,7 +286,7 @@ class ColumnMedians:
         return cls(np.where(np.isnan(medians), 0.0, medians))
 
     def transform(self, X) -> np.ndarray:
-        X = np.array(X, dtype=float)
+        X = np.asarray(X, dtype=float)  # np.where makes the copy
         return np.where(np.isnan(X), self.statistics_, X)
 
 
