@@ -11,7 +11,8 @@ the cutoff. Every customer gets:
 - p_purchase: probability of at least one purchase in the horizon (90 days by
   default, so this is Klaviyo's "churn risk" complement), with an 80% interval;
   churn_risk = 1 - p_purchase and churn_risk_band low (< 0.33) / medium / high (> 0.66)
-- expected_purchases and predicted_spend in the horizon
+- expected_purchases and predicted_spend in the horizon (the backtest's figures;
+  scoring for `nextbest.customer_predictions` leaves them out, `volumes=False`)
 - predicted_clv_12m: expected spend in the next 365 days (BG/NBD x Gamma-Gamma,
   which extrapolates beyond the horizon), with an 80% interval; historic_clv is
   what they spent so far
@@ -135,14 +136,17 @@ def fit_clv(transactions: pd.DataFrame, cutoff, horizon_days: int = 90, *,
 
 
 def score_clv(model: ClvModel, transactions: pd.DataFrame, day=None,
-              customer_extras: pd.DataFrame | None = None, store: StoreHistory | None = None) -> ClvResult:
+              customer_extras: pd.DataFrame | None = None, store: StoreHistory | None = None,
+              volumes: bool = True) -> ClvResult:
     """Predict for every customer with a purchase on or before `day` (default: the model's cutoff).
 
     customer_extras: per-customer facts as of `day`, indexed by customer_id:
     the numeric ones feed the booster, `next_charge_date` and `cadence_days`
     set the next order date. store: the whole store's figures when
     `transactions` holds only some of its customers (a chunk); default, those
-    customers are the store.
+    customers are the store. `volumes=False` leaves out expected_purchases and
+    predicted_spend (and the booster's two regressors behind them), which
+    `nextbest.customer_predictions` does not keep; every other figure is the same.
     """
     cutoff = pd.Timestamp(model.cutoff if day is None else day).normalize()
     features = customer_features(transactions, cutoff)
@@ -152,7 +156,7 @@ def score_clv(model: ClvModel, transactions: pd.DataFrame, day=None,
     bg = predict_from_fits(model.purchase, model.spend, features, horizon_days, model.interval_draws, model.seed)
     boosted = None
     if choice.booster is not None:
-        boosted = predict_gbm(choice.booster, with_stacked(features, bg, _numeric(customer_extras)))
+        boosted = predict_gbm(choice.booster, with_stacked(features, bg, _numeric(customer_extras)), volumes)
 
     def blend(column: str, weight: float) -> pd.Series:
         return bg[column] if boosted is None or weight == 0.0 else weight * boosted[column] + (1 - weight) * bg[column]
@@ -166,8 +170,9 @@ def score_clv(model: ClvModel, transactions: pd.DataFrame, day=None,
     out["churn_risk"] = 1.0 - out["p_purchase"]
     out["churn_risk_band"] = churn_risk_band(out["churn_risk"])
     out["p_alive"] = bg["p_alive"]
-    out["expected_purchases"] = blend("purchases", choice.volume_weight)
-    out["predicted_spend"] = blend("spend", choice.volume_weight)
+    if volumes:
+        out["expected_purchases"] = blend("purchases", choice.volume_weight)
+        out["predicted_spend"] = blend("spend", choice.volume_weight)
     out["predicted_clv_12m"] = bg["clv_12m"]
     if model.interval_draws:
         out["predicted_clv_12m_low"] = bg["clv_12m_low"]
@@ -203,8 +208,9 @@ def keep_for_scoring(model: ClvModel, day, store: StoreHistory | None) -> None:
 
 
 def score_kept(chunk: tuple[pd.DataFrame, pd.DataFrame | None]) -> pd.DataFrame:
-    """`score_clv`'s predictions for one chunk's (transactions, customer_extras), with what `keep_for_scoring` kept."""
-    return score_clv(_KEPT["model"], chunk[0], _KEPT["day"], chunk[1], _KEPT["store"]).predictions
+    """`score_clv`'s predictions for one chunk's (transactions, customer_extras), with what `keep_for_scoring` kept
+    (the columns `nextbest.customer_predictions` keeps: `volumes=False`)."""
+    return score_clv(_KEPT["model"], chunk[0], _KEPT["day"], chunk[1], _KEPT["store"], volumes=False).predictions
 
 
 def scoring_summary(model: ClvModel, day, store: StoreHistory) -> dict:

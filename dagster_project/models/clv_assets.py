@@ -224,8 +224,9 @@ class PredictionCounts:
             return
         self.customers += len(table)
         self.method = self.method or str(table["method"].iloc[0])
-        self.by_churn_risk_band.update(table["churn_risk_band"].astype(str))
-        self.by_confidence.update(table["confidence"].astype(str))
+        # Counted in pandas: iterating a chunk's Arrow strings one by one took ~2.5 s of a 1M-customer run.
+        self.by_churn_risk_band.update(table["churn_risk_band"].astype(str).value_counts(dropna=False).to_dict())
+        self.by_confidence.update(table["confidence"].astype(str).value_counts(dropna=False).to_dict())
         self.predicted_clv_12m_total += float(table["predicted_clv_12m"].sum())
 
 
@@ -336,7 +337,7 @@ def scored_chunks(warehouse: WarehouseInterface, inputs: ScoringInputs, model: C
                                      setup_args=(model, inputs.as_of, store))
         return
     for transactions, extras in read():
-        yield score_clv(model, transactions, inputs.as_of, extras, store).predictions
+        yield score_clv(model, transactions, inputs.as_of, extras, store, volumes=False).predictions
 
 
 def to_table(predictions: pd.DataFrame, as_of: date, version: str, scored_at: datetime) -> pd.DataFrame:

@@ -343,6 +343,30 @@ def test_subscription_facts_become_boosting_features(subscription_store):
     assert "p_purchase_low" not in result.predictions  # no intervals asked for
 
 
+def test_scoring_without_volumes_leaves_the_regressors_out_and_every_other_figure_alone(subscription_store,
+                                                                                       monkeypatch):
+    # nextbest.customer_predictions keeps neither expected purchases nor spend: daily scoring skips
+    # the booster's two regressors (more than half of its trees at 1M customers).
+    customers = subscription_store["customer_id"].unique()
+    extras = pd.DataFrame({"cadence_days": [(14, 30, 60)[int(c[1:]) % 3] for c in customers],
+                           "is_subscriber": True}, index=customers)
+    model = fit_clv(subscription_store, "2024-06-30", training_extras=extras, interval_draws=10)
+    booster = model.choice.booster
+    assert booster is not None
+    whole = score_clv(model, subscription_store, "2024-09-30", extras).predictions
+    assert {"expected_purchases", "predicted_spend"} <= set(whole.columns)
+
+    def never(X):
+        raise AssertionError("a regressor predicted although volumes=False")
+
+    for regressor in (booster.purchases, booster.spend):
+        monkeypatch.setattr(regressor, "predict", never)
+    lean = score_clv(model, subscription_store, "2024-09-30", extras, volumes=False).predictions
+    pd.testing.assert_frame_equal(lean, whole.drop(columns=["expected_purchases", "predicted_spend"]))
+    with pytest.raises(AssertionError, match="volumes=False"):
+        score_clv(model, subscription_store, "2024-09-30", extras)
+
+
 def test_expected_purchases_stay_finite_at_extreme_fits():
     # Plain maximum likelihood on tiny or regular stores can push a or b to the bounds.
     x, t_x, T = np.array([0.0, 3, 30]), np.array([0.0, 30, 300]), np.array([20.0, 50, 320])

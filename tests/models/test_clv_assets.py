@@ -104,7 +104,8 @@ def test_predictions_cover_every_buyer_then_the_next_run_reuses_the_registered_m
     assert not training_read["sampled"] and training_read["rows_read"] == orders  # a small store: every order
     metadata = first.asset_materializations_for_node("customer_predictions")[0].metadata
     assert metadata["calibration_plot"].value.startswith("![calibration by decile](data:image/png;base64,")
-    assert sum(metadata["by_churn_risk_band"].value.values()) == len(trained)
+    assert metadata["by_churn_risk_band"].value == trained["churn_risk_band"].value_counts().to_dict()
+    assert metadata["by_confidence"].value == trained["confidence"].value_counts().to_dict()
 
     # Same day, no retrain: the registered model scores, and reproduces what training wrote.
     assert materialize(warehouse).success
