@@ -174,14 +174,16 @@ def outcome_row(outcome: DraftOutcome, batch_id: str, as_of: str, created_at: da
     }
 
 
-def cached_outcomes(tx: WarehouseSession, in_chunk: str, params: Sequence[Any]) -> MemoryDraftCache:
+def cached_outcomes(tx: WarehouseSession, in_chunk: str, params: Sequence[Any],
+                    table: str = DRAFTS_TABLE) -> MemoryDraftCache:
     """Earlier `pending_review` drafts of the chunk's customers by cache key, so unchanged ones are not redrafted.
 
     `in_chunk` (SQL of customer_id, playbook_id) is what this run drafts for the chunk. A cache key covers
     the customer's context pack and the playbook's brief, so only a customer's earlier drafts for the
     playbook they get today can hit: the others (most, once routing moves customers on) are not read.
+    `table`: the drafts table read (`nextbest.service_reply_drafts` has the same columns).
     """
-    if not tx.exists("nextbest", "message_drafts"):
+    if not tx.exists(*table.split(".")):
         return MemoryDraftCache()
     rows = tx.read_df(f"""
         select * from (
@@ -189,7 +191,7 @@ def cached_outcomes(tx: WarehouseSession, in_chunk: str, params: Sequence[Any]) 
                    d.generator, d.generator_version, d.cited_fact_ids, d.verdicts, d.attempts, d.fell_back,
                    d.history, d.cache_key,
                    row_number() over (partition by d.cache_key order by d.created_at desc) as nb_newest
-            from {DRAFTS_TABLE} d
+            from {table} d
             inner join ({in_chunk}) today
                 on d.customer_id = today.customer_id and d.playbook_id = today.playbook_id
             where d.status = 'pending_review'

@@ -17,14 +17,16 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from dagster_project.messaging.assets import DRAFTS_DDL, DRAFTS_TABLE, outcome_row, render_sample
+from dagster_project.messaging.assets import (DRAFTS_DDL, DRAFTS_TABLE, cached_outcomes, merge_summaries, outcome_row,
+                                             render_sample)
 from dagster_project.messaging.briefs import load_briefs
 from dagster_project.messaging.context_pack import data_fresh_day, load_catalog
 from dagster_project.project import default_as_of
-from dagster_project.messaging.drafting import DraftingPolicy, summarize
-from dagster_project.resources.warehouse import DuckDBWarehouse
+from dagster_project.messaging.drafting import DraftingPolicy, MemoryDraftCache, summarize
+from dagster_project.resources.warehouse import IN_CHUNK, DuckDBWarehouse, KeyRange, WarehouseSession, check_identifier
 from dagster_project.service import replies, save_offers
-from dagster_project.service.context import context_chunks, load_service_context, require_service_context
+from dagster_project.service.context import (SERVICE_CONTEXT, context_chunks, load_service_context,
+                                             require_service_context)
 
 SERVICE_CONTEXT_KEY = dg.AssetKey("customer_service_context")
 REPLIES_TABLE = "nextbest.service_reply_drafts"
@@ -121,12 +123,13 @@ def service_reply_drafts(context: dg.AssetExecutionContext, config: ReplyDraftsC
             with warehouse.transaction() as tx:  # reads only; drafting happens after
                 requests = replies.open_ticket_requests(tx, chunk, as_of, fresh_at, catalog, briefs.brand_voice,
                                                         brief, left)
-            outcomes = replies.draft_replies(requests, llm, DraftingPolicy())
+                cache = cached_replies(tx, chunk, brief.id) if requests else None
+            outcomes = replies.draft_replies(requests, llm, DraftingPolicy(), cache)
             staged.write_df(pd.DataFrame([{**outcome_row(o, batch_id, as_of, created_at),
                                            "draft_id": f"{batch_id}:{r.pack.last_ticket_id}",
                                            "ticket_id": r.pack.last_ticket_id}
                                           for o, r in zip(outcomes, requests)]))
-            summary = merge_counts(summary, summarize(outcomes))
+            summary = merge_summaries(summary, summarize(outcomes))
             sample = sorted(sample + outcomes, key=lambda o: o.status != "blocked")[:5]
             left = None if left is None else left - len(requests)
             context.log.info(f"chunk {i}: {chunk.rows} customers, {len(requests)} open tickets")
@@ -135,17 +138,21 @@ def service_reply_drafts(context: dg.AssetExecutionContext, config: ReplyDraftsC
     summary = summary or summarize([])
     return dg.MaterializeResult(metadata={
         "drafts": summary["drafts"], "by_status": dg.MetadataValue.json(summary["by_status"]),
-        "sample": dg.MetadataValue.md(render_sample(sample)),
+        "cache_hits": summary["cache_hits"], "sample": dg.MetadataValue.md(render_sample(sample)),
     })
 
 
-def merge_counts(total: dict, part: dict) -> dict:
-    """Two `drafting.summarize` results' draft counts as one."""
-    if not total:
-        return part
-    by_status = {k: total["by_status"].get(k, 0) + part["by_status"].get(k, 0)
-                 for k in {**total["by_status"], **part["by_status"]}}
-    return {**part, "drafts": total["drafts"] + part["drafts"], "by_status": by_status}
+def cached_replies(tx: WarehouseSession, chunk: KeyRange, brief_id: str) -> MemoryDraftCache:
+    """Earlier `pending_review` replies of the chunk's customers with open tickets, by cache key.
+
+    The key covers the customer's pack pointed at the ticket (`replies.reply_pack`) and the reply brief,
+    not the day: a ticket still open the next day, whose customer has nothing new, keeps its reply
+    (its guardrails' staleness and the service checks are judged again). As the message drafts' cache.
+    """
+    brief = check_identifier(brief_id, "Reply brief id")
+    today = (f"select customer_id, '{brief}' as playbook_id from {SERVICE_CONTEXT} "
+             f"where {IN_CHUNK} and ({replies.HAS_OPEN_TICKETS})")
+    return cached_outcomes(tx, today, chunk.bounds, table=REPLIES_TABLE)
 
 
 @dg.asset(group_name="delivery", deps=[SERVICE_CONTEXT_KEY], kinds={"duckdb", "python"},

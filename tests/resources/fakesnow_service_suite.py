@@ -97,8 +97,9 @@ def test_reply_drafts_in_chunks_on_snowflake_write_what_duckdb_writes_in_one_bat
     assert len(drafts) == meta(result)["drafts"] > 0 and drafts["ticket_id"].is_unique
     assert "pending_review" in set(drafts["status"])
     assert leftovers(snow) == 0
-    assert materialize(service_reply_drafts, snow, CONFIG).success  # a rerun replaces the day's batch
-    assert len(read(snow, store.REPLIES_SQL)) == len(drafts)
+    again = materialize(service_reply_drafts, snow, CONFIG)  # a rerun replaces the day's batch
+    assert again.success and len(read(snow, store.REPLIES_SQL)) == len(drafts)
+    assert meta(again)["cache_hits"] == int((drafts["status"] == "pending_review").sum())  # ready replies reused
 
 
 def test_the_export_in_chunks_on_snowflake_queues_and_sends_what_duckdb_does(engines, tmp_path, monkeypatch):

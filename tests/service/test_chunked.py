@@ -108,6 +108,32 @@ def test_a_chunked_rerun_sends_nothing_and_a_change_only_that_customer(stores, t
     assert len(chunked.read_df(store.REPLIES_SQL)) == drafts
 
 
+def test_a_ticket_still_open_the_next_day_keeps_its_reply_unless_its_customer_changed(stores):
+    chunked, _, _, _ = stores
+    first = meta(materialize(service_reply_drafts, chunked, CONFIG))
+    assert first["drafts"] and first["cache_hits"] == 0
+    next_day = (pd.Timestamp(store.AS_OF) + pd.Timedelta(days=1)).date().isoformat()
+    # C0003 writes in again about its open ticket: its pack changes, the others' do not.
+    chunked.execute("update raw.support_tickets set body = body || ' Any news?' where customer_id = 'C0003'")
+    again = meta(materialize(service_reply_drafts, chunked, {"as_of": next_day}))
+    rows = chunked.read_df(store.REPLIES_SQL.replace(", as_of from", ", as_of, cached from"))
+    day1, day2 = (rows[rows["as_of"].astype(str) == day].set_index("ticket_id") for day in (store.AS_OF, next_day))
+    assert len(day1) == len(day2) == first["drafts"] == again["drafts"]
+    # Reused exactly where the key (pack without the day, brief, generator) is a ready reply's of day 1:
+    # not C0003's, nor C0018's, whose tenure turned 28 months overnight (a fact a reply may cite).
+    ready_keys = set(day1.loc[day1["status"] == "pending_review", "cache_key"])
+    assert day2["cached"].tolist() == day2["cache_key"].isin(ready_keys).tolist()
+    assert again["cache_hits"] == int(day2["cached"].sum()) == len(day2) - 3
+    assert not day2.loc[day2["customer_id"].isin(["C0003", "C0018"]), "cached"].any()
+    kept = day2.index[day2["cached"]]
+    for column in ("subject", "body", "cta", "cited_fact_ids", "status", "cache_key"):
+        assert day2.loc[kept, column].equals(day1.loc[kept, column]), column
+    # the cached replies' checks were judged again, each once: no verdict twice
+    for verdicts in day2.loc[kept, "verdicts"]:
+        checks = [v["check"] for v in json.loads(verdicts)]
+        assert len(checks) == len(set(checks)) and {"delivery", "private", "staleness"} <= set(checks)
+
+
 def test_bodies_built_column_by_column_match_one_customer_at_a_time():
     mart = store.tables()[("analytics", "customer_service_context")]
     for frame in (mart, mart.astype(object).where(mart.notna(), None)):  # typed, and as plain Python values
