@@ -20,7 +20,8 @@ in one transaction at the end. From `PARALLEL_MIN_CUSTOMERS` customers, chunks a
 decided in a worker process per core while this process reads the next one.
 Everything per customer is the same whatever the chunk; the one store-wide input,
 the hour-of-week pattern of opens and clicks behind send times, is read once for
-the run.
+the run. Of the append-only assignments, a chunk reads only those inside the longest
+frequency-cap window, so a day's routing does not grow with the months of history.
 """
 
 
@@ -28,7 +29,7 @@ import hashlib
 import json
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Iterable, Iterator
 
 import dagster as dg
@@ -110,6 +111,14 @@ class RoutingRun:
     @property
     def at(self) -> datetime:
         return datetime.combine(self.as_of, datetime.min.time())
+
+    @property
+    def history_since(self) -> datetime:
+        """Assignments after this moment are all the frequency caps look at: the longest of the briefs'
+        cap windows and the contact cap before the run date (`routing.frequency_capped`)."""
+        longest = max([self.policy.contact_cap_days,
+                       *(self.briefs.get(p).frequency_cap.per_days for p in self.briefs.playbooks)])
+        return self.at - timedelta(days=longest)
 
 
 def plan_run(warehouse: WarehouseInterface, as_of: date, policy: RoutingPolicy, briefs: BriefSet | None = None,
@@ -234,12 +243,14 @@ def features_at(tx: WarehouseSession, customers: pd.Index, chunk: KeyRange, at: 
     return frame.set_index("customer_id").reindex(customers)
 
 
-def assignment_history(tx: WarehouseSession, chunk: KeyRange) -> pd.DataFrame:
-    """Past assignments of the chunk's customers (customer_id, playbook_id, assigned_at), for frequency caps."""
+def assignment_history(tx: WarehouseSession, chunk: KeyRange, since: datetime) -> pd.DataFrame:
+    """The chunk's customers' assignments (customer_id, playbook_id, assigned_at) after `since`, for
+    frequency caps (`RoutingRun.history_since`): what a chunk reads stays a few weeks of assignments
+    however long the append-only table grows (at 1M customers, a quarter of its rows the second day)."""
     if not tx.exists("nextbest", "assignments"):
         return pd.DataFrame(columns=["customer_id", "playbook_id", "assigned_at"])
-    return tx.read_df(f"select customer_id, playbook_id, assigned_at from nextbest.assignments where {IN_CHUNK}",
-                      chunk.bounds)
+    return tx.read_df(f"select customer_id, playbook_id, assigned_at from nextbest.assignments "
+                      f"where {IN_CHUNK} and assigned_at > ?", [*chunk.bounds, since])
 
 
 @dataclass
@@ -262,7 +273,7 @@ def read_chunk(warehouse: WarehouseInterface, run: RoutingRun, chunk: KeyRange) 
             return None
         features = features_at(tx, member.index, chunk, run.at, run.inputs.get("features"))
         clv = predicted_clv(tx, chunk)
-        history = assignment_history(tx, chunk)
+        history = assignment_history(tx, chunk, run.history_since)
         suppressed = suppression(tx, member.index, chunk, run.inputs.get("suppression"))
         events = (tx.read_df(f"select customer_id, occurred_at from {run.inputs['engagement']} where {IN_CHUNK}",
                              chunk.bounds) if "engagement" in run.inputs

@@ -103,6 +103,31 @@ def test_the_next_day_does_not_route_yesterdays_customers_again(store, wh):
     assert uncapped.loc[again.index, "decision"].isin(["send", "holdout", "global_holdout"]).any()
 
 
+def test_routing_reads_only_the_assignments_its_caps_can_see(store, wh, monkeypatch):
+    train_and_register(store, END)
+    read = decisioning_assets.assignment_history
+    seen: dict[str, list] = {"bounded": [], "everything": []}
+
+    def spy(kind: str):
+        def history(tx, chunk, since):
+            frame = read(tx, chunk, since if kind == "bounded" else datetime(1900, 1, 1))
+            seen[kind].append((since, frame))
+            return frame
+        return history
+
+    monkeypatch.setattr(decisioning_assets, "assignment_history", spy("bounded"))
+    bounded = decide(wh, END, RoutingPolicy())
+    monkeypatch.setattr(decisioning_assets, "assignment_history", spy("everything"))
+    everything = decide(wh, END, RoutingPolicy())
+    pd.testing.assert_frame_equal(comparable(bounded), comparable(everything), check_dtype=False)
+    # The longest window is high_ltv_recovery's cap, 60 days (the contact cap is shorter).
+    since = datetime.combine(END, datetime.min.time()) - pd.Timedelta(days=60)
+    assert {s for s, _ in seen["bounded"]} == {since}
+    kept = pd.concat([f for _, f in seen["bounded"]])
+    assert len(kept) and (kept["assigned_at"] > since).all()
+    assert len(kept) < sum(len(f) for _, f in seen["everything"])  # the store's older history was not read
+
+
 def test_global_holdout_is_assigned_to_the_campaign_it_would_have_joined(store, wh):
     run_date = date(2026, 6, 2)  # a date of its own: test_train_route_and_append wrote END
     train_and_register(store, END)
