@@ -23,10 +23,9 @@ from dagster_project.messaging.briefs import load_briefs
 from dagster_project.messaging.context_pack import data_fresh_day, load_catalog
 from dagster_project.project import default_as_of
 from dagster_project.messaging.drafting import DraftingPolicy, MemoryDraftCache, summarize
-from dagster_project.resources.warehouse import IN_CHUNK, DuckDBWarehouse, KeyRange, WarehouseSession, check_identifier
+from dagster_project.resources.warehouse import DuckDBWarehouse, KeyRange, WarehouseSession, check_identifier
 from dagster_project.service import replies, save_offers
-from dagster_project.service.context import (SERVICE_CONTEXT, context_chunks, load_service_context,
-                                             require_service_context)
+from dagster_project.service.context import context_chunks, load_service_context, require_service_context
 
 SERVICE_CONTEXT_KEY = dg.AssetKey("customer_service_context")
 REPLIES_TABLE = "nextbest.service_reply_drafts"
@@ -150,8 +149,7 @@ def cached_replies(tx: WarehouseSession, chunk: KeyRange, brief_id: str) -> Memo
     (its guardrails' staleness and the service checks are judged again). As the message drafts' cache.
     """
     brief = check_identifier(brief_id, "Reply brief id")
-    today = (f"select customer_id, '{brief}' as playbook_id from {SERVICE_CONTEXT} "
-             f"where {IN_CHUNK} and ({replies.HAS_OPEN_TICKETS})")
+    today = f"select customer_id, '{brief}' as playbook_id from ({replies.OPEN_TICKET_CUSTOMERS}) open_tickets"
     return cached_outcomes(tx, today, chunk.bounds, table=REPLIES_TABLE)
 
 

@@ -46,6 +46,8 @@ TOPIC_KIND = {"delivery_delay": "delivery", "damaged_package": "delivery", "chan
 
 # Customers of `customer_service_context` with a ticket to answer, and what a reply needs of their row.
 HAS_OPEN_TICKETS = "open_ticket_ids is not null and open_ticket_ids <> ''"
+# The customers of a chunk (its two `?` bounds) with open tickets: whose replies are drafted, and cached.
+OPEN_TICKET_CUSTOMERS = f"select customer_id from {SERVICE_CONTEXT} where {IN_CHUNK} and ({HAS_OPEN_TICKETS})"
 REPLY_CONTEXT_FIELDS = ("customer_id", "open_ticket_ids", "open_ticket_topics", "has_repeat_issue",
                         "repeat_issue_topic")
 
@@ -126,8 +128,7 @@ def open_ticket_requests(tx: WarehouseSession, chunk: KeyRange, as_of: str, fres
     ctx = context_rows(read_context_chunk(tx, chunk, REPLY_CONTEXT_FIELDS, where=HAS_OPEN_TICKETS))
     pairs = sorted((c, t) for c, r in ctx.items() for t in str(r["open_ticket_ids"]).split(", ") if t)
     pairs = pairs[:limit] if limit is not None else pairs
-    scope = f"select customer_id from {SERVICE_CONTEXT} where {IN_CHUNK} and ({HAS_OPEN_TICKETS})"
-    packs = load_scoped_packs(tx, scope, chunk.bounds, as_of, fresh_at) if pairs else {}
+    packs = load_scoped_packs(tx, OPEN_TICKET_CUSTOMERS, chunk.bounds, as_of, fresh_at) if pairs else {}
     return [DraftRequest(reply_pack(packs[c], t, ctx[c]), brief, voice, catalog) for c, t in pairs if c in packs]
 
 
@@ -178,10 +179,6 @@ def _dates_in(sentence: str, default_year: str) -> list[str]:
     return days
 
 
-# The names of `service_checks`' verdicts.
-SERVICE_CHECKS = ("delivery", "private")
-
-
 def apply_service_checks(outcome: DraftOutcome, pack: ContextPack) -> DraftOutcome:
     """Add the service verdicts; a draft that fails them is blocked with the reasons.
 
@@ -191,7 +188,7 @@ def apply_service_checks(outcome: DraftOutcome, pack: ContextPack) -> DraftOutco
     if outcome.draft is None:
         return outcome
     extra = service_checks(outcome.draft, pack)
-    verdicts = [v for v in outcome.verdicts if v.check not in SERVICE_CHECKS] + extra
+    verdicts = [v for v in outcome.verdicts if v.check not in {e.check for e in extra}] + extra
     reasons = failure_reasons(extra)
     if not reasons:
         return dataclasses.replace(outcome, verdicts=verdicts)
