@@ -420,11 +420,12 @@ def due_messages(db: WarehouseInterface | WarehouseSession, now: datetime, after
             group by customer_id
         ),
         customers as (
-            -- opted in when every row of the customer says so (bool_and, spelled for both engines)
+            -- opted in when every row of the customer says so (bool_and, spelled for both engines);
+            -- a blank on any row is consent not recorded (null), never taken as a yes
             select customer_id, any_value(email) as email, any_value(first_name) as first_name,
                    any_value(timezone) as timezone,
-                   min(case when marketing_opt_in then 1 when not marketing_opt_in then 0 end) = 1
-                       as marketing_opt_in
+                   case min(case when marketing_opt_in then 1 when not marketing_opt_in then 0 else -1 end)
+                       when 1 then true when 0 then false end as marketing_opt_in
             from raw.customers where customer_id in (select customer_id from picked)
             group by customer_id
         )

@@ -123,6 +123,8 @@ def suppression_reasons(facts: pd.DataFrame, policy: SendPolicy) -> pd.Series:
                            for e, at in zip(event[suppressed], column("suppress_at")[suppressed])]
     reasons[marketing & opt_in.notna() & ~opt_in.fillna(True).astype(bool)] = \
         "raw.customers.marketing_opt_in is false"
+    # Consent not recorded is no consent: a blank never lets marketing through.
+    reasons[marketing & opt_in.isna()] = "raw.customers.marketing_opt_in is empty (no consent recorded)"
     reasons[marketing & (email.isna() | (email.astype(str) == ""))] = "raw.customers.email is empty"
     reasons[~found] = "customer not found in raw.customers"
     return reasons

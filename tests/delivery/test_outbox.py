@@ -108,6 +108,22 @@ def test_unsubscribes_bounces_and_complaints_since_drafting_suppress_at_send_tim
     assert "marketing_opt_in is false" in rows.loc["c4", "last_error"]
 
 
+
+def test_marketing_waits_for_recorded_consent_on_every_row_of_the_customer(warehouse, esp_server):
+    server = esp_server("webhook")
+    # c6: consent blank; c7: a second raw row with consent blank beside one that says yes.
+    warehouse.execute("update raw.customers set marketing_opt_in = null where customer_id = 'c6'")
+    warehouse.execute("insert into raw.customers select * replace (null as marketing_opt_in) "
+                      "from raw.customers where customer_id = 'c7'")
+    enqueue_batch(warehouse, "b1", drafts("b1", ["c5", "c6", "c7"]), now=EARLIER)
+    summary = run_export(warehouse, make_esp("webhook", server), clock=lambda: noon_utc())
+    rows = outbox_rows(warehouse).set_index("customer_id")
+    assert summary.sent == 1 and summary.suppressed == 2
+    assert list(server.deliveries) == [send_id_for("b1", "c5", "at_risk_save")]
+    for customer in ("c6", "c7"):
+        assert rows.loc[customer, "state"] == "suppressed"
+        assert rows.loc[customer, "last_error"] == "raw.customers.marketing_opt_in is empty (no consent recorded)"
+
 def test_frequency_cap_counts_sends_across_batches(warehouse, esp_server):
     server = esp_server("webhook")
     policy = SendPolicy(max_sends_per_customer=1, cap_window=timedelta(days=3))

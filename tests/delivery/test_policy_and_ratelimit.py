@@ -44,6 +44,7 @@ def test_a_round_is_checked_a_column_at_a_time_with_the_first_rule_that_holds_fo
         {**ok, "marketing_opt_in": False, "suppress_event": "bounce"},
         {**ok, "marketing_opt_in": None, "suppress_event": "bounce", "suppress_at": pd.Timestamp("2026-06-30 08:00"),
          "recent_sends": 5},
+        {**ok, "suppress_event": "bounce", "suppress_at": pd.Timestamp("2026-06-30 08:00"), "recent_sends": 5},
         {**ok, "recent_sends": 2},
         {**ok, "kind": "properties", "email": "", "marketing_opt_in": False, "suppress_event": "complaint",
          "recent_sends": 9},
@@ -51,8 +52,8 @@ def test_a_round_is_checked_a_column_at_a_time_with_the_first_rule_that_holds_fo
     reasons = suppression_reasons(rows, SendPolicy())
     assert [r if isinstance(r, str) else None for r in reasons] == [
         None, "customer not found in raw.customers", "raw.customers.email is empty",
-        "raw.customers.marketing_opt_in is false", "bounce recorded in raw.email_events at 2026-06-30 08:00:00",
-        "frequency cap: 2 sent in the last 7 days (max 2)", None]
+        "raw.customers.marketing_opt_in is false", "raw.customers.marketing_opt_in is empty (no consent recorded)",
+        "bounce recorded in raw.email_events at 2026-06-30 08:00:00", "frequency cap: 2 sent in the last 7 days (max 2)", None]
     assert [suppression_reason(row, SendPolicy()) for row in rows.to_dict("records")] == [
         r if isinstance(r, str) else None for r in reasons]
 
