@@ -178,7 +178,8 @@ def read_events_file(path: Path) -> list[tuple[int, dict[str, Any]]]:
         text = path.read_text(encoding="utf-8")
         if suffix == ".json" or text.lstrip().startswith("["):
             data = json.loads(text)
-            return list(enumerate(data if isinstance(data, list) else data.get("events", [data]), start=1))
+            records = data if isinstance(data, list) else data.get("events", [data]) if isinstance(data, dict) else [data]
+            return list(enumerate(records, start=1))
         rows = []
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
@@ -198,15 +199,14 @@ def store_events(warehouse, records: Iterable[tuple[int, dict[str, Any]]], sourc
     """
     records = list(records)
     _ensure_tables(warehouse)
-    shaped = [(number, record, None if "__unreadable__" in record else contract_shape(record))
-              for number, record in records]
+    shaped = [(number, record, None if _unreadable(record) else contract_shape(record)) for number, record in records]
     good, bad, seen = [], [], set()
     with session_on(warehouse) as tx:
         known, emails = _recipients(tx, [shape for _, _, shape in shaped if shape is not None])
         for number, record, shape in shaped:
             try:
                 if shape is None:
-                    raise EventError(record["__unreadable__"])
+                    raise EventError(_unreadable(record))
                 event = normalize_event(shape, emails)
                 if event["customer_id"] not in known:
                     raise EventError(f"customer_id {event['customer_id']!r} is not in raw.customers")
@@ -221,6 +221,15 @@ def store_events(warehouse, records: Iterable[tuple[int, dict[str, Any]]], sourc
         _quarantine(tx, bad, source)
     return IngestSummary(read=len(records), inserted=inserted,
                          duplicates=len(records) - len(bad) - inserted, quarantined=len(bad))
+
+
+def _unreadable(record: Any) -> str | None:
+    """Why a record cannot be an event before its fields are looked at (a line that is not JSON, or
+    JSON that is not an object: `null`, a number, a list), else None."""
+    if not isinstance(record, dict):
+        kind = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}.get(type(record), "a number")
+        return f"not a JSON object ({kind})"
+    return record.get("__unreadable__")
 
 
 def _ensure_tables(warehouse) -> None:
@@ -303,6 +312,8 @@ def webhook_events(source: str, payload: Any) -> list[Any]:
     """The events in one webhook body: HubSpot posts a JSON array, Klaviyo `{"data": [...], "meta": ...}`."""
     if isinstance(payload, list):
         return payload
+    if not isinstance(payload, dict):
+        return [payload]  # quarantined by `store_events`: not a JSON object
     if source == "klaviyo" and isinstance(payload.get("data"), list):
         return payload["data"]
     return payload.get("events", [payload])
@@ -322,6 +333,11 @@ class ReplayGuard:
                 return False
             self._seen[signature] = now
             return True
+
+    def forget(self, signature: str) -> None:
+        """Take back a signature whose request was not stored, so its retry is taken."""
+        with self._lock:
+            self._seen.pop(signature, None)
 
 
 def make_webhook_server(warehouse: WarehouseInterface, secrets: dict[str, str], host: str = "127.0.0.1",
@@ -375,8 +391,13 @@ def make_webhook_server(warehouse: WarehouseInterface, secrets: dict[str, str], 
             except json.JSONDecodeError as error:
                 return self._answer(400, {"error": f"body is not JSON: {error.msg}"})
             events = webhook_events(source, payload)
-            with write_lock:  # one request at a time: its "not yet stored" check holds until it commits
-                summary = store_events(warehouse, list(enumerate(events, start=1)), f"webhook:{source}")
+            try:
+                with write_lock:  # one request at a time: its "not yet stored" check holds until it commits
+                    summary = store_events(warehouse, list(enumerate(events, start=1)), f"webhook:{source}")
+            except Exception as error:  # noqa: BLE001 - answered, so the ESP retries the same request
+                # Nothing was stored: the ESP's retry of this signed request must not be refused as a replay.
+                guard.forget(signature)
+                return self._answer(503, {"error": f"events not stored, retry later: {type(error).__name__}"})
             return self._answer(200, summary.__dict__)
 
     return ThreadingHTTPServer((host, port), Handler)

@@ -108,6 +108,47 @@ def test_webhook_receiver_verifies_signatures_and_refuses_replays(receiver):
     assert stored(db) == [("ev1", "open"), ("ev2", "bounce")]
 
 
+
+def test_json_that_is_not_an_object_is_quarantined_by_row_not_a_crash(warehouse, receiver, tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(["null", json.dumps(event(1)), "42", '"open"', "[1, 2]"]) + "\n")
+    summary = ingest_events_file(warehouse, path)
+    assert (summary.read, summary.inserted, summary.quarantined) == (5, 1, 4)
+    assert [r[0].split(": ", 1)[1] for r in rows(warehouse, "select reason from raw.raw_quarantine order by row_number")] \
+        == ["not a JSON object (null)", "not a JSON object (a number)", "not a JSON object (a string)",
+            "not a JSON object (an array)"]
+    assert [r[0] for r in rows(warehouse, "select row_number from raw.raw_quarantine order by row_number")] == [1, 3, 4, 5]
+    base, _ = receiver
+    for payload in ([None, event(2)], 7):  # a webhook's array with a null in it; a body that is a bare number
+        body = json.dumps(payload).encode()
+        answer = post(base + "/webhooks/nextbest", body, sign(SECRET, body))
+        assert answer.status_code == 200 and answer.json()["quarantined"] == 1
+    assert stored(warehouse) == [("ev1", "open"), ("ev2", "open")]
+
+
+def test_a_request_whose_events_could_not_be_stored_is_taken_when_the_esp_retries_it(receiver, monkeypatch):
+    from dagster_project.delivery import events as events_module
+
+    base, db = receiver
+    real, calls = events_module.store_events, []
+
+    def busy_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the warehouse file is held by a running job")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(events_module, "store_events", busy_once)
+    body = json.dumps({"events": [event(1, "unsubscribe")]}).encode()
+    headers = sign(SECRET, body)
+    first = post(base + "/webhooks/nextbest", body, headers)
+    assert first.status_code == 503 and "retry later" in first.json()["error"]
+    assert stored(db) == []
+    again = post(base + "/webhooks/nextbest", body, headers)  # the ESP retries the same signed request
+    assert again.status_code == 200 and again.json()["inserted"] == 1
+    assert post(base + "/webhooks/nextbest", body, headers).status_code == 409  # stored now: a replay
+    assert stored(db) == [("ev1", "unsubscribe")]
+
 def test_customerio_reporting_webhooks_are_understood(receiver):
     base, db = receiver
     body = json.dumps({"event_id": "01HCIO", "object_type": "email", "metric": "spammed", "timestamp": 1773144000,
