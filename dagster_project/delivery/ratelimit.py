@@ -1,9 +1,10 @@
 """Pacing for the outside APIs NextBest calls: token buckets, and the backoff after a refusal.
 
 One limiter serves the ESP sends (`sender.py`, worker threads) and the LLM requests
-(`messaging/generators/openai_chat.py`, asyncio). An API states its limits as a burst
-(requests allowed at once) and a steady rate; a token bucket with capacity = burst that
-refills at the steady rate models both. A caller reserves what it needs from every
+(`messaging/generators/openai_chat.py`, asyncio). An API states its limits as at most n
+requests in a window of T seconds (sometimes two windows, a burst and a steady one); a token
+bucket whose capacity plus T seconds of refill stays within each window models them
+(`RateLimit.windows`). A caller reserves what it needs from every
 bucket at once and then waits outside any lock, so many callers share the buckets,
 are served in turn, and the total rate never exceeds the limit. A 429 with
 Retry-After pauses every caller (`pause`), not just the one that saw it.
@@ -22,7 +23,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,20 @@ class RateLimit:
                 f"rate limit {self.name!r}: burst {self.burst} is smaller than the cost of one send "
                 f"({self.cost_per_send}); no send could ever go out"
             )
+
+    @classmethod
+    def windows(cls, name: str, documented: Sequence[tuple[float, float]], burst: float,
+                cost_per_send: float = 1.0) -> "RateLimit":
+        """A limit an API documents as at most n requests in any window of T seconds, for each (n, T).
+
+        A full bucket plus T seconds of refill is what can go out in T seconds: burst + rate x T.
+        The rate is the fastest that keeps that within every documented window (a bucket of
+        capacity n refilling at n / T would let 2n through in the first window).
+        """
+        rate = min((requests - burst) / seconds for requests, seconds in documented)
+        if rate <= 0:
+            raise ValueError(f"rate limit {name!r}: a burst of {burst} leaves no steady rate within {documented}")
+        return cls(name, rate, burst, cost_per_send)
 
     @classmethod
     def per_minute(cls, name: str, rate_per_minute: float) -> "RateLimit":

@@ -108,7 +108,10 @@ def _send_one(esp: EspResource, limiter: RateLimiter, row) -> SendResult | EspEr
                                       esp.idempotency_key(row.send_id))
         return esp.send(_message(row))
     except Exception as exc:  # noqa: BLE001 - classified; a BaseException (kill, Ctrl-C) still ends the run
-        return classify_exception(esp.esp_name, exc)
+        error = classify_exception(esp.esp_name, exc)
+        if error.retryable and error.retry_after:
+            limiter.pause(error.retry_after)  # the ESP said when: every sender waits, not just this one
+        return error
 
 
 def reconcile_in_flight(warehouse: WarehouseInterface, esp: EspResource, run_token: str, now: datetime,

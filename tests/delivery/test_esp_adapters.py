@@ -9,6 +9,7 @@ import pytest
 
 from dagster_project.delivery.esp import FileEsp, OutboundMessage, PermanentEspError, RetryableEspError
 from dagster_project.delivery.esp.base import http_error, parse_retry_after
+from dagster_project.delivery.ratelimit import RateLimit, RateLimiter
 from tests.delivery.conftest import make_esp
 
 SHAPES = ["klaviyo", "customerio", "hubspot", "webhook"]
@@ -91,15 +92,64 @@ def test_http_error_taxonomy():
     assert parse_retry_after("soon") is None
 
 
-def test_documented_rate_limits_are_the_defaults():
+# What each ESP documents: at most n requests in any window of T seconds, for each (n, T).
+DOCUMENTED_WINDOWS = {
+    "klaviyo events": [(350, 1), (3500, 60)], "klaviyo profiles": [(75, 1), (750, 60)],
+    "customer.io track api": [(100, 1)], "hubspot private app": [(190, 10)],
+}
+
+
+def request_start_times(limits, kind: str = "message", sends: int = 3000) -> dict[str, list[float]]:
+    """When each request would start for callers taking sends as fast as the limiter lets them
+    (a frozen clock: each send starts after the wait its reservation returns), per limit."""
+    limiter = RateLimiter(limits, clock=lambda: 0.0, sleep=lambda seconds: None)
+    starts = {limit.name: [] for limit in limits}
+    for _ in range(sends):
+        wait = limiter.reserve((limit.name, limit.cost_per_send) for limit in limits)
+        for limit in limits:
+            starts[limit.name].extend([wait] * int(limit.cost_per_send))
+    return starts
+
+
+def most_in_any_window(times: list[float], seconds: float) -> int:
+    times, first, most = sorted(times), 0, 0
+    for last, moment in enumerate(times):
+        while moment - times[first] >= seconds - 1e-9:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def test_documented_rate_limits_hold_in_every_window_from_a_standing_start():
     from dagster_project.delivery.esp import CustomerIoEsp, HubSpotEsp, KlaviyoEsp
 
-    klaviyo = {l.name: l for l in KlaviyoEsp(api_key="k").rate_limits()}
-    assert klaviyo["events"].burst == 350 and klaviyo["profiles"].burst == 75
-    (cio,) = CustomerIoEsp(site_id="s", api_key="k").rate_limits()
-    assert cio.per_second == 100 and cio.cost_per_send == 2
+    adapters = {"klaviyo": KlaviyoEsp(api_key="k"), "customer.io": CustomerIoEsp(site_id="s", api_key="k"),
+                "hubspot": HubSpotEsp(access_token="t", email_id=1)}
+    checked = set()
+    for esp_name, esp in adapters.items():
+        for limits in (esp.rate_limits(), esp.profile_update_limits()):
+            starts = request_start_times(limits, sends=3000)
+            for name, times in starts.items():
+                for requests_allowed, seconds in DOCUMENTED_WINDOWS[f"{esp_name} {name}"]:
+                    assert most_in_any_window(times, seconds) <= requests_allowed, (esp_name, name, seconds)
+                checked.add(f"{esp_name} {name}")
+            # ... and sends go not much slower than the tightest steady rate allows.
+            allowed = min(min(n / t for n, t in DOCUMENTED_WINDOWS[f"{esp_name} {limit.name}"]) / limit.cost_per_send
+                          for limit in limits)
+            assert 3000 / max(max(times) for times in starts.values()) >= 0.85 * allowed, esp_name
+    assert checked == set(DOCUMENTED_WINDOWS)
     (hub,) = HubSpotEsp(access_token="t", email_id=1).rate_limits()
-    assert hub.burst == 190 and hub.per_second * 10 == 190
+    assert hub.cost_per_send == 2 and HubSpotEsp(access_token="t", email_id=1, upsert_contact=False) \
+        .rate_limits()[0].cost_per_send == 1
+
+
+def test_a_bucket_sized_as_the_window_lets_twice_the_window_through():
+    """Why the limits are built with `RateLimit.windows`: capacity n refilling at n / T (HubSpot's
+    190 per 10 s as burst 190 at 19/s) lets ~2n requests start in the first T seconds."""
+    naive = [RateLimit("private app", 19, 190)]
+    assert most_in_any_window(request_start_times(naive)["private app"], 10) > 1.9 * 190
+    with pytest.raises(ValueError, match="no steady rate"):
+        RateLimit.windows("tiny", [(10, 1)], burst=10)
 
 
 PROPERTIES = {"nextbest_at_risk": True, "nextbest_tags": ["at_risk", "high_ltv"], "nextbest_open_tickets": 2,

@@ -56,6 +56,46 @@ def test_a_batch_is_sent_once_through_retries(warehouse, esp_server):
     assert attempts.set_index("outcome")["n"]["retry"] == 5
 
 
+
+def test_a_429_with_retry_after_holds_every_sender_until_then(warehouse):
+    import threading
+    import time
+    from typing import Any, ClassVar
+
+    from pydantic import PrivateAttr
+
+    from dagster_project.delivery.esp import EspResource, RetryableEspError, SendResult
+
+    class Throttled(EspResource):
+        """Refuses the first send with 429 Retry-After 0.5 s; records when each send started."""
+
+        esp_name: ClassVar[str] = "throttled"
+        _starts: Any = PrivateAttr(default_factory=list)
+        _refused_at: Any = PrivateAttr(default=None)
+        _lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+        def send(self, message):
+            with self._lock:
+                self._starts.append(time.monotonic())
+                first = self._refused_at is None
+                if first:
+                    self._refused_at = time.monotonic()
+            if first:
+                raise RetryableEspError("throttled: HTTP 429", status=429, retry_after=0.5)
+            time.sleep(0.02)
+            return SendResult(message.send_id)
+
+        def update_profile(self, *args, **kwargs):
+            raise NotImplementedError
+
+    enqueue_batch(warehouse, "b1", drafts("b1", [f"c{i}" for i in range(12)]), now=EARLIER)
+    esp = Throttled(base_url="loopback://", requests_per_second=1000.0, burst=1000.0)
+    moment = noon_utc()
+    summary = run_export(warehouse, esp, workers=1, retry=QUICK_RETRY, clock=lambda: moment, max_wait_seconds=0)
+    after = [start - esp._refused_at for start in esp._starts[1:]]
+    assert summary.sent == 11 and summary.retried == 1
+    assert min(after) >= 0.45  # nobody went in the half second the ESP asked for
+
 def test_retry_after_is_honoured(warehouse, esp_server):
     server = esp_server("webhook")
     server.plan("429")  # Retry-After: 1

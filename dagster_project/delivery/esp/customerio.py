@@ -75,7 +75,7 @@ class CustomerIoEsp(EspResource):
 
     def documented_limits(self) -> list[RateLimit]:
         # Track API fair use: 100 requests/s; identify + track are two requests per message.
-        return [RateLimit("track api", 100, 100, cost_per_send=2)]
+        return [RateLimit.windows("track api", [(100, 1)], burst=10, cost_per_send=2)]
 
     def requests_per_send(self) -> int:
         return 2

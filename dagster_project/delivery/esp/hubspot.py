@@ -59,7 +59,7 @@ class HubSpotEsp(EspResource):
 
     def documented_limits(self) -> list[RateLimit]:
         # Private apps: 190 requests per 10 seconds (Professional/Enterprise).
-        return [RateLimit("private app", 19, 190, cost_per_send=self.requests_per_send())]
+        return [RateLimit.windows("private app", [(190, 10)], burst=19, cost_per_send=self.requests_per_send())]
 
     def requests_per_send(self) -> int:
         return 2 if self.upsert_contact else 1

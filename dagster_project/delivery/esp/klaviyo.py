@@ -17,6 +17,11 @@ from pydantic import Field, PrivateAttr
 from dagster_project.delivery.esp.base import EspResource, OutboundMessage, SendResult, classify_exception
 from dagster_project.delivery.ratelimit import RateLimit
 
+# Klaviyo publishes a burst and a steady limit per endpoint: events 350/s and 3,500/min,
+# profiles 75/s and 750/min.
+KLAVIYO_EVENTS = RateLimit.windows("events", [(350, 1), (3500, 60)], burst=50)
+KLAVIYO_PROFILES = RateLimit.windows("profiles", [(75, 1), (750, 60)], burst=10)
+
 
 def profile_payload(message: OutboundMessage) -> dict[str, Any]:
     """JSON:API body for `POST /api/profile-import` (create or update by email / external id)."""
@@ -65,15 +70,14 @@ class KlaviyoEsp(EspResource):
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     def documented_limits(self) -> list[RateLimit]:
-        # Klaviyo publishes burst/steady per endpoint: events 350/s & 3500/min, profiles 75/s & 750/min.
-        limits = [RateLimit("events", 3500 / 60, 350)]
+        limits = [KLAVIYO_EVENTS]
         if self.upsert_profile:
-            limits.append(RateLimit("profiles", 750 / 60, 75))
+            limits.append(KLAVIYO_PROFILES)
         return limits
 
     def documented_profile_limits(self) -> list[RateLimit]:
         # A profile update is one call to the profiles endpoint, and nothing on events.
-        return [RateLimit("profiles", 750 / 60, 75)]
+        return [KLAVIYO_PROFILES]
 
     def requests_per_send(self) -> int:
         return 2 if self.upsert_profile else 1
