@@ -83,17 +83,18 @@ def _latest_models(source) -> dict[str, registry.RegisteredModel | None]:
 
 
 def needs_training(con, as_of: date) -> bool:
-    """True when any playbook lacks a model or the newest is a week old (or trained after `as_of`).
+    """True when no playbook has a model yet, the last training is a week old, or a model was
+    trained on data after `as_of`.
 
+    The playbooks are trained together, by the age of the newest training: a playbook without past
+    sends (a new brief) gets its first model at the next weekly training. Asking for every playbook
+    to have a model retrained all of them every day while one had nothing to learn from.
     `con`: the warehouse resource (either engine) or a DuckDB connection.
     """
-    for latest in _latest_models(con).values():
-        if latest is None:
-            return True
-        end = latest.training_window_end
-        if end is None or end > as_of or (as_of - end).days >= MAX_MODEL_AGE_DAYS:
-            return True
-    return False
+    ends = [latest.training_window_end for latest in _latest_models(con).values() if latest is not None]
+    if not ends or any(end is None or end > as_of for end in ends):
+        return True
+    return (as_of - max(ends)).days >= MAX_MODEL_AGE_DAYS
 
 
 def train_and_register(con, as_of: date, seed: int = 0) -> dict[str, dict]:

@@ -1,0 +1,34 @@
+"""When the uplift models are retrained: weekly, by the newest training, whatever playbooks have a model."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import duckdb
+
+from dagster_project.models import registry
+from dagster_project.models.uplift_assets import model_name, needs_training
+from dagster_project.models.uplift_data import GOALS
+
+TRAINED = date(2026, 6, 1)
+
+
+def register(con, folder, playbooks, end: date) -> None:
+    for playbook in playbooks:
+        registry.register_model(con, model_name(playbook), {"playbook": playbook}, training_window_start=date(2026, 1, 1),
+                                training_window_end=end, folder=folder)
+
+
+def test_a_playbook_without_a_model_waits_for_the_weekly_training(tmp_path):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    assert needs_training(con, TRAINED)  # nothing registered yet
+    # A training run registers every playbook with past sends; win_back had none.
+    register(con, tmp_path, [p for p in GOALS if p != "win_back"], TRAINED)
+    for days in range(1, 7):
+        assert not needs_training(con, TRAINED + timedelta(days=days)), days
+    assert needs_training(con, TRAINED + timedelta(days=7))
+    # A playbook whose newest model is older than the others' does not hold the rest to its age.
+    register(con, tmp_path, ["win_back"], TRAINED - timedelta(days=30))
+    assert not needs_training(con, TRAINED + timedelta(days=3))
+    # Deciding a day before the newest training's data ends (a backfill) trains for that day.
+    assert needs_training(con, TRAINED - timedelta(days=1))
