@@ -2,8 +2,9 @@
 
 Reads the brief audiences (`analytics.customer_segments`, `analytics.customer_tags`),
 suppression (raw.customers opt-in, unsubscribes / bounces / complaints in
-raw.email_events), frequency caps (`nextbest.assignments`: each brief's, and no playbook
-within `contact_cap_days` of a customer's last assignment), the newest uplift
+raw.email_events), frequency caps (`nextbest.assignments`: each brief's, no playbook
+within `contact_cap_days` of a customer's last assignment, and a playbook's holdout not
+assigned it again inside its goal window), the newest uplift
 model per playbook that passed its check, point-in-time features at the
 run date, and predicted 12-month CLV (`nextbest.customer_predictions`, when it
 exists) as the value of a retention goal. Appends one row per decided customer to `nextbest.routing_decisions`
@@ -21,7 +22,7 @@ decided in a worker process per core while this process reads the next one.
 Everything per customer is the same whatever the chunk; the one store-wide input,
 the hour-of-week pattern of opens and clicks behind send times, is read once for
 the run. Of the append-only assignments, a chunk reads only those inside the longest
-frequency-cap window, so a day's routing does not grow with the months of history.
+frequency-cap or goal window, so a day's routing does not grow with the months of history.
 """
 
 
@@ -115,9 +116,11 @@ class RoutingRun:
     @property
     def history_since(self) -> datetime:
         """Assignments after this moment are all the frequency caps look at: the longest of the briefs'
-        cap windows and the contact cap before the run date (`routing.frequency_capped`)."""
+        cap windows, their goal windows (a holdout's) and the contact cap before the run date
+        (`routing.frequency_capped`)."""
         longest = max([self.policy.contact_cap_days,
-                       *(self.briefs.get(p).frequency_cap.per_days for p in self.briefs.playbooks)])
+                       *(self.briefs.get(p).frequency_cap.per_days for p in self.briefs.playbooks),
+                       *(GOALS[p][1] for p in self.briefs.playbooks if p in GOALS)])
         return self.at - timedelta(days=longest)
 
 
@@ -244,12 +247,12 @@ def features_at(tx: WarehouseSession, customers: pd.Index, chunk: KeyRange, at: 
 
 
 def assignment_history(tx: WarehouseSession, chunk: KeyRange, since: datetime) -> pd.DataFrame:
-    """The chunk's customers' assignments (customer_id, playbook_id, assigned_at) after `since`, for
+    """The chunk's customers' assignments (customer_id, playbook_id, assigned_at, arm) after `since`, for
     frequency caps (`RoutingRun.history_since`): what a chunk reads stays a few weeks of assignments
     however long the append-only table grows (at 1M customers, a quarter of its rows the second day)."""
     if not tx.exists("nextbest", "assignments"):
-        return pd.DataFrame(columns=["customer_id", "playbook_id", "assigned_at"])
-    return tx.read_df(f"select customer_id, playbook_id, assigned_at from nextbest.assignments "
+        return pd.DataFrame(columns=["customer_id", "playbook_id", "assigned_at", "arm"])
+    return tx.read_df(f"select customer_id, playbook_id, assigned_at, arm from nextbest.assignments "
                       f"where {IN_CHUNK} and assigned_at > ?", [*chunk.bounds, since])
 
 
@@ -296,7 +299,8 @@ def decide_read(run: RoutingRun, reads: ChunkReads | None) -> pd.DataFrame:
     playbooks = list(member.columns)
     models, briefs, policy = run.models, run.briefs, run.policy
     caps = {p: (briefs.get(p).frequency_cap.max_messages, briefs.get(p).frequency_cap.per_days) for p in playbooks}
-    capped = frequency_capped(history, member.index, caps, run.at, policy.contact_cap_days)
+    capped = frequency_capped(history, member.index, caps, run.at, policy.contact_cap_days,
+                              holdout_days={p: GOALS[p][1] for p in playbooks if p in GOALS})
     # Uplift only where routing can use it: a playbook's audience, less those capped for it.
     uplift = pd.DataFrame(np.nan, index=member.index, columns=playbooks)
     for p in playbooks:

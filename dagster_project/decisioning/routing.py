@@ -10,8 +10,9 @@ Order of the rules, per customer:
    rules 2-4 still pick the playbook they would have received, recorded with arm
    `global_holdout` so campaigns can be compared with customers who get nothing;
 2. suppression (opted out, unsubscribed, bounced, complained): never messaged;
-3. playbooks the customer is in the audience of and not capped for (each brief's own cap, and
-   no playbook at all within `contact_cap_days` of the customer's last assignment);
+3. playbooks the customer is in the audience of and not capped for (each brief's own cap, no
+   playbook at all within `contact_cap_days` of the customer's last assignment, and not a
+   playbook whose randomized holdout they are in until its goal window has passed);
 4. exploration: a small stable-random share gets a random allowed playbook,
    so every playbook keeps collecting randomized data;
    otherwise the best allowed playbook if its expected value is positive, else none;
@@ -224,26 +225,33 @@ def _json_number(value: float) -> str:
 
 
 def frequency_capped(history: pd.DataFrame, customers, caps: dict[str, tuple[int, int]], as_of,
-                     contact_days: int = 0) -> pd.DataFrame:
+                     contact_days: int = 0, holdout_days: dict[str, int] | None = None) -> pd.DataFrame:
     """customers x playbooks: True where the playbook's cap is already used up at `as_of`.
 
-    `history`: past assignments (customer_id, playbook_id, assigned_at), both arms: a
-    customer held out of a playbook is not re-assigned to it inside the cap window either,
-    so the holdout stays clean until its goal window has passed.
+    `history`: assignments (customer_id, playbook_id, assigned_at, and arm with `holdout_days`),
+    both arms. Counted are those before the end of the run date but for the run's own (assigned at
+    `as_of` itself, 00:00): deciding a date again decides it as the first time did, and a save offer
+    made earlier that day counts like one made the day before.
     `contact_days` (`RoutingPolicy.contact_cap_days`; 0: off): a customer assigned any playbook in
-    the last that many days before `as_of` is capped for every playbook. An assignment on `as_of`
-    itself is this run date's own: deciding the date again decides it as the first time did.
+    the last that many days is capped for every playbook.
+    `holdout_days`: playbook -> its goal window. A customer in a playbook's randomized holdout is not
+    assigned that playbook again until the window has passed, whatever its cap window (at_risk_save
+    caps 21 days, its goal is retention over 60): the holdout stays clean for its measurement.
     """
     as_of = pd.Timestamp(as_of)
+    at = history["assigned_at"]
+    past = history[(at < as_of + pd.Timedelta(days=1)) & (at != as_of)]
     out = pd.DataFrame(False, index=pd.Index(customers, name="customer_id"), columns=list(caps))
-    past = history[history["assigned_at"] <= as_of]
     for playbook, (max_messages, per_days) in caps.items():
         recent = past[(past["playbook_id"] == playbook) & (past["assigned_at"] > as_of - pd.Timedelta(days=per_days))]
         counts = recent.groupby("customer_id").size()
         full = counts.index[counts >= max_messages]
         out.loc[out.index.intersection(full), playbook] = True
+        if holdout_days and playbook in holdout_days:
+            held = past.loc[(past["playbook_id"] == playbook) & (past["arm"] == "holdout")
+                            & (past["assigned_at"] > as_of - pd.Timedelta(days=holdout_days[playbook])), "customer_id"]
+            out.loc[out.index.isin(held), playbook] = True
     if contact_days > 0:
-        contacted = past.loc[(past["assigned_at"] > as_of - pd.Timedelta(days=contact_days))
-                             & (past["assigned_at"] < as_of), "customer_id"]
+        contacted = past.loc[past["assigned_at"] > as_of - pd.Timedelta(days=contact_days), "customer_id"]
         out.loc[out.index.isin(contacted)] = True
     return out

@@ -103,6 +103,17 @@ def test_the_next_day_does_not_route_yesterdays_customers_again(store, wh):
     assert uncapped.loc[again.index, "decision"].isin(["send", "holdout", "global_holdout"]).any()
 
 
+
+def test_deciding_a_written_date_again_decides_the_same(store, wh):
+    written = store.execute(f"""select customer_id, decision, playbook_id, arm from {DECISIONS_TABLE}
+                                where run_date = ? order by customer_id""", [END]).df()
+    assert len(written), "test_train_route_and_append writes END first"
+    # The date's own assignments (at END, 00:00) do not cap the customers they were made for.
+    again = decide(wh, END, RoutingPolicy())[["customer_id", "decision", "playbook_id", "arm"]]
+    again = again.sort_values("customer_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(again.astype(object).where(again.notna(), None),
+                                  written.astype(object).where(written.notna(), None))
+
 def test_routing_reads_only_the_assignments_its_caps_can_see(store, wh, monkeypatch):
     train_and_register(store, END)
     read = decisioning_assets.assignment_history

@@ -124,6 +124,38 @@ def test_a_contact_cap_holds_every_playbook_after_any_assignment():
     assert not frequency_capped(history, ids, caps, "2026-11-25").to_numpy().any()  # contact_days=0: off
 
 
+def test_an_assignment_earlier_on_the_run_date_caps_like_one_the_day_before():
+    # A save offer at 02:00 on the run date (the agent's, assigned when the cancel attempt came in),
+    # one at 23:00 the evening before, the run's own row at 00:00, and one the next day.
+    history = pd.DataFrame({"customer_id": ["A", "B", "C", "D"],
+                            "playbook_id": ["save_offer", "save_offer", "at_risk_save", "save_offer"],
+                            "assigned_at": pd.to_datetime(["2026-11-25 02:00", "2026-11-24 23:00", "2026-11-25 00:00",
+                                                           "2026-11-26 02:00"]),
+                            "arm": "treatment"})
+    caps = {"at_risk_save": (1, 21), "expansion": (1, 30)}
+    capped = frequency_capped(history, ["A", "B", "C", "D"], caps, "2026-11-25", contact_days=7)
+    assert capped.loc["A"].all() and capped.loc["B"].all()
+    # The run's own assignment caps neither its playbook nor the contact: the same date decides the same again.
+    assert not capped.loc["C"].any()
+    assert not capped.loc["D"].any()
+
+
+def test_a_holdout_is_not_assigned_its_playbook_again_inside_the_goal_window():
+    # Held out of at_risk_save (cap 1 per 21 days, goal retention over 60 days) 30 and 65 days ago;
+    # treated with it 30 days ago; held out of expansion (no goal window given) 30 days ago.
+    history = pd.DataFrame({"customer_id": ["A", "B", "C", "D"],
+                            "playbook_id": ["at_risk_save", "at_risk_save", "at_risk_save", "expansion"],
+                            "assigned_at": pd.to_datetime(["2026-10-26", "2026-09-21", "2026-10-26", "2026-10-26"]),
+                            "arm": ["holdout", "holdout", "treatment", "holdout"]})
+    caps = {"at_risk_save": (1, 21), "expansion": (1, 21)}
+    capped = frequency_capped(history, ["A", "B", "C", "D"], caps, "2026-11-25", holdout_days={"at_risk_save": 60})
+    assert capped.loc["A", "at_risk_save"] and not capped.loc["A", "expansion"]  # only its own playbook
+    assert not capped.loc["B"].any()      # its goal window has passed
+    assert not capped.loc["C"].any()      # treated: its brief's 21-day cap alone
+    assert not capped.loc["D"].any()      # no goal window given for expansion: its cap alone
+    assert not frequency_capped(history, ["A"], caps, "2026-11-25").loc["A"].any()  # without holdout_days
+
+
 def test_global_holdout_is_stable_and_about_five_percent():
     ids = [f"C{i:08d}" for i in range(20000)]
     first = in_global_holdout(ids)
