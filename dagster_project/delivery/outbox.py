@@ -466,6 +466,26 @@ def in_flight(db: WarehouseInterface | WarehouseSession, run_token: str, kind: s
     )
 
 
+def replaced_since(db: WarehouseInterface, send_ids: list[str]) -> set[str]:
+    """Of these profile updates, those a newer update of the same customer, playbook and destination has
+    replaced (queued, retrying, in flight or sent). `_supersede` leaves an update that is in flight alone
+    (it may be at the ESP already); once a dead run's update proves never to have arrived, it is retired
+    rather than sent after the newer one, whose values it would overwrite."""
+    if not send_ids:
+        return set()
+    with db.transaction() as tx:
+        staged = _stage(tx, pd.DataFrame({"send_id": pd.Series(send_ids, dtype="string")}))
+        found = tx.read_df(f"""
+            select s.send_id from {OUTBOX} s
+            where s.send_id in (select new_send_id from {staged}) and s.kind = 'properties'
+              and exists (select 1 from {OUTBOX} o
+                          where o.kind = 'properties' and o.customer_id = s.customer_id
+                            and o.playbook_id = s.playbook_id and o.destination = s.destination
+                            and o.enqueued_at > s.enqueued_at and o.send_id <> s.send_id
+                            and o.state in ('queued', 'failed', 'sending', 'sent'))""")
+    return set(found["send_id"].astype(str))
+
+
 def claim(tx: WarehouseSession, send_ids: list[str], run_token: str, now: datetime, esp: str) -> None:
     """Mark rows in flight (state `sending`, attempts + 1) before any of them is sent.
 

@@ -123,13 +123,19 @@ def reconcile_in_flight(warehouse: WarehouseInterface, esp: EspResource, run_tok
         return
     confirmed = pd.Series([bool(esp.reconcile(_message(row))) for row in stale.itertuples(index=False)],
                           index=stale.index)
+    replaced = outbox.replaced_since(warehouse, stale.send_id[~confirmed].astype(str).tolist())
+    retired = ~confirmed & stale.send_id.astype(str).isin(replaced)
+    requeued = ~confirmed & ~retired
     summary.reconciled += int(confirmed.sum())
-    summary.requeued_after_crash += int((~confirmed).sum())
+    summary.requeued_after_crash += int(requeued.sum())
     moment = outbox.naive_utc(now)
     _settle(warehouse, [
         _outcomes(stale.send_id[confirmed], "sent", attempt=stale.attempts[confirmed], esp=esp.esp_name,
                   outcome="reconciled", detail="the ESP already had it", sent_at=moment),
-        _outcomes(stale.send_id[~confirmed], "queued", attempt=stale.attempts[~confirmed], esp=esp.esp_name,
+        _outcomes(stale.send_id[retired], "superseded", attempt=stale.attempts[retired], esp=esp.esp_name,
+                  last_error="superseded by a newer profile update while in flight",
+                  detail="interrupted mid-send, never arrived, and a newer update replaces it"),
+        _outcomes(stale.send_id[requeued], "queued", attempt=stale.attempts[requeued], esp=esp.esp_name,
                   outcome="requeued", next_attempt_at=moment,
                   detail="interrupted mid-send; re-sent with the same idempotency key"),
     ], None, now)

@@ -101,6 +101,28 @@ def test_file_sink_reconciles_profile_updates_instead_of_rewriting(warehouse, tm
     assert summary.reconciled >= 5
 
 
+def test_an_update_a_dead_run_left_in_flight_does_not_overwrite_a_newer_one(warehouse, tmp_path):
+    from dagster_project.delivery import outbox
+
+    path = tmp_path / "helpdesk.jsonl"
+    old, new = '{"tier": "gold"}', '{"tier": "silver"}'
+
+    def update(batch: str, body: str) -> pd.DataFrame:
+        return pd.DataFrame({"batch_id": [batch], "customer_id": ["c1"], "playbook_id": ["p"], "body": [body]})
+
+    enqueue_batch(warehouse, "p-1", update("p-1", old), now=EARLIER - timedelta(days=1), kind="properties",
+                  destination="helpdesk")
+    with warehouse.transaction() as tx:  # a run claims it and dies before it reaches the sink
+        outbox.claim(tx, [send_id_for("p-1", "c1", "p", old)], "dead-run", EARLIER - timedelta(days=1), "file")
+    queued = enqueue_batch(warehouse, "p-2", update("p-2", new), now=EARLIER, kind="properties",
+                           destination="helpdesk")
+    assert queued.superseded == 0  # in flight: it may be at the sink already, so it is not retired then
+    summary = run_export(warehouse, FileEsp(path=str(path)), destination="helpdesk", clock=ticking_noon())
+    assert [json.loads(line)["properties"] for line in path.read_text().splitlines()] == [{"tier": "silver"}]
+    assert summary.requeued_after_crash == 0 and summary.sent == 1
+    states = dict(warehouse.read_df("select body, state from nextbest.outbox").itertuples(index=False, name=None))
+    assert states == {old: "superseded", new: "sent"}
+
 KILLED_EXPORT = textwrap.dedent("""
     import sys
     from dagster_project.delivery.esp import WebhookEsp
