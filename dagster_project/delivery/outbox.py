@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
 
@@ -268,6 +269,8 @@ def enqueue_batch(warehouse: WarehouseInterface, batch_id: str, drafts_df: pd.Da
         # can already be among (a batch queued a range of customers at a time never reads the whole batch).
         bounds = [str(batch_id), rows["customer_id"].min(), rows["customer_id"].max()]
         known = tx.read_df(f"select send_id from {OUTBOX} where batch_id = ? and {IN_CHUNK}", bounds)["send_id"]
+        if properties:
+            rows = _returning_values(tx, rows, bounds, destination, known)
         new = rows[~in_values(rows["send_id"], known)].astype("string").assign(
             state="queued", attempts=0, next_attempt_at=pd.Timestamp(moment).as_unit("us"),
             enqueued_at=pd.Timestamp(moment).as_unit("us"), kind=kind, destination=destination)
@@ -280,6 +283,29 @@ def enqueue_batch(warehouse: WarehouseInterface, batch_id: str, drafts_df: pd.Da
                        select {", ".join(f"new_{c}" for c in new.columns)} from {staged} n
                        where not exists (select 1 from {OUTBOX} o where o.send_id = n.new_send_id)""")
     return EnqueueSummary(str(batch_id), len(new), len(rows) - len(new), superseded)
+
+
+def _returning_values(tx: WarehouseSession, rows: pd.DataFrame, bounds: list, destination: str,
+                      known: pd.Series) -> pd.DataFrame:
+    """Profile updates whose send id the batch already holds, though a later update of the same customer
+    and playbook came between (A, then B, then A again in one batch): a new send id (A's with the count of
+    updates before it), so A is queued and replaces B at the destination. Queuing the latest update again
+    is still a no-op. `bounds`: the batch id and the rows' first and last customer id."""
+    again = in_values(rows["send_id"], known)
+    if not again.any():
+        return rows
+    latest = tx.read_df(f"""select customer_id, playbook_id, count(*) as n, max_by(body, enqueued_at) as body
+                             from {OUTBOX} where batch_id = ? and {IN_CHUNK} and kind = 'properties'
+                               and destination = ? group by customer_id, playbook_id""", [*bounds, destination])
+    latest = {(c, p): (int(n), b) for c, p, n, b in latest.itertuples(index=False, name=None)}
+    rows = rows.copy()
+    for position in np.flatnonzero(np.asarray(again)):
+        customer, playbook, body = (rows.iloc[position][c] for c in ("customer_id", "playbook_id", "body"))
+        count, latest_body = latest.get((customer, playbook), (0, body))
+        if latest_body != body:
+            rows.iloc[position, rows.columns.get_loc("send_id")] = send_id_for(
+                bounds[0], customer, playbook, f"{body}\x1e{count}")
+    return rows
 
 
 def _supersede(tx: WarehouseSession, staged: str, destination: str) -> int:

@@ -233,6 +233,32 @@ def test_profile_updates_skip_caps_opt_outs_and_quiet_hours_that_still_hold_mess
     assert messages.loc["c100", "state"] == "queued"
 
 
+
+@pytest.mark.parametrize("export_between", [False, True])
+def test_a_profile_that_returns_to_an_earlier_value_in_one_batch_ends_with_it(warehouse, tmp_path, export_between):
+    # Several exports in one day share the day's batch: gold, then silver, then gold again.
+    path = tmp_path / "helpdesk.jsonl"
+    sink = FileEsp(path=str(path))
+    gold, silver = '{"tier": "gold"}', '{"tier": "silver"}'
+
+    def queue(body: str, minutes: int):
+        update = pd.DataFrame({"batch_id": ["h-1"], "customer_id": ["c1"], "playbook_id": ["p"], "body": [body]})
+        summary = enqueue_batch(warehouse, "h-1", update, now=EARLIER + timedelta(minutes=minutes),
+                                kind="properties", destination="helpdesk")
+        if export_between:
+            run_export(warehouse, sink, destination="helpdesk", clock=lambda: noon_utc() + timedelta(minutes=minutes))
+        return summary
+
+    assert [queue(body, i).queued for i, body in enumerate([gold, silver, gold])] == [1, 1, 1]
+    again = queue(gold, 3)  # the same update as the latest: nothing new
+    assert (again.queued, again.already_in_outbox) == (0, 1)
+    run_export(warehouse, sink, destination="helpdesk", clock=lambda: noon_utc() + timedelta(minutes=5))
+    sink.close()
+    received = [json.loads(line)["properties"] for line in path.read_text().splitlines()]
+    assert received[-1] == {"tier": "gold"}
+    assert received == ([{"tier": "gold"}, {"tier": "silver"}, {"tier": "gold"}] if export_between
+                        else [{"tier": "gold"}])
+
 def test_an_export_serves_one_destination_and_can_leave_messages_alone(warehouse, esp_server, tmp_path):
     server = esp_server("webhook")
     enqueue_batch(warehouse, "b1", drafts("b1", ["c1"]), now=EARLIER)
