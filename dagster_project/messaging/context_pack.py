@@ -98,6 +98,11 @@ class Catalog:
     def to_dict(self) -> dict:
         return {"products": [asdict(p) for p in self.products], "cadence_options": list(self.cadence_options)}
 
+    def fingerprint(self) -> str:
+        """Canonical JSON of the catalog (for cache keys): a draft may quote any product's name and price,
+        and which products are active or offered decides what a template suggests."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
     @classmethod
     def from_dict(cls, data: dict) -> "Catalog":
         return cls(tuple(CatalogProduct(**p) for p in data.get("products", [])),
@@ -188,6 +193,13 @@ def _day(value: Any) -> str | None:
     return str(value)[:10]
 
 
+def _by(value: Any, as_of: str) -> str | None:
+    """The day of an event, or None when the rows date it after `as_of`: a delivery or a resolution the
+    source already plans is not a fact yet (a draft would say "arrived on" a day still to come)."""
+    day = _day(value)
+    return None if day is None or day > as_of else day
+
+
 @lru_cache(maxsize=4096)  # prices repeat across a chunk's ~100k money facts
 def _money(value: Any) -> str | None:
     return None if value is None else f"{Decimal(str(value)):.2f}"
@@ -263,7 +275,7 @@ def build_context_pack(rows: CustomerRows, as_of: str, data_fresh_at: str | None
         add((f"subscription:{sid}:status", "text", s.get("status")))
         add((f"subscription:{sid}:started_at", "date", _day(s.get("started_at"))))
         add((f"subscription:{sid}:next_charge_at", "date", _day(s.get("next_charge_at"))))
-        add((f"subscription:{sid}:cancelled_at", "date", _day(s.get("cancelled_at"))))
+        add((f"subscription:{sid}:cancelled_at", "date", _by(s.get("cancelled_at"), as_of)))
         add((f"subscription:{sid}:cancel_reason", "text", s.get("cancel_reason")))
         if s.get("is_gift"):
             add((f"subscription:{sid}:is_gift", "text", "gift"))
@@ -277,9 +289,10 @@ def build_context_pack(rows: CustomerRows, as_of: str, data_fresh_at: str | None
         add((f"order:{oid}:ordered_at", "date", _day(o.get("ordered_at"))))
         add((f"order:{oid}:status", "text", o.get("status")))
         add((f"order:{oid}:total", "money", _money(o.get("total"))))
-        add((f"order:{oid}:shipped_at", "date", _day(o.get("shipped_at"))))
-        add((f"order:{oid}:delivered_at", "date", _day(o.get("delivered_at"))))
-        if last_delivered is None and o.get("delivered_at") is not None:
+        add((f"order:{oid}:shipped_at", "date", _by(o.get("shipped_at"), as_of)))
+        delivered = _by(o.get("delivered_at"), as_of)
+        add((f"order:{oid}:delivered_at", "date", delivered))
+        if last_delivered is None and delivered is not None:
             last_delivered = oid
         for item in items_by_order.get(oid, []):
             pid = str(item["product_id"])
@@ -297,7 +310,7 @@ def build_context_pack(rows: CustomerRows, as_of: str, data_fresh_at: str | None
         add((f"ticket:{tid}:created_at", "date", _day(t.get("created_at"))))
         add((f"ticket:{tid}:channel", "text", t.get("channel")))
         add((f"ticket:{tid}:status", "text", t.get("status")))
-        add((f"ticket:{tid}:resolved_at", "date", _day(t.get("resolved_at"))))
+        add((f"ticket:{tid}:resolved_at", "date", _by(t.get("resolved_at"), as_of)))
         # Customer text: data for tone and the injection check, never instructions.
         add((f"ticket:{tid}:body", "customer_text", t.get("body")))
 

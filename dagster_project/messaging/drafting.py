@@ -2,7 +2,7 @@
 
 For each customer:
 
-    cache hit (same pack, brief and generator version)        -> reuse, no generation (a draft made
+    cache hit (same pack, brief, catalog, generator version)  -> reuse, no generation (a draft made
                                                                   on an earlier day has its staleness
                                                                   judged again)
     LLM (when configured, value above the gate, budget left)  -> check; on failure retry with the
@@ -89,12 +89,15 @@ class MemoryDraftCache:
 
 
 def cache_key(request: DraftRequest, generator_version: str, dated: bool = True) -> str:
-    """sha256 of (context pack, brief, brand voice, generator version): unchanged customers are not redrafted.
+    """sha256 of (context pack, brief, brand voice, catalog, generator version): unchanged customers are not
+    redrafted. The catalog is in it because a draft quotes products' names and prices from it: a price
+    change or a withdrawn product must not reuse a draft the guardrails would now reject.
 
     `dated=False` (a generator that never reads the day): the pack without the run's day, so a customer
     whose facts did not change keeps yesterday's draft.
     """
-    payload = _shared_part(request.brief, request.voice, generator_version) + "\n" + request.pack.fingerprint(dated)
+    shared = _shared_part(request.brief, request.voice, request.catalog, generator_version)
+    payload = shared + "\n" + request.pack.fingerprint(dated)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -118,23 +121,24 @@ def reused(hit: DraftOutcome, request: DraftRequest) -> DraftOutcome:
                    history=[*hit.history, *reasons], cached=True, usage=Usage())
 
 
-_SHARED: dict[tuple[int, int, str], tuple[object, object, str]] = {}
+_SHARED: dict[tuple[int, int, int, str], tuple[object, object, object, str]] = {}
 
 
-def _shared_part(brief, voice, generator_version: str) -> str:
-    """The brief, brand voice and generator version as canonical JSON, encoded once per brief object.
+def _shared_part(brief, voice, catalog, generator_version: str) -> str:
+    """The brief, brand voice, catalog and generator version as canonical JSON, encoded once per brief object.
 
-    Keyed by the objects' ids and kept with them, so a new brief at a reused id is encoded again.
+    Keyed by the objects' ids and kept with them, so a new brief or catalog at a reused id is encoded again.
     """
-    key = (id(brief), id(voice), generator_version)
+    key = (id(brief), id(voice), id(catalog), generator_version)
     held = _SHARED.get(key)
-    if held is None or held[0] is not brief or held[1] is not voice:
+    if held is None or held[0] is not brief or held[1] is not voice or held[2] is not catalog:
         text = json.dumps({"brief": brief.model_dump(mode="json"), "voice": voice.model_dump(mode="json"),
                            "generator": generator_version}, sort_keys=True, separators=(",", ":"))
+        text += "\n" + catalog.fingerprint()
         if len(_SHARED) > 256:
             _SHARED.clear()
-        held = _SHARED[key] = (brief, voice, text)
-    return held[2]
+        held = _SHARED[key] = (brief, voice, catalog, text)
+    return held[3]
 
 
 def _check(draft: Draft, request: DraftRequest) -> list[Verdict]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from dagster_project.messaging.drafting import (DraftingPolicy, DraftJob, MemoryDraftCache, cache_key, draft_batch,
                                                 generator_key, summarize)
+from dagster_project.messaging.context_pack import Catalog
 from dagster_project.messaging.generators.base import DraftRequest, Generator
 from dagster_project.messaging.generators.openai_chat import OpenAIGenerator, OpenAISettings, build_messages
 from dagster_project.messaging.generators.template import TemplateGenerator
+from dagster_project.messaging.guardrails import check_draft, passed
 from tests.messaging.fake_llm import FakeLLM, grounded_reply, hallucinating_reply
 
 
@@ -91,6 +94,29 @@ def test_a_template_draft_is_reused_the_next_day_and_blocked_once_its_data_is_to
     assert all(v.passed for o in next_day for v in o.verdicts)  # the later day changed no earlier outcome
 
 
+def test_a_cached_draft_is_redrafted_when_the_catalog_it_could_quote_changes(packs, briefs, catalog):
+    """Ben's expansion draft offers the kettle at $59.00: a dearer or withdrawn kettle must not reuse it."""
+    template, cache = Counting(TemplateGenerator()), MemoryDraftCache()
+
+    def draft(on_catalog):
+        return draft_batch(_jobs({"C002": packs["C002"]}, briefs, on_catalog, "expansion"), template, cache=cache)[0]
+
+    def kettle(**change):
+        return dataclasses.replace(catalog, products=tuple(
+            dataclasses.replace(p, **change) if p.name == "Gooseneck Kettle" else p for p in catalog.products))
+
+    first = draft(catalog)
+    assert first.status == "pending_review" and "Gooseneck Kettle" in first.draft.body and "$59.00" in first.draft.body
+    assert draft(Catalog.from_dict(catalog.to_dict())).cached  # the same catalog read again keeps the key
+    for changed in (kettle(price="69.00"), kettle(active=False), kettle(name="Swan Kettle"),
+                    dataclasses.replace(catalog, cadence_options=(*catalog.cadence_options, 84))):
+        again = draft(changed)
+        assert not again.cached and again.status == "pending_review"
+        assert passed(check_draft(again.draft, packs["C002"], briefs.get("expansion"), briefs.brand_voice, changed))
+    assert template.calls == 5
+    assert "$69.00" in draft(kettle(price="69.00")).draft.body and template.calls == 5  # the new draft is cached
+
+
 def test_an_llm_draft_is_reused_the_same_day_only(packs, briefs, catalog):
     cache = MemoryDraftCache()
     with FakeLLM(reply=grounded_reply) as fake:
@@ -105,6 +131,15 @@ def test_an_llm_draft_is_reused_the_same_day_only(packs, briefs, catalog):
                                llm, cache=cache)
     assert all(o.generator == "openai" and o.status == "pending_review" for o in first)
     assert len(fake.requests) == 2 * sent and not any(o.cached for o in next_day)
+
+
+def test_the_llm_is_shown_the_catalog_by_the_ids_it_may_cite(packs, briefs, catalog):
+    request = _jobs(packs, briefs, catalog, "expansion")[0].request
+    shown = json.loads(build_messages(request)[1]["content"])["catalog"]
+    assert shown["catalog:P005:name"] == "Gooseneck Kettle" and shown["catalog:P005:price"] == "59.00"
+    assert shown["catalog:cadence:56"] == 56
+    assert set(shown) <= set(catalog.facts())  # every id shown is one the citations check accepts
+    assert not any(fid.startswith("catalog:P008:") for fid in shown)  # the gift box is not on sale
 
 
 def test_llm_retries_with_the_guardrail_reasons_as_feedback(packs, briefs, catalog):

@@ -6,6 +6,7 @@ import dataclasses
 
 from dagster_project.messaging.generators.base import DraftRequest
 from dagster_project.messaging.generators.template import TemplateGenerator, suggested_cadence
+from dagster_project.messaging.guardrails import check_draft, passed
 
 GEN = TemplateGenerator()
 
@@ -71,3 +72,15 @@ def test_an_angle_without_a_template_uses_the_generic_one(packs, briefs, catalog
     renamed = brief.model_copy(update={"angles": [brief.angles[0].model_copy(update={"id": "brand_new_angle"})]})
     draft = GEN.generate(DraftRequest(packs["C002"], renamed, briefs.brand_voice, catalog))
     assert draft.angle == "brand_new_angle" and "Ridge Espresso" in draft.body
+
+
+def test_prices_are_written_in_the_brand_voice_s_currency(packs, briefs, catalog):
+    pounds = briefs.brand_voice.model_copy(update={"currency_symbol": "£"})
+    texts = []
+    for brief in briefs.playbooks.values():
+        for pack in packs.values():
+            draft = GEN.generate(DraftRequest(pack, brief, pounds, catalog))
+            assert passed(check_draft(draft, pack, brief, pounds, catalog)), (brief.id, pack.customer_id, draft.body)
+            texts.append(draft.text())
+    assert any("£14.40" in t for t in texts) and any("£59.00" in t for t in texts)  # a plan's and a catalog price
+    assert not any("$" in t for t in texts)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import openai
@@ -99,14 +99,17 @@ def build_messages(request: DraftRequest) -> list[dict]:
     pack, brief, voice = request.pack, request.brief, request.voice
     offer = eligible_offer(brief, pack)
     facts = {fid: f.value for fid, f in pack.facts.items() if f.kind != "customer_text"}
-    catalog = {f"catalog:{p.product_id}": f"{p.name} ({voice.currency_symbol}{p.price})"
-               for p in request.catalog.products if p.active}
+    # The catalog by the ids a draft may cite (`catalog:<product_id>:name|price`, `catalog:cadence:<days>`),
+    # products on sale only: the guardrails accept no other product's price.
+    on_sale = replace(request.catalog, products=tuple(p for p in request.catalog.products if p.active))
+    catalog = {fid: f.value for fid, f in on_sale.facts().items()}
     system = (
         f"You write one {brief.channel} message for {voice.store_name}, a coffee subscription roastery. "
         f"Voice: {', '.join(voice.tone_words)}. End the body with the sign-off '{voice.sign_off}'.\n"
         "Rules:\n"
         "- Use only the facts given. Every price, date, number and product name must come from a fact; "
-        "write dates like 'March 12' and prices like '$25.20'. List the ids of the facts you used in cited_fact_ids.\n"
+        f"write dates like 'March 12' and prices like '{voice.currency_symbol}25.20'. "
+        "List the ids of the facts you used in cited_fact_ids.\n"
         "- Never mention email opens, clicks, browsing, tracking, scores, segments or being 'at risk'.\n"
         "- Use only the customer's first name; no other personal data.\n"
         f"- At most {voice.max_exclamations} exclamation mark(s); never use: {'; '.join(voice.banned_phrases)}.\n"
@@ -126,7 +129,6 @@ def build_messages(request: DraftRequest) -> list[dict]:
                      "writes": pack.tone, "today": pack.as_of},
         "facts": facts,
         "catalog": catalog,
-        "catalog_cadence_days": list(request.catalog.cadence_options),
     }
     messages = [{"role": "system", "content": system}, {"role": "user", "content": json.dumps(user)}]
     if request.feedback:

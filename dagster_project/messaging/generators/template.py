@@ -21,23 +21,34 @@ import jinja2.ext
 import jinja2.nodes
 
 from dagster_project.messaging.briefs import Brief, Offer
-from dagster_project.messaging.context_pack import TICKET_TOPICS, Catalog, ContextPack
+from dagster_project.messaging.context_pack import TICKET_TOPICS, Catalog, ContextPack, months_between
 from dagster_project.messaging.generators.base import Draft, DraftRequest, Generator
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
           "September", "October", "November", "December")
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+# A past date this many months before the pack's day or more is said with its year ("January 20, 2024").
+DATE_YEAR_AFTER_MONTHS = 10
 # Ticket topics that were our fault, so a message apologises rather than thanks.
 PROBLEM_TOPICS = {TICKET_TOPICS[t] for t in ("delivery_delay", "damaged_package", "billing", "payment_issue")}
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 _TAGS = re.compile(r"{%.*?%}")
 _OWNED = re.compile(r"\nproduct:([^:\n]*):")  # product:<id>:... facts: products the customer has had
+_DELIVERED = re.compile(r"\norder:([^:\n]*):delivered_at(?=\n)")  # orders the pack has a delivery day for
+_ORDERS = re.compile(r"\norder:([^:\n]*):status(?=\n)")
 
 
 def say_date(iso: str) -> str:
     """'2026-03-12' -> 'March 12' (the form the guardrails parse back)."""
     return f"{MONTHS[int(iso[5:7]) - 1]} {int(iso[8:10])}"
+
+
+def say_past_date(iso: str, as_of: str) -> str:
+    """'2025-12-30' -> 'December 30'; with its year when long enough ago to be misread ('January 20, 2024')."""
+    if months_between(iso, as_of) < DATE_YEAR_AFTER_MONTHS:
+        return say_date(iso)
+    return f"{say_date(iso)}, {iso[:4]}"
 
 
 def say_month(iso: str) -> str:
@@ -71,8 +82,9 @@ def suggested_cadence(current: int, skips: int, window: int, options: tuple[int,
     return next((d for d in longer if d >= ideal), longer[-1])
 
 
-def situation(pack: ContextPack, catalog: Catalog, seed: int) -> dict[str, Slot]:
-    """Named phrases about this customer's real situation, each tied to its facts."""
+def situation(pack: ContextPack, catalog: Catalog, seed: int, currency: str = "$") -> dict[str, Slot]:
+    """Named phrases about this customer's real situation, each tied to its facts; prices in `currency`
+    (the brand voice's symbol, the one the guardrails read prices by)."""
     cid, slots = pack.customer_id, {}
     f = pack.facts
     get = f.get
@@ -114,11 +126,11 @@ def situation(pack: ContextPack, catalog: Catalog, seed: int) -> dict[str, Slot]
         if cadence_id in f:
             put("cadence", f"every {f[cadence_id].value} days", cadence_id)
         if price in f:
-            put("price", f"${f[price].value}", price)
+            put("price", f"{currency}{f[price].value}", price)
         if next_charge in f and f[f"{base}:status"].value == "active":
             put("next_charge", say_date(f[next_charge].value), next_charge)
         if cancelled in f:
-            put("cancelled_on", say_date(f[cancelled].value), cancelled)
+            put("cancelled_on", say_past_date(f[cancelled].value, pack.as_of), cancelled)
         reason = value(f"{base}:cancel_reason")
         if reason:
             put("cancel_reason", reason, f"{base}:cancel_reason")
@@ -126,7 +138,7 @@ def situation(pack: ContextPack, catalog: Catalog, seed: int) -> dict[str, Slot]
         skips = value(skips_id, 0) or 0
         window = value(window_id, 0) or 0
         if skips:
-            put("skips", f"{skips} of your last {window} deliveries", skips_id, window_id)
+            put("skips", _skipped(int(skips), int(window)), skips_id, window_id)
         if cadence:
             longer = suggested_cadence(int(cadence), int(skips), int(window), catalog.cadence_options)
             if longer:
@@ -139,8 +151,15 @@ def situation(pack: ContextPack, catalog: Catalog, seed: int) -> dict[str, Slot]
             put("favourite_times", f"{times} deliveries", f"product:{fav}:times_ordered")
     oid = pack.last_delivered_order_id
     if oid:
-        put("last_delivery", say_date(f[f"order:{oid}:delivered_at"].value), f"order:{oid}:delivered_at")
+        put("last_delivery", say_past_date(f[f"order:{oid}:delivered_at"].value, pack.as_of),
+            f"order:{oid}:delivered_at")
     orders = value(f"customer:{cid}:fulfilled_orders", 0)
+    delivered = _DELIVERED.findall(ids) if orders else []
+    # Their first bag only when the pack holds every fulfilled order (it keeps the newest few).
+    if delivered and sum(value(f"order:{o}:status") == "fulfilled" for o in _ORDERS.findall(ids)) >= orders:
+        first = min(delivered, key=lambda o: f[f"order:{o}:delivered_at"].value)
+        put("first_delivery", say_past_date(f[f"order:{first}:delivered_at"].value, pack.as_of),
+            f"order:{first}:delivered_at")
     if orders:
         put("orders", f"{orders} deliver{'y' if orders == 1 else 'ies'}", f"customer:{cid}:fulfilled_orders")
     if addon:
@@ -155,13 +174,22 @@ def situation(pack: ContextPack, catalog: Catalog, seed: int) -> dict[str, Slot]
             put("ticket_problem", topic, topic_id)
         resolved = f"ticket:{tid}:resolved_at"
         if resolved in f:
-            put("ticket_resolved", say_date(f[resolved].value), resolved)
+            put("ticket_resolved", say_past_date(f[resolved].value, pack.as_of), resolved)
     extras = [p for p in _extras(catalog) if p.product_id not in owned]
     if extras:
         pick = extras[seed % len(extras)]
         put("bundle_item", pick.name, f"catalog:{pick.product_id}:name")
-        put("bundle_price", f"${pick.price}", f"catalog:{pick.product_id}:price")
+        put("bundle_price", f"{currency}{pick.price}", f"catalog:{pick.product_id}:price")
     return slots
+
+
+def _skipped(skips: int, window: int) -> str:
+    """What "you've skipped ..." ends with: '3 of your last 6 deliveries', 'your last delivery'."""
+    if window == 1:
+        return "your last delivery"
+    if skips == window:
+        return f"{'both' if window == 2 else 'all'} of your last {window} deliveries"
+    return f"{skips} of your last {window} deliveries"
 
 
 _EXTRAS: dict[int, tuple[Catalog, list]] = {}
@@ -299,7 +327,9 @@ class TemplateGenerator(Generator):
 
     name = "template"
     version = "template-1"
-    reads_the_day = False  # the templates say dates as dates ("arrived on November 2"), never "today"
+    # The templates say dates as dates ("arrived on November 2"), never "today". A past date gains its year
+    # once it is DATE_YEAR_AFTER_MONTHS old: the pack's tenure changes monthly, so a draft is redone in time.
+    reads_the_day = False
 
     def __init__(self, templates_dir: Path | str = TEMPLATES_DIR):
         self.templates = compiled_templates(templates_dir)  # compiled here, not while drafting
@@ -323,7 +353,7 @@ class TemplateGenerator(Generator):
     def generate(self, request: DraftRequest) -> Draft:
         pack, brief, voice = request.pack, request.brief, request.voice
         seed = zlib.crc32(f"{pack.customer_id}|{brief.id}".encode())
-        slots = situation(pack, request.catalog, seed)
+        slots = situation(pack, request.catalog, seed, voice.currency_symbol)
         angle_id = self.choose_angle(request, seed)
         angle = next(a for a in brief.angles if a.id == angle_id)
         cta = brief.cta(angle.cta) if angle.cta else brief.ctas[0]
