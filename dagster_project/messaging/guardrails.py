@@ -30,8 +30,9 @@ from dagster_project.messaging.briefs import BrandVoice, Brief
 from dagster_project.messaging.context_pack import Catalog, ContextPack
 from dagster_project.messaging.generators.base import Draft
 from dagster_project.messaging.text_scan import (
-    MONTHS, PERCENT, URL, WEEKDAYS, Gated, Text, Twin, blank_name, find_codes, find_links, find_percents,
-    price_cents, price_pattern, scan_dates, scan_numbers, scan_prices, search_each, seen, shown,
+    MONTHS, PERCENT, URL, WEEKDAYS, Gated, Text, Twin, blank_name, find_clock_times, find_codes, find_links,
+    find_percents, price_cents, price_pattern, scan_dates, scan_numbers, scan_prices, search_each, seen, shown,
+    straight,
 )
 
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
@@ -39,18 +40,28 @@ PHONE = re.compile(r"[+\d][\d\s().-]{7,}\d")
 ADDRESS = re.compile(r"\b\d\d*\s+(?:[A-Z][a-z]+\s+){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Drive|Dr|Boulevard|Blvd)\b")
 CARD = re.compile(r"\b(?:card|account)\s+ending\s+(?:in\s+)?\d+", re.I)
 SHOUT = re.compile(r"\b[A-Z][A-Z]{3,}\b")
-GREETING = re.compile(r"^\s*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening))\s+([A-Z][\w'-]*)", re.I)
+# A greeting and the rest of its line, which starts with whom it greets ("Hi again, Anna," "Hi, Ben.").
+GREETING = re.compile(r"^\s*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening))\b[ \t,]*(.*)", re.I)
+GREETED_WORD = re.compile(r"([^\W\d_][\w'-]*)[ \t,]*")
+# Words a greeting may start with that greet no one in particular ("Hi again, Anna", "Hi there").
+NOT_NAMES = {"again", "there", "team", "all", "everyone", "folks", "friend", "friends", "you"}
 CAPITALISED_RUN = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of\s+|the\s+|de\s+)?[A-Z][\w'’-]*)+")
 KIND_WORD = re.compile(r"\b([A-Z][a-z]+)\s+(blend|roast|beans|espresso|coffee|grinder|kettle|mug|filters?)\b")
 RELATIVE_TIME = re.compile(r"\b(yesterday|last (?:week|night)|this morning|earlier today|a few days ago)\b", re.I)
 RELATIVE_LITERALS = ("yesterday", "last week", "last night", "this morning", "earlier today", "days ago")
 KIND_LITERALS = ("blend", "roast", "beans", "espresso", "coffee", "grinder", "kettle", "mug", "filter")
 # Talk of a discount when the draft carries no offer, and a street address (whole words, then literals,
-# every match holds: see text_scan.Gated).
+# every match holds: see text_scan.Gated). "free" only where something is given away ("is free", "free bag"),
+# not "feel free to reply"; "on us" only after what is given ("delivery is on us"), not a reply's "that's on us".
 DISCOUNT = Gated(
-    ("discount", "coupon", "promo", "promotion", "voucher", "shipping", "house", "off"),
-    ("discount", "coupon", "promo", "voucher", "free shipping", "on the house", "% off", "percent off"),
-    re.compile(r"\b(discount|coupon|promo(?:tion)? code|voucher|free shipping|on the house|% off|percent off)\b", re.I))
+    ("discount", "coupon", "promo", "promotion", "voucher", "house", "off", "free", "half", "us"),
+    ("discount", "coupon", "promo", "voucher", "on the house", " off", "free", "half", "on us"),
+    re.compile(r"\b(discount|coupon|promo(?:tion)? code|voucher|on the house|% off|per ?cent off|half[- ]price|half off"
+               r"|(?:is|are|'s|comes?|ships?|for) free|free of charge"
+               r"|free (?:bags?|coffee|delivery|deliveries|shipping|gifts?|samples?|box(?:es)?|refills?|upgrades?"
+               r"|months?)"
+               r"|(?:delivery|deliveries|bags?|box|shipping|order|coffee|one)(?:'s| is| are)?,? on us"
+               r"|knock(?:s|ed|ing)? (?:[\w$.,]+ ){1,3}off|(?:\d|dollars?|bucks) off)\b", re.I))
 STREET_ADDRESS = Gated(
     ("street", "st", "avenue", "ave", "road", "rd", "lane", "ln", "drive", "dr", "boulevard", "blvd"),
     ("St", "Av", "Road", "Rd", "Lane", "Ln", "Dr", "Blvd", "Boulevard"), ADDRESS)
@@ -72,15 +83,30 @@ COMMON_CAPITALISED |= set(MONTHS) | set(WEEKDAYS)
 
 
 # Phrases that reveal tracking, scores or segments: (words, literals, pattern), see text_scan.Gated.
+# Between "you" and what they did: "you've been opening", "you usually read", "you last logged in".
+_YOU = r"you(?:'ve| have| had| were)?(?: been)?(?: \w+ly| always| never| just| last| first)?"
 SURVEILLANCE = [Gated(words, needs, re.compile(p, re.I)) for words, needs, p in (
-    (("noticed", "saw", "see"), ("we noticed", "we saw", "we see", "we can see", "we could see"),
-     r"\bwe (?:noticed|saw|see|can see|could see) (?:that )?you (?:opened|clicked|read|viewed|visited|browsed|looked|haven't opened|stopped opening|logged)"),
-    (("opened", "clicked", "open", "opening"), ("you opened", "you clicked", "you haven't", "you didn't open", "you stopped opening"),
-     r"\byou (?:opened|clicked|haven't opened|didn't open|stopped opening|haven't clicked) (?:our|my|the|this|that|an|any)? ?(?:e-?mails?|messages?|newsletters?|links?)"),
-    (("logged", "visited", "browsed", "viewed", "looked"), ("logged in", "visited", "browsed", "viewed", "looked at"),
-     r"\byou (?:logged in|visited|browsed|viewed|looked at)\b"),
-    (("track", "tracked", "tracking", "monitor", "monitored", "monitoring", "watched", "watching"), ("track", "monitor", "watch"),
-     r"\b(?:track(?:ed|ing)?|monitor(?:ed|ing)?|watch(?:ed|ing) (?:you|your))\b"),
+    (("noticed", "saw", "see", "tell"),
+     ("we noticed", "we saw", "we see", "we can see", "we could see", "we can tell", "we could tell"),
+     r"\bwe (?:noticed|saw|see|can see|could see|can tell|could tell) (?:that )?you(?:'ve| have| had| were)?(?: been)? "
+     r"(?:opened|opening|clicked|clicking|read|reading|viewed|viewing|visited|visiting|browsed|browsing|looked|looking"
+     r"|haven't opened|stopped opening|logged|logging)\b"),
+    (("opened", "opening", "open", "clicked", "clicking", "click", "read", "reading"), ("open", "click", "read"),
+     rf"\b{_YOU} (?:opened|opening|clicked|clicked on|clicking|read|reading|haven't opened|haven't clicked"
+     r"|didn't open|didn't click|stopped opening) (?:[\w-]+ ){0,4}(?:e-?mails?|messages?|newsletters?|links?)\b"),
+    (("logged", "logging", "signed", "visited", "visiting", "browsed", "browsing", "viewed", "viewing", "looked",
+      "looking"),
+     ("logged", "logging", "signed in", "visit", "brows", "view", "looked at", "looking at"),
+     rf"\b{_YOU} (?:logged (?:in|on)|logging in|signed in|visited|visiting|browsed|browsing|viewed|viewing"
+     r"|looked at|looking at)\b"),
+    (("last", "latest", "recent"), ("visit", "log", "session"),
+     r"\byour (?:last|latest|recent) (?:visits?|log-?ins?|sessions?)\b"),
+    # Tracking the person, not a parcel: "you can track your next delivery" is a good draft.
+    (("track", "tracks", "tracked", "tracking", "monitor", "monitored", "monitoring", "watched", "watching"),
+     ("track", "monitor", "watch"),
+     r"\b(?:track(?:s|ed|ing)? (?:you|your (?:activity|behaviou?r|clicks|opens|visits|browsing|habits|usage))"
+     r"|we(?:'ve| have| are|'re)?(?: been)? track(?:ed|ing)? (?:how|when|what|which|whether|where)"
+     r"|monitor(?:ed|ing)?|watch(?:ed|ing) (?:you|your))\b"),
     (("churn", "propensity", "score", "lifetime", "ltv", "segment", "segmented", "segments", "likely"),
      ("churn", "propensity", "score", "lifetime value", "ltv", "segment", "likely to"),
      r"\b(?:churn|propensity|risk score|your score|score of|engagement score|lifetime value|ltv|segment(?:ed|s)?|likely to (?:cancel|leave|churn))\b"),
@@ -174,14 +200,17 @@ class _CatalogIndex:
 
     def __init__(self, catalog: Catalog, voice: BrandVoice):
         # Longest names first, so "Morning Mist Blend Decaf" is found before "Morning Mist Blend".
-        self.names = sorted(((p.name.lower(), p, re.compile(re.escape(p.name), re.I), p.name.isascii())
-                             for p in catalog.products), key=lambda x: -len(x[0]))
-        self.terms = sorted(set(voice.allowed_terms + [voice.store_name, voice.sign_off]), key=len, reverse=True)
+        # Names and terms are read as the draft is: with straight apostrophes (text_scan.straight).
+        names = ((straight(p.name), p) for p in catalog.products)
+        self.names = sorted(((name.lower(), p, re.compile(re.escape(name), re.I), name.isascii()) for name, p in names),
+                            key=lambda x: -len(x[0]))
+        self.terms = sorted({straight(term) for term in voice.allowed_terms + [voice.store_name, voice.sign_off]},
+                            key=len, reverse=True)
         self.money = {price_cents(p.price) for p in catalog.products if p.active}
         self.numbers = {float(d) for d in catalog.cadence_options}
         self.fact_ids = set(catalog.facts())
         self.currency = price_pattern(voice.currency_symbol)
-        self.banned = [(phrase, phrase.lower()) for phrase in voice.banned_phrases]
+        self.banned = [(phrase, " ".join(straight(phrase).lower().split())) for phrase in voice.banned_phrases]
         self.sign_off = voice.sign_off.lower()
 
 
@@ -262,7 +291,7 @@ class _PackIndex:
     @property
     def product_names(self) -> set:
         if "names" not in self._built:
-            self._built["names"] = {str(f.value).lower() for fid, f in self.pack.facts.items()
+            self._built["names"] = {straight(str(f.value)).lower() for fid, f in self.pack.facts.items()
                                     if f.kind == "text" and fid.endswith((":name", ":product"))}
         return self._built["names"]
 
@@ -317,8 +346,9 @@ def _unknown_names(text: str, fast: bool, pack: ContextPack, cx: _CatalogIndex) 
     for term in cx.terms:
         if term in text:
             text = text.replace(term, " . ")
-    if pack.first_name and pack.first_name in text:
-        text = text.replace(pack.first_name, " . ")
+    name = straight(pack.first_name or "").strip()
+    if name and name in text:
+        text = text.replace(name, " . ")
     reasons = []
     for m in _CAPITALISED_RUN.finditer(text, fast):
         words = [w for w in m.group(0).split() if w.lower().strip("'’") not in COMMON_CAPITALISED
@@ -382,8 +412,12 @@ def _offer_cta(draft: Draft, t: Text, pack: ContextPack, brief: Brief) -> list[s
             reasons.append(f"{written} is not the offer's {offer.percent_off:g}%")
     if offer is None and not reasons and (m := DISCOUNT.search(t)):
         reasons.append(f"mentions {shown(m, text)!r} but the draft carries no offer from the brief")
-    for code in find_codes(text, fast, t.shape):
-        reasons.append(f"mentions code {code!r}, which no offer in the brief defines")
+    codes = find_codes(text, fast, t.shape)
+    # The customer's own name is no code, even one with a digit in it (a handle given as a first name).
+    named = {word.lower() for word in straight(pack.first_name or "").split()} if codes else set()
+    for code in codes:
+        if code.lower() not in named:
+            reasons.append(f"mentions code {code!r}, which no offer in the brief defines")
     links = find_links(text, fast, lowered)
     allowed_urls = {c.url for c in brief.ctas} if links else set()
     for m in links:
@@ -407,8 +441,9 @@ def _tone(draft: Draft, t: Text, pack: ContextPack, voice: BrandVoice, cx: _Cata
     bangs = text.count("!")
     if bangs > voice.max_exclamations:
         reasons.append(f"{bangs} exclamation marks; at most {voice.max_exclamations}")
+    squeezed = " ".join(t.lowered.split())  # "don't  miss out" and "act\nnow" are the banned phrases too
     for phrase, low in cx.banned:
-        if low in t.lowered:
+        if low in squeezed:
             reasons.append(f"uses banned phrase {phrase!r}")
     if shape is None or "AAAA" in shape:
         shouting = [m.group(0) for m in _SHOUT.finditer(text, t.fast) if m.group(0).isalpha()]
@@ -425,6 +460,9 @@ def _surveillance(t: Text) -> list[str]:
         if m:
             reasons.append(f"surveillance phrasing {shown(m, t.text)!r}: the copy must not reveal tracking, "
                            "scores or segments")
+    for m in find_clock_times(t.text, t.fast, t.lowered):
+        reasons.append(f"clock time {shown(m, t.text)!r}: when the customer reads, orders or visits is tracking; "
+                       "use the date")
     return reasons
 
 
@@ -441,10 +479,33 @@ def _personal_data(draft: Draft, t: Text, pack: ContextPack) -> list[str]:
     reasons = [f"contains {label} ({shown(m, text)!r}); only the first name may appear" for label, m in found if m]
     if pack.customer_id and pack.customer_id in text:
         reasons.append("contains the internal customer id")
-    m = GREETING.match(draft.body)
-    if m and m.group(1).lower() not in ((pack.first_name or "").lower(), "there", "team"):
-        reasons.append(f"greets {m.group(1)!r}, who is not this customer")
+    greeted = _greeted(straight(draft.body), pack.first_name)
+    if greeted:
+        reasons.append(f"greets {greeted!r}, who is not this customer")
     return reasons
+
+
+def _greeted(body: str, first_name: str | None) -> str | None:
+    """The name the greeting opens with when it is not the customer's whole first name ("Hi, Ben." to Anna).
+
+    A name is capitalised, or ends the salutation ("hi ben,"); "Hi again, Anna" and "Hi there" greet no one else.
+    """
+    m = GREETING.match(body)
+    if not m:
+        return None
+    rest = m.group(1)
+    name = " ".join(straight(first_name or "").split()).lower()
+    while True:
+        after = rest[len(name):len(name) + 1]
+        if name and rest[:len(name)].lower() == name and not (after.isalnum() or after in ("_", "-", "'")):
+            return None
+        word = GREETED_WORD.match(rest)
+        if word is None:
+            return None
+        if word.group(1).lower() not in NOT_NAMES:
+            ends = rest[word.end(1):word.end(1) + 1] in ("", ",", "!", ".", ":")
+            return word.group(1) if word.group(1)[0].isupper() or ends else None
+        rest = rest[word.end():]
 
 
 _WORD = re.compile(r"[a-z0-9%$']+")
@@ -464,6 +525,7 @@ def _ticket(body: str) -> tuple[tuple[str, ...], tuple[str, ...] | None, tuple[s
     (its 6-word phrases, the payload it asks to include or None when it gives no
     instructions, the 4-word phrases of its instruction sentences).
     """
+    body = straight(body)  # as the draft is read
     six = _phrases(_WORD.findall(body.lower()), 6)
     if not INJECTION_MARKERS.search(body):
         return six, None, ()

@@ -6,7 +6,8 @@ fast route finds exactly what the plain regex finds (tests/messaging/test_text_s
 the ASCII/non-ASCII test in test_guardrails.py hold them to it):
 
     Twin      a regex and an ASCII twin (re.ASCII, lower-cased text, \\b checked by hand)
-    Text      one draft's text and what every check derives from it, worked out once
+    Text      one draft's text (curly apostrophes straightened) and what every check derives from it
+    straight  the text with curly apostrophes as ', so "don’t" is read as "don't"
     Gated     a regex behind two pre-checks: a whole word, then a literal, every match holds
     scan_*    prices, dates and numbers with their values, and the text with them blanked
 
@@ -35,14 +36,26 @@ DATE_MONTH_YEAR = re.compile(rf"\b{_MONTH_RE}\s+(\d{{4}})\b", re.I)
 WEEKDAY_BEFORE = re.compile(r"(monday|tuesday|wednesday|thursday|friday|saturday|sunday),?\s+$", re.I)
 DATE_ISO = re.compile(r"\b(\d\d\d\d)-(\d{2})-(\d{2})\b")
 DATE_SLASH = re.compile(r"\b(\d{1,2})/(\d{1,2})(?:/(\d{2,4}))?\b")
-PERCENT = re.compile(r"(\d\d*(?:\.\d+)?)\s?(?:%|percent\b)", re.I)
+PERCENT = re.compile(r"(\d\d*(?:\.\d+)?)\s?(?:%|per ?cent\b)", re.I)
 NUMBER = re.compile(r"(\d\d*(?:[.,]\d+)*)(?:st|nd|rd|th)?\b")
 URL = re.compile(r"\b(?:https?://|www\.)\S+", re.I)
-CODE_CANDIDATE = re.compile(r"\b[A-Z0-9][A-Z0-9]{4,}\b")
+CODE_CANDIDATE = re.compile(r"\b[A-Za-z0-9][A-Za-z0-9]{4,}\b")
+# "7am", "6:05 a.m.", "14:00": when a customer reads or orders is tracking, never a fact in the pack.
+CLOCK_TIME = re.compile(r"\b\d\d?(?:(?::\d\d)?\s?[ap]\.?m|:\d\d)\b", re.I)
+# How a price is written in words in the brand's currency: (words after the amount, its code before or after it).
+# Not "pounds": that is a weight too.
+CURRENCY_WORDS = {"$": (("dollars", "dollar", "bucks", "buck"), "usd"), "€": (("euros", "euro"), "eur"),
+                  "£": (("quid",), "gbp")}
 
-# Capitals to "A", digits to "0", the rest to " ": one cheap pass tells whether a shout or a code can match.
-_SHAPES = str.maketrans({**{chr(c): " " for c in range(128)}, **{c: "A" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"},
-                         **{c: "0" for c in "0123456789"}})
+# Capitals to "A", other letters to "a", digits to "0", the rest to " ": one cheap pass tells whether a shout
+# or a code can match.
+_SHAPES = str.maketrans({**{chr(c): "a" if chr(c).isalpha() else " " for c in range(128)},
+                         **{c: "A" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}, **{c: "0" for c in "0123456789"}})
+# Plain text's bytes with digits as "0" and "p" as "a", ASCII whitespace (\s on `Text.fast` text) and "." dropped:
+# every clock time without a ":" ("7am", "9 p.m.") then reads "0am".
+_CLOCK_SHAPES, _CLOCK_DROPPED = bytes.maketrans(b"0123456789p", b"0000000000a"), b" .\t\n\r\x0b\x0c"
+# Apostrophes typed as quotation marks (’ ‘ ‛ ʼ): one character each, so every position holds.
+_STRAIGHT = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201b": "'", "\u02bc": "'"})
 # Word characters (\w: letters, digits, _) kept, the rest to a space: split() then finds words as \b sees them.
 # (These tables map all of ASCII: str.translate is several times faster with a full table.)
 _SPACE_NON_WORDS = str.maketrans({chr(c): chr(c) if chr(c).isalnum() or chr(c) == "_" else " " for c in range(128)})
@@ -124,13 +137,18 @@ class Twin:
         return out
 
 
+def straight(text: str) -> str:
+    """`text` with curly apostrophes as ' (same length): the patterns spell "you've" one way."""
+    return text if text.isascii() else text.translate(_STRAIGHT)
+
+
 class Text:
-    """One draft's text and what every check derives from it, worked out once."""
+    """One draft's text, its curly apostrophes straightened, and what every check derives from it, worked out once."""
 
     __slots__ = ("text", "lowered", "gate", "fast", "words", "shape")
 
     def __init__(self, text: str):
-        self.text = text
+        text = self.text = straight(text)
         self.lowered = text.lower()
         ascii_ = text.isascii()
         self.gate = self.lowered if ascii_ else None  # literal pre-checks are exact for ASCII text only
@@ -138,7 +156,7 @@ class Text:
         self.fast = ascii_ and not ("\x1c" in text or "\x1d" in text or "\x1e" in text or "\x1f" in text)
         # The words as \b sees them, for the word pre-checks (None: run every pattern).
         self.words = set(self.gate.translate(_SPACE_NON_WORDS).split()) if ascii_ else None
-        # Capitals/digits/other ("AAAA" for a shout; "A0" or "0A" inside any code), None if not ASCII.
+        # Capitals/letters/digits/other ("AAAA" for a shout; a letter touching a digit in any code), None if not ASCII.
         self.shape = text.translate(_SHAPES) if ascii_ else None
 
 
@@ -229,20 +247,40 @@ def price_cents(value) -> int:
     return int(whole or 0) * 100 + int((frac + "00")[:2])
 
 
-def price_pattern(currency_symbol: str) -> re.Pattern:
-    """A price in the brand's currency: "$25.20", "$ 1,025", "$9.9"."""
-    return re.compile(re.escape(currency_symbol) + r"\s?(\d{1,6}(?:,\d{3})*(?:\.\d{1,2})?)")
+class PricePattern(NamedTuple):
+    """How a price is written in the brand's currency: with its symbol, and in words (None when the symbol has
+    none in CURRENCY_WORDS), which run only when one of `literals` is in the text. Each alternative has one
+    group: the amount."""
+
+    symbol: re.Pattern
+    words: re.Pattern | None
+    literals: tuple[str, ...]
 
 
-def scan_prices(text: str, pattern: re.Pattern) -> tuple[list[tuple[int, str]], str]:
+def price_pattern(currency_symbol: str) -> PricePattern:
+    """A price in the brand's currency: "$25.20", "$ 1,025", "$9.9", and in words ("14 dollars", "USD 28"),
+    as much a price as with the symbol."""
+    amount = r"(\d{1,6}(?:,\d{3})*(?:\.\d{1,2})?)"
+    symbol = re.compile(re.escape(currency_symbol) + r"\s?" + amount)
+    if currency_symbol not in CURRENCY_WORDS:
+        return PricePattern(symbol, None, ())
+    after, code = CURRENCY_WORDS[currency_symbol]
+    words = re.compile(rf"\b{amount}\s?(?:{'|'.join(after + (code,))})\b|\b{code}\s?{amount}", re.I)
+    return PricePattern(symbol, words, after + (code,))
+
+
+def scan_prices(text: str, pattern: PricePattern) -> tuple[list[tuple[int, str]], str]:
     """(cents, as written) of every price `pattern` finds, and the text with them blanked."""
     found: list[tuple[int, str]] = []
 
     def take(m: re.Match) -> str:
-        found.append((price_cents(m.group(1)), m.group(0)))
+        found.append((price_cents(m.group(m.lastindex)), m.group(0)))
         return " "
 
-    return found, pattern.sub(take, text)
+    text = pattern.symbol.sub(take, text)
+    if pattern.words is not None and seen(text.lower() if text.isascii() else None, pattern.literals):
+        text = pattern.words.sub(take, text)
+    return found, text
 
 
 # --------------------------------------------------------------------------- dates
@@ -301,13 +339,14 @@ def _day_before_month(low: str, stems: list[str]) -> bool:
     return False
 
 
-def _iso_candidate(text: str) -> bool:
-    """Whether some "-" has a digit on both sides, as in every ISO date (a cheap pre-check)."""
-    i = text.find("-")
+def _between_digits(text: str, mark: str) -> bool:
+    """Whether some `mark` has a digit on both sides, as "-" in every ISO date and ":" in "14:00" (a cheap
+    pre-check)."""
+    i = text.find(mark)
     while i >= 0:
         if text[i - 1:i].isdigit() and text[i + 1:i + 2].isdigit():
             return True
-        i = text.find("-", i + 1)
+        i = text.find(mark, i + 1)
     return False
 
 
@@ -359,7 +398,7 @@ def scan_dates(text: str, fast: bool) -> tuple[list[DateMention], str]:
         stems = [stem for stem in MONTH_STEMS if stem in lowered]
         if stems:
             text = _month_name_dates(text, lowered, fast, stems, found)
-    if "-" in text and (not fast or _iso_candidate(text)):
+    if "-" in text and (not fast or _between_digits(text, "-")):
         matches = _DATE_ISO.finditer(text, fast)
         found.extend(DateMention(int(m.group(2)), int(m.group(3)), m.group(1), m.group(0)) for m in matches)
         text = blank(text, matches)
@@ -375,14 +414,14 @@ def scan_dates(text: str, fast: bool) -> tuple[list[DateMention], str]:
 
 # --------------------------------------------------------------------------- numbers, percentages, codes, links
 
-_PERCENT, _NUMBER, _URL, _CODE_CANDIDATE = map(Twin, (PERCENT, NUMBER, URL, CODE_CANDIDATE))
+_PERCENT, _NUMBER, _URL, _CODE_CANDIDATE, _CLOCK_TIME = map(Twin, (PERCENT, NUMBER, URL, CODE_CANDIDATE, CLOCK_TIME))
 
 
 def find_percents(text: str, fast: bool, lowered: str | None = None) -> list[re.Match]:
-    """Every "15%" or "15 percent" (group 1: the number); `lowered`: the text lower-cased, if at hand."""
+    """Every "15%", "15 percent" or "15 per cent" (group 1: the number); `lowered`: the text lower-cased, if at hand."""
     if lowered is None:
         lowered = text.lower()
-    if "%" in text or "percent" in lowered or not text.isascii():
+    if "%" in text or "percent" in lowered or "per cent" in lowered or not text.isascii():
         return _PERCENT.finditer(text, fast, lowered)
     return []
 
@@ -405,12 +444,23 @@ def scan_numbers(text: str, fast: bool) -> tuple[list[tuple[float | None, str]],
 
 
 def find_codes(text: str, fast: bool = False, shape: str | None = None) -> list[str]:
-    """Discount-code-like tokens: 5+ capitals and digits, with at least one of each (BEANS20).
-    `shape` (`Text.shape`) skips the scan when no capital touches a digit, as in every code."""
-    if shape is not None and "A0" not in shape and "0A" not in shape:
+    """Discount-code-like tokens: 5+ letters and digits, with at least one of each, in any case (BEANS20,
+    beans20), except an amount with its unit or ordinal in lower case (250ml, 100th), which is no code.
+    `shape` (`Text.shape`) skips the scan when no letter touches a digit, as in every code."""
+    if shape is not None and "A0" not in shape and "0A" not in shape and "a0" not in shape and "0a" not in shape:
         return []
     tokens = (m.group(0) for m in _CODE_CANDIDATE.finditer(text, fast))
-    return [t for t in tokens if not t.isdigit() and not t.isalpha()]
+    return [t for t in tokens if not t.isdigit() and not t.isalpha()
+            and not (t.islower() and t.lstrip("0123456789").isalpha())]
+
+
+def find_clock_times(text: str, fast: bool, lowered: str) -> list[re.Match]:
+    """Every clock time ("7am", "6:05 a.m.", "14:00"); `lowered` is the text lower-cased."""
+    if not fast or _between_digits(text, ":"):
+        return _CLOCK_TIME.finditer(text, fast, lowered)
+    if b"0am" in lowered.encode("ascii").translate(_CLOCK_SHAPES, _CLOCK_DROPPED):
+        return _CLOCK_TIME.finditer(text, fast, lowered)
+    return []
 
 
 def find_links(text: str, fast: bool, lowered: str) -> list[re.Match]:

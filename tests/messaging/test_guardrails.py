@@ -199,6 +199,9 @@ def test_every_phrase_a_pattern_catches_holds_one_of_its_pre_check_words(words, 
     "Use code BEANS20 at www.example.com/deal now.", "Try the Sumatra Roast or an Ethiopian Yirgacheffe.",
     "We noticed you opened our emails. Your churn score is at-risk.", "You cancelled, so you said.",
     "Your refund arrived yesterday.", "FREE COFFEE for our VALUED CUSTOMER!!", "This is your 12th bag, 1,000 beans.",
+    "You’ve skipped, so don’t  miss out.", "Take 56 per cent off: half price, code beans20, 28 bucks or USD 28.",
+    "You've been opening our emails at 7:42am, 14:00 or 9 P.M.", "We saw you were browsing since your last visit.",
+    "We track how you use it. Your next bag is on us, and free shipping too.",
 ])
 def test_verdicts_do_not_depend_on_the_text_being_plain_ascii(generator, packs, briefs, catalog, sentence):
     # Plain ASCII text takes faster routes through the checks; they must find exactly what the full ones find.
