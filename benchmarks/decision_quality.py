@@ -2,6 +2,7 @@
 
     python benchmarks/decision_quality.py                       # train on seed 42, judge on seed 7
     python benchmarks/decision_quality.py --train-seed 1 --test-seed 2 --customers 8000
+    python benchmarks/decision_quality.py --train-customers 250000   # a bigger store to learn from
 
 1. Simulates a training store (`nextbest simulate` + `nextbest demo`), trains and
    registers the uplift models on its past campaigns (`uplift_models` code path).
@@ -127,7 +128,9 @@ def judge_copy(test_db: Path, work: Path, as_of) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--customers", type=int, default=8000)
+    parser.add_argument("--customers", type=int, default=8000, help="customers of each store")
+    parser.add_argument("--train-customers", type=int, default=None,
+                        help="customers of the training store (default: --customers); the judged store keeps --customers")
     parser.add_argument("--months", type=int, default=18)
     parser.add_argument("--train-seed", type=int, default=42)
     parser.add_argument("--test-seed", type=int, default=7)
@@ -138,11 +141,14 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     as_of = datetime.fromisoformat(args.end_date).date()
     started = time.perf_counter()
-    train_db, test_db = work / f"train_{args.train_seed}.duckdb", work / f"test_{args.test_seed}.duckdb"
-    for path, seed in ((train_db, args.train_seed), (test_db, args.test_seed)):
+    train_customers = args.train_customers or args.customers
+    # Named by seed and size: a workdir reused with other sizes builds new stores, not judges old ones.
+    train_db = work / f"train_{args.train_seed}_{train_customers}.duckdb"
+    test_db = work / f"test_{args.test_seed}_{args.customers}.duckdb"
+    for path, seed, customers in ((train_db, args.train_seed, train_customers), (test_db, args.test_seed, args.customers)):
         if not path.exists():
-            print(f"simulating + building seed {seed} into {path}", file=sys.stderr)
-            build_store(path, args.customers, args.months, seed, args.end_date)
+            print(f"simulating + building seed {seed} ({customers:,} customers) into {path}", file=sys.stderr)
+            build_store(path, customers, args.months, seed, args.end_date)
 
     # Trained on a copy without the uplift models the demo registered: the models judged are this code's.
     trained_copy = work / f"{train_db.stem}_training.duckdb"
@@ -208,6 +214,7 @@ def main() -> int:
         r["share_of_oracle_value"] = r["incremental_value"] / base["incremental_value"]
     report = {
         "train_seed": args.train_seed, "test_seed": args.test_seed, "customers": args.customers,
+        "train_customers": train_customers,
         "as_of": as_of.isoformat(), "eligible_customers": int(len(eligible)),
         "models": {p: {k: v for k, v in s.items() if k != "version"} for p, s in trained.items()},
         "policies": results,
