@@ -75,6 +75,8 @@ def _hubspot(server, method, path, headers, body):
     if not headers.get("Authorization", "").startswith("Bearer "):
         return 401, {"status": "error", "message": "no token", "category": "INVALID_AUTHENTICATION"}, None
     if method == "POST" and path.startswith("/crm/v3/objects/contacts/batch/upsert"):
+        if server.upsert_conflict:
+            return 409, {"status": "error", "message": "Contact already exists", "category": "CONFLICT"}, None
         results = [{"id": str(100 + i), "properties": item["properties"], "createdAt": NOW, "updatedAt": NOW,
                     "archived": False, "new": True} for i, item in enumerate(body["inputs"])]
         props = body["inputs"][0]["properties"]
@@ -121,6 +123,7 @@ class FakeEsp(ThreadingHTTPServer):
         self.repeats = 0  # requests the idempotency key deduplicated
         self.requests = 0
         self.injected = Counter()
+        self.upsert_conflict = False  # HubSpot: answer every contact upsert with 409 CONFLICT
         self.ca_file: str | None = None
         if tls_dir is not None:
             cert, key = make_self_signed(tls_dir)

@@ -53,6 +53,16 @@ def test_429_is_retryable_and_carries_retry_after(shape, esp_server):
     assert not server.deliveries
 
 
+def test_hubspot_contact_conflict_is_an_error_not_an_email_already_sent(esp_server):
+    server = esp_server("hubspot")
+    server.upsert_conflict = True
+    with pytest.raises(PermanentEspError) as caught:  # before: SendResult(duplicate=True), never emailed
+        make_esp("hubspot", server).send(message())
+    assert caught.value.status == 409 and not server.deliveries
+    server.upsert_conflict = False
+    esp = make_esp("hubspot", server)
+    assert not esp.send(message()).duplicate and esp.send(message()).duplicate  # a repeated sendId still is one
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("fault", ["500", "hang", "drop"])
 def test_server_errors_timeouts_and_dropped_connections_are_retryable(shape, fault, esp_server):

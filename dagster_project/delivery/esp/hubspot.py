@@ -84,13 +84,16 @@ class HubSpotEsp(EspResource):
         from hubspot.marketing.transactional import PublicSingleSendEmail, PublicSingleSendRequestEgg
 
         contacts, single_send = self._sdk()
-        try:
-            if self.upsert_contact:
+        if self.upsert_contact:
+            try:
                 contacts.upsert(
                     BatchInputSimplePublicObjectBatchInputUpsert(inputs=[SimplePublicObjectBatchInputUpsert(
                         id=message.email, id_property="email", properties=contact_properties(message))]),
                     _request_timeout=self.timeout_seconds,
                 )
+            except Exception as exc:  # a 409 here is a contact conflict, not this email sent before
+                raise classify_exception(self.esp_name, exc) from None
+        try:
             status = single_send.send_email(
                 PublicSingleSendRequestEgg(
                     email_id=self.email_id,
