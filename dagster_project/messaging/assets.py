@@ -30,6 +30,7 @@ import pandas as pd
 from pydantic import Field
 
 from dagster_project.decisioning.assets import DECISIONS_TABLE
+from dagster_project.decisioning.routing import RoutingPolicy, in_global_holdout
 from dagster_project.messaging.briefs import load_briefs
 from dagster_project.messaging.context_pack import (Catalog, data_fresh_day, load_catalog, packs_from_frames,
                                                     read_pack_frames)
@@ -46,6 +47,8 @@ from dagster_project.resources.warehouse import (IN_CHUNK, DuckDBWarehouse, KeyR
 
 DRAFTS_TABLE = "nextbest.message_drafts"
 SEGMENTS_TABLE = "analytics.customer_segments"
+# Customers in the permanent global holdout get no draft when segments choose the playbooks either.
+FALLBACK_GLOBAL_HOLDOUT_SHARE = RoutingPolicy().global_holdout_share
 
 # Segment (dbt) -> playbook (brief). Earlier entries win when a customer is in several segments.
 SEGMENT_PLAYBOOKS = {
@@ -281,9 +284,12 @@ def _draft_all(context: dg.AssetExecutionContext, config: MessageDraftsConfig,
     spent = 0.0
     sample: dict[bool, list[DraftOutcome]] = {True: [], False: []}  # blocked first, as render_sample shows them
 
+    # The segments' fallback leaves out the permanent global holdout as routing does (its default share).
+    held_share = FALLBACK_GLOBAL_HOLDOUT_SHARE if source == SEGMENTS_TABLE else 0.0
+
     def read(i: int, chunk: KeyRange) -> ChunkInputs:
         context.log.info(f"chunk {i}: {chunk.rows} customers")
-        return read_chunk(warehouse, chunk, playbooks, params, as_of)
+        return read_chunk(warehouse, chunk, playbooks, params, as_of, held_share)
 
     def drafted() -> Iterator[DraftedPart]:
         if llm is None and len(chunks) > 1 and sum(c.rows for c in chunks) >= PARALLEL_MIN_CUSTOMERS:
@@ -377,14 +383,17 @@ class DraftedPart:
 
 
 def read_chunk(warehouse: WarehouseInterface, chunk: KeyRange, playbooks: str, params: list,
-               as_of: str) -> ChunkInputs:
+               as_of: str, global_holdout_share: float = 0.0) -> ChunkInputs:
     """What drafting one chunk of customers needs from the warehouse: `playbooks` (SQL of customer_id,
-    playbook_id) read for its range."""
+    playbook_id) read for its range, less the permanent global holdout at `global_holdout_share`
+    (routing leaves it out itself; the segments' fallback does not know it)."""
     in_chunk = f"select customer_id, playbook_id from ({playbooks}) chunk where {IN_CHUNK}"
     in_chunk_params = [*params, *chunk.bounds]
     with warehouse.transaction() as tx:  # reads only; drafting (maybe slow LLM calls) happens after
         chosen = tx.read_df(f"{in_chunk} order by customer_id", in_chunk_params)
-        playbook_of = dict(zip(chosen["customer_id"].astype(str), chosen["playbook_id"].astype(str)))
+        customers = chosen["customer_id"].astype(str).tolist()
+        held = in_global_holdout(customers, global_holdout_share) if global_holdout_share else [False] * len(customers)
+        playbook_of = {c: str(p) for c, p, h in zip(customers, chosen["playbook_id"], held) if not h}
         frames = read_pack_frames(tx, in_chunk, in_chunk_params, as_of)
         return ChunkInputs(playbook_of, frames, cached_outcomes(tx, in_chunk, in_chunk_params))
 

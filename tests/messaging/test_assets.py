@@ -164,6 +164,20 @@ def test_routing_without_decisions_for_the_day_falls_back_to_segments(store):
     assert drafted(store) == [("C001", "at_risk_save"), ("C002", "onboarding"), ("C003", "win_back")]
 
 
+
+def test_the_segments_fallback_drafts_nobody_in_the_permanent_global_holdout(store, monkeypatch):
+    from dagster_project.decisioning.routing import stable_unit
+    from dagster_project.messaging import assets as messaging_assets
+
+    units = {c: stable_unit("global-holdout", c) for c in ("C001", "C002", "C003")}
+    share = sorted(units.values())[1]  # a share that holds the one customer below it
+    monkeypatch.setattr(messaging_assets, "FALLBACK_GLOBAL_HOLDOUT_SHARE", share)
+    result = draft(store)
+    assert result.success and metadata(result)["playbooks_from"].value == "analytics.customer_segments"
+    held = {c for c, u in units.items() if u < share}
+    assert len(held) == 1
+    assert {c for c, _ in drafted(store)} == set(units) - held
+
 def test_stale_source_stops_drafting(store):
     con = duckdb.connect(str(store))
     con.execute("delete from raw.portal_events")
