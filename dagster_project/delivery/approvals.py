@@ -6,7 +6,8 @@ appended, never updated: the latest one for a batch counts. An approval stores
 a content hash of the batch's drafts, so it covers exactly what the marketer
 saw. It stops holding when
 
-- a later decision rejected the batch,
+- a later decision rejected the batch (its messages still waiting in the outbox, deferred by quiet
+  hours or retrying, are then suppressed: they are not sent later either),
 - it is older than `NEXTBEST_APPROVAL_TTL_HOURS` (default 72), or
 - the drafts changed since (regenerated, blocked or unblocked): the hash differs.
 
@@ -31,7 +32,7 @@ from datetime import date, datetime, timedelta
 
 import pandas as pd
 
-from dagster_project.delivery.outbox import DRAFT_COLUMNS, naive_utc, utcnow
+from dagster_project.delivery.outbox import DRAFT_COLUMNS, OUTBOX, naive_utc, utcnow
 from dagster_project.ingest.contract import NEXTBEST_SCHEMA
 from dagster_project.resources.warehouse import WarehouseInterface, WarehouseSession, table_exists
 
@@ -241,6 +242,11 @@ def record_decision(warehouse: WarehouseInterface, batch_id: str, decision: str,
         tx.execute(f"""insert into {APPROVALS} ({', '.join(APPROVAL_COLUMNS)})
                        select ?, coalesce(max(seq), 0) + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
                        from {APPROVALS}""", values)
+        if decision == "rejected" and tx.exists(NEXTBEST_SCHEMA, "outbox"):
+            # Messages of the batch still waiting (quiet hours, a retry) go no further: not sent later.
+            tx.execute(f"""update {OUTBOX} set state = 'suppressed', last_error = ?
+                           where batch_id = ? and kind = 'message' and state in ('queued', 'failed')""",
+                       [f"batch rejected by {by} at {_when(moment)}: {note}", batch_id])
     with warehouse.transaction() as tx:  # Snowflake applies the insert at commit: read the seq after
         seq = tx.read_df(f"select seq from {APPROVALS} where approval_id = ?", [approval_id]).iloc[0, 0]
     return Approval(approval_id, int(seq), batch_id, summary.playbook_id, summary.run_date, decision, by, note,

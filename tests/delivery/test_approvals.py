@@ -82,6 +82,28 @@ def test_rejection_needs_a_reason_and_wins_until_approved_again(store):
     assert [d.seq for d in decisions(store)] == [1, 2, 3]
 
 
+
+def test_a_rejection_stops_the_batch_s_messages_still_waiting_in_the_outbox(store, tmp_path):
+    from dagster_project.delivery.esp import FileEsp
+    from dagster_project.delivery.outbox import enqueue_batch
+    from dagster_project.delivery.sender import run_export
+
+    approvals.record_decision(store, BATCH, "approve", "ana", now=noon_utc())
+    with store.transaction() as tx:
+        sendable = approvals.sendable_drafts(tx, BATCH)
+    enqueue_batch(store, BATCH, sendable, now=noon_utc())
+    store.execute("update nextbest.outbox set state = 'sent' where customer_id = 'c0'")  # went out before
+    approvals.record_decision(store, BATCH, "reject", "ben", "wrong offer", now=noon_utc() + timedelta(hours=1))
+    states = store.read_df("select customer_id, state, last_error from nextbest.outbox order by customer_id")
+    waiting = states[states["customer_id"] != "c0"]
+    assert set(waiting["state"]) == {"suppressed"} and len(waiting) == 7
+    assert waiting["last_error"].str.startswith("batch rejected by ben at ").all()
+    assert waiting["last_error"].str.endswith(": wrong offer").all()
+    assert states.set_index("customer_id").loc["c0", "state"] == "sent"
+    path = tmp_path / "out.jsonl"
+    summary = run_export(store, FileEsp(path=str(path)), clock=lambda: noon_utc() + timedelta(hours=2))
+    assert summary.sent == 0 and not path.exists()
+
 def test_approval_expires_after_the_configured_time(store, monkeypatch):
     approvals.record_decision(store, BATCH, "approve", "ana", now=noon_utc())
     assert check(store, BATCH, now=noon_utc() + timedelta(hours=71)).ok
