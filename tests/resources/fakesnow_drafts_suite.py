@@ -133,8 +133,12 @@ def test_drafting_in_chunks_on_snowflake_writes_what_duckdb_writes_in_one_batch(
     assert result.success
     assert materialize(message_drafts, duck, CONFIG).success
     on_snowflake, on_duckdb = drafts(snow), drafts(duck)
-    opted_in = sum(1 for k in range(CUSTOMERS) if k % 9 != 4)
-    assert len(on_snowflake) == opted_in and on_snowflake["cache_key"].is_unique
+    # Segments choose (routing has not run): opted-in customers, less the permanent global holdout.
+    from dagster_project.decisioning.routing import in_global_holdout
+
+    in_holdout = in_global_holdout([f"C{k:04d}" for k in range(CUSTOMERS)])
+    drafted = sum(1 for k in range(CUSTOMERS) if k % 9 != 4 and not in_holdout[k])
+    assert in_holdout.any() and len(on_snowflake) == drafted and on_snowflake["cache_key"].is_unique
     assert {"pending_review"} <= set(on_snowflake["status"]) and on_snowflake["subject"].notna().any()
     assert len(set(on_snowflake["playbook_id"])) >= 5
     pd.testing.assert_frame_equal(on_snowflake, on_duckdb, check_dtype=False)
