@@ -233,7 +233,9 @@ def run_export(
         run_token = uuid.uuid4().hex
         summary = ExportSummary()
         reconcile_in_flight(warehouse, esp, run_token, clock(), summary, kind, destination)
-        limiter = RateLimiter(esp.rate_limits(), esp.profile_update_limits())
+        # At the steady rate from the first send, not after a full burst: exports run back to back
+        # (the sensor starts one per approved batch), and each starting full would add a burst.
+        limiter = RateLimiter(esp.rate_limits(), esp.profile_update_limits(), start_full=False)
         chunk_size = chunk_size or default_chunk_size(esp, kind)
         rng = rng or random.Random()
         idle_since: float | None = None  # wall time, so a frozen test clock cannot wait forever

@@ -96,6 +96,20 @@ def test_a_429_with_retry_after_holds_every_sender_until_then(warehouse):
     assert summary.sent == 11 and summary.retried == 1
     assert min(after) >= 0.45  # nobody went in the half second the ESP asked for
 
+
+def test_exports_run_back_to_back_stay_within_the_rate_limit_together(warehouse, esp_server):
+    import time
+
+    server = esp_server("webhook")
+    esp = make_esp("webhook", server, requests_per_second=20.0, burst=20.0)
+    for batch in ("b1", "b2"):
+        enqueue_batch(warehouse, batch, drafts(batch, [f"c{i}" for i in range(15)]), now=EARLIER)
+    started = time.monotonic()
+    sent = sum(run_export(warehouse, esp, batch_id=batch, workers=4, clock=lambda: noon_utc()).sent
+               for batch in ("b1", "b2"))
+    # 30 sends at 20 per second take at least 29 / 20 s, however many runs they are split into.
+    assert sent == 30 and time.monotonic() - started >= 29 / 20
+
 def test_retry_after_is_honoured(warehouse, esp_server):
     server = esp_server("webhook")
     server.plan("429")  # Retry-After: 1
