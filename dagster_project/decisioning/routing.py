@@ -243,13 +243,13 @@ def frequency_capped(history: pd.DataFrame, customers, caps: dict[str, tuple[int
     past = history[(at < as_of + pd.Timedelta(days=1)) & (at != as_of)]
     out = pd.DataFrame(False, index=pd.Index(customers, name="customer_id"), columns=list(caps))
     for playbook, (max_messages, per_days) in caps.items():
-        recent = past[(past["playbook_id"] == playbook) & (past["assigned_at"] > as_of - pd.Timedelta(days=per_days))]
-        counts = recent.groupby("customer_id").size()
+        mine = past[past["playbook_id"] == playbook]
+        counts = mine[mine["assigned_at"] > as_of - pd.Timedelta(days=per_days)].groupby("customer_id").size()
         full = counts.index[counts >= max_messages]
         out.loc[out.index.intersection(full), playbook] = True
         if holdout_days and playbook in holdout_days:
-            held = past.loc[(past["playbook_id"] == playbook) & (past["arm"] == "holdout")
-                            & (past["assigned_at"] > as_of - pd.Timedelta(days=holdout_days[playbook])), "customer_id"]
+            held = mine.loc[(mine["arm"] == "holdout")
+                            & (mine["assigned_at"] > as_of - pd.Timedelta(days=holdout_days[playbook])), "customer_id"]
             out.loc[out.index.isin(held), playbook] = True
     if contact_days > 0:
         contacted = past.loc[past["assigned_at"] > as_of - pd.Timedelta(days=contact_days), "customer_id"]

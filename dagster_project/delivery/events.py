@@ -178,8 +178,7 @@ def read_events_file(path: Path) -> list[tuple[int, dict[str, Any]]]:
         text = path.read_text(encoding="utf-8")
         if suffix == ".json" or text.lstrip().startswith("["):
             data = json.loads(text)
-            records = data if isinstance(data, list) else data.get("events", [data]) if isinstance(data, dict) else [data]
-            return list(enumerate(records, start=1))
+            return list(enumerate(payload_events(data), start=1))
         rows = []
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
@@ -199,14 +198,16 @@ def store_events(warehouse, records: Iterable[tuple[int, dict[str, Any]]], sourc
     """
     records = list(records)
     _ensure_tables(warehouse)
-    shaped = [(number, record, None if _unreadable(record) else contract_shape(record)) for number, record in records]
+    unreadable = [_unreadable(record) for _, record in records]
+    shaped = [(number, record, why, None if why else contract_shape(record))
+              for (number, record), why in zip(records, unreadable)]
     good, bad, seen = [], [], set()
     with session_on(warehouse) as tx:
-        known, emails = _recipients(tx, [shape for _, _, shape in shaped if shape is not None])
-        for number, record, shape in shaped:
+        known, emails = _recipients(tx, [shape for *_, shape in shaped if shape is not None])
+        for number, record, why, shape in shaped:
             try:
-                if shape is None:
-                    raise EventError(_unreadable(record))
+                if why:
+                    raise EventError(why)
                 event = normalize_event(shape, emails)
                 if event["customer_id"] not in known:
                     raise EventError(f"customer_id {event['customer_id']!r} is not in raw.customers")
@@ -308,12 +309,14 @@ VERIFIERS: dict[str, Callable[..., str]] = {"nextbest": verify, "customerio": ve
 URI_SIGNED = {"hubspot"}  # sources whose signature covers the method and the full URL
 
 
-def webhook_events(source: str, payload: Any) -> list[Any]:
-    """The events in one webhook body: HubSpot posts a JSON array, Klaviyo `{"data": [...], "meta": ...}`."""
+def payload_events(payload: Any, source: str = "") -> list[Any]:
+    """The events in one JSON body, of a file or a webhook: an array of them (HubSpot's webhooks),
+    `{"events": [...]}`, one event, Klaviyo's webhooks' `{"data": [...], "meta": ...}`; anything else
+    is one record, which `store_events` quarantines as no JSON object."""
     if isinstance(payload, list):
         return payload
     if not isinstance(payload, dict):
-        return [payload]  # quarantined by `store_events`: not a JSON object
+        return [payload]
     if source == "klaviyo" and isinstance(payload.get("data"), list):
         return payload["data"]
     return payload.get("events", [payload])
@@ -390,7 +393,7 @@ def make_webhook_server(warehouse: WarehouseInterface, secrets: dict[str, str], 
                 payload = json.loads(body)
             except json.JSONDecodeError as error:
                 return self._answer(400, {"error": f"body is not JSON: {error.msg}"})
-            events = webhook_events(source, payload)
+            events = payload_events(payload, source)
             try:
                 with write_lock:  # one request at a time: its "not yet stored" check holds until it commits
                     summary = store_events(warehouse, list(enumerate(events, start=1)), f"webhook:{source}")

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import numpy as np
 import orjson
 import pandas as pd
 
@@ -299,12 +298,10 @@ def _returning_values(tx: WarehouseSession, rows: pd.DataFrame, bounds: list, de
                                and destination = ? group by customer_id, playbook_id""", [*bounds, destination])
     latest = {(c, p): (int(n), b) for c, p, n, b in latest.itertuples(index=False, name=None)}
     rows = rows.copy()
-    for position in np.flatnonzero(np.asarray(again)):
-        customer, playbook, body = (rows.iloc[position][c] for c in ("customer_id", "playbook_id", "body"))
+    for index, customer, playbook, body in rows.loc[again, ["customer_id", "playbook_id", "body"]].itertuples(name=None):
         count, latest_body = latest.get((customer, playbook), (0, body))
         if latest_body != body:
-            rows.iloc[position, rows.columns.get_loc("send_id")] = send_id_for(
-                bounds[0], customer, playbook, f"{body}\x1e{count}")
+            rows.at[index, "send_id"] = send_id_for(bounds[0], customer, playbook, f"{body}\x1e{count}")
     return rows
 
 
