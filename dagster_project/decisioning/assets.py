@@ -503,7 +503,8 @@ def _route(context: dg.AssetExecutionContext, warehouse: WarehouseInterface, as_
     ensure_tables(warehouse)
     if already_decided(warehouse, as_of):
         context.log.info(f"{DECISIONS_TABLE} already has decisions for {as_of}; nothing appended")
-        return dg.MaterializeResult(metadata={"run_date": as_of.isoformat(), "appended": 0})
+        return dg.MaterializeResult(metadata={"run_date": as_of.isoformat(), "appended": 0,
+                                              "global_holdout_share": policy.global_holdout_share})
     run = plan_run(warehouse, as_of, policy)
     counts: dict[str, int] = {}
     sends: dict[str, int] = {}
@@ -524,6 +525,8 @@ def _route(context: dg.AssetExecutionContext, warehouse: WarehouseInterface, as_
     written = write_decisions(warehouse, chunks(), as_of)
     return dg.MaterializeResult(metadata={
         "run_date": as_of.isoformat(), "appended": written,
+        # message_drafts' segments fallback reads it, to leave out the same permanent holdout.
+        "global_holdout_share": policy.global_holdout_share,
         **{f"decisions_{k}": v for k, v in counts.items()},
         "global_holdout_assigned": totals["global_holdout_assigned"],
         "sends_per_playbook": dg.MetadataValue.json(dict(sorted(sends.items(), key=lambda kv: -kv[1]))),

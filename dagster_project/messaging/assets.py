@@ -47,7 +47,8 @@ from dagster_project.resources.warehouse import (IN_CHUNK, DuckDBWarehouse, KeyR
 
 DRAFTS_TABLE = "nextbest.message_drafts"
 SEGMENTS_TABLE = "analytics.customer_segments"
-# Customers in the permanent global holdout get no draft when segments choose the playbooks either.
+# Customers in the permanent global holdout get no draft when segments choose the playbooks either:
+# at the share routing's latest materialization used, this one before routing has ever run.
 FALLBACK_GLOBAL_HOLDOUT_SHARE = RoutingPolicy().global_holdout_share
 
 # Segment (dbt) -> playbook (brief). Earlier entries win when a customer is in several segments.
@@ -211,6 +212,15 @@ def cached_outcomes(tx: WarehouseSession, in_chunk: str, params: Sequence[Any],
     return cache
 
 
+def routing_holdout_share(instance: dg.DagsterInstance) -> float:
+    """The global holdout share of routing's latest materialization (its run config may change the default),
+    else FALLBACK_GLOBAL_HOLDOUT_SHARE."""
+    event = instance.get_latest_materialization_event(dg.AssetKey("routing_decisions"))
+    materialization = event.asset_materialization if event else None
+    recorded = materialization.metadata.get("global_holdout_share") if materialization else None
+    return float(recorded.value) if recorded is not None else FALLBACK_GLOBAL_HOLDOUT_SHARE
+
+
 def render_sample(outcomes: Sequence[DraftOutcome], n: int = 5) -> str:
     """A few drafts as markdown for reviewers (blocked ones first, with their reasons)."""
     chosen = sorted(outcomes, key=lambda o: o.status != "blocked")[:n]
@@ -284,8 +294,8 @@ def _draft_all(context: dg.AssetExecutionContext, config: MessageDraftsConfig,
     spent = 0.0
     sample: dict[bool, list[DraftOutcome]] = {True: [], False: []}  # blocked first, as render_sample shows them
 
-    # The segments' fallback leaves out the permanent global holdout as routing does (its default share).
-    held_share = FALLBACK_GLOBAL_HOLDOUT_SHARE if source == SEGMENTS_TABLE else 0.0
+    # The segments' fallback leaves out the permanent global holdout as routing does.
+    held_share = routing_holdout_share(context.instance) if source == SEGMENTS_TABLE else 0.0
 
     def read(i: int, chunk: KeyRange) -> ChunkInputs:
         context.log.info(f"chunk {i}: {chunk.rows} customers")
@@ -331,6 +341,8 @@ def _draft_all(context: dg.AssetExecutionContext, config: MessageDraftsConfig,
         "total_cost_usd": dg.MetadataValue.float(summary["total_cost_usd"]),
         "sample": dg.MetadataValue.md(render_sample(sample[True] + sample[False])),
     }
+    if held_share:
+        metadata["global_holdout_share"] = held_share
     if stale:
         metadata["skipped_stale"] = dg.MetadataValue.md(
             "\n".join(f"- `{p}`: {str(e).replace(chr(10), ' ')}" for p, e in sorted(stale.items())))

@@ -243,6 +243,7 @@ def test_the_asset_appends_chunked_decisions_in_one_go(store, store_path):
     assert result.success
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     assert meta["appended"].value == len(expected)
+    assert meta["global_holdout_share"].value == RoutingPolicy().global_holdout_share  # the drafts' fallback reads it
     written = store.execute(f"select * from {DECISIONS_TABLE} where run_date = ?", [run_date]).df()
     same = ["decision_id", "customer_id", "decision", "playbook_id", "arm", "expected_value", "send_hour_of_week",
             "campaign_id", "assignment_id", "reason_codes"]
@@ -251,7 +252,8 @@ def test_the_asset_appends_chunked_decisions_in_one_go(store, store_path):
     assert assigned[0] == expected["arm"].notna().sum()
     again = dg.materialize([routing_decisions], resources={"warehouse": chunked}, run_config=config,
                            instance=dg.DagsterInstance.ephemeral())
-    assert again.get_asset_materialization_events()[0].materialization.metadata["appended"].value == 0
+    again_meta = again.get_asset_materialization_events()[0].materialization.metadata
+    assert again_meta["appended"].value == 0 and again_meta["global_holdout_share"].value == 0.05
     assert store.execute(f"select count(*) from {DECISIONS_TABLE} where run_date = ?",
                          [run_date]).fetchone()[0] == len(expected)
     leftovers = store.execute("select count(*) from information_schema.tables where table_name like 'nb_stage_%'")

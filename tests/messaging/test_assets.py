@@ -178,6 +178,22 @@ def test_the_segments_fallback_drafts_nobody_in_the_permanent_global_holdout(sto
     assert len(held) == 1
     assert {c for c, _ in drafted(store)} == set(units) - held
 
+
+def test_the_segments_fallback_holds_out_the_share_routing_last_used(store):
+    from dagster_project.decisioning.routing import stable_unit
+
+    units = {c: stable_unit("global-holdout", c) for c in ("C001", "C002", "C003")}
+    share = sorted(units.values())[2]  # holds the two customers below it; the default 5% may hold none
+    instance = dg.DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "routing_decisions", metadata={"run_date": "2026-02-15", "global_holdout_share": share}))
+    result = draft(store, instance=instance)
+    assert result.success and metadata(result)["playbooks_from"].value == "analytics.customer_segments"
+    assert metadata(result)["global_holdout_share"].value == share
+    held = {c for c, u in units.items() if u < share}
+    assert len(held) == 2
+    assert {c for c, _ in drafted(store)} == set(units) - held
+
 def test_stale_source_stops_drafting(store):
     con = duckdb.connect(str(store))
     con.execute("delete from raw.portal_events")
