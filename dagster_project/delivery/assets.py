@@ -91,6 +91,7 @@ def _summary_metadata(summary: ExportSummary, remaining: dict[str, int]) -> dict
         "sent": summary.sent, "duplicates_skipped_by_esp": summary.duplicates, "retrying": summary.retried,
         "dead": summary.dead, "suppressed": summary.suppressed, "deferred": summary.deferred,
         "reconciled_after_crash": summary.reconciled, "requeued_after_crash": summary.requeued_after_crash,
+        "claimed_by_another_export": summary.claimed_elsewhere,
         "seconds": dg.MetadataValue.float(round(summary.seconds, 3)),
         "sends_per_second": dg.MetadataValue.float(round(summary.sends_per_second, 2)),
         **{f"outbox_{state}": count for state, count in remaining.items()},

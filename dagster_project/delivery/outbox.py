@@ -22,7 +22,9 @@ doubles as the ESP idempotency key. Every attempt is also appended to
 All of it goes through the warehouse resource, in SQL DuckDB and Snowflake both
 speak: readers take the warehouse or a session, `claim` and `settle` write in the
 caller's transaction (the sender chooses the commit points), and `enqueue_batch`
-is one transaction of its own. DataFrames reach SQL as staged relations
+is one transaction of its own. A claim takes only rows still queued or failed, and
+the sender then sends only the rows its claim holds (`held_by_run`): two exports
+that overlap on Snowflake never send a row twice. DataFrames reach SQL as staged relations
 (`stage_df`), never as engine-specific views.
 """
 
@@ -522,6 +524,21 @@ def claim(tx: WarehouseSession, send_ids: list[str], run_token: str, now: dateti
             where send_id in (select new_send_id from {staged}) and state in ('queued', 'failed')""",
         [run_token, naive_utc(now), esp],
     )
+
+
+def held_by_run(warehouse: WarehouseInterface, run_token: str, send_ids: pd.Series) -> pd.Series:
+    """Which of `send_ids` (just claimed and committed) this run holds: state `sending` under its token.
+
+    On Snowflake another export may have claimed some of them between our read and our claim (the
+    claim only takes rows still `queued` or `failed`); those are the other run's to send. Counted
+    first, as every row is ours unless exports overlap (on DuckDB they cannot: one writer per file).
+    """
+    mine = f"from {OUTBOX} where state = 'sending' and claim_token = ?"
+    count = int(warehouse.read_df(f"select count(*) as n {mine}", [run_token])["n"].iloc[0])
+    if count == len(send_ids):
+        return pd.Series(True, index=send_ids.index, dtype=bool)
+    held = warehouse.read_df(f"select send_id {mine}", [run_token])["send_id"].astype(str)
+    return send_ids.astype(str).isin(set(held))
 
 
 OUTCOME_TEXT = ("send_id", "state", "last_error", "idempotency_key", "esp_message_id", "outcome", "detail", "esp")

@@ -59,6 +59,7 @@ class ExportSummary:
     deferred: int = 0
     reconciled: int = 0
     requeued_after_crash: int = 0
+    claimed_elsewhere: int = 0  # due rows an overlapping export claimed first (Snowflake): it sends them
     seconds: float = 0.0
     remaining: dict[str, int] = field(default_factory=dict)
 
@@ -270,6 +271,12 @@ def run_export(
                     continue
                 with warehouse.transaction() as tx:  # committed before the first send
                     outbox.claim(tx, sendable["send_id"].tolist(), run_token, now, esp.esp_name)
+                held = outbox.held_by_run(warehouse, run_token, sendable["send_id"])
+                if not held.all():  # an overlapping export claimed these first: they are its to send
+                    summary.claimed_elsewhere += int((~held).sum())
+                    sendable = sendable[held]
+                    if sendable.empty:
+                        continue
                 # Plain Python values first: iterating Arrow-backed text a value at a time costs ~1 us each.
                 rows = list(sendable.astype(object).itertuples(index=False))
                 results = _send_all(pool, workers, esp, limiter, rows)

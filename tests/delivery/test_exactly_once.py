@@ -227,3 +227,26 @@ def test_file_sink_reconciles_lines_another_process_wrote_after_it_started(tmp_p
     assert ours.update_profile("c2", None, {"a": 2}, "k2").duplicate
     ours.close(), theirs.close()
     assert [json.loads(line)["send_id"] for line in path.read_text().splitlines()] == ["k1", "k2"]
+
+
+def test_rows_an_overlapping_export_claimed_first_are_left_to_it(warehouse, tmp_path, monkeypatch):
+    # On Snowflake two exports can read the same due rows; the claim only takes rows still queued,
+    # so the one that claims second must not send what the other holds.
+    from dagster_project.delivery import outbox
+
+    enqueue_batch(warehouse, "b1", drafts("b1", [f"c{i}" for i in range(10)]), now=EARLIER)
+    taken = {send_id_for("b1", c, "at_risk_save") for c in ("c1", "c4", "c7")}
+    claim = outbox.claim
+
+    def the_other_export_first(tx, send_ids, run_token, now, esp):
+        claim(tx, [s for s in send_ids if s in taken], "other-run", now, esp)
+        claim(tx, send_ids, run_token, now, esp)
+
+    monkeypatch.setattr(outbox, "claim", the_other_export_first)
+    path = tmp_path / "out.jsonl"
+    summary = run_export(warehouse, FileEsp(path=str(path)), clock=ticking_noon(), max_wait_seconds=0)
+    sent = [json.loads(line)["send_id"] for line in path.read_text().splitlines()]
+    assert len(sent) == 7 and not taken & set(sent)
+    assert summary.sent == 7 and summary.claimed_elsewhere == 3
+    held = warehouse.read_df("select send_id, claim_token from nextbest.outbox where state = 'sending'")
+    assert set(held["send_id"]) == taken and set(held["claim_token"]) == {"other-run"}

@@ -146,3 +146,30 @@ def test_a_newer_profile_update_supersedes_one_still_waiting(wh):
     newer_id = send_id_for("p2", "c1", "service_profile", update("p2", "double")["body"][0])
     assert rows["last_error"].iloc[0] == f"superseded by {newer_id}"
     assert leftovers(wh) == 0
+
+
+def test_rows_another_export_claimed_first_are_left_to_it(wh, tmp_path, monkeypatch):
+    # Two exports read the same due rows; this one's claim comes second for three of them.
+    from dagster_project.delivery import outbox
+
+    write_drafts(wh, BATCH, CUSTOMERS)
+    approvals.record_decision(wh, BATCH, "approve", "ana", now=NOON - timedelta(hours=2))
+    with wh.transaction() as tx:
+        sendable = approvals.sendable_drafts(tx, BATCH)
+    enqueue_batch(wh, BATCH, sendable, now=NOON - timedelta(hours=1))
+    taken = {send_id_for(BATCH, c, "at_risk_save") for c in ("c1", "c5", "c9")}
+    claim = outbox.claim
+
+    def the_other_export_first(tx, send_ids, run_token, now, esp):
+        with wh.transaction() as other:
+            claim(other, [s for s in send_ids if s in taken], "other-run", now, esp)
+        claim(tx, send_ids, run_token, now, esp)
+
+    monkeypatch.setattr(outbox, "claim", the_other_export_first)
+    out = tmp_path / "out.jsonl"
+    summary = run_export(wh, FileEsp(path=str(out)), clock=lambda: NOON, max_wait_seconds=0)
+    sent = {line["send_id"] for line in sent_lines(out)}
+    assert len(sent) == len(CUSTOMERS) - 3 and not sent & taken
+    assert summary.claimed_elsewhere == 3
+    held = wh.read_df("select send_id, claim_token from nextbest.outbox where state = 'sending'")
+    assert set(held["send_id"]) == taken and set(held["claim_token"]) == {"other-run"}
