@@ -31,8 +31,8 @@ from dagster_project.messaging.context_pack import Catalog, ContextPack
 from dagster_project.messaging.generators.base import Draft
 from dagster_project.messaging.text_scan import (
     MONTHS, PERCENT, URL, WEEKDAYS, Gated, Text, Twin, blank_name, find_clock_times, find_codes, find_links,
-    find_percents, price_cents, price_pattern, scan_dates, scan_numbers, scan_prices, search_each, seen, shown,
-    straight,
+    find_percents, price_cents, price_pattern, scan_dates, scan_number_words, scan_numbers, scan_prices, search_each,
+    seen, shown, straight,
 )
 
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
@@ -332,7 +332,7 @@ def _grounding(t: Text, px: _PackIndex, cx: _CatalogIndex) -> tuple[list[str], s
         elif d.weekday is not None and all(date(*hit).weekday() != d.weekday for hit in hits):
             reasons.append(f"date {d.weekday_shown + d.shown!r}: the weekday is wrong")
     numbers, text = scan_numbers(text, fast)
-    for value, written in numbers:
+    for value, written in [*numbers, *scan_number_words(text, t.words)]:
         if value is None or (value not in px.numbers and value not in cx.numbers):
             reasons.append(f"number {written} matches no fact in the pack or the catalog")
     if seen(gate, RELATIVE_LITERALS):

@@ -443,6 +443,21 @@ def scan_numbers(text: str, fast: bool) -> tuple[list[tuple[float | None, str]],
     return found, text
 
 
+# Counts spelled out are checked like digits ("you've skipped three times"). "one" is left out: it is
+# as often a pronoun ("this one", "one of our roasts") as a count.
+NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+                "ten": 10, "eleven": 11, "twelve": 12}
+_NUMBER_WORD = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\b", re.I)
+
+
+def scan_number_words(text: str, words: set | None) -> list[tuple[float, str]]:
+    """(value, as written) of every count spelled out in `text`; `words` (`Text.words`) skips the scan
+    when the draft has none of NUMBER_WORDS."""
+    if words is not None and words.isdisjoint(NUMBER_WORDS):
+        return []
+    return [(float(NUMBER_WORDS[m.group(1).lower()]), m.group(0)) for m in _NUMBER_WORD.finditer(text)]
+
+
 def find_codes(text: str, fast: bool = False, shape: str | None = None) -> list[str]:
     """Discount-code-like tokens: 5+ letters and digits, with at least one of each, in any case (BEANS20,
     beans20), except an amount with its unit or ordinal in lower case (250ml, 100th), which is no code.

@@ -132,3 +132,22 @@ def test_a_price_in_words_that_is_a_real_price_passes(generator, packs, briefs, 
     draft = _with_body(_clean(generator, packs, briefs, catalog, playbook="cadence_mismatch"),
                        "Morning Mist Blend is 14 dollars a bag.")
     assert _failures(draft, packs, briefs, catalog, playbook="cadence_mismatch") == {}
+
+
+@pytest.mark.parametrize("sentence, written", [
+    ("You've skipped eleven deliveries this year.", "eleven"),
+    ("Nine of your orders arrived late.", "Nine"),
+    ("It has been Twelve weeks since your last order.", "Twelve"),
+])
+def test_counts_spelled_out_are_checked_like_digits(generator, packs, briefs, catalog, sentence, written):
+    _caught(generator, packs, briefs, catalog, sentence, "grounding", f"number {written}")
+
+
+@pytest.mark.parametrize("sentence", [
+    "Your plan brings two bags every delivery.",  # C001's plan: 2 bags
+    "That's five orders of Morning Mist Blend so far.",  # 5 fulfilled orders
+    "This one is our favourite.",  # "one" is as often a pronoun as a count: not checked
+])
+def test_counts_spelled_out_that_are_facts_pass(generator, packs, briefs, catalog, sentence):
+    draft = _with_body(_clean(generator, packs, briefs, catalog, playbook="cadence_mismatch"), sentence)
+    assert _failures(draft, packs, briefs, catalog, playbook="cadence_mismatch") == {}
