@@ -30,7 +30,7 @@ from dagster_project.messaging.briefs import BrandVoice, Brief
 from dagster_project.messaging.context_pack import Catalog, ContextPack
 from dagster_project.messaging.generators.base import Draft
 from dagster_project.messaging.text_scan import (
-    MONTHS, PERCENT, URL, WEEKDAYS, Gated, Text, Twin, blank_name, find_clock_times, find_codes, find_links,
+    MONTHS, NUMBER_WORDS, PERCENT, URL, WEEKDAYS, Gated, Text, Twin, blank_name, find_clock_times, find_codes, find_links,
     find_percents, price_cents, price_pattern, scan_dates, scan_number_words, scan_numbers, scan_prices, search_each,
     seen, shown, straight,
 )
@@ -367,6 +367,33 @@ def _actions(t: Text, px: _PackIndex) -> list[str]:
     for (_, holds, needs), m in zip(ACTION_CLAIMS, search_each(_ACTION_PHRASES, t)):
         if m and not holds(px):
             reasons.append(f"says {shown(m, t.text)!r} but nothing in the customer's facts shows {needs}")
+    return reasons + _skip_counts(t, px)
+
+
+# How many skips, and of how many deliveries: the counts must be the customer's own, not any number in
+# the pack ("you've skipped 5 deliveries" when 5 is their order count).
+_COUNT = r"(\d+|one|" + "|".join(NUMBER_WORDS) + ")"
+SKIP_COUNT = re.compile(rf"\bskipped {_COUNT}\b|\b{_COUNT} (?:skips|skipped)\b", re.I)
+SKIP_WINDOW = re.compile(rf"\b(?:of|in) your last {_COUNT} (?:deliveries|orders|boxes|bags)\b", re.I)
+
+
+def _count(written: str) -> int:
+    return int(written) if written.isdigit() else {"one": 1, **NUMBER_WORDS}[written.lower()]
+
+
+def _skip_counts(t: Text, px: _PackIndex) -> list[str]:
+    """A count of skips, or of the deliveries they were among, that is not the customer's."""
+    if t.words is not None and t.words.isdisjoint(("skipped", "skips")):
+        return []
+    cid = px.pack.customer_id
+    skips = px.pack.value(f"customer:{cid}:recent_skips")
+    window = px.pack.value(f"customer:{cid}:recent_deliveries")
+    reasons = []
+    for pattern, fact, what in ((SKIP_COUNT, skips, "skips"), (SKIP_WINDOW, window, "recent deliveries")):
+        for m in pattern.finditer(t.text):
+            if fact is None or _count(m.group(m.lastindex)) != int(fact):
+                reasons.append(f"says {m.group(0)!r} but the customer's facts show "
+                               + (f"{int(fact)} {what}" if fact is not None else f"no count of {what}"))
     return reasons
 
 

@@ -151,3 +151,19 @@ def test_counts_spelled_out_are_checked_like_digits(generator, packs, briefs, ca
 def test_counts_spelled_out_that_are_facts_pass(generator, packs, briefs, catalog, sentence):
     draft = _with_body(_clean(generator, packs, briefs, catalog, playbook="cadence_mismatch"), sentence)
     assert _failures(draft, packs, briefs, catalog, playbook="cadence_mismatch") == {}
+
+
+@pytest.mark.parametrize("sentence, words", [
+    ("You've skipped 5 deliveries lately.", "skipped 5"),  # 5 is C001's order count, not its skips (3)
+    ("You've skipped two of your last six deliveries.", "skipped two"),
+    ("You've skipped 3 of your last 8 deliveries.", "your last 8 deliveries"),
+    ("Those 4 skips add up.", "4 skips"),
+])
+def test_a_count_of_skips_must_be_the_customers_own(generator, packs, briefs, catalog, sentence, words):
+    _caught(generator, packs, briefs, catalog, sentence, "actions", words)
+
+
+@pytest.mark.parametrize("sentence", ["You've skipped three of your last six deliveries.", "Those 3 skips add up."])
+def test_the_customers_own_count_of_skips_passes(generator, packs, briefs, catalog, sentence):
+    draft = _with_body(_clean(generator, packs, briefs, catalog, playbook="cadence_mismatch"), sentence)
+    assert _failures(draft, packs, briefs, catalog, playbook="cadence_mismatch") == {}
