@@ -7,7 +7,7 @@ counts and the newest timestamp per table.
 """
 
 
-from datetime import date, timezone
+from datetime import date, datetime, timezone
 from typing import Iterator, Literal
 
 import dagster as dg
@@ -41,7 +41,7 @@ class RawSourcesConfig(dg.Config):
     mode: Literal["auto", "simulate", "import", "existing"] = Field(  # type: ignore[valid-type]
         default="auto",
         description=(
-            "auto: simulate the demo store only when raw.customers is empty; "
+            "auto: simulate the demo store only when every raw table is empty; "
             "simulate: replace raw.* with a fresh simulation; import: load files from "
             "import_dir; existing: keep raw.* as loaded by your own tools."
         ),
@@ -64,10 +64,33 @@ RAW_SPECS = [
 ]
 
 
+def naive_utc(value) -> datetime | None:
+    """A warehouse timestamp as a naive UTC `datetime` (the contract's form), None for null.
+
+    A loader may write TIMESTAMP WITH TIME ZONE (Snowflake's TIMESTAMP_TZ / _LTZ), which comes
+    back aware in the session's zone: it is converted, not relabelled."""
+    if value is None or pd.isna(value):
+        return None
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return stamp.to_pydatetime()
+
+
 def raw_is_empty(con) -> bool:
-    """True when the warehouse has no customers yet."""
+    """True when no `raw.*` table of the source contract holds a row.
+
+    Simulating replaces every raw table (and `nextbest.assignments`), so a warehouse is only
+    taken for empty when all are: a loader that filled orders but not (yet) customers must
+    not lose its rows to the demo store.
+    """
     contract.create_raw_schema(con)
-    return con.execute("select count(*) from raw.customers").fetchone()[0] == 0
+    tables = [f"{contract.RAW_SCHEMA}.{name}" for name in contract.LOAD_ORDER]
+    exists = con.execute("select count(*) from information_schema.tables "
+                         "where table_schema = ? and table_name = 'assignments'", [contract.NEXTBEST_SCHEMA])
+    if exists.fetchone()[0]:
+        tables.append(f"{contract.NEXTBEST_SCHEMA}.assignments")
+    return not any(con.execute(f"select exists (select 1 from {table})").fetchone()[0] for table in tables)
 
 
 @dg.multi_asset(specs=RAW_SPECS, name="raw_sources", can_subset=False)
@@ -116,7 +139,7 @@ def observe_raw(warehouse: WarehouseInterface, mode: str) -> Iterator[dg.Materia
         row = warehouse.read_df(f"select count(*) as n, {newest_sql} as newest from raw.{name}").iloc[0]
         metadata: dict = {"dagster/row_count": int(row["n"]), "source": mode}
         if column:
-            newest = None if pd.isna(row["newest"]) else pd.Timestamp(row["newest"]).to_pydatetime()
+            newest = naive_utc(row["newest"])
             metadata["newest_record"] = str(newest) if newest else "none"
             if newest:
                 metadata["dagster/last_updated_timestamp"] = dg.MetadataValue.timestamp(

@@ -15,7 +15,8 @@ each a temp table or an insert:
    `raw.raw_quarantine` (once per file, row and reason) and append the rest.
 
 Values are trimmed; an empty value is a null. Enum values are compared in
-lower case. Timestamps with an offset (`+02:00`, `Z`) are converted to UTC.
+lower case. Timestamps with an offset (`+02:00`, `Z`) or a zone name
+(`America/New_York`) are converted to UTC; an unknown zone is quarantined.
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ FINAL_TABLE = "_nextbest_import_final"
 # FUTURE_SLACK after now is a broken clock or a bad export.
 FUTURE_SLACK = timedelta(days=1)
 
-# A time of day followed by an offset; a plain date like 2024-01-01 must not match.
-_OFFSET_PATTERN = r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}(:?\d{2})?)$"
+# A time of day followed by a zone: an offset (`+02:00`, `Z`, ` -0500` as Shopify and Rails
+# write it) or a name (`UTC`, `America/New_York`); a plain date like 2024-01-01 must not match.
+# DuckDB's TIMESTAMP cast ignores a zone name (22:00 New York would load as 22:00 UTC), so
+# every value with a zone goes through TIMESTAMPTZ, which reads it or fails.
+_ZONE_PATTERN = r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?(\s*(Z|[+-]\d{2}(:?\d{2})?)|\s+[A-Za-z][A-Za-z0-9_/+-]*)$"
+# TIMESTAMPTZ parses an offset only when it follows the time directly.
+_SPACE_BEFORE_OFFSET = r"\s+([+-]\d|Z$)"
 _INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT"}
 _VALUE_SHOWN = 60  # characters of a bad value quoted in a reason
 
@@ -169,8 +175,9 @@ def _typed(column: Column) -> str:
         return v
     if kind == "TIMESTAMP":
         return (
-            f"case when regexp_matches({v}, '{_OFFSET_PATTERN}') "
-            f"then timezone('UTC', try_cast({v} as timestamptz)) else try_cast({v} as timestamp) end"
+            f"case when regexp_matches({v}, '{_ZONE_PATTERN}') "
+            f"then timezone('UTC', try_cast(regexp_replace({v}, '{_SPACE_BEFORE_OFFSET}', '\\1') as timestamptz)) "
+            f"else try_cast({v} as timestamp) end"
         )
     if kind in _INTEGER_TYPES:
         # try_cast('12.5' as integer) rounds; a whole number is required.

@@ -14,6 +14,7 @@ split into the header's columns or decode.
 
 from __future__ import annotations
 
+import csv
 import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +127,10 @@ def header_columns(con: duckdb.DuckDBPyConnection, source: SourceFile, encoding:
     try:
         rows = con.execute(f"describe select * from {_reader_sql(source, encoding)}").fetchall()
     except duckdb.Error as exc:
-        raise ContractError(f"{source.name}: cannot be read as {source.format.upper()}: {exc}") from exc
+        # DuckDB's sniffer refuses a file whose sample breaks CSV rules with a dump of its dialect
+        # search; say which row is broken when that can be found.
+        problem = _csv_problem(source, encoding) if source.format == "csv" else None
+        raise ContractError(f"{source.name}: cannot be read as {source.format.upper()}: {problem or exc}") from exc
     return [r[0] for r in rows if r[0] != "file_row_number" or source.format != "parquet"]
 
 
@@ -154,6 +158,13 @@ def stage(con: duckdb.DuckDBPyConnection, source: SourceFile, columns: dict[str,
         if encoding == "utf-8" and _has_encoding_errors(con) and not _has_non_ascii(con, columns):
             warnings.append(f"{source.name}: not UTF-8 encoded; {_LATIN1_NOTE}")
             _read_csv(con, source, "latin-1")
+        unclosed = _unclosed_quote_row(con)
+        if unclosed is not None:
+            raise ContractError(
+                f"{source.name}: row {unclosed} opens a quoted value that is never closed, so the rest of the "
+                f"file cannot be split into rows; nothing of {source.name} was imported (files listed before it "
+                "in the progress output were). Close the quote (a quote inside a value is written \"\") and "
+                "import again.")
         _stage_csv(con, select)
     rows, rejected = (con.execute(f"select count(*) from {t}").fetchone()[0] for t in (STAGE_TABLE, REJECTS_TABLE))
     return StagedFile(rows=rows, rejected=rejected, warnings=warnings)
@@ -172,6 +183,32 @@ def _head(path: Path, size: int = 65536) -> bytes:
             return f.read(size)
     except OSError as exc:
         raise ContractError(f"{path.name}: cannot be read: {exc}") from exc
+
+
+def _csv_problem(source: SourceFile, encoding: str) -> str | None:
+    """Why a CSV DuckDB could not read cannot be split into rows, naming the data row; None if not found."""
+    opener = gzip.open if source.path.name.lower().endswith(".gz") else open
+    records = 0  # records read, the header included: the failing one is data row `records`
+    try:
+        with opener(source.path, "rt", encoding=encoding, errors="replace", newline="") as f:
+            for records, _ in enumerate(csv.reader(f, strict=True), start=1):
+                pass
+    except csv.Error as error:
+        where = f"row {records}" if records else "the header"
+        if "unexpected end of data" in str(error):
+            return (f"{where} opens a quoted value that is never closed, so the rest of the file cannot be split "
+                    "into rows; close the quote (a quote inside a value is written \"\") and import again")
+        if "expected after" in str(error):
+            return (f"{where}: a quoted value must be followed by ',' or the end of the line; write a quote "
+                    "inside a value as \"\" (and quote the whole value), then import again")
+        return None
+    except (OSError, UnicodeError):
+        return None
+    head = _head(source.path)
+    if b"\r\n" in head and b"\n" in head.replace(b"\r\n", b""):
+        return ("it mixes Windows (CRLF) and Unix (LF) line endings; re-save it with one kind of line ending "
+                "and import again")
+    return None
 
 
 def _reader_sql(source: SourceFile, encoding: str) -> str:
@@ -207,6 +244,23 @@ def _has_encoding_errors(con: duckdb.DuckDBPyConnection) -> bool:
 def _has_non_ascii(con: duckdb.DuckDBPyConnection, columns: dict[str, str]) -> bool:
     tests = " or ".join(f"strlen({quote_ident(c)}) <> length({quote_ident(c)})" for c in columns)
     return con.execute(f"select exists (select 1 from {_READ_TABLE} where {tests})").fetchone()[0]
+
+
+def _unclosed_quote_row(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The data row whose unclosed quote swallowed the rest of the file, or None.
+
+    DuckDB reads everything after an opening quote that never closes as one value and
+    rejects it as a single row: rejected like any malformed row, the rows after it would be
+    lost without a word. It is told from a stray quote inside one row (`"Big" Grinder`, also
+    an UNQUOTED VALUE) by being the file's last row and spanning lines.
+    """
+    sql = f"""
+        select line - 1 from {_DUCKDB_REJECTS}
+        where error_type = 'UNQUOTED VALUE' and contains(csv_line, chr(10))
+          and line - 1 = (select count(*) from {_READ_TABLE}) + (select count(distinct line) from {_DUCKDB_REJECTS})
+    """
+    row = con.execute(sql).fetchone()
+    return None if row is None else int(row[0])
 
 
 def _stage_csv(con: duckdb.DuckDBPyConnection, select: str) -> None:

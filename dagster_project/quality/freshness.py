@@ -15,9 +15,7 @@ import os
 from datetime import date, datetime, timedelta
 from typing import Iterable, Mapping
 
-import pandas as pd
-
-from dagster_project.ingest.assets import FRESHNESS_COLUMNS
+from dagster_project.ingest.assets import FRESHNESS_COLUMNS, naive_utc
 from dagster_project.quality.outcomes import Outcome
 from dagster_project.quality.runner import now_utc
 from dagster_project.resources.warehouse import session_on
@@ -69,7 +67,7 @@ def newest_record(con, source: str) -> datetime | None:
         if not tx.exists("raw", source):
             return None
         newest = tx.read_df(f"select max({column}) as newest from raw.{source}").iloc[0, 0]
-    return None if pd.isna(newest) else pd.Timestamp(newest).to_pydatetime()
+    return naive_utc(newest)
 
 
 def newest_records(con, sources: Iterable[str]) -> dict[str, datetime | None]:

@@ -199,6 +199,11 @@ def gx_comparable(frame: pd.DataFrame) -> pd.DataFrame:
     widened = {}
     for name, column in frame.items():
         dtype = column.dtype
+        if isinstance(dtype, pd.DatetimeTZDtype):
+            # TIMESTAMP WITH TIME ZONE (the contract type allows it) comes back in the session's zone;
+            # the bounds (`{now}`, dates) are naive UTC, and GX cannot compare aware with naive.
+            column = widened[name] = column.dt.tz_convert("UTC").dt.tz_localize(None)
+            dtype = column.dtype
         if not isinstance(dtype, np.dtype):
             continue
         if dtype.kind == "i" and dtype != np.int64 or dtype.kind == "u" and dtype.itemsize < 8:

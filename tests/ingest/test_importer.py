@@ -323,3 +323,88 @@ def test_round_trip_export_then_import_gives_identical_rows(tmp_path, file_forma
         assert target.execute(query).fetchall() == source.execute(query).fetchall(), table
     source.close()
     target.close()
+
+
+def _import_created_at(con, tmp_path, values: list[str]) -> dict[str, str]:
+    """Import one customer per `created_at` text; customer_id -> created_at as stored (UTC)."""
+    lines = ["customer_id,email,created_at,marketing_opt_in"]
+    lines += [f"C{i},c{i}@example.com,{value},true" for i, value in enumerate(values, 1)]
+    (tmp_path / "customers.csv").write_text("\n".join(lines) + "\n")
+    import_directory(con, tmp_path)
+    rows = con.execute("select customer_id, created_at::varchar from raw.customers").fetchall()
+    return dict(rows)
+
+
+def test_an_offset_after_a_space_is_converted_to_utc(con, tmp_path):
+    # Shopify's and Rails' exports write `2024-03-05 22:00:00 -0500`; DuckDB only parses the
+    # offset without the space, so these rows were quarantined as "expected a timestamp".
+    stored = _import_created_at(con, tmp_path, ["2024-03-05 22:00:00 -0500", "2024-03-05 22:00:00 +02:00"])
+
+    assert quarantine(con, "customers") == {}
+    assert stored == {"C1": "2024-03-06 03:00:00", "C2": "2024-03-05 20:00:00"}
+
+
+def test_a_named_time_zone_is_converted_to_utc_not_dropped(con, tmp_path):
+    # DuckDB's TIMESTAMP cast ignores a trailing word: 22:00 New York was stored as 22:00 UTC,
+    # and 10 PM as 10:00.
+    stored = _import_created_at(con, tmp_path, [
+        "2024-03-05 22:00:00 America/New_York", "2024-03-05 22:00:00 UTC", "2024-03-05 22:00:00 Mars/Olympus",
+        "2024-03-05 10:00:00 PM"])
+
+    assert stored == {"C1": "2024-03-06 03:00:00", "C2": "2024-03-05 22:00:00"}
+    reasons = quarantine(con, "customers")
+    assert sorted(reasons) == [3, 4] and all("created_at: expected a timestamp" in r for r in reasons.values())
+
+
+def test_an_unclosed_quote_that_swallows_the_rest_of_the_file_is_an_error(con, tmp_path):
+    # Past the sniffer's sample DuckDB reads everything after an unclosed quote as that one
+    # value: one "malformed row" was quarantined and the 4,999 rows after it silently dropped.
+    with open(tmp_path / "products.csv", "w") as f:
+        f.write("product_id,name,category,price,active,subscription_eligible\n")
+        for i in range(1, 30_001):
+            name = '"Big Grinder' if i == 25_000 else f"Blend {i}"
+            f.write(f"P{i},{name},coffee,12.00,true,true\n")
+
+    with pytest.raises(ContractError, match=r"products.csv: row 25000 opens a quoted value that is never closed"):
+        import_directory(con, tmp_path)
+    assert all_counts(con)["products"] == 0
+
+
+def test_a_stray_quote_inside_a_row_quarantines_only_that_row(con, tmp_path):
+    with open(tmp_path / "products.csv", "w") as f:
+        f.write("product_id,name,category,price,active,subscription_eligible\n")
+        for i in range(1, 30_001):
+            name = '"Big" Grinder' if i == 25_000 else f"Blend {i}"
+            f.write(f"P{i},{name},coffee,12.00,true,true\n")
+    summary = import_directory(con, tmp_path)
+
+    assert summary.rows_loaded == 29_999
+    assert "unterminated quote" in quarantine(con, "products")[25_000]
+
+
+@pytest.mark.parametrize("bad_row, problem", [
+    ('P3,"Big Grinder,equipment,149.99,true,false', "row 3 opens a quoted value that is never closed"),
+    ('P3,"Big" Grinder,equipment,149.99,true,false', "row 3: a quoted value must be followed by ','"),
+])
+def test_a_broken_quote_in_a_small_file_names_the_row(con, tmp_path, bad_row, problem):
+    # Within the sniffer's sample DuckDB refuses the whole file with its sniffer dump (dialect
+    # search space, strict_mode advice): the user could not tell which row to fix.
+    rows = ["product_id,name,category,price,active,subscription_eligible",
+            "P1,House Blend,coffee,14.00,true,true", "P2,Decaf,coffee,14.00,true,true", bad_row,
+            "P4,Espresso,coffee,15.00,true,true"]
+    (tmp_path / "products.csv").write_text("\n".join(rows) + "\n")
+
+    with pytest.raises(ContractError) as error:
+        import_directory(con, tmp_path)
+    assert f"products.csv: cannot be read as CSV: {problem}" in str(error.value)
+    assert "sniffing" not in str(error.value)
+
+
+def test_mixed_line_endings_are_named(con, tmp_path):
+    (tmp_path / "products.csv").write_bytes(
+        b"product_id,name,category,price,active,subscription_eligible\r\n"
+        b"P1,House Blend,coffee,14.00,true,true\r\nP2,Decaf,coffee,14.00,true,true\n")
+
+    with pytest.raises(ContractError, match=r"products.csv: cannot be read as CSV: it mixes Windows \(CRLF\) and "
+                                            r"Unix \(LF\) line endings"):
+        import_directory(con, tmp_path)

@@ -85,3 +85,17 @@ def test_playbooks_are_judged_the_same_through_the_warehouse_resource(con, tmp_p
     assert sorted(through_resource) == sorted(through_connection) == ["eager"]
     assert str(through_resource["eager"]) == str(through_connection["eager"])
     assert "raw.orders is 8 days 22 hours old" in str(through_resource["eager"])
+
+
+def test_a_timestamp_with_time_zone_column_is_judged_in_utc(con):
+    """A loader may write TIMESTAMP WITH TIME ZONE (the column_types rule accepts it): its newest row
+    is an instant, compared with naive UTC now instead of failing on a tz-aware subtraction."""
+    con.execute("set TimeZone = 'UTC'")
+    con.execute("alter table raw.email_events alter occurred_at type timestamptz")
+    con.execute("set TimeZone = 'America/New_York'")  # DuckDB hands the values back in the session's zone
+
+    assert assert_fresh(con, ["email_events"], timedelta(days=1), now=NOW) == {
+        "email_events": timedelta(hours=8, minutes=30)}
+    limits = {"email_events": {"error": timedelta(days=1)}}
+    by_source = {o.target: o for o in freshness_outcomes(con, now=NOW, limits=limits)}
+    assert "newest row 2026-03-09 21:30 UTC" in by_source["raw.email_events"].message

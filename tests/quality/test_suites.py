@@ -116,3 +116,19 @@ def test_a_missing_unread_column_fails_the_column_set_and_the_read_columns_are_s
     status = next(o for o in result.outcomes if o.failed and "status" in o.name)
     assert "1 of 10 rows" in status.message and [e["draft_id"] for e in status.examples] == ["D7"]
     assert next(o for o in result.outcomes if o.name == "draft_id_unique").status == "passed"
+
+
+def test_timestamp_with_time_zone_columns_are_checked_not_failed(store):
+    """TIMESTAMP WITH TIME ZONE meets the contract type; the date bounds judge its values in UTC
+    instead of failing as "could not be evaluated" (a blocking failure on good data)."""
+    with duckdb.connect(str(store)) as con:
+        con.execute("set TimeZone = 'UTC'")
+        con.execute("alter table raw.email_events alter occurred_at type timestamptz")
+        con.execute("set TimeZone = 'America/New_York'")
+        good = validate_suite(con, suite_for("raw.email_events"))
+        con.execute("insert into raw.email_events select 'E_FUTURE', customer_id, campaign_id, message_id, 'open', "
+                    "now() + interval 3 day from raw.email_events limit 1")
+        bad = validate_suite(con, suite_for("raw.email_events"))
+    assert not [o.message for o in good.outcomes if o.failed]
+    future = next(o for o in bad.outcomes if o.name == "occurred_at_not_in_future")
+    assert future.blocking and "1 of" in future.message and [e["event_id"] for e in future.examples] == ["E_FUTURE"]
