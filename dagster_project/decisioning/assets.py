@@ -131,7 +131,7 @@ def plan_run(warehouse: WarehouseInterface, as_of: date, policy: RoutingPolicy, 
     if models is None:
         models = {}
         for playbook in sorted(briefs.playbooks):
-            found = newest_passing(warehouse, playbook)
+            found = newest_passing(warehouse, playbook, as_of)  # none that learned from sends after as_of
             if found is not None:
                 models[playbook] = (found[0].version, found[1])
     at = datetime.combine(as_of, datetime.min.time())

@@ -142,11 +142,18 @@ def time_split(dates: pd.Series, validation_weeks: int = VALIDATION_WEEKS,
 def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict]:
     """Mean predicted vs observed rate per equal-count bin of predictions (ties share a bin)."""
     order = np.argsort(p, kind="stable")
+    if not len(order):
+        return []
+    # Bin by rank, each tie in the bin of its first row: splitting a tie by the rows' order would
+    # show bins of the same prediction with observed rates that are only that order.
+    ranked = p[order]
+    first = np.searchsorted(ranked, ranked, side="left")
+    bin_of = first * min(bins, len(order)) // len(order)
     table = []
-    for chunk in np.array_split(order, min(bins, len(order))):
-        if len(chunk):
-            table.append({"customers": int(len(chunk)), "mean_predicted": float(p[chunk].mean()),
-                          "observed_rate": float(y[chunk].mean())})
+    for b in np.unique(bin_of):
+        chunk = order[bin_of == b]
+        table.append({"customers": int(len(chunk)), "mean_predicted": float(p[chunk].mean()),
+                      "observed_rate": float(y[chunk].mean())})
     return table
 
 

@@ -14,7 +14,8 @@ first run on a new store), so daily runs keep the registered models.
 
 `customer_scores` then scores every customer at the scoring point (the day
 after `as_of`) with the newest version of each model that passed its gate and
-replaces `nextbest.customer_scores`, which dbt reads (source
+learned no outcome after `as_of` (scoring an earlier date retrains rather than
+use a later model), and replaces `nextbest.customer_scores`, which dbt reads (source
 `nextbest.customer_scores`) to assign at_risk / cadence_mismatch / expansion.
 It reads and scores `batch_rows` customers at a time (`NEXTBEST_BATCH_ROWS`),
 staging each chunk's scores in the warehouse, and swaps them in with one
@@ -25,7 +26,7 @@ asset has run.
 
 import base64
 import io
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Iterable
 
 import dagster as dg
@@ -34,9 +35,9 @@ import pandas as pd
 from pydantic import Field
 
 from dagster_project.models import registry
-from dagster_project.models.propensity import (MAX_FEATURE_PSI, MIN_VALIDATION_AUC, OUTCOMES, PropensityModel,
-                                               model_name, population, train_propensity)
-from dagster_project.project import run_memo
+from dagster_project.models.propensity import (LABEL_WINDOW_DAYS, MAX_FEATURE_PSI, MIN_VALIDATION_AUC, OUTCOMES,
+                                               PropensityModel, model_name, population, train_propensity)
+from dagster_project.project import default_as_of, run_memo
 from dagster_project.resources.warehouse import (DuckDBWarehouse, KeySample, WarehouseInterface, column_names,
                                                  read_key_sample)
 
@@ -96,10 +97,20 @@ MAX_DRIFT_READ_ROWS = 200_000
 
 # --- registry: the newest version that passed its gate -----------------------------------------
 
-def newest_passing(warehouse: WarehouseInterface, name: str) -> registry.RegisteredModel | None:
-    """The most recently trained version of `name` whose gate passed (metrics.gate.passed), or None."""
+def learned_after(record: registry.RegisteredModel, as_of: date) -> bool:
+    """True when a version learned from outcomes after `as_of`: its training weeks' labels (the
+    LABEL_WINDOW_DAYS after each) run past it, as when an earlier as-of date is scored (NEXTBEST_AS_OF)."""
+    end = record.training_window_end
+    return end is None or end + timedelta(days=LABEL_WINDOW_DAYS) > as_of
+
+
+def newest_passing(warehouse: WarehouseInterface, name: str,
+                   as_of: date | None = None) -> registry.RegisteredModel | None:
+    """The most recently trained version of `name` whose gate passed (metrics.gate.passed), or None;
+    with `as_of`, only versions that learned nothing after it (`learned_after`)."""
     for record in registry.registered_versions(warehouse, name):
-        if (record.metrics or {}).get("gate", {}).get("passed"):
+        if (record.metrics or {}).get("gate", {}).get("passed") and (as_of is None
+                                                                      or not learned_after(record, as_of)):
             return record
     return None
 
@@ -109,8 +120,13 @@ def retrain_reason(forced: bool, passing: registry.RegisteredModel | None) -> st
     if forced:
         return "retrain requested (weekly propensity_retrain job or run config)"
     if passing is None:
-        return "no registered version has passed its checks yet"
+        return "no registered version has passed its checks yet (on outcomes up to the as-of date)"
     return None
+
+
+def run_as_of() -> date:
+    """The as-of date of this run (`NEXTBEST_AS_OF`, else today), as dbt builds customer_features for."""
+    return date.fromisoformat(default_as_of())
 
 
 # --- metadata ---------------------------------------------------------------------------------
@@ -206,7 +222,7 @@ def training_rows(warehouse: WarehouseInterface, run_id: str, outcome: str,
     kept = memo.get(TRAINING_READ)
     if kept is None:
         frame, sample = load_training_frame(warehouse)
-        left = {o for o in OUTCOMES if retrain or newest_passing(warehouse, model_name(o)) is None}
+        left = {o for o in OUTCOMES if retrain or newest_passing(warehouse, model_name(o), run_as_of()) is None}
         kept = memo[TRAINING_READ] = {"frame": frame, "sample": sample, "left": left}
     _hand_out(memo, TRAINING_READ, outcome)
     return kept["frame"], kept["sample"]
@@ -231,7 +247,7 @@ def build_model_asset(outcome: str) -> dg.AssetsDefinition:
     )
     def _model(context: dg.AssetExecutionContext, config: PropensityModelConfig,
                warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
-        passing = newest_passing(warehouse, name)
+        passing = newest_passing(warehouse, name, run_as_of())
         reason = retrain_reason(config.retrain, passing)
         if reason is None:
             context.log.info(f"keeping {passing.version} (trained {passing.trained_at:%Y-%m-%d})")
@@ -381,11 +397,13 @@ def score_customers(features: pd.DataFrame, models: dict[str, tuple[str, Propens
     return table[list(SCORE_COLUMNS)]
 
 
-def scoring_models(warehouse: WarehouseInterface) -> tuple[dict[str, tuple[str, PropensityModel]], list[str]]:
-    """outcome -> (version, model) of the newest version that passed its gate; and the outcomes without one."""
+def scoring_models(warehouse: WarehouseInterface,
+                   as_of: date | None = None) -> tuple[dict[str, tuple[str, PropensityModel]], list[str]]:
+    """outcome -> (version, model) of the newest version that passed its gate (and, with `as_of`, learned
+    nothing after it); and the outcomes without one."""
     models, missing = {}, []
     for outcome in OUTCOMES:
-        record = newest_passing(warehouse, model_name(outcome))
+        record = newest_passing(warehouse, model_name(outcome), as_of)
         if record is None:
             missing.append(outcome)
             continue
@@ -415,7 +433,7 @@ MODEL_ASSETS = {outcome: build_model_asset(outcome) for outcome in OUTCOMES}
 )
 def customer_scores(context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
     """Score the scoring point of analytics.customer_features and replace nextbest.customer_scores."""
-    models, missing = scoring_models(warehouse)
+    models, missing = scoring_models(warehouse, run_as_of())
     if missing:
         context.log.warning(f"no passing model for {missing}: those scores are null and segments use "
                             "behaviour rules alone")

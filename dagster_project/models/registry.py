@@ -87,6 +87,10 @@ class RegisteredModel:
         """The artifact, after checking its sha256 (relative paths of older rows resolve against `base_dir`)."""
         if not self.artifact_path:
             raise ModelArtifactError(f"model {self.version} in {REGISTRY_TABLE} has no artifact")
+        # Without a recorded sha256 nothing shows the file is the one registered (and joblib unpickles it).
+        if not self.artifact_sha256:
+            raise ModelArtifactError(f"model {self.version} in {REGISTRY_TABLE} has no sha256 recorded for its "
+                                     f"artifact {self.artifact_path}; retrain to register a new version")
         path = Path(self.artifact_path)
         if not path.is_absolute() and base_dir is not None:
             path = Path(base_dir) / path

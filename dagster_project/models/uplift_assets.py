@@ -48,14 +48,19 @@ class UpliftModelsConfig(dg.Config):
     as_of: str | None = Field(default=None, description="YYYY-MM-DD; default NEXTBEST_AS_OF or today.")
 
 
-def newest_passing(warehouse, playbook: str) -> tuple[registry.RegisteredModel, UpliftModel] | None:
+def newest_passing(warehouse, playbook: str,
+                   as_of: date | None = None) -> tuple[registry.RegisteredModel, UpliftModel] | None:
     """The newest registered model of a playbook that passed its check, else the newest one, else None.
 
+    With `as_of` (the day routed), only models whose sends' goal windows closed by then: routing a past
+    day (a backfill) must not use a model that learned from later sends, even one that passed.
     `warehouse`: the warehouse resource (either engine), or a DuckDB connection (scripts, tests).
     """
     with _registry_handle(warehouse) as handle:
         records = registry.registered_versions(handle, model_name(playbook))
         base_dir = registry.warehouse_dir(handle) if records else None
+    if as_of is not None:
+        records = [r for r in records if r.training_window_end is not None and r.training_window_end <= as_of]
     if not records:
         return None
     chosen = next((r for r in records if (r.metrics or {}).get("passed")), records[0])

@@ -97,12 +97,22 @@ def binary_outcome(series: pd.Series) -> np.ndarray:
                            f"values such as {examples}; pass an amount with --value and a 0/1 outcome")
 
 
+def _reject_infinite(numbers: pd.Series, what: str) -> None:
+    """Raise for an infinite number (a CSV's `inf`): no model fits it and it makes every mean NaN."""
+    infinite = np.isinf(numbers.to_numpy(float))
+    if infinite.any():
+        rows = np.flatnonzero(infinite)[:5] + 2  # +2: header line and 1-based rows
+        raise UpliftInputError(f"{what} {numbers.name!r} has an infinite number on {int(infinite.sum())} rows "
+                               f"(file lines {', '.join(map(str, rows))}, ...); blank those cells or cap them")
+
+
 def row_values(series: pd.Series, y: np.ndarray) -> np.ndarray:
     """The value of each row's outcome; blanks (e.g. non-converters) get the mean of the others."""
     numeric = pd.to_numeric(series, errors="coerce")
     bad = series.notna() & numeric.isna()
     if bad.any():
         raise UpliftInputError(f"value column {series.name!r} must be numeric; found {series[bad].iloc[0]!r}")
+    _reject_infinite(numeric, "value column")
     if numeric.isna().all():
         raise UpliftInputError(f"value column {series.name!r} is empty")
     return numeric.fillna(numeric.mean()).to_numpy(float)
@@ -124,6 +134,7 @@ def infer_features(frame: pd.DataFrame, columns: list[str] | None = None) -> tup
             ignored[name] = "identifier (unique per row)"
             continue
         if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+            _reject_infinite(series.astype(float).rename(name), "column")
             parts.append(series.astype(float).rename(name))
             numeric.append(name)
             continue

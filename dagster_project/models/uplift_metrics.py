@@ -6,7 +6,8 @@ Conventions (every figure is "per customer in the evaluated population"):
   predicted uplift, q(k) = Y_t(k) - Y_c(k) * N_t(k) / N_c(k) scaled by N / N_t
   and divided by N, so q(1) is the ATE. The Qini coefficient is the area
   between q and the random-targeting line x * q(1): > 0 means the ranking beats
-  random, 0 means it does not.
+  random, 0 means it does not. Rows with tied predictions are one step of the
+  curve (straight across them): their order in the file is not a ranking.
 - AUUC: area under the uplift curve u(x) = (mean_t(top x) - mean_c(top x)) * x;
   random targeting gives ATE / 2 (reported as `auuc_random`).
 - Policy values are AIPW (doubly robust) estimates with the known randomized
@@ -27,25 +28,34 @@ def ate(treated, y) -> dict:
     t, y = np.asarray(treated, bool), np.asarray(y, float)
     yt, yc = y[t], y[~t]
     diff = yt.mean() - yc.mean()
-    se = float(np.sqrt(yt.var(ddof=1) / len(yt) + yc.var(ddof=1) / len(yc))) if min(len(yt), len(yc)) > 1 else np.nan
-    return {"ate": float(diff), "ci_low": float(diff - Z95 * se), "ci_high": float(diff + Z95 * se), "se": se,
+    # One row in an arm has no variance: no CI (None, as JSON must have it; NaN is not JSON).
+    se = float(np.sqrt(yt.var(ddof=1) / len(yt) + yc.var(ddof=1) / len(yc))) if min(len(yt), len(yc)) > 1 else None
+    return {"ate": float(diff), "ci_low": None if se is None else float(diff - Z95 * se),
+            "ci_high": None if se is None else float(diff + Z95 * se), "se": se,
             "n_treated": int(len(yt)), "n_control": int(len(yc)),
             "rate_treated": float(yt.mean()), "rate_control": float(yc.mean())}
 
 
 def _cumulative(uplift, treated, y):
-    order = np.argsort(-np.asarray(uplift, float), kind="stable")
+    """Treated / control rows and outcomes down the ranking, at the end of each group of tied predictions,
+    and the rows targeted there: a ranking cannot target part of a tie, so cutting a tie by the rows'
+    order would score the file's order (a constant prediction on a file sorted by outcome beat random)."""
+    u = np.asarray(uplift, float)
+    order = np.argsort(-u, kind="stable")
     t = np.asarray(treated, bool)[order]
     y = np.asarray(y, float)[order]
-    return np.cumsum(t), np.cumsum(~t), np.cumsum(y * t), np.cumsum(y * ~t)
+    ends = np.r_[np.flatnonzero(np.diff(u[order]) != 0), len(u) - 1] if len(u) else np.zeros(0, int)
+    return (np.cumsum(t)[ends], np.cumsum(~t)[ends], np.cumsum(y * t)[ends], np.cumsum(y * ~t)[ends],
+            ends + 1)
 
 
 def qini_curve(uplift, treated, y) -> tuple[np.ndarray, np.ndarray]:
-    """(x, q): share targeted and incremental outcomes per customer, starting at (0, 0)."""
-    nt, nc, yt, yc = _cumulative(uplift, treated, y)
-    n, n_t = len(nt), max(nt[-1], 1)
+    """(x, q): share targeted and incremental outcomes per customer, starting at (0, 0), one point per
+    group of tied predictions."""
+    nt, nc, yt, yc, targeted = _cumulative(uplift, treated, y)
+    n, n_t = len(np.asarray(uplift)), max(nt[-1], 1)
     q = (yt - np.where(nc > 0, yc * nt / np.maximum(nc, 1), 0.0)) / n_t
-    return np.concatenate([[0.0], np.arange(1, n + 1) / n]), np.concatenate([[0.0], q])
+    return np.concatenate([[0.0], targeted / n]), np.concatenate([[0.0], q])
 
 
 def qini_coefficient(uplift, treated, y) -> float:
@@ -56,10 +66,9 @@ def qini_coefficient(uplift, treated, y) -> float:
 
 def auuc(uplift, treated, y) -> float:
     """Area under the uplift curve (per customer); random targeting scores ATE / 2."""
-    nt, nc, yt, yc = _cumulative(uplift, treated, y)
-    n = len(nt)
+    nt, nc, yt, yc, targeted = _cumulative(uplift, treated, y)
     gap = np.where((nt > 0) & (nc > 0), yt / np.maximum(nt, 1) - yc / np.maximum(nc, 1), 0.0)
-    x = np.arange(1, n + 1) / n
+    x = targeted / len(np.asarray(uplift))
     return float(np.trapezoid(np.concatenate([[0.0], gap * x]), np.concatenate([[0.0], x])))
 
 

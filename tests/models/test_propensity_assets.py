@@ -300,3 +300,22 @@ def test_the_training_rows_of_a_run_are_let_go_once_every_model_it_trains_had_th
     assert pa.TRAINING_READ not in pa.run_memo("run-1") and len(reads) == 1
     pa.training_rows(wh, "run-2", outcomes[0], retrain=True)  # another run reads its own
     assert len(reads) == 2
+
+
+def test_a_model_trained_on_outcomes_after_the_as_of_date_is_neither_kept_nor_scored_with(scored_store, monkeypatch):
+    """Scoring an earlier as-of date (NEXTBEST_AS_OF) must not use a model whose training labels come
+    from after it (the CLV and uplift models retrain in that case too)."""
+    wh = DuckDBWarehouse(path=str(scored_store))
+    name = "propensity_churn"
+    # WINDOW ends 2025-06-30: its labels run to 30 days after that.
+    assert pa.newest_passing(wh, name, as_of=date(2025, 6, 1)) is None
+    assert pa.newest_passing(wh, name, as_of=date(2025, 7, 15)) is None
+    assert pa.newest_passing(wh, name, as_of=date(2025, 8, 15)) is not None
+    assert pa.newest_passing(wh, name) is not None  # no as-of date: every version
+    monkeypatch.setenv("NEXTBEST_AS_OF", "2025-06-01")
+    assert score(scored_store, batch_rows=100).success
+    table = scores(scored_store)
+    assert table["p_churn"].isna().all() and table["churn_model_version"].isna().all()
+    monkeypatch.setenv("NEXTBEST_AS_OF", "2025-08-15")
+    assert score(scored_store, batch_rows=100).success
+    assert scores(scored_store)["p_churn"].notna().any()

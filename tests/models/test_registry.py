@@ -99,3 +99,13 @@ def test_a_registration_whose_row_fails_leaves_no_artifact(con, tmp_path, monkey
         register(con, {"weights": [2]}, datetime(2026, 7, 7, 5, 0, tzinfo=timezone.utc))
     assert len(list((tmp_path / "models").glob("*.joblib"))) == 1
     assert con.execute("select count(*) from nextbest.model_registry").fetchone()[0] == 1
+
+
+def test_an_artifact_without_a_recorded_sha256_is_refused(con, tmp_path):
+    """A row whose sha256 is missing cannot show its file is the one registered: loading refuses it."""
+    version = register(con, {"weights": [1]}, datetime(2026, 6, 30, 5, 0, tzinfo=timezone.utc))
+    con.execute("update nextbest.model_registry set artifact_sha256 = null")
+    (tmp_path / "models" / f"{version}.joblib").write_bytes(b"not the registered file")
+    with pytest.raises(ModelArtifactError, match="no sha256") as error:
+        load_latest(con, "clv")
+    assert version in str(error.value)

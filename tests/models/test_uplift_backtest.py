@@ -123,3 +123,50 @@ def test_non_binary_outcome_is_a_clear_error(tmp_path, capsys):
 def test_unknown_control_value_is_a_clear_error():
     with pytest.raises(UpliftInputError, match="does not occur"):
         run_uplift_backtest(campaign(n=200), "arm", "control", "converted")
+
+
+def test_tied_predictions_rank_no_better_than_random_whatever_the_row_order():
+    """A model that cannot tell customers apart (every prediction equal) targets at random: Qini 0 and
+    AUUC ATE / 2, even when the file happens to be sorted with the treated converters first."""
+    from dagster_project.models.uplift_metrics import auuc, ate, ranking_report
+
+    treated = np.r_[np.ones(500, bool), np.zeros(500, bool)]
+    y = np.r_[np.ones(250), np.zeros(250), np.ones(100), np.zeros(400)]
+    same = np.zeros(len(y))
+    assert qini_coefficient(same, treated, y) == pytest.approx(0.0, abs=1e-12)
+    assert auuc(same, treated, y) == pytest.approx(ate(treated, y)["ate"] / 2)
+    # Two tied groups: only their order is a ranking, not the order of the rows inside each.
+    two = np.r_[np.ones(250), np.zeros(250), np.ones(250), np.zeros(250)]
+    shuffled = np.random.default_rng(0).permutation(len(y))
+    assert qini_coefficient(two, treated, y) == pytest.approx(
+        qini_coefficient(two[shuffled], treated[shuffled], y[shuffled]))
+    assert ranking_report(same, treated, y)["qini"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_top_slice_with_one_row_of_an_arm_has_no_ci_rather_than_nan():
+    """The report is printed as JSON: a CI that cannot be computed is null, never NaN (not JSON)."""
+    from dagster_project.models.uplift_metrics import ate, uplift_at_top
+
+    uplift = np.arange(20, 0, -1, dtype=float)
+    treated = np.r_[True, np.zeros(5, bool), np.ones(14, bool)]  # the top 30% (6 rows) hold 1 treated row
+    y = np.r_[1.0, 0, 1, 0, 0, 1, np.zeros(14)]
+    top = uplift_at_top(uplift, treated, y, 0.3)
+    assert top["uplift"] is not None and top["ci_low"] is None and top["ci_high"] is None
+    single = ate(np.array([True, False, False]), np.array([1.0, 0.0, 1.0]))
+    json.dumps(single, allow_nan=False)
+    assert single["ci_low"] is None and single["se"] is None
+
+
+def test_the_report_of_an_arm_with_few_rows_is_strict_json():
+    frame = campaign(n=600)
+    frame.loc[:9, "arm"] = "sms"  # 10 rows: enough for 5 folds, too few for every top slice to hold both arms
+    report = run_uplift_backtest(frame, "arm", "holdout", "converted", folds=5).report
+    json.dumps(report, allow_nan=False, default=float)
+
+
+@pytest.mark.parametrize("column", ["tenure_months", "order_value"])
+def test_an_infinite_number_is_a_clear_error_naming_its_column(column):
+    frame = campaign(n=300)
+    frame.loc[3, column] = np.inf
+    with pytest.raises(UpliftInputError, match=f"'{column}'.*lines 5"):
+        run_uplift_backtest(frame, "arm", "holdout", "converted", value="order_value", folds=3)

@@ -32,3 +32,24 @@ def test_a_playbook_without_a_model_waits_for_the_weekly_training(tmp_path):
     assert not needs_training(con, TRAINED + timedelta(days=3))
     # Deciding a day before the newest training's data ends (a backfill) trains for that day.
     assert needs_training(con, TRAINED - timedelta(days=1))
+
+
+def test_routing_an_earlier_day_never_picks_a_model_trained_on_later_sends(tmp_path):
+    """A backfill retrains for its day (needs_training); if that model fails its check, the fallback is
+    the measured average of the same days' sends, not an older-registered model that saw later sends."""
+    from datetime import datetime
+
+    from dagster_project.models.uplift_assets import newest_passing
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    backfill = TRAINED - timedelta(days=31)
+    registry.register_model(con, model_name("expansion"), {"later": True}, training_window_start=date(2026, 1, 1),
+                            training_window_end=TRAINED, metrics={"passed": True}, folder=tmp_path,
+                            trained_at=datetime(2026, 6, 1, 4))
+    registry.register_model(con, model_name("expansion"), {"later": False}, training_window_start=date(2026, 1, 1),
+                            training_window_end=backfill, metrics={"passed": False}, folder=tmp_path,
+                            trained_at=datetime(2026, 6, 2, 4))
+    assert newest_passing(con, "expansion")[1] == {"later": True}  # today: the newest that passed
+    record, model = newest_passing(con, "expansion", as_of=backfill)
+    assert model == {"later": False} and record.training_window_end == backfill
+    assert newest_passing(con, "expansion", as_of=backfill - timedelta(days=1)) is None
