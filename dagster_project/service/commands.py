@@ -48,8 +48,9 @@ def _open(args, read_only: bool) -> tuple[Any, Callable[[], None]]:
 
 def run(args: argparse.Namespace) -> int:
     """Print the agent view of one customer."""
+    from dagster_project.messaging.briefs import BriefError
     from dagster_project.service.context import (latest_save_recommendation, load_predictions, load_service_context,
-                                                 render_agent_view)
+                                                 render_agent_view, store_currency)
 
     try:
         source, close = _open(args, read_only=True)
@@ -72,7 +73,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"context": row, "save_offer": save, "predictions": predictions}, indent=2, default=str))
     else:
-        print(render_agent_view(row, save, predictions))
+        try:
+            currency = store_currency()
+        except BriefError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(render_agent_view(row, save, predictions, currency))
     return 0
 
 

@@ -117,23 +117,37 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _money(value: Any) -> str:
-    return "-" if value is None else f"${float(value):,.2f}"
+def store_currency(folder=None) -> str:
+    """The store's currency symbol: the brand voice's (`brand_voice.yaml` of the briefs folder), the one
+    every message prints prices in. Raises BriefError naming the file when it does not read."""
+    from dagster_project.messaging.briefs import BRAND_VOICE_FILE, BrandVoice, BriefError, briefs_folder, parse_yaml
+
+    path = briefs_folder(folder) / BRAND_VOICE_FILE
+    if not path.exists():
+        raise BriefError(f"{path}: missing; the agent view shows money in the brand voice's currency_symbol")
+    return parse_yaml(path, BrandVoice).currency_symbol  # type: ignore[attr-defined]
 
 
-def _prediction_line(p: dict) -> str:
+def _money(value: Any, currency: str = "$") -> str:
+    return "-" if value is None else f"{currency}{float(value):,.2f}"
+
+
+def _prediction_line(p: dict, currency: str = "$") -> str:
     """Churn risk band, predicted 12-month CLV and expected next order date, for the agent only."""
     risk = (f"churn risk {p.get('churn_risk_band') or '-'}"
             + (f" ({p['churn_risk']:.0%} chance of no order in 90 days)" if p.get("churn_risk") is not None else ""))
-    clv = f"predicted 12-month CLV {_money(p.get('predicted_clv_12m'))}"
+    clv = f"predicted 12-month CLV {_money(p.get('predicted_clv_12m'), currency)}"
     if p.get("predicted_clv_12m_low") is not None and p.get("predicted_clv_12m_high") is not None:
-        clv += f" ({_money(p['predicted_clv_12m_low'])}-{_money(p['predicted_clv_12m_high'])})"
+        clv += (f" ({_money(p['predicted_clv_12m_low'], currency)}-"
+                f"{_money(p['predicted_clv_12m_high'], currency)})")
     return (f"  Predicted: {risk} · {clv} · next order expected {_fmt(p.get('expected_next_order_date'))}"
             f" · confidence {p.get('confidence') or '-'}")
 
 
-def render_agent_view(row: dict, save: dict | None = None, predictions: dict | None = None) -> str:
-    """The agent view as plain text: who, value, predictions, subscription, orders, payments, tickets, save offer."""
+def render_agent_view(row: dict, save: dict | None = None, predictions: dict | None = None,
+                      currency: str = "$") -> str:
+    """The agent view as plain text: who, value, predictions, subscription, orders, payments, tickets, save offer.
+    Money in `currency`, the store's symbol (`store_currency`)."""
     r = row
     name = r.get("first_name") or "(no first name)"
     tags = r.get("tags_text") or "none"
@@ -143,17 +157,18 @@ def render_agent_view(row: dict, save: dict | None = None, predictions: dict | N
     lines = [
         f"{name} · {r['customer_id']} · as of {_fmt(r.get('as_of_date'))}",
         f"  Customer for {tenure} (since {_fmt(r.get('created_at'))}) · tenure tier {r.get('tenure_tier')}",
-        f"  Lifetime value {_money(r.get('lifetime_value'))} over {r.get('lifetime_fulfilled_orders') or 0} orders"
+        f"  Lifetime value {_money(r.get('lifetime_value'), currency)}"
+        f" over {r.get('lifetime_fulfilled_orders') or 0} orders"
         f" · value tier {r.get('lifetime_value_tier')} · tags: {tags}",
         f"  Prefers {r.get('channel_preference') or 'email'} · writes {r.get('tone_preference') or 'unknown'}",
     ]
     if predictions:
-        lines.insert(3, _prediction_line(predictions))
+        lines.insert(3, _prediction_line(predictions, currency))
     lines += ["", "Subscription"]
     if r.get("subscription_id"):
         lines.append(f"  {r.get('subscription_product_name') or r.get('subscription_product_id')} · "
-                     f"{r.get('plan')} · every {r.get('cadence_days')} days · {_money(r.get('subscription_price'))} · "
-                     f"{r.get('subscription_status')}")
+                     f"{r.get('plan')} · every {r.get('cadence_days')} days · "
+                     f"{_money(r.get('subscription_price'), currency)} · {r.get('subscription_status')}")
         lines.append(f"  Next charge: {_fmt(r.get('next_charge_date'))}")
         if r.get("recent_cycles"):
             lines.append(f"  Skipped {r.get('recent_cycle_skips') or 0} of the last {r.get('recent_cycles')} deliveries"

@@ -26,17 +26,18 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from datetime import date, datetime
 from pathlib import Path
 from typing import Sequence
 
 from dagster_project.messaging.briefs import BrandVoice, Brief, BriefError, load_briefs
-from dagster_project.messaging.context_pack import Catalog, ContextPack, load_scoped_packs
+from dagster_project.messaging.context_pack import Catalog, ContextPack, Fact, load_scoped_packs
 from dagster_project.messaging.drafting import DraftCache, DraftingPolicy, DraftJob, DraftOutcome, draft_batch
 from dagster_project.messaging.generators.base import Draft, DraftRequest, Generator
 from dagster_project.messaging.generators.template import TemplateGenerator
 from dagster_project.messaging.guardrails import Verdict, failure_reasons
 from dagster_project.resources.warehouse import IN_CHUNK, KeyRange, WarehouseSession
-from dagster_project.service.context import SERVICE_CONTEXT, context_rows, read_context_chunk
+from dagster_project.service.context import SERVICE_CONTEXT, context_columns, context_rows, read_context_chunk
 
 REPLY_BRIEF_FILE = Path(__file__).resolve().parent / "service_reply.yaml"
 REPLY_TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -49,7 +50,7 @@ HAS_OPEN_TICKETS = "open_ticket_ids is not null and open_ticket_ids <> ''"
 # The customers of a chunk (its two `?` bounds) with open tickets: whose replies are drafted, and cached.
 OPEN_TICKET_CUSTOMERS = f"select customer_id from {SERVICE_CONTEXT} where {IN_CHUNK} and ({HAS_OPEN_TICKETS})"
 REPLY_CONTEXT_FIELDS = ("customer_id", "open_ticket_ids", "open_ticket_topics", "has_repeat_issue",
-                        "repeat_issue_topic")
+                        "repeat_issue_topic", "subscription_id", "next_charge_date")
 
 _DELIVERY_CLAIM = re.compile(r"\b(arrived|was delivered|were delivered|has been delivered|got delivered|"
                              r"delivered on)\b", re.I)
@@ -95,7 +96,27 @@ def reply_pack(pack: ContextPack, ticket_id: str, ctx: dict | None = None) -> Co
     repeat = bool(ctx and ctx.get("has_repeat_issue") and topic and ctx.get("repeat_issue_topic") == topic)
     extras = {**pack.extras, "answering_ticket_id": ticket_id, "ticket_topic": topic, "repeat_issue": repeat,
               "latest_shipment": None if shipment is None else ("delivered" if shipment[1] else "in_transit")}
-    return dataclasses.replace(pack, last_ticket_id=ticket_id, extras=extras)
+    return dataclasses.replace(pack, last_ticket_id=ticket_id, extras=extras, facts=_next_charge_as_of(pack, ctx))
+
+
+def _next_charge_as_of(pack: ContextPack, ctx: dict | None) -> dict[str, Fact]:
+    """The pack's facts without a next charge the as_of day does not know. The pack reads it from raw
+    subscriptions, the store's latest load, which can hold a charge already past (a payment being
+    retried): that one becomes the agent view's `next_charge_date` (the mart counts on from the latest
+    cycle), or goes when that is past too. None in the mart (not active on the day) drops it. A row of
+    another subscription than the pack's current one changes nothing."""
+    sid = pack.current_subscription_id
+    fact_id = f"subscription:{sid}:next_charge_at"
+    if not ctx or "next_charge_date" not in ctx or not sid or str(ctx.get("subscription_id")) != sid \
+            or fact_id not in pack.facts:
+        return pack.facts
+    day = ctx["next_charge_date"]
+    day = day.isoformat()[:10] if isinstance(day, (date, datetime)) else (str(day)[:10] if day else None)
+    if day and pack.facts[fact_id].value >= pack.as_of:
+        return pack.facts  # still ahead: the store's own schedule, a rescheduled charge included
+    if not day or day < pack.as_of:
+        return {k: f for k, f in pack.facts.items() if k != fact_id}
+    return {k: (Fact(k, f.kind, day) if k == fact_id else f) for k, f in pack.facts.items()}
 
 
 def reply_angle(pack: ContextPack) -> str:
@@ -110,7 +131,7 @@ class ReplyGenerator(TemplateGenerator):
     """The template generator with the reply templates; the angle follows the ticket's situation."""
 
     name = "template"
-    version = "service-reply-1"
+    version = "service-reply-2"  # the reply wording: a new one must not reuse replies cached under the old
 
     def __init__(self, templates_dir: Path | str = REPLY_TEMPLATES):
         super().__init__(templates_dir)
@@ -125,7 +146,9 @@ def open_ticket_requests(tx: WarehouseSession, chunk: KeyRange, as_of: str, fres
                          voice: BrandVoice, brief: Brief, limit: int | None = None) -> list[DraftRequest]:
     """A reply request per open ticket of one chunk of customers (their packs pointed at the ticket),
     in (customer, ticket) order, at most `limit` of them. `fresh_at`: the run's `data_fresh_day`."""
-    ctx = context_rows(read_context_chunk(tx, chunk, REPLY_CONTEXT_FIELDS, where=HAS_OPEN_TICKETS))
+    # the fields the mart has: one built before a column existed still reads
+    ctx = context_rows(read_context_chunk(tx, chunk, context_columns(tx, REPLY_CONTEXT_FIELDS),
+                                          where=HAS_OPEN_TICKETS))
     pairs = sorted((c, t) for c, r in ctx.items() for t in str(r["open_ticket_ids"]).split(", ") if t)
     pairs = pairs[:limit] if limit is not None else pairs
     packs = load_scoped_packs(tx, OPEN_TICKET_CUSTOMERS, chunk.bounds, as_of, fresh_at) if pairs else {}
@@ -151,7 +174,7 @@ def service_checks(draft: Draft, pack: ContextPack) -> list[Verdict]:
                                                    sentence, re.I):
                 delivery.append(f"says {claim.group(0)!r} about the latest shipment, but order {shipment[0]} "
                                 f"has not been delivered yet")
-            for day in _dates_in(sentence, pack.as_of[:4]):
+            for day in _dates_in(sentence, pack.as_of):
                 if day not in delivered_days:
                     delivery.append(f"says a delivery happened on {day}, which is no delivery date in the "
                                     "customer's orders")
@@ -168,14 +191,18 @@ _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "augu
 _DAY = re.compile(r"\b(" + "|".join(_MONTHS) + r")\s+(\d{1,2})\b(?:,?\s+(\d{4}))?|\b(\d{4})-(\d{2})-(\d{2})\b", re.I)
 
 
-def _dates_in(sentence: str, default_year: str) -> list[str]:
+def _dates_in(sentence: str, as_of: str) -> list[str]:
+    """The days a sentence names, as ISO dates. A day without a year ("December 30") is its latest
+    occurrence on or before `as_of`: a delivery is in the past, so in January it is last December's."""
     days = []
     for m in _DAY.finditer(sentence):
         if m.group(4):
             days.append(f"{m.group(4)}-{m.group(5)}-{m.group(6)}")
         else:
             month = _MONTHS.index(m.group(1).lower()) + 1
-            days.append(f"{m.group(3) or default_year}-{month:02d}-{int(m.group(2)):02d}")
+            day = f"{month:02d}-{int(m.group(2)):02d}"
+            year = m.group(3) or (as_of[:4] if day <= as_of[5:10] else str(int(as_of[:4]) - 1))
+            days.append(f"{year}-{day}")
     return days
 
 

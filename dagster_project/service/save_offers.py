@@ -97,8 +97,10 @@ def load_save_brief(folder: str | Path | None = None) -> Brief:
     """The save-offer brief: `save_offer` from the briefs folder if a marketer put one there,
     else `service/save_offer.yaml`; validated with the playbook Brief model and brand voice."""
     briefs = load_briefs(folder)
+    source = SAVE_BRIEF_FILE  # the file an error names: the marketer's when theirs is used
     if PLAYBOOK_ID in briefs.playbooks:
         brief = briefs.playbooks[PLAYBOOK_ID]
+        source = next(iter(sorted(briefs.folder.glob(f"{PLAYBOOK_ID}.y*ml"))), briefs.folder / f"{PLAYBOOK_ID}.yaml")
     else:
         from dagster_project.messaging.briefs import parse_yaml
         brief = parse_yaml(SAVE_BRIEF_FILE, Brief)  # type: ignore[assignment]
@@ -110,7 +112,7 @@ def load_save_brief(folder: str | Path | None = None) -> Brief:
     missing += [a for a in ("longer_cycle", "price_discount", "product_swap", "loyal_thanks", "pause_instead")
                 if a not in angles]
     if missing:
-        raise BriefError(f"{SAVE_BRIEF_FILE}: offers/angles: the save flow needs {missing}")
+        raise BriefError(f"{source}: offers/angles: the save flow needs {missing}")
     return brief
 
 
@@ -124,6 +126,20 @@ def meets_rules(offer: Offer, tenure_months: int, orders: int) -> bool:
 
 def products_tried(ctx: dict) -> set[str]:
     return {p for p in str(ctx.get("products_tried") or "").split(",") if p}
+
+
+def coffees_tried(ctx: dict, catalog: Catalog | None) -> set[str]:
+    """The products tried that are what they subscribe to: `products_tried` holds add-ons too (filters,
+    a mug), which say nothing about being tired of their coffee. A product counts when the catalog
+    offers it by subscription or files it with their subscription's product (a retired coffee), or
+    when the catalog does not know it."""
+    tried = products_tried(ctx)
+    if catalog is None:
+        return tried
+    by_id = {p.product_id: p for p in catalog.products}
+    current = by_id.get(str(ctx.get("subscription_product_id")))
+    return {p for p in tried if p not in by_id or by_id[p].subscription_eligible
+            or (current is not None and by_id[p].category == current.category)}
 
 
 def _int(ctx: dict, key: str) -> int:
@@ -188,8 +204,9 @@ def allowed_options(ctx: dict, brief: Brief, catalog: Catalog) -> list[SaveOptio
     return options
 
 
-def customer_pattern(ctx: dict, stated_reason: str | None) -> tuple[str, str]:
-    """Why this customer is leaving, as (pattern, evidence in words); stated reasons win."""
+def customer_pattern(ctx: dict, stated_reason: str | None, catalog: Catalog | None = None) -> tuple[str, str]:
+    """Why this customer is leaving, as (pattern, evidence in words); stated reasons win. `catalog` tells
+    coffees from add-ons for product fatigue (without it, every product tried counts)."""
     if stated_reason in STATED_PATTERNS:
         return STATED_PATTERNS[stated_reason], f"said {stated_reason.replace('_', ' ')!r} when cancelling"
     cycles, skips = _int(ctx, "recent_cycles"), _int(ctx, "recent_cycle_skips")
@@ -197,7 +214,7 @@ def customer_pattern(ctx: dict, stated_reason: str | None) -> tuple[str, str]:
         return "cadence_mismatch", f"skipped {skips} of the last {cycles} deliveries"
     if _int(ctx, "consecutive_skips") >= CADENCE_MIN_SKIPS:
         return "cadence_mismatch", f"skipped the last {_int(ctx, 'consecutive_skips')} deliveries in a row"
-    coffees = products_tried(ctx)
+    coffees = coffees_tried(ctx, catalog)
     if len(coffees) == 1 and _int(ctx, "lifetime_fulfilled_orders") >= FATIGUE_MIN_ORDERS:
         return "product_fatigue", (f"has had only {ctx.get('subscription_product_name') or next(iter(coffees))} "
                                    f"over {_int(ctx, 'lifetime_fulfilled_orders')} deliveries")
@@ -232,7 +249,7 @@ def choose_option(pattern: str, high_value: bool, options: Sequence[SaveOption])
 def recommend(trigger: CancelTrigger, ctx: dict, brief: Brief, catalog: Catalog) -> SaveRecommendation:
     """The save offer for one cancel attempt, with its reason (pure)."""
     options = allowed_options(ctx, brief, catalog)
-    pattern, evidence = customer_pattern(ctx, trigger.stated_reason)
+    pattern, evidence = customer_pattern(ctx, trigger.stated_reason, catalog)
     high_value = is_high_value(ctx)
     option, why = choose_option(pattern, high_value, options)
     value = f"lifetime value tier {ctx.get('lifetime_value_tier') or 'unknown'}"

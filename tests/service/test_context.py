@@ -50,3 +50,20 @@ def test_agent_view_shows_predictions_when_they_exist(tmp_path, capsys):
     with duckdb.connect(str(path), read_only=True) as con:
         row = load_service_context(con, ["C001"])["C001"]
     assert not {"churn_risk_band", "predicted_clv_12m", "expected_next_order_date"} & set(row)
+
+
+def test_agent_view_shows_money_in_the_store_currency(tmp_path, capsys, monkeypatch):
+    """A euro store (brand voice currency_symbol "€"): the agent reads €210.00, not $210.00."""
+    import shutil
+
+    from dagster_project.messaging.briefs import BRIEFS_DIR
+
+    briefs = tmp_path / "briefs"
+    shutil.copytree(BRIEFS_DIR, briefs)
+    voice = briefs / "brand_voice.yaml"
+    voice.write_text(voice.read_text().replace('currency_symbol: "$"', 'currency_symbol: "€"'))
+    monkeypatch.setenv("NEXTBEST_BRIEFS_DIR", str(briefs))
+    path = tmp_path / "store.duckdb"
+    _store(path)
+    view = _view(path, capsys)
+    assert "Lifetime value €210.00" in view and "$" not in view

@@ -106,3 +106,65 @@ def test_a_hand_written_draft_with_no_facts_is_blocked(packs, catalog, reply_bri
     failed = {v.check for v in check_draft(draft, pack, reply_brief, voice, catalog) + service_checks(draft, pack)
               if not v.passed}
     assert {"grounding", "citations", "delivery"} <= failed
+
+
+def test_a_december_delivery_stated_in_january_is_not_blocked(tmp_path, catalog, reply_brief, voice):
+    """Early in a year the last delivery was in the previous one: "arrived on December 30" is that day,
+    not a December still to come, so the true reply reaches review."""
+    import duckdb
+
+    from dagster_project.messaging.context_pack import load_context_packs
+    from tests.messaging.store import write_store
+
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        write_store(con)
+        anna = load_context_packs(con, ["C001"], as_of="2026-01-02")["C001"]  # O003 delivered 2025-12-30
+    anna = dataclasses.replace(anna, data_fresh_at="2026-01-02")  # a warehouse loaded that day
+    pack = reply_pack(anna, "T001", _ctx("T001", "delivery_delay"))
+    outcome = draft_replies([DraftRequest(pack, reply_brief, voice, catalog)])[0]
+    assert "arrived on December 30" in outcome.draft.body
+    assert outcome.status == "pending_review", outcome.block_reason
+    # a day that is no delivery is still caught, whichever year it falls in
+    wrong = dataclasses.replace(outcome.draft, body=outcome.draft.body.replace("December 30", "December 29"))
+    assert not {v.check: v for v in service_checks(wrong, pack)}["delivery"].passed
+
+
+def test_a_reply_to_a_customer_already_cancelled_does_not_offer_to_cancel_or_state_a_live_plan(
+        packs, catalog, reply_brief, voice):
+    """Cleo's subscription was cancelled on January 20: a cancellation reply says so (no "I can take care of
+    the cancellation", no pause to suggest), and a billing reply does not call it her plan."""
+    cancel, _ = _reply(packs, catalog, reply_brief, voice, "C003", "T201", "cancel_request")
+    assert cancel.status == "pending_review", cancel.block_reason
+    assert "already cancelled on January 20" in cancel.draft.body
+    assert "take care of the cancellation" not in cancel.draft.body and "pause" not in cancel.draft.body
+    billing, _ = _reply(packs, catalog, reply_brief, voice, "C003", "T201", "billing")
+    assert billing.status == "pending_review", billing.block_reason
+    assert "Your plan is" not in billing.draft.body and "cancelled on January 20" in billing.draft.body
+    # a live subscription still gets the offer to cancel, with pausing as the alternative
+    live, _ = _reply(packs, catalog, reply_brief, voice, "C001", "T001", "cancel_request")
+    assert "take care of the cancellation" in live.draft.body and "cancelled on" not in live.draft.body
+
+
+def test_the_next_charge_in_a_reply_is_the_agent_views_as_of_the_day(packs, catalog, reply_brief, voice):
+    """Raw subscriptions hold the store's latest load: a next charge already past (a retried payment) is no
+    next charge on the as_of day. The reply says what the agent view says then."""
+    from datetime import date
+
+    from dagster_project.messaging.context_pack import Fact
+
+    stale = dataclasses.replace(packs["C001"], facts={**packs["C001"].facts, "subscription:S001:next_charge_at": Fact(
+        "subscription:S001:next_charge_at", "date", "2026-02-10")})  # before as_of 2026-02-22
+    ctx = {**_ctx("T9", "billing"), "subscription_id": "S001", "next_charge_date": date(2026, 3, 20)}
+    outcome = draft_replies([DraftRequest(reply_pack(stale, "T9", ctx), reply_brief, voice, catalog)])[0]
+    assert outcome.status == "pending_review", outcome.block_reason
+    assert "next charge is on March 20" in outcome.draft.body and "February 10" not in outcome.draft.body
+    # the agent view has no next charge (not active on the day): the reply names none
+    ctx = {**ctx, "next_charge_date": None}
+    none = draft_replies([DraftRequest(reply_pack(stale, "T9", ctx), reply_brief, voice, catalog)])[0]
+    assert "next charge" not in none.draft.body.lower() and "February 10" not in none.draft.body
+    # a next charge still ahead is the store's own schedule (a rescheduled one too): it stands
+    ahead = reply_pack(packs["C001"], "T9", {**ctx, "next_charge_date": date(2026, 3, 5)})
+    assert ahead.value("subscription:S001:next_charge_at") == "2026-03-12"
+    # another subscription than the pack's current one: the pack's own day stands
+    other = reply_pack(packs["C001"], "T9", {**ctx, "subscription_id": "S999", "next_charge_date": date(2026, 3, 20)})
+    assert other.value("subscription:S001:next_charge_at") == "2026-03-12"

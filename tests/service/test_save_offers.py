@@ -108,3 +108,28 @@ def test_recorded_append_only_with_assignments_and_choices(save_brief, catalog, 
     with pytest.raises(ValueError, match="not allowed"):
         save_offers.record_agent_choice(con, treated.recommendation_id, "loyal_save20", "maria")
     assert con.execute("select count(*) from nextbest.save_offer_choices").fetchone()[0] == 1
+
+
+def test_product_fatigue_counts_coffees_not_add_ons(save_brief, catalog):
+    """Twenty deliveries of one coffee and a pack of filters once is still one coffee: tired of it, offer a swap."""
+    rec = recommend(trigger(), ctx(products_tried="P001,P006"), save_brief, catalog)  # P006: Paper Filters
+    assert rec.pattern == "product_fatigue" and rec.option.id == "product_swap", rec.reason
+    assert "has had only Ridge Espresso over 20 deliveries" in rec.reason
+    # two coffees are not fatigue, whatever else they bought
+    assert recommend(trigger(), ctx(products_tried="P001,P002,P006"), save_brief, catalog).pattern == "no_pattern"
+
+
+def test_a_save_brief_in_the_briefs_folder_that_lacks_an_offer_is_named_in_the_error(tmp_path):
+    """A marketer's own save_offer.yaml without the generous offers: the error names their file, not ours."""
+    import shutil
+
+    from dagster_project.messaging.briefs import BRIEFS_DIR, BriefError
+
+    folder = tmp_path / "briefs"
+    shutil.copytree(BRIEFS_DIR, folder)
+    text = save_offers.SAVE_BRIEF_FILE.read_text()
+    (folder / "save_offer.yaml").write_text(text[:text.index("  - id: free_bag")])
+    with pytest.raises(BriefError) as error:
+        save_offers.load_save_brief(folder)
+    assert str(folder / "save_offer.yaml") in str(error.value) and "free_bag" in str(error.value)
+    assert str(save_offers.SAVE_BRIEF_FILE) not in str(error.value)
