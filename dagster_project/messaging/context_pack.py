@@ -200,6 +200,13 @@ def _by(value: Any, as_of: str) -> str | None:
     return None if day is None or day > as_of else day
 
 
+def _ahead(value: Any, as_of: str) -> str | None:
+    """A day still to come on `as_of`, or None: a next charge the rows date before it is stale (a
+    payment being retried, a late load), and a draft would announce a charge already past."""
+    day = _day(value)
+    return None if day is None or day < as_of else day
+
+
 @lru_cache(maxsize=4096)  # prices repeat across a chunk's ~100k money facts
 def _money(value: Any) -> str | None:
     return None if value is None else f"{Decimal(str(value)):.2f}"
@@ -274,7 +281,7 @@ def build_context_pack(rows: CustomerRows, as_of: str, data_fresh_at: str | None
         add((f"subscription:{sid}:price", "money", _money(s.get("price"))))
         add((f"subscription:{sid}:status", "text", s.get("status")))
         add((f"subscription:{sid}:started_at", "date", _day(s.get("started_at"))))
-        add((f"subscription:{sid}:next_charge_at", "date", _day(s.get("next_charge_at"))))
+        add((f"subscription:{sid}:next_charge_at", "date", _ahead(s.get("next_charge_at"), as_of)))
         add((f"subscription:{sid}:cancelled_at", "date", _by(s.get("cancelled_at"), as_of)))
         add((f"subscription:{sid}:cancel_reason", "text", s.get("cancel_reason")))
         if s.get("is_gift"):

@@ -100,23 +100,23 @@ def reply_pack(pack: ContextPack, ticket_id: str, ctx: dict | None = None) -> Co
 
 
 def _next_charge_as_of(pack: ContextPack, ctx: dict | None) -> dict[str, Fact]:
-    """The pack's facts without a next charge the as_of day does not know. The pack reads it from raw
-    subscriptions, the store's latest load, which can hold a charge already past (a payment being
-    retried): that one becomes the agent view's `next_charge_date` (the mart counts on from the latest
-    cycle), or goes when that is past too. None in the mart (not active on the day) drops it. A row of
-    another subscription than the pack's current one changes nothing."""
+    """The pack's facts with the next charge the as_of day knows. The pack keeps raw subscriptions' next
+    charge only while it is ahead (`context_pack._ahead`); one already past (a payment being retried)
+    becomes the agent view's `next_charge_date` (the mart counts on from the latest cycle) when that is
+    ahead. None in the mart (not active on the day) drops it. A row of another subscription than the
+    pack's current one changes nothing."""
     sid = pack.current_subscription_id
     fact_id = f"subscription:{sid}:next_charge_at"
-    if not ctx or "next_charge_date" not in ctx or not sid or str(ctx.get("subscription_id")) != sid \
-            or fact_id not in pack.facts:
+    if not ctx or "next_charge_date" not in ctx or not sid or str(ctx.get("subscription_id")) != sid:
         return pack.facts
     day = ctx["next_charge_date"]
     day = day.isoformat()[:10] if isinstance(day, (date, datetime)) else (str(day)[:10] if day else None)
-    if day and pack.facts[fact_id].value >= pack.as_of:
+    raw = pack.facts.get(fact_id)
+    if raw is not None and raw.value >= pack.as_of and day:
         return pack.facts  # still ahead: the store's own schedule, a rescheduled charge included
     if not day or day < pack.as_of:
         return {k: f for k, f in pack.facts.items() if k != fact_id}
-    return {k: (Fact(k, f.kind, day) if k == fact_id else f) for k, f in pack.facts.items()}
+    return {**pack.facts, fact_id: Fact(fact_id, "date", day)}
 
 
 def reply_angle(pack: ContextPack) -> str:

@@ -66,6 +66,16 @@ def test_resolved_and_cancelled_dates_after_the_pack_s_day_are_left_out():
     assert pack.value("ticket:T9:created_at") == "2026-02-20"
 
 
+def test_a_next_charge_dated_before_the_pack_s_day_is_not_announced(briefs, catalog):
+    # The latest load still holds a charge already past (a payment being retried): no "next charge" then.
+    stale = {**_subscription(), "next_charge_at": _ts("2026-02-10")}  # AS_OF is 2026-02-22
+    pack = _pack("2025-06-01", stale, orders=[_order("O9", "2026-02-01", delivered="2026-02-04")])
+    assert "subscription:S9:next_charge_at" not in pack.facts
+    assert "February 10" not in _draft(pack, briefs, catalog, "at_risk_save").text()
+    ahead = _pack("2025-06-01", _subscription(), orders=[_order("O9", "2026-02-01", delivered="2026-02-04")])
+    assert ahead.value("subscription:S9:next_charge_at") == "2026-03-01"
+
+
 def test_one_skip_of_one_delivery_reads_naturally(briefs, catalog):
     def pack(customer="C900", skips=1, window=1):
         return _pack("2026-01-20", _subscription(started="2026-01-20"), [_order("OA", "2026-02-10", "skipped")],
