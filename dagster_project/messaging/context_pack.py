@@ -299,8 +299,9 @@ def build_context_pack(rows: CustomerRows, as_of: str, data_fresh_at: str | None
         add((f"order:{oid}:shipped_at", "date", _by(o.get("shipped_at"), as_of)))
         delivered = _by(o.get("delivered_at"), as_of)
         add((f"order:{oid}:delivered_at", "date", delivered))
-        if last_delivered is None and delivered is not None:
-            last_delivered = oid
+        # The latest delivery, not the latest order delivered: orders can arrive out of order.
+        if delivered is not None and (last_delivered is None or delivered > last_delivered[1]):
+            last_delivered = (oid, delivered)
         for item in items_by_order.get(oid, []):
             pid = str(item["product_id"])
             base = f"order:{oid}:item:{pid}"
@@ -336,7 +337,7 @@ def build_context_pack(rows: CustomerRows, as_of: str, data_fresh_at: str | None
         data_fresh_at=data_fresh_at,
         current_subscription_id=str(current["subscription_id"]) if current else None,
         favourite_product_id=str(favourite["product_id"]) if favourite else None,
-        last_delivered_order_id=last_delivered,
+        last_delivered_order_id=last_delivered[0] if last_delivered else None,
         last_ticket_id=str(rows.tickets[0]["ticket_id"]) if rows.tickets else None,
     )
 

@@ -76,6 +76,13 @@ def test_a_next_charge_dated_before_the_pack_s_day_is_not_announced(briefs, cata
     assert ahead.value("subscription:S9:next_charge_at") == "2026-03-01"
 
 
+def test_the_last_delivery_is_the_latest_to_arrive_not_the_latest_ordered(briefs, catalog):
+    # The newer order was held up: the older one arrived last.
+    orders = [_order("O2", "2026-02-10", delivered="2026-02-12"), _order("O1", "2026-02-08", delivered="2026-02-18")]
+    pack = _pack("2025-06-01", _subscription(), orders=orders)
+    assert pack.last_delivered_order_id == "O1"
+
+
 def test_one_skip_of_one_delivery_reads_naturally(briefs, catalog):
     def pack(customer="C900", skips=1, window=1):
         return _pack("2026-01-20", _subscription(started="2026-01-20"), [_order("OA", "2026-02-10", "skipped")],
