@@ -131,7 +131,25 @@ def header_columns(con: duckdb.DuckDBPyConnection, source: SourceFile, encoding:
         # search; say which row is broken when that can be found.
         problem = _csv_problem(source, encoding) if source.format == "csv" else None
         raise ContractError(f"{source.name}: cannot be read as {source.format.upper()}: {problem or exc}") from exc
-    return [r[0] for r in rows if r[0] != "file_row_number" or source.format != "parquet"]
+    names = [r[0] for r in rows if r[0] != "file_row_number" or source.format != "parquet"]
+    if source.format == "csv":
+        # DuckDB renames a repeated header name (`email`, `email_1`): the file's own names show the repeat.
+        written = _csv_header(source, encoding)
+        if written is not None and len(written) == len(names):
+            return written
+    return names
+
+
+def _csv_header(source: SourceFile, encoding: str) -> list[str] | None:
+    """The CSV's header as written (first record, delimiter sniffed), or None when it does not read."""
+    opener = gzip.open if source.path.name.lower().endswith(".gz") else open
+    try:
+        with opener(source.path, "rt", encoding=encoding, errors="replace", newline="") as f:
+            first = f.readline()
+        dialect = csv.Sniffer().sniff(first, delimiters=",;\t|")
+        return next(csv.reader([first], dialect))
+    except (OSError, UnicodeError, csv.Error, StopIteration):
+        return None
 
 
 def stage(con: duckdb.DuckDBPyConnection, source: SourceFile, columns: dict[str, str], encoding: str) -> StagedFile:

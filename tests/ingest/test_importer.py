@@ -408,3 +408,17 @@ def test_mixed_line_endings_are_named(con, tmp_path):
     with pytest.raises(ContractError, match=r"products.csv: cannot be read as CSV: it mixes Windows \(CRLF\) and "
                                             r"Unix \(LF\) line endings"):
         import_directory(con, tmp_path)
+
+
+def test_a_column_named_twice_in_the_header_is_refused(con, tmp_path):
+    # DuckDB reads the second `email` as `email_1`, which was then ignored as an unknown column: which
+    # of the two held the real addresses was never asked.
+    folder = tmp_path / "dup"
+    folder.mkdir()
+    (folder / "customers.csv").write_text(
+        "customer_id,email,first_name,created_at,country,timezone,marketing_opt_in,email,channel_preference\n"
+        "C1,old@example.com,Ann,2024-01-01 10:00:00,US,UTC,true,ann@example.com,email\n")
+    with pytest.raises(ContractError, match="email appear more than once in the header"):
+        import_directory(con, folder)
+    assert con.execute("select count(*) from information_schema.tables where table_schema = 'raw' "
+                       "and table_name = 'customers'").fetchone()[0] == 0 or all_counts(con)["customers"] == 0
