@@ -1,11 +1,17 @@
 {#-
     The point in time the marts are "current" at: var `as_of` ('YYYY-MM-DD'),
-    default today. Everything after the end of that day is ignored.
+    default today in UTC (timestamps are UTC; the Python assets take the same day,
+    dagster_project/project.py). Everything after the end of that day is ignored.
+    Not current_date: it is the session's time zone's day (DuckDB: the machine's; Snowflake:
+    America/Los_Angeles by default), so for hours of each day the marts were built for another
+    day than the scores were written for. The day the dbt invocation started, so every model
+    of a run that crosses midnight has the same as_of.
 -#}
 {% macro as_of_date() -%}
     {%- set as_of = var('as_of', none) -%}
     {%- if as_of is none or (as_of | string | trim) == '' -%}
-        cast(current_date as date)
+        {%- set started = run_started_at or modules.datetime.datetime.now(modules.pytz.utc) -%}
+        cast('{{ started.astimezone(modules.pytz.utc).strftime("%Y-%m-%d") }}' as date)
     {%- else -%}
         cast('{{ as_of | string | trim }}' as date)
     {%- endif -%}

@@ -105,6 +105,17 @@
 {%- endmacro %}
 
 {#-
+    Pre-hook of customer_segment_history: deletes the rows dated (`date_column`) on or after
+    the as_of day, which this run computes again (the same day rerun, or an earlier one replayed).
+-#}
+{% macro drop_rows_from_as_of(date_column) -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }}
+    where {{ date_column }} >= {{ as_of_date() }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#-
     Event staging tables (stg_raw__email_events, _portal_events, _payments): on an
     incremental run, a `where` keeping the raw rows to (re)read - those from the first
     day that may have changed (incremental_start) on; the rest are staged already.

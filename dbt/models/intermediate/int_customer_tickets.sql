@@ -17,7 +17,8 @@ per_customer as (
         sum(case when days_before_as_of < 90 then 1 else 0 end) as tickets_last_90d,
         sum(case when is_open_as_of then 1 else 0 end) as open_tickets,
         max(created_at) as last_ticket_at,
-        avg(cast(csat as {{ dbt.type_float() }})) as avg_csat,
+        -- a rating comes with the resolution: one after the as_of day was not given yet
+        avg(case when not is_open_as_of then cast(csat as {{ dbt.type_float() }}) end) as avg_csat,
         sum(case when body_word_count > 0 then 1 else 0 end) as tickets_with_body,
         avg(case when body_word_count > 0 then cast(body_word_count as {{ dbt.type_float() }}) end)
             as avg_body_words,

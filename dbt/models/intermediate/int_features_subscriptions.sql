@@ -162,17 +162,19 @@ first_change_after as (
 
 pauses_before as (
 
+    -- the current subscription's own pauses and resumes: a pause of an earlier one (cancelled
+    -- while paused, no resume) does not pause the one they came back with
     select
-        points.as_of_date,
+        current_subscription.as_of_date,
         pause_events.customer_id,
         pause_events.event_type,
         pause_events.occurred_at
 
-    from points
+    from current_subscription
     inner join pause_events
-        on pause_events.occurred_at < points.as_of_at
-    where points.is_scoring_point
-       or pause_events.customer_id in (select customer_id from training_customers)
+        on pause_events.customer_id = current_subscription.customer_id
+        and pause_events.occurred_at >= current_subscription.started_at
+        and pause_events.occurred_at < current_subscription.as_of_at
 
 ),
 

@@ -1,15 +1,20 @@
 -- When each customer entered and left each segment. Every run compares today's
--- customer_segments with the open rows: new memberships open a row (entered_at =
--- as_of), memberships that ended are closed (exited_at = as_of). Re-running with the
--- same as_of changes nothing. Run as_of forward in time; a full refresh restarts
--- the history at the current as_of.
+-- customer_segments with the rows open before the as_of day: new memberships open a row
+-- (entered_at = as_of), memberships that ended are closed (exited_at = as_of). A run first
+-- takes back what runs at this as_of or later wrote (the pre-hook deletes the rows they
+-- opened; rows they closed count as open again), so re-running the same as_of with the
+-- same data changes nothing, with corrected data rewrites that day, and a run at an
+-- earlier as_of gives the history as it stood after that day (run on from there to
+-- rebuild the days after it). Run as_of forward in time; a full refresh restarts the
+-- history at the current as_of.
 
 {{
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='membership_id',
-        on_schema_change='fail'
+        on_schema_change='fail',
+        pre_hook="{{ drop_rows_from_as_of('entered_at') }}"
     )
 }}
 
@@ -25,8 +30,11 @@ current_segments as (
 
 open_rows as (
 
+    -- the stays open before the as_of day (all rows left were entered before it): still
+    -- open, or closed by a run at this as_of or later
     select * from {{ this }}
     where exited_at is null
+       or exited_at >= {{ as_of_date() }}
 
 ),
 
@@ -45,7 +53,24 @@ closed_now as (
         on open_rows.customer_id = current_segments.customer_id
         and open_rows.segment = current_segments.segment
     where current_segments.customer_id is null
-      and open_rows.entered_at <= {{ as_of_date() }}
+
+),
+
+reopened as (
+
+    -- rows a run at this as_of or later closed, whose membership goes on at as_of
+    select
+        open_rows.membership_id,
+        open_rows.customer_id,
+        open_rows.segment,
+        open_rows.entered_at,
+        cast(null as date) as exited_at
+
+    from open_rows
+    inner join current_segments
+        on open_rows.customer_id = current_segments.customer_id
+        and open_rows.segment = current_segments.segment
+    where open_rows.exited_at is not null
 
 ),
 
@@ -94,6 +119,8 @@ changes as (
     {% if is_incremental() %}
     union all
     select * from closed_now
+    union all
+    select * from reopened
     {% endif %}
 
 ),

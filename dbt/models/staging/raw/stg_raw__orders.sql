@@ -59,9 +59,13 @@ changed as (
 
 deduped as (
 
-    -- an order is re-sent as it ships and is delivered: keep the furthest state
+    -- an order is re-sent as it ships and is delivered: keep the furthest state. A refund
+    -- (or a retried payment, an unskip) changes no timestamp: at a tie the later status wins,
+    -- not whichever copy the loader wrote first
     {{ deduplicate('changed', 'order_id',
-                   'coalesce(delivered_at, shipped_at, ordered_at) desc', mostly_unique=true) }}
+                   "coalesce(delivered_at, shipped_at, ordered_at) desc, "
+                   ~ "case order_status when 'refunded' then 0 when 'fulfilled' then 1 "
+                   ~ "when 'failed' then 2 else 3 end", mostly_unique=true) }}
 
 )
 

@@ -44,8 +44,12 @@ renamed as (
 
 deduped as (
 
-    -- a ticket is re-sent as it is worked on: keep its latest state
-    {{ deduplicate('renamed', 'ticket_id', 'coalesce(resolved_at, created_at) desc', mostly_unique=true) }}
+    -- a ticket is re-sent as it is worked on: keep its latest state. Closing or rating a
+    -- solved ticket keeps its resolved_at: at a tie the later status, then the rated copy wins
+    {{ deduplicate('renamed', 'ticket_id',
+                   "coalesce(resolved_at, created_at) desc, "
+                   ~ "case ticket_status when 'closed' then 0 when 'solved' then 1 when 'pending' then 2 else 3 end, "
+                   ~ "case when csat is null then 1 else 0 end", mostly_unique=true) }}
 
 )
 
