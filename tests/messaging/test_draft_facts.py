@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
+import pytest
+
 from dagster_project.messaging.context_pack import CustomerRows, build_context_pack
 from dagster_project.messaging.generators.base import DraftRequest
 from dagster_project.messaging.generators.template import TemplateGenerator
@@ -81,6 +83,17 @@ def test_the_last_delivery_is_the_latest_to_arrive_not_the_latest_ordered(briefs
     orders = [_order("O2", "2026-02-10", delivered="2026-02-12"), _order("O1", "2026-02-08", delivered="2026-02-18")]
     pack = _pack("2025-06-01", _subscription(), orders=orders)
     assert pack.last_delivered_order_id == "O1"
+
+
+@pytest.mark.parametrize("tone", ["brief", "warm"])
+def test_a_new_customer_without_a_subscription_is_welcomed_on_their_first_order(briefs, catalog, tone):
+    # A one-time buyer in their first month is in onboarding too: no schedule to skip, and a draft
+    # that cited nothing was blocked.
+    rows = CustomerRows(customer={"customer_id": "C901", "first_name": None, "created_at": _ts("2026-02-10")},
+                        subscriptions=[], orders=[_order("O9", "2026-02-10", delivered="2026-02-14")], tickets=[],
+                        fulfilled_orders=1, skips_in_window=0, orders_in_window=0)
+    draft = _draft(build_context_pack(rows, AS_OF, AS_OF), briefs, catalog, "onboarding", tone=tone)
+    assert "February 14" in draft.body and "skip a delivery" not in draft.body and "Skip, swap" not in draft.body
 
 
 def test_one_skip_of_one_delivery_reads_naturally(briefs, catalog):

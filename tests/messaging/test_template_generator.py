@@ -84,3 +84,18 @@ def test_prices_are_written_in_the_brand_voice_s_currency(packs, briefs, catalog
             texts.append(draft.text())
     assert any("£14.40" in t for t in texts) and any("£59.00" in t for t in texts)  # a plan's and a catalog price
     assert not any("$" in t for t in texts)
+
+
+def test_a_changed_template_is_a_new_generator_version(tmp_path):
+    # The version is in the draft cache key: drafts cached under the old wording must not be served.
+    import shutil
+
+    from dagster_project.messaging.generators.template import TEMPLATES_DIR, TemplateGenerator
+
+    folder = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, folder)
+    before = TemplateGenerator(folder).version
+    assert TemplateGenerator(folder).version == before  # stable from run to run
+    welcome = folder / "welcome_first_delivery.j2"
+    welcome.write_text(welcome.read_text().replace("We're glad you're here.", "Glad to have you."))
+    assert TemplateGenerator(folder).version != before

@@ -9,6 +9,7 @@ Angles without a template of their own use `_generic.j2`.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import zlib
@@ -322,17 +323,27 @@ def compiled_templates(templates_dir: Path | str) -> dict[str, jinja2.Template |
     return templates
 
 
+def templates_digest(templates_dir: Path | str) -> str:
+    """A short sha256 of a folder's `*.j2` files and of this module (which fills their slots): part of the
+    generator's version, so a changed wording is drafted anew rather than served from the draft cache."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    for f in sorted(Path(templates_dir).glob("*.j2")):
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 class TemplateGenerator(Generator):
     """Per-angle Jinja templates; deterministic per customer, fully offline."""
 
     name = "template"
-    version = "template-1"
+    version = "template-1"  # with the templates' digest appended per instance (`templates_digest`)
     # The templates say dates as dates ("arrived on November 2"), never "today". A past date gains its year
     # once it is DATE_YEAR_AFTER_MONTHS old: the pack's tenure changes monthly, so a draft is redone in time.
     reads_the_day = False
 
     def __init__(self, templates_dir: Path | str = TEMPLATES_DIR):
         self.templates = compiled_templates(templates_dir)  # compiled here, not while drafting
+        self.version = f"{type(self).version}+{templates_digest(templates_dir)}"
         # Every draft's context holds the template's globals: copied from a plain dict, not Jinja's ChainMap,
         # that costs a fraction.
         self._globals = {t: dict(t.globals) for t in self.templates.values() if isinstance(t, jinja2.Template)}
