@@ -145,7 +145,9 @@ def dbt_target() -> str:
     `NEXTBEST_DBT_TARGET` wins; otherwise it follows `NEXTBEST_WAREHOUSE`, so one
     variable moves both dbt and the Python assets' warehouse resource.
     """
-    return os.environ.get("NEXTBEST_DBT_TARGET") or os.environ.get("NEXTBEST_WAREHOUSE", "duckdb")
+    # Read as `build_warehouse()` reads it (trimmed, any case): the profile's outputs are lower case.
+    return (os.environ.get("NEXTBEST_DBT_TARGET")
+            or os.environ.get("NEXTBEST_WAREHOUSE", "").strip().lower() or "duckdb")
 
 
 dbt_project = DbtProject(

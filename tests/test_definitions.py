@@ -71,3 +71,19 @@ def test_daily_job_materializes_end_to_end(duckdb_file, monkeypatch):
     [summary] = [e.materialization.metadata for e in result.get_asset_materialization_events()
                  if e.asset_key == dg.AssetKey("data_quality_summary")]
     assert summary["suites_from_this_runs_checks"].value == 10
+
+
+def test_dbt_target_follows_the_engine_build_warehouse_picks(monkeypatch):
+    # build_warehouse() reads NEXTBEST_WAREHOUSE case- and blank-insensitively; dbt's target must name
+    # the same profile output (`duckdb` or `snowflake`), or dbt fails with "no target named 'Snowflake'".
+    from dagster_project.project import dbt_target
+
+    monkeypatch.delenv("NEXTBEST_DBT_TARGET", raising=False)
+    for value, target in (("Snowflake", "snowflake"), (" snowflake ", "snowflake"), ("", "duckdb"),
+                          ("DuckDB", "duckdb")):
+        monkeypatch.setenv("NEXTBEST_WAREHOUSE", value)
+        assert dbt_target() == target, value
+    monkeypatch.delenv("NEXTBEST_WAREHOUSE")
+    assert dbt_target() == "duckdb"
+    monkeypatch.setenv("NEXTBEST_DBT_TARGET", "snowflake")
+    assert dbt_target() == "snowflake"

@@ -34,6 +34,7 @@ from dagster_project.resources.warehouse import (
     WarehouseSession,
     batch_rows_from_env,
     check_identifier,
+    concat_pieces,
     rebatched,
 )
 
@@ -90,7 +91,7 @@ class SnowflakeSession(WarehouseSession):
         try:
             cursor.execute(sql, list(params) if params else None)
             tables = list(_arrow_batches(cursor))
-            df = _to_pandas(pa.concat_tables(tables)) if tables else _empty_result(cursor)
+            df = _to_pandas(concat_pieces(tables)) if tables else _empty_result(cursor)
             return _lower_columns(df)
         finally:
             cursor.close()
@@ -126,14 +127,17 @@ class SnowflakeSession(WarehouseSession):
         self._ensure_schema(schema)
         name = f"{STAGE_PREFIX}{uuid.uuid4().hex.upper()}"
         upper = df.rename(columns={c: str(c).upper() for c in df.columns})
+        staged = f"{self.quote(schema)}.{self.quote(name)}"
+        # Listed before the upload: `write_pandas` creates the table before it loads the files, and a
+        # load that fails must still have it dropped by `close`.
+        self._staged.append(staged)
         # Looked up on the module at call time, so a test emulator patching it is honoured.
         snowflake.connector.pandas_tools.write_pandas(
             self.con, upper, name, schema=schema.upper(), chunk_size=self.chunk_rows,
             auto_create_table=True, table_type="transient", quote_identifiers=True,
             use_logical_type=True,  # pandas timestamps land as TIMESTAMP_NTZ, not integers
         )
-        self._staged.append(f"{self.quote(schema)}.{self.quote(name)}")
-        return self._staged[-1]
+        return staged
 
     def _create_like(self, schema: str, table: str, source: str) -> None:
         self._statement(
@@ -200,7 +204,10 @@ class SnowflakeWarehouse(WarehouseInterface, dg.ConfigurableResource):
             "account": self.account, "user": self.user, "warehouse": self.warehouse,
             "database": self.database, "schema": self.default_schema,
             "paramstyle": "qmark",  # `?` placeholders, as on DuckDB
-            "application": "NextBest", "session_parameters": {"QUERY_TAG": "nextbest"},
+            "application": "NextBest",
+            # UTC, as DuckDB's connections: timestamps are UTC (the source contract), and Snowflake's default
+            # zone (America/Los_Angeles) would turn a tz-aware value into LA wall time in a TIMESTAMP_NTZ column.
+            "session_parameters": {"QUERY_TAG": "nextbest", "TIMEZONE": "UTC"},
         }
         if self.role:
             kwargs["role"] = self.role

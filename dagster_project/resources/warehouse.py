@@ -74,6 +74,9 @@ def connect_duckdb(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPy
             # of taking 80% of the machine while the Python step holds frames of its own. Set, not
             # passed as connect config: a file open elsewhere in the process with other config would refuse.
             con.execute(f"set memory_limit = '{limit}'")
+            # Timestamps are UTC (the source contract): DuckDB's session zone is otherwise the machine's,
+            # and a tz-aware value written into a `timestamp` column would be stored as local wall time.
+            con.execute("set TimeZone = 'UTC'")
             return con
         except duckdb.IOException as error:
             if "lock" not in str(error).lower() or time.monotonic() > deadline:
@@ -325,12 +328,19 @@ class WarehouseInterface:
 
         Only each chunk's first and last key are kept, so a step can then read every input of a
         chunk with `key >= first and key <= last` and hold one chunk at a time.
+
+        Null keys are left out (no range can select them, and as a chunk's last key one would select
+        nothing of its chunk); a key repeated across a batch's border stays in the chunk it started,
+        so no two ranges overlap and every row is read once.
         """
-        ranges = []
+        ranges: list[KeyRange] = []
         for batch in self.iter_batches(sql, batch_size, params):
-            if len(batch):
-                keys = batch.iloc[:, 0]
-                ranges.append(KeyRange(keys.iloc[0], keys.iloc[-1], len(batch)))
+            keys = batch.iloc[:, 0]
+            keys = keys[keys.notna()]
+            if ranges:  # the previous chunk already covers its last key
+                keys = keys[keys != ranges[-1].last]
+            if len(keys):
+                ranges.append(KeyRange(keys.iloc[0], keys.iloc[-1], int(keys.nunique())))
         return ranges
 
     def table_exists(self, schema: str, table: str) -> bool:
@@ -598,7 +608,15 @@ class DuckDBSession(WarehouseSession):
 
     def _create_like(self, schema: str, table: str, source: str) -> None:
         self._statement(f"create schema if not exists {self.quote(schema)}")
-        self._statement(f"create table if not exists {self.table(schema, table)} as select * from {source} limit 0")
+        # The types DuckDB reads off this one frame, made fit for the frames after it: a column the frame
+        # leaves blank is text (DuckDB's NULL type takes no value ever), and decimals get the widest
+        # precision at their scale (not just enough digits for this frame's values).
+        columns = []
+        for name, kind, *_ in self.con.execute(f"describe select * from {source}").fetchall():
+            kind = "varchar" if kind == '"NULL"' or kind == "NULL" else re.sub(
+                r"^DECIMAL\(\d+,\s*(\d+)\)$", r"DECIMAL(38, \1)", kind)
+            columns.append(f"{self.quote(name)} {kind}")
+        self._statement(f"create table if not exists {self.table(schema, table)} ({', '.join(columns)})")
 
     def unmatched_rows_sql(self, table: str, column: str, reference: str, reference_column: str) -> str:
         # DuckDB's anti join: 0.8-0.9 s over 10-11M orders and items, where `not exists` took 2.4 s
@@ -741,12 +759,19 @@ def rebatched(tables: Iterable[pa.Table], size: int) -> Iterator[pa.Table]:
         pending.append(table)
         held += table.num_rows
         while held >= size:
-            joined = pa.concat_tables(pending)
+            joined = concat_pieces(pending)
             yield joined.slice(0, size)
             rest = joined.slice(size)
             pending, held = ([rest] if rest.num_rows else []), rest.num_rows
     if held:
-        yield pa.concat_tables(pending)
+        yield concat_pieces(pending)
+
+
+def concat_pieces(tables: list[pa.Table]) -> pa.Table:
+    """Pieces of one result as one table. Snowflake picks each chunk's Arrow types from its values (a
+    NUMBER(38,0) as int8 in one chunk and int64 in the next, a chunk of blanks as null), so types are
+    widened to fit every piece instead of refused."""
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def duckdb_frame(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pd.DataFrame:

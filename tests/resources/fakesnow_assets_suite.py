@@ -126,6 +126,9 @@ def registry_rows(folder) -> pd.DataFrame:
 def load(warehouse, folder) -> None:
     for (schema, table), frame in store_tables().items():
         warehouse.write_df(schema, table, frame)
+    # The registry's own DDL (date columns), as the pipeline makes it: fakesnow's write_pandas would create a
+    # table from the frame's Python dates as VARCHAR, which real Snowflake infers as DATE.
+    registry.ensure_registry(warehouse)
     warehouse.write_df("nextbest", "model_registry", registry_rows(folder))
 
 

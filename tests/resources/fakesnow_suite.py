@@ -234,3 +234,20 @@ def test_a_dagster_asset_writes_through_the_resource(monkeypatch, statements):
         scores = resource.process_config_and_initialize().read_df("select * from nextbest.customer_scores")
     assert sorted(scores["customer_id"]) == ["C1", "C2"]
     assert not any("pw-not-for-logs" in s for s in statements)
+
+
+def test_an_upload_that_fails_after_creating_its_table_leaves_no_staged_table(wh, monkeypatch):
+    # `write_pandas(auto_create_table=True)` creates the transient table before it loads the files;
+    # a load that fails then (a bad value, a dropped connection) must not leave an NB_STAGE_* table.
+    real = snowflake.connector.pandas_tools.write_pandas
+
+    def created_then_failed(*args, **kwargs):
+        real(*args, **kwargs)
+        raise RuntimeError("COPY INTO failed")
+
+    wh.write_df("nextbest", "outbox", outbox_rows(2))
+    monkeypatch.setattr(snowflake.connector.pandas_tools, "write_pandas", created_then_failed)
+    with pytest.raises(RuntimeError, match="COPY INTO failed"):
+        wh.write_df("nextbest", "outbox", outbox_rows(3, batch="b2"))
+    assert staged_tables(wh) == 0
+    assert wh.read_df("select count(*) as n from nextbest.outbox").iloc[0, 0] == 2

@@ -308,3 +308,101 @@ def test_a_kept_open_block_checkpoints_less_often_and_puts_the_setting_back(wh):
     with wh.connect() as con:
         assert threshold(con) == default
         assert con.execute("select sum(x) from nextbest.t").fetchone()[0] == sum(range(1, 1001))
+
+
+def test_key_ranges_leave_out_null_keys_without_losing_a_chunk(wh):
+    # A null key sorts last: as a chunk's last key it made `customer_id <= null`, which reads none of the chunk.
+    wh.write_df("analytics", "segments", pd.DataFrame({"customer_id": [f"C{i}" for i in range(5)] + [None]}))
+    ranges = wh.key_ranges("select distinct customer_id from analytics.segments order by 1", batch_size=10)
+    assert ranges == [KeyRange("C0", "C4", 5)]
+    covered = sum(len(wh.read_df("select * from analytics.segments where customer_id >= ? and customer_id <= ?",
+                                 r.bounds)) for r in ranges)
+    assert covered == 5
+
+
+def test_key_ranges_never_split_a_repeated_key_across_chunks(wh):
+    # Keys selected without `distinct` (a customer in two segments): a key on a chunk's border must not
+    # start the next chunk too, or its rows are read (and written) twice.
+    keys = ["A", "B", "B", "B", "C", "D", "D", "E"]
+    wh.write_df("analytics", "segments", pd.DataFrame({"customer_id": keys}))
+    ranges = wh.key_ranges("select customer_id from analytics.segments order by 1", batch_size=2)
+    reads = [wh.read_df("select customer_id from analytics.segments where customer_id >= ? and customer_id <= ?",
+                        r.bounds)["customer_id"].tolist() for r in ranges]
+    assert sorted(k for read in reads for k in read) == keys  # every row once
+    assert sum(r.rows for r in ranges) == len(set(keys))  # `rows` counts keys
+
+
+def test_a_table_made_from_a_first_frame_takes_the_next_frames(wh):
+    # The first frame made the table: a column it left blank became DuckDB's NULL type (which no value can
+    # ever be cast to), and its decimals a DECIMAL just wide enough for them (12.50 then overflowed 9.99).
+    from decimal import Decimal
+
+    wh.write_df("nextbest", "notes", pd.DataFrame({"id": ["a"], "note": [None], "price": [Decimal("1.10")]}))
+    wh.write_df("nextbest", "notes", pd.DataFrame({"id": ["b"], "note": ["hello"], "price": [Decimal("12345.50")]}))
+    wh.merge_df("nextbest", "notes", pd.DataFrame({"id": ["a"], "note": ["set"], "price": [Decimal("2.25")]}), ["id"])
+    rows = wh.read_df("select * from nextbest.notes order by id")
+    assert rows["note"].tolist() == ["set", "hello"] and rows["price"].tolist() == [2.25, 12345.5]
+
+
+def test_timestamps_with_a_time_zone_are_stored_in_utc_whatever_the_machines_zone(tmp_path):
+    # DuckDB's session time zone is the machine's: on a New York machine a tz-aware 10:00 Berlin time
+    # written into a `timestamp` column (UTC by the source contract) was stored as 04:00, not 09:00.
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent(f"""
+        import pandas as pd
+        from dagster_project.resources.warehouse import DuckDBWarehouse
+        wh = DuckDBWarehouse(path={str(tmp_path / "tz.duckdb")!r})
+        wh.execute("create schema if not exists raw")
+        wh.execute("create table raw.events (event_id varchar, occurred_at timestamp)")
+        wh.write_df("raw", "events", pd.DataFrame({{"event_id": ["e1"],
+                    "occurred_at": [pd.Timestamp("2026-01-01 10:00", tz="Europe/Berlin")]}}))
+        print(wh.read_df("select cast(occurred_at as varchar) as t from raw.events")["t"][0])
+    """)
+    repo = Path(__file__).resolve().parents[2]
+    env = {**__import__("os").environ, "TZ": "America/New_York", "PYTHONPATH": str(repo)}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "2026-01-01 09:00:00"
+
+
+def test_snowflake_sessions_run_in_utc_like_duckdbs():
+    wh = SnowflakeWarehouse(account="a", user="u", warehouse="w", database="d", password="pw")
+    assert wh._connect_kwargs()["session_parameters"] == {"QUERY_TAG": "nextbest", "TIMEZONE": "UTC"}
+
+
+def test_result_pieces_whose_arrow_types_differ_are_joined_not_refused():
+    # Snowflake picks each result chunk's Arrow types from its values (NUMBER(38,0) as int8 in one chunk,
+    # int64 in the next; a chunk of blanks as null): joining them must widen, not raise ArrowInvalid.
+    import pyarrow as pa
+
+    from dagster_project.resources.snowflake import SnowflakeSession
+    from dagster_project.resources.warehouse import rebatched
+
+    def pieces():
+        return [pa.table({"N": pa.array([1, 2], pa.int8())}), pa.table({"N": pa.array([300_000], pa.int64())}),
+                pa.table({"N": pa.array([None], pa.null())})]
+
+    assert [t.column("N").to_pylist() for t in rebatched(pieces(), 3)] == [[1, 2, 300_000], [None]]
+
+    class Cursor:
+        description = [("N",)]
+
+        def execute(self, sql, params=None):
+            pass
+
+        def fetch_arrow_batches(self):
+            yield from pieces()
+
+        def close(self):
+            pass
+
+    class Connection:
+        def cursor(self):
+            return Cursor()
+
+    df = SnowflakeSession(Connection())._query("select n from t")
+    assert df["n"].tolist()[:3] == [1, 2, 300_000] and pd.isna(df["n"].iloc[3])
