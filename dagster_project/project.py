@@ -150,6 +150,14 @@ def dbt_target() -> str:
             or os.environ.get("NEXTBEST_WAREHOUSE", "").strip().lower() or "duckdb")
 
 
+# The run tag of every job that writes the warehouse, valued by engine. DuckDB lets one process write its
+# file at a time: `dagster.yaml` at the repository root (the instance settings `dagster dev` reads there)
+# lets one `nextbest/warehouse: duckdb` run go at a time and queues the others, so the daily job, a
+# retrain and an export the approval sensor starts never fight for the file. Snowflake runs are not held.
+WAREHOUSE_RUN_TAG = "nextbest/warehouse"
+WAREHOUSE_RUN_TAGS = {WAREHOUSE_RUN_TAG: os.environ.get("NEXTBEST_WAREHOUSE", "").strip().lower() or "duckdb"}
+
+
 dbt_project = DbtProject(
     project_dir=DBT_PROJECT_DIR,
     profiles_dir=DBT_PROJECT_DIR,

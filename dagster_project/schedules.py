@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from dagster_project.project import WAREHOUSE_RUN_TAGS
+
 daily_personalization = dg.define_asset_job(
     name="daily_personalization",
     # Sending is the approval sensor's job (esp_export, one run per approved batch).
@@ -11,6 +13,7 @@ daily_personalization = dg.define_asset_job(
     # `properties`), which no cap, opt-in or quiet hours apply to, and touches no message.
     selection=dg.AssetSelection.all() - dg.AssetSelection.assets("esp_export"),
     description="Load or observe raw data, rebuild context and segments, and everything downstream.",
+    tags=WAREHOUSE_RUN_TAGS,
 )
 
 daily_personalization_schedule = dg.ScheduleDefinition(

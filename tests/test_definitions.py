@@ -87,3 +87,19 @@ def test_dbt_target_follows_the_engine_build_warehouse_picks(monkeypatch):
     assert dbt_target() == "duckdb"
     monkeypatch.setenv("NEXTBEST_DBT_TARGET", "snowflake")
     assert dbt_target() == "snowflake"
+
+
+def test_runs_that_write_the_duckdb_warehouse_go_one_at_a_time(tmp_path):
+    # DuckDB lets one process write the file: every job is tagged, and the instance settings `dagster dev`
+    # reads at the repository root queue a second tagged run behind the first.
+    from dagster._core.instance.ref import InstanceRef
+
+    from dagster_project.definitions import defs
+    from dagster_project.project import REPO_ROOT, WAREHOUSE_RUN_TAG
+
+    jobs = [job for job in defs.resolve_all_job_defs() if not job.name.startswith("__")]
+    assert len(jobs) >= 7
+    assert {job.name: job.tags.get(WAREHOUSE_RUN_TAG) for job in jobs} == {job.name: "duckdb" for job in jobs}
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path), config_dir=str(REPO_ROOT))) as instance:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    assert [{"key": WAREHOUSE_RUN_TAG, "value": "duckdb", "limit": 1}] == limits

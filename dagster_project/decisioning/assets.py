@@ -42,7 +42,7 @@ from dagster_project.decisioning.routing import (RETENTION_GOALS, RoutingPolicy,
                                                  goal_values, route)
 from dagster_project.decisioning.timing import HOURS, best_send_hours, hour_of_week, next_time_at
 from dagster_project.messaging.briefs import BriefSet, load_briefs
-from dagster_project.project import default_as_of, mapped_in_workers, usable_cores
+from dagster_project.project import WAREHOUSE_RUN_TAGS, default_as_of, mapped_in_workers, usable_cores
 from dagster_project.models.clv_assets import PREDICTIONS_TABLE
 from dagster_project.models.uplift_assets import newest_passing, uplift_models
 from dagster_project.models.uplift_data import FEATURES_TABLE, GOALS, point_in_time_features
@@ -544,7 +544,8 @@ def holdouts_never_sent(warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
 
 
 daily_routing = dg.define_asset_job("daily_routing", selection=[uplift_models, routing_decisions],
-                                    description="Retrain uplift weekly (skipped otherwise) and route every day.")
+                                    description="Retrain uplift weekly (skipped otherwise) and route every day.",
+                                    tags=WAREHOUSE_RUN_TAGS)
 daily_routing_schedule = dg.ScheduleDefinition(
     name="daily_routing_schedule", job=daily_routing, cron_schedule="30 5 * * *",  # after daily_personalization
     execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED)

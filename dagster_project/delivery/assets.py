@@ -26,6 +26,7 @@ from dagster_project.delivery.esp.base import EspResource
 from dagster_project.delivery.outbox import OUTBOX, enqueue_batch, naive_utc, state_counts, utcnow
 from dagster_project.delivery.sender import ExportSummary, run_export
 from dagster_project.messaging.briefs import BriefError, load_briefs
+from dagster_project.project import WAREHOUSE_RUN_TAGS
 from dagster_project.quality.freshness import stale_playbooks
 from dagster_project.ingest.contract import NEXTBEST_SCHEMA
 from dagster_project.resources.warehouse import DuckDBWarehouse, WarehouseInterface, WarehouseSession
@@ -68,7 +69,8 @@ def record_approval(context: dg.OpExecutionContext, config: ApprovalDecisionConf
     return dg.Output(approval.approval_id, metadata=metadata)
 
 
-@dg.job(description="Approve or reject a batch of drafts (run config: batch, by, decision, note).")
+@dg.job(description="Approve or reject a batch of drafts (run config: batch, by, decision, note).",
+        tags=WAREHOUSE_RUN_TAGS)
 def approve_batch():
     record_approval()
 
@@ -206,6 +208,7 @@ export_approved_batch = dg.define_asset_job(
     "export_approved_batch",
     selection=dg.AssetSelection.assets(esp_export),
     description="Send one approved batch (run config names it); launched by approved_batches_sensor.",
+    tags=WAREHOUSE_RUN_TAGS,
 )
 
 

@@ -61,7 +61,8 @@ import pandas as pd
 from joblib import delayed
 from pydantic import Field
 
-from dagster_project.project import default_as_of, in_processes, mapped_in_workers, usable_cores
+from dagster_project.project import (WAREHOUSE_RUN_TAGS, default_as_of, in_processes, mapped_in_workers,
+                                      usable_cores)
 from dagster_project.models import registry
 from dagster_project.models.clv import (MODEL_FORMAT, ClvModel, StoreHistory, fit_clv, keep_for_scoring, predict_clv,
                                         score_clv, score_kept, scoring_summary)
@@ -439,6 +440,7 @@ clv_retrain = dg.define_asset_job(
     selection=[customer_predictions],
     config={"ops": {"customer_predictions": {"config": {"retrain": True}}}},
     description="Train, backtest and register a new CLV model now, then rescore every customer.",
+    tags=WAREHOUSE_RUN_TAGS,
 )
 
 assets = [customer_predictions]

@@ -37,7 +37,7 @@ from pydantic import Field
 from dagster_project.models import registry
 from dagster_project.models.propensity import (LABEL_WINDOW_DAYS, MAX_FEATURE_PSI, MIN_VALIDATION_AUC, OUTCOMES,
                                                PropensityModel, model_name, population, train_propensity)
-from dagster_project.project import default_as_of, run_memo
+from dagster_project.project import WAREHOUSE_RUN_TAGS, default_as_of, run_memo
 from dagster_project.resources.warehouse import (DuckDBWarehouse, KeySample, WarehouseInterface, column_names,
                                                  read_key_sample)
 
@@ -467,6 +467,7 @@ propensity_retrain = dg.define_asset_job(
     selection=list(MODEL_ASSETS.values()),
     config={"ops": {a.op.name: {"config": {"retrain": True}} for a in MODEL_ASSETS.values()}},
     description="Train, validate and register a new version of every propensity model (weekly).",
+    tags=WAREHOUSE_RUN_TAGS,
 )
 
 propensity_retrain_schedule = dg.ScheduleDefinition(

@@ -28,7 +28,7 @@ import duckdb
 import pandas as pd
 from pydantic import Field
 
-from dagster_project.project import default_as_of
+from dagster_project.project import WAREHOUSE_RUN_TAGS, default_as_of
 from dagster_project.models import registry
 from dagster_project.models.uplift_data import GOALS, training_frame
 from dagster_project.models.uplift_training import UpliftModel, train_uplift_models
@@ -162,7 +162,8 @@ def uplift_models_pass(warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
 
 uplift_retrain = dg.define_asset_job("uplift_retrain", selection=[uplift_models],
                                      config={"ops": {"uplift_models": {"config": {"retrain": True}}}},
-                                     description="Retrain every playbook's uplift model and register new versions.")
+                                     description="Retrain every playbook's uplift model and register new versions.",
+                                     tags=WAREHOUSE_RUN_TAGS)
 uplift_retrain_schedule = dg.ScheduleDefinition(
     name="uplift_retrain_weekly", job=uplift_retrain, cron_schedule="0 4 * * 1",  # Mondays before the daily run
     execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED)

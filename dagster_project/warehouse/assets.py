@@ -21,7 +21,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from pydantic import Field
 
-from dagster_project.project import dbt_project, ensure_manifest
+from dagster_project.project import WAREHOUSE_RUN_TAGS, dbt_project, ensure_manifest
 from dagster_project.resources.warehouse import DuckDBWarehouse
 
 
@@ -109,4 +109,5 @@ _FULL_REFRESH = {"config": {"full_refresh": True}}
 warehouse_full_refresh = dg.define_asset_job(
     "warehouse_full_refresh", selection=dg.AssetSelection.assets(nextbest_dbt_models, nextbest_dbt_scored_models),
     config={"ops": {"nextbest_dbt_models": _FULL_REFRESH, "nextbest_dbt_scored_models": _FULL_REFRESH}},
-    description="`dbt build --full-refresh` of every model: rebuilds the incremental feature history from raw.")
+    description="`dbt build --full-refresh` of every model: rebuilds the incremental feature history from raw.",
+    tags=WAREHOUSE_RUN_TAGS)
