@@ -162,19 +162,17 @@ first_change_after as (
 
 pauses_before as (
 
-    -- the current subscription's own pauses and resumes: a pause of an earlier one (cancelled
-    -- while paused, no resume) does not pause the one they came back with
     select
-        current_subscription.as_of_date,
+        points.as_of_date,
         pause_events.customer_id,
         pause_events.event_type,
         pause_events.occurred_at
 
-    from current_subscription
+    from points
     inner join pause_events
-        on pause_events.customer_id = current_subscription.customer_id
-        and pause_events.occurred_at >= current_subscription.started_at
-        and pause_events.occurred_at < current_subscription.as_of_at
+        on pause_events.occurred_at < points.as_of_at
+    where points.is_scoring_point
+       or pause_events.customer_id in (select customer_id from training_customers)
 
 ),
 
@@ -191,10 +189,12 @@ final as (
         current_subscription.customer_id,
         current_subscription.subscription_id,
         current_subscription.is_live,
-        current_subscription.is_live and coalesce(last_pause_event.event_type = 'pause', false)
-            as is_paused,
-        current_subscription.is_live and not coalesce(last_pause_event.event_type = 'pause', false)
-            as is_active_subscriber,
+        -- paused by the current subscription's own last pause: one of an earlier subscription
+        -- (cancelled while paused, no resume) does not pause the one they came back with
+        current_subscription.is_live and coalesce(last_pause_event.event_type = 'pause'
+            and last_pause_event.occurred_at >= current_subscription.started_at, false) as is_paused,
+        current_subscription.is_live and not coalesce(last_pause_event.event_type = 'pause'
+            and last_pause_event.occurred_at >= current_subscription.started_at, false) as is_active_subscriber,
         current_subscription.is_gift,
         case current_subscription.plan
             when 'single_bag' then 1 when 'double_bag' then 2 when 'family' then 3
