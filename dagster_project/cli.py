@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import sys
 import time
@@ -43,17 +44,28 @@ def _positive_int(text: str) -> int:
 
 
 def _use_db(path: str | None) -> Path:
-    """Point NEXTBEST_DUCKDB_PATH at --db (before dbt or Dagster read it)."""
+    """Point NEXTBEST_DUCKDB_PATH at --db (before dbt or Dagster read it).
+
+    Raises ValueError for a file named after a NextBest schema (e.g. raw.duckdb).
+    """
     if path:
         os.environ["NEXTBEST_DUCKDB_PATH"] = str(Path(path).expanduser().resolve())
     return duckdb_path()
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from dagster_project.ingest.simulator import simulate
     from dagster_project.resources.warehouse import connect_duckdb
 
-    db = _use_db(args.db)
+    try:
+        db = _use_db(args.db)
+    except ValueError as error:
+        _error(str(error))
+        return 2
     _print(f"Simulating {args.customers:,} subscribers over {args.months} months (seed {args.seed}) into {db}")
     con = connect_duckdb(db)
     try:
@@ -71,22 +83,26 @@ def cmd_import(args: argparse.Namespace) -> int:
     from dagster_project.ingest.importer import ContractError, import_directory, refuse_on_snowflake
     from dagster_project.resources.warehouse import connect_duckdb
 
-    db = _use_db(args.db)
+    try:
+        db = _use_db(args.db)
+    except ValueError as error:
+        _error(str(error))
+        return 2
     folder = Path(args.directory)
     if not folder.is_dir():
-        _print(f"error: {folder} is not a folder of CSV/Parquet files named after the raw tables")
+        _error(f"{folder} is not a folder of CSV/Parquet files named after the raw tables")
         return 2
     try:
         refuse_on_snowflake()  # before opening (and so creating) the DuckDB file
     except ContractError as error:
-        _print(f"error: {error}")
+        _error(str(error))
         return 2
     _print(f"Importing {folder} into {db}")
     con = connect_duckdb(db)
     try:
         summary = import_directory(con, folder, progress=lambda m: _print(f"  {m}"))
     except ContractError as error:
-        _print(f"error: {error}")
+        _error(str(error))
         return 2
     finally:
         con.close()
@@ -97,7 +113,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dagster_project.demo import run_demo
 
-    _use_db(args.db)
+    try:
+        _use_db(args.db)
+    except ValueError as error:
+        _error(str(error))
+        return 2
     return run_demo(customers=args.customers, months=args.months, seed=args.seed,
                     fresh=args.fresh, echo=_print)
 
@@ -142,10 +162,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `nextbest` console script."""
+    import duckdb
+
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
-    code = args.func(args)
-    if args.command == "demo":
+    try:
+        code = args.func(args)
+    except duckdb.IOException as error:
+        # Every command opens the file through connect_duckdb, which waits a while for the lock and
+        # then gives up: one message for all of them instead of a traceback from each.
+        if "lock" not in str(error).lower():
+            raise
+        _error(f"{error}\nThe warehouse is open in another process (a `nextbest demo`, a Dagster run "
+               "or a SQL client): run the command again once it is done, or pass --db "
+               "for another file.")
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`nextbest review | head`): stop quietly, as other command-line tools do.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            pass  # stdout is not a file descriptor (e.g. captured in tests): nothing left to flush
+        return 1
+    if args.command == "demo" and code == 0:
         _print(f"Finished in {time.perf_counter() - started:.1f}s")
     return code
 

@@ -25,14 +25,14 @@ def test_simulate_rejects_bad_sizes(duckdb_file, capsys):
 
 def test_import_of_a_missing_folder_is_a_clear_error(duckdb_file, tmp_path, capsys):
     assert main(["import", str(tmp_path / "nope")]) == 2
-    assert "is not a folder" in capsys.readouterr().out
+    assert "is not a folder" in capsys.readouterr().err
 
 
 def test_import_is_refused_on_snowflake_without_touching_duckdb(duckdb_file, tmp_path, monkeypatch, capsys):
     (tmp_path / "customers.csv").write_text("customer_id,email\nC1,a@example.com\n")
     monkeypatch.setenv("NEXTBEST_WAREHOUSE", "snowflake")
     assert main(["import", str(tmp_path)]) == 2
-    assert "own loader" in capsys.readouterr().out
+    assert "own loader" in capsys.readouterr().err
     assert not duckdb_file.exists()  # nothing created on the way to the refusal
 
 

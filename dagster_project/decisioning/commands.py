@@ -42,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.folds < 2:
             raise UpliftInputError(f"--folds must be at least 2, got {args.folds}")
+        if args.predictions and not Path(args.predictions).resolve().parent.is_dir():
+            # checked before the backtest runs, not after minutes of fitting
+            raise UpliftInputError(f"--predictions {args.predictions}: folder "
+                                   f"{Path(args.predictions).resolve().parent} does not exist")
         frame = read_campaign_file(args.file)
         result = run_uplift_backtest(frame, args.treatment, args.control, args.outcome, args.value,
                                      folds=args.folds, seed=args.seed)

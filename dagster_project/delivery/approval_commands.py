@@ -16,14 +16,16 @@ from __future__ import annotations
 import argparse
 import textwrap
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
+
+from dagster_project.project import DUCKDB_HELP
 
 if TYPE_CHECKING:
     from dagster_project.resources.warehouse import WarehouseInterface, WarehouseSession
 
 BATCH_HELP = "a batch id from `nextbest review`: <playbook>-<run date>, e.g. at_risk_save-2026-06-30"
-DB_HELP = ("DuckDB file (default: NEXTBEST_DUCKDB_PATH, else data/nextbest.duckdb); "
-           "when given, used even if NEXTBEST_WAREHOUSE=snowflake")
+DB_HELP = f"{DUCKDB_HELP}; when given, used even if NEXTBEST_WAREHOUSE=snowflake"
 
 
 def register(subparsers) -> None:
@@ -51,10 +53,19 @@ def register(subparsers) -> None:
 
 
 def _warehouse(args: argparse.Namespace) -> WarehouseInterface:
-    """The warehouse resource: DuckDB at `--db` when given, else the one `NEXTBEST_WAREHOUSE` names."""
-    from dagster_project.resources.warehouse import command_warehouse
+    """The warehouse resource: DuckDB at `--db` when given, else the one `NEXTBEST_WAREHOUSE` names.
 
-    return command_warehouse(args.db)
+    Raises FileNotFoundError for a DuckDB file that does not exist: these commands write, and
+    opening a mistyped path would create an empty warehouse and record the decision or events there.
+    """
+    from dagster_project.resources.warehouse import DuckDBWarehouse, command_warehouse
+
+    warehouse = command_warehouse(args.db)
+    if isinstance(warehouse, DuckDBWarehouse) and not Path(warehouse.path).exists():
+        raise FileNotFoundError(
+            f"No warehouse at {warehouse.path}. Run `nextbest demo` or `nextbest simulate` first, "
+            "or set NEXTBEST_DUCKDB_PATH (or --db) to your DuckDB file.")
+    return warehouse
 
 
 @contextmanager

@@ -61,7 +61,11 @@ def cmd_serve_webhooks(args: argparse.Namespace) -> int:
     except Exception as error:  # noqa: BLE001 - shown to the user as is
         print(f"Cannot open the warehouse: {error}")
         return 2
-    server = make_webhook_server(warehouse, secrets, args.host, args.port)
+    try:
+        server = make_webhook_server(warehouse, secrets, args.host, args.port)
+    except (OSError, OverflowError) as error:  # port taken, out of range, or an address not of this machine
+        print(f"Cannot listen on {args.host}:{args.port}: {error}")
+        return 2
     host, port = server.server_address[:2]
     print(f"Receiving webhooks on http://{host}:{port}/webhooks/{{{','.join(sorted(secrets))}}} (Ctrl-C to stop)",
           flush=True)

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from contextlib import closing, nullcontext
+from datetime import date
 from pathlib import Path
 
 from dagster_project.messaging.briefs import BriefError, load_briefs
@@ -38,6 +39,45 @@ def _open_warehouse(db: str | None):
     return nullcontext(warehouse)
 
 
+# The raw tables a context pack and the catalog are read from (`context_pack.py`).
+PACK_TABLES = ("customers", "subscriptions", "orders", "order_items", "products", "support_tickets")
+CATALOG_TABLES = ("products", "subscriptions")
+
+
+def _require_raw(source, tables: tuple[str, ...]) -> None:
+    """Raise ValueError naming the first of `raw.<tables>` the warehouse does not have yet."""
+    from dagster_project.resources.warehouse import session_on
+
+    with session_on(source) as tx:
+        for table in tables:
+            if not tx.exists("raw", table):
+                raise ValueError(f"raw.{table} does not exist yet: load your data (`nextbest import DIR`) or "
+                                 "simulate a store (`nextbest simulate`) first")
+
+
+def _as_of(text: str | None) -> str:
+    """The day to read the customer at: --as-of, else NEXTBEST_AS_OF, else today; ValueError naming a bad one."""
+    as_of = text or default_as_of()
+    try:
+        date.fromisoformat(as_of)
+    except ValueError:
+        given = f"--as-of {text!r}" if text else f"NEXTBEST_AS_OF={as_of!r}"
+        raise ValueError(f"{given} is not a date; use YYYY-MM-DD, e.g. 2026-06-30") from None
+    return as_of
+
+
+def _routed_playbook(source, customer_id: str, as_of: str) -> str | None:
+    """The playbook routing chose for this customer on `as_of` (what their draft in the batch is), if any."""
+    from dagster_project.messaging.assets import ROUTED_PLAYBOOKS_SQL
+    from dagster_project.resources.warehouse import session_on
+
+    with session_on(source) as tx:
+        if not tx.exists("nextbest", "routing_decisions"):
+            return None
+        rows = tx.read_df(ROUTED_PLAYBOOKS_SQL + " and customer_id = ?", [date.fromisoformat(as_of), customer_id])
+    return str(rows["playbook_id"].iloc[0]) if not rows.empty else None
+
+
 def _print_pack(pack: ContextPack) -> None:
     print(f"Context pack for {pack.customer_id} ({pack.first_name or 'no first name'}), as of {pack.as_of}: "
           f"tenure {pack.tenure_months} months, writes {pack.tone}")
@@ -53,16 +93,25 @@ def cmd_preview(args: argparse.Namespace) -> int:
     except BriefError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    as_of = args.as_of or default_as_of()
     try:
+        as_of = _as_of(args.as_of)
+        for out in (args.context_out, args.draft_out):  # before drafting, not after
+            if out and not Path(out).resolve().parent.is_dir():
+                raise ValueError(f"{out}: folder {Path(out).resolve().parent} does not exist")
         warehouse = _open_warehouse(args.db)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     with warehouse as source:
+        try:
+            _require_raw(source, PACK_TABLES)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         packs = load_context_packs(source, [args.customer], as_of=as_of)
         catalog = load_catalog(source)
-        playbook = args.playbook
+        # Without --playbook: the one routing chose that day, as message_drafts drafts it; else the segment's.
+        playbook = args.playbook or _routed_playbook(source, args.customer, as_of)
         if playbook is None:
             from dagster_project.messaging.assets import segment_playbooks
             try:
@@ -135,8 +184,16 @@ def cmd_check_draft(args: argparse.Namespace) -> int:
         raw_draft = _load_json(args.draft, "draft")
         try:
             pack = ContextPack.from_dict(ctx.get("context_pack", ctx))
-        except (TypeError, KeyError) as error:
+        except (TypeError, KeyError, ValueError) as error:
             raise ValueError(f"{args.context}: context_pack is not a context pack ({error})") from None
+        for field in ("as_of", "data_fresh_at"):  # the staleness check reads them as dates
+            value = getattr(pack, field)
+            if field == "as_of" or value is not None:
+                try:
+                    date.fromisoformat(str(value))
+                except ValueError:
+                    raise ValueError(f"{args.context}: context_pack.{field} {value!r} is not a date "
+                                     "(YYYY-MM-DD)") from None
         try:
             draft = Draft.from_dict(raw_draft)
         except (TypeError, ValueError) as error:
@@ -147,9 +204,13 @@ def cmd_check_draft(args: argparse.Namespace) -> int:
         briefs = load_briefs(args.briefs)
         brief = briefs.get(playbook)
         if "catalog" in ctx:
-            catalog = Catalog.from_dict(ctx["catalog"])
+            try:
+                catalog = Catalog.from_dict(ctx["catalog"])
+            except (TypeError, AttributeError) as error:
+                raise ValueError(f"{args.context}: catalog is not a catalog ({error})") from None
         else:
             with _open_warehouse(args.db) as source:
+                _require_raw(source, CATALOG_TABLES)
                 catalog = load_catalog(source)
     except (ValueError, BriefError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -168,7 +229,9 @@ def register(subparsers) -> None:
 
     preview = subparsers.add_parser("preview", help="print a customer's context pack and draft with verdicts")
     preview.add_argument("--customer", required=True, help="customer_id")
-    preview.add_argument("--playbook", default=None, help="playbook id (default: from the customer's segment)")
+    preview.add_argument("--playbook", default=None,
+                         help="playbook id (default: the one routing chose for the customer on --as-of, "
+                              "else their segment's)")
     preview.add_argument("--generator", choices=("template", "openai"), default="template")
     preview.add_argument("--as-of", default=None, help="YYYY-MM-DD (default NEXTBEST_AS_OF or today)")
     preview.add_argument("--json", action="store_true", help="print JSON instead of text")

@@ -10,6 +10,8 @@ Either way the checks are the same functions the Dagster checks run.
 from __future__ import annotations
 
 import argparse
+import os
+from datetime import date
 
 
 def register(subparsers) -> None:
@@ -28,6 +30,13 @@ def run(args: argparse.Namespace) -> int:
     from dagster_project.quality.summary import collect_outcomes, render_markdown, render_text
     from dagster_project.resources.warehouse import command_source
 
+    as_of = os.environ.get("NEXTBEST_AS_OF")
+    if as_of:  # the freshness and anomaly checks measure from it
+        try:
+            date.fromisoformat(as_of)
+        except ValueError:
+            print(f"Cannot run the checks: NEXTBEST_AS_OF={as_of!r} is not a date; use YYYY-MM-DD, e.g. 2026-06-30")
+            return 2
     try:
         where, source, close = command_source(getattr(args, "db", None))
     except Exception as error:  # noqa: BLE001 - shown to the user as is

@@ -39,9 +39,20 @@ def register(subparsers) -> None:
 
 
 def _open(args, read_only: bool) -> tuple[Any, Callable[[], None]]:
-    """(a source the service readers take, how to release it): see `command_source`."""
-    from dagster_project.resources.warehouse import command_source
+    """(a source the service readers take, how to release it): see `command_source`.
 
+    Raises FileNotFoundError for a DuckDB file that does not exist, also when writing: a mistyped
+    path would otherwise become a new, empty warehouse.
+    """
+    from pathlib import Path
+
+    from dagster_project.resources.warehouse import DuckDBWarehouse, command_source, command_warehouse
+
+    warehouse = command_warehouse(args.db)
+    if isinstance(warehouse, DuckDBWarehouse) and not Path(warehouse.path).exists():
+        raise FileNotFoundError(
+            f"No warehouse at {warehouse.path}. Run `nextbest demo` or `nextbest simulate` first, "
+            "or set NEXTBEST_DUCKDB_PATH (or --db) to your DuckDB file.")
     _, source, close = command_source(args.db, read_only=read_only)
     return source, close
 
@@ -86,6 +97,10 @@ def run_choice(args: argparse.Namespace) -> int:
     """Record an agent's pick among the options the customer qualifies for."""
     from dagster_project.service.save_offers import record_agent_choice
 
+    if not args.agent.strip():
+        print("error: say who chose the offer: --agent NAME (recorded in nextbest.save_offer_choices)",
+              file=sys.stderr)
+        return 2
     try:
         source, close = _open(args, read_only=False)
     except (FileNotFoundError, ValueError) as error:
