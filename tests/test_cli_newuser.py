@@ -236,3 +236,10 @@ def test_output_cut_short_by_the_reader_is_no_traceback(monkeypatch, capsys):
 
     monkeypatch.setattr(approval_commands, "cmd_review", review)
     assert main(["review"]) == 1
+
+
+def test_a_missing_campaign_file_is_named_once(tmp_path, capsys):
+    missing = tmp_path / "missing.csv"
+    code = main(["uplift-backtest", str(missing), "--treatment", "arm", "--control", "b", "--outcome", "y"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("missing.csv") == 1 and "no such file" in err

@@ -41,14 +41,15 @@ class UpliftBacktest:
 
 
 def read_campaign_file(path: str | Path) -> pd.DataFrame:
-    """A CSV or Parquet export as a DataFrame (clear errors for a missing or unreadable file)."""
+    """A CSV or Parquet export as a DataFrame (clear errors for a missing or unreadable file; the command
+    names the file before them)."""
     path = Path(path)
     if not path.is_file():
-        raise UpliftInputError(f"{path}: no such file")
+        raise UpliftInputError("no such file")
     try:
         return pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, low_memory=False)
     except Exception as error:  # noqa: BLE001 - any parser failure is an input problem
-        raise UpliftInputError(f"{path}: cannot read as {'Parquet' if path.suffix == '.parquet' else 'CSV'}: {error}")
+        raise UpliftInputError(f"cannot read as {'Parquet' if path.suffix == '.parquet' else 'CSV'}: {error}")
 
 
 def _require_columns(frame: pd.DataFrame, columns: dict[str, str | None]) -> None:
