@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import textwrap
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from dagster_project.project import DUCKDB_HELP
@@ -58,14 +57,9 @@ def _warehouse(args: argparse.Namespace) -> WarehouseInterface:
     Raises FileNotFoundError for a DuckDB file that does not exist: these commands write, and
     opening a mistyped path would create an empty warehouse and record the decision or events there.
     """
-    from dagster_project.resources.warehouse import DuckDBWarehouse, command_warehouse
+    from dagster_project.resources.warehouse import command_warehouse
 
-    warehouse = command_warehouse(args.db)
-    if isinstance(warehouse, DuckDBWarehouse) and not Path(warehouse.path).exists():
-        raise FileNotFoundError(
-            f"No warehouse at {warehouse.path}. Run `nextbest demo` or `nextbest simulate` first, "
-            "or set NEXTBEST_DUCKDB_PATH (or --db) to your DuckDB file.")
-    return warehouse
+    return command_warehouse(args.db, must_exist=True)
 
 
 @contextmanager

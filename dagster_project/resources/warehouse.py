@@ -841,20 +841,26 @@ def command_source(db: str | None = None,
     return warehouse.path, con, con.close
 
 
-def command_warehouse(db: str | None = None) -> DuckDBWarehouse | SnowflakeWarehouse:
+def command_warehouse(db: str | None = None, must_exist: bool = False) -> DuckDBWarehouse | SnowflakeWarehouse:
     """The warehouse resource (initialized) a CLI command works through, one rule for every command.
 
     `--db` given: DuckDB at that file, whatever `NEXTBEST_WAREHOUSE` says. Otherwise the engine
     `NEXTBEST_WAREHOUSE` names (`build_warehouse`). A DuckDB file named after a NextBest schema
-    is refused either way.
+    is refused either way. `must_exist`: raise FileNotFoundError for a DuckDB file that does not
+    exist (commands that write: opening a mistyped path would create an empty warehouse).
     """
     if db:
         path = Path(db).expanduser().resolve()
         check_duckdb_file_name(path)
-        return DuckDBWarehouse(path=str(path), batch_rows=batch_rows_from_env())
-    warehouse = build_warehouse().process_config_and_initialize()
-    if isinstance(warehouse, DuckDBWarehouse):
-        check_duckdb_file_name(Path(warehouse.path))
+        warehouse = DuckDBWarehouse(path=str(path), batch_rows=batch_rows_from_env())
+    else:
+        warehouse = build_warehouse().process_config_and_initialize()
+        if isinstance(warehouse, DuckDBWarehouse):
+            check_duckdb_file_name(Path(warehouse.path))
+    if must_exist and isinstance(warehouse, DuckDBWarehouse) and not Path(warehouse.path).exists():
+        raise FileNotFoundError(
+            f"No warehouse at {warehouse.path}. Run `nextbest demo` or `nextbest simulate` first, "
+            "or set NEXTBEST_DUCKDB_PATH (or --db) to your DuckDB file.")
     return warehouse
 
 

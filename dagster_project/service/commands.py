@@ -44,15 +44,9 @@ def _open(args, read_only: bool) -> tuple[Any, Callable[[], None]]:
     Raises FileNotFoundError for a DuckDB file that does not exist, also when writing: a mistyped
     path would otherwise become a new, empty warehouse.
     """
-    from pathlib import Path
+    from dagster_project.resources.warehouse import command_source, command_warehouse
 
-    from dagster_project.resources.warehouse import DuckDBWarehouse, command_source, command_warehouse
-
-    warehouse = command_warehouse(args.db)
-    if isinstance(warehouse, DuckDBWarehouse) and not Path(warehouse.path).exists():
-        raise FileNotFoundError(
-            f"No warehouse at {warehouse.path}. Run `nextbest demo` or `nextbest simulate` first, "
-            "or set NEXTBEST_DUCKDB_PATH (or --db) to your DuckDB file.")
+    command_warehouse(args.db, must_exist=True)
     _, source, close = command_source(args.db, read_only=read_only)
     return source, close
 
