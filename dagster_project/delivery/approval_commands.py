@@ -14,6 +14,7 @@ picks the DuckDB file.
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Iterator
@@ -127,7 +128,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         try:
             tx = stack.enter_context(_reading(_warehouse(args)))
         except Exception as error:  # noqa: BLE001 - shown to the user as is
-            print(f"Cannot open the warehouse: {error}")
+            print(f"Cannot open the warehouse: {error}", file=sys.stderr)
             return 2
         try:
             if not args.batch:
@@ -140,7 +141,7 @@ def cmd_review(args: argparse.Namespace) -> int:
             print(render_review(review))
             return 0
         except ApprovalError as error:
-            print(f"Cannot review: {error}")
+            print(f"Cannot review: {error}", file=sys.stderr)
             return 2
 
 
@@ -151,12 +152,12 @@ def _decide(args: argparse.Namespace, decision: str, note: str | None) -> int:
         ttl = approval_ttl()
         warehouse = _warehouse(args)
     except Exception as error:  # noqa: BLE001 - shown to the user as is
-        print(f"Cannot {decision} {args.batch}: {error}")
+        print(f"Cannot {decision} {args.batch}: {error}", file=sys.stderr)
         return 2
     try:
         approval = record_decision(warehouse, args.batch, decision, args.by, note, source="cli")
     except ApprovalError as error:
-        print(f"Cannot {decision} {args.batch}: {error}")
+        print(f"Cannot {decision} {args.batch}: {error}", file=sys.stderr)
         return 2
     if approval.decision == "approved":
         until = approval.decided_at + ttl

@@ -8,6 +8,7 @@ way `nextbest review` / `approve` pick it.
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 
 from dagster_project.delivery.approval_commands import DB_HELP, _warehouse
@@ -37,12 +38,12 @@ def cmd_ingest_events(args: argparse.Namespace) -> int:
     try:
         warehouse = _warehouse(args)
     except Exception as error:  # noqa: BLE001 - shown to the user as is
-        print(f"Cannot open the warehouse: {error}")
+        print(f"Cannot open the warehouse: {error}", file=sys.stderr)
         return 2
     try:
         summary = ingest_events_file(warehouse, args.file)
     except (FileNotFoundError, ValueError) as error:
-        print(f"Cannot ingest {args.file}: {error}")
+        print(f"Cannot ingest {args.file}: {error}", file=sys.stderr)
         return 2
     print(f"{args.file}: {summary.read} events read, {summary.inserted} new, "
           f"{summary.duplicates} already stored, {summary.quarantined} quarantined (see raw.raw_quarantine)")
@@ -54,17 +55,17 @@ def cmd_serve_webhooks(args: argparse.Namespace) -> int:
 
     secrets = {source: os.environ[var] for source, var in WEBHOOK_SECRET_ENV.items() if os.environ.get(var)}
     if not secrets:
-        print("No webhook secret configured: set " + " and/or ".join(WEBHOOK_SECRET_ENV.values()))
+        print("No webhook secret configured: set " + " and/or ".join(WEBHOOK_SECRET_ENV.values()), file=sys.stderr)
         return 2
     try:
         warehouse = _warehouse(args)
     except Exception as error:  # noqa: BLE001 - shown to the user as is
-        print(f"Cannot open the warehouse: {error}")
+        print(f"Cannot open the warehouse: {error}", file=sys.stderr)
         return 2
     try:
         server = make_webhook_server(warehouse, secrets, args.host, args.port)
     except (OSError, OverflowError) as error:  # port taken, out of range, or an address not of this machine
-        print(f"Cannot listen on {args.host}:{args.port}: {error}")
+        print(f"Cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 2
     host, port = server.server_address[:2]
     print(f"Receiving webhooks on http://{host}:{port}/webhooks/{{{','.join(sorted(secrets))}}} (Ctrl-C to stop)",

@@ -10,6 +10,7 @@ Either way the checks are the same functions the Dagster checks run.
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 from datetime import date
 
@@ -35,12 +36,13 @@ def run(args: argparse.Namespace) -> int:
         try:
             date.fromisoformat(as_of)
         except ValueError:
-            print(f"Cannot run the checks: NEXTBEST_AS_OF={as_of!r} is not a date; use YYYY-MM-DD, e.g. 2026-06-30")
+            print(f"Cannot run the checks: NEXTBEST_AS_OF={as_of!r} is not a date; use YYYY-MM-DD, e.g. 2026-06-30",
+                  file=sys.stderr)
             return 2
     try:
         where, source, close = command_source(getattr(args, "db", None))
     except Exception as error:  # noqa: BLE001 - shown to the user as is
-        print(f"Cannot open the warehouse: {error}")
+        print(f"Cannot open the warehouse: {error}", file=sys.stderr)
         return 2
     try:
         outcomes = collect_outcomes(source)

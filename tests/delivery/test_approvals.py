@@ -171,7 +171,7 @@ def test_cli_review_approve_reject(store, capsys):
     assert _cli("reject", BATCH, "--by", "ben", "--reason", "wrong tone", "--db", db) == 0
     assert "Rejected" in capsys.readouterr().out
     assert _cli("approve", "no_such-2026-01-01", "--by", "ana", "--db", db) == 2
-    assert "has no drafts" in capsys.readouterr().out
+    assert "has no drafts" in capsys.readouterr().err  # errors go to stderr
 
     with duckdb.connect(db, read_only=True) as con:
         rows = con.execute("select decision, decided_by, note, source from nextbest.approvals order by seq").fetchall()
@@ -187,7 +187,7 @@ def test_cli_db_wins_over_a_snowflake_environment(store, capsys, monkeypatch, tm
     assert BATCH in capsys.readouterr().out
 
     assert _cli("review", "--db", str(tmp_path / "nextbest.duckdb")) == 2
-    assert "same as a NextBest schema" in capsys.readouterr().out
+    assert "same as a NextBest schema" in capsys.readouterr().err
 
 
 def test_approve_batch_job_records_the_decision_from_run_config(store):

@@ -292,8 +292,8 @@ def test_cli_ingest_events(warehouse, tmp_path, monkeypatch, capsys):
     assert "1 events read, 1 new" in capsys.readouterr().out
     assert stored(warehouse) == [("ev5", "open")]
     args = parser.parse_args(["ingest-events", str(tmp_path / "missing.csv")])
-    assert args.func(args) == 2 and "is not a file" in capsys.readouterr().out
+    assert args.func(args) == 2 and "is not a file" in capsys.readouterr().err
     monkeypatch.delenv("NEXTBEST_WEBHOOK_SECRET", raising=False)
     monkeypatch.delenv("CUSTOMERIO_WEBHOOK_SIGNING_KEY", raising=False)
     args = parser.parse_args(["serve-webhooks", "--port", "0"])
-    assert args.func(args) == 2 and "NEXTBEST_WEBHOOK_SECRET" in capsys.readouterr().out
+    assert args.func(args) == 2 and "NEXTBEST_WEBHOOK_SECRET" in capsys.readouterr().err

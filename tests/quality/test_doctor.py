@@ -51,4 +51,4 @@ def test_doctor_exits_0_when_only_warnings_fail(store, capsys, monkeypatch):
 
 def test_doctor_without_warehouse(tmp_path, capsys):
     assert _doctor("--db", str(tmp_path / "missing.duckdb")) == 2
-    assert "No warehouse at" in capsys.readouterr().out
+    assert "No warehouse at" in capsys.readouterr().err
