@@ -142,9 +142,8 @@ def header_columns(con: duckdb.DuckDBPyConnection, source: SourceFile, encoding:
 
 def _csv_header(source: SourceFile, encoding: str) -> list[str] | None:
     """The CSV's header as written (first record, delimiter sniffed), or None when it does not read."""
-    opener = gzip.open if source.path.name.lower().endswith(".gz") else open
     try:
-        with opener(source.path, "rt", encoding=encoding, errors="replace", newline="") as f:
+        with _open_csv_text(source, encoding) as f:
             first = f.readline()
         dialect = csv.Sniffer().sniff(first, delimiters=",;\t|")
         return next(csv.reader([first], dialect))
@@ -194,10 +193,19 @@ def drop_temp_tables(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"drop table if exists temp.{name}")
 
 
+def _opener(path: Path):
+    """`open`, or `gzip.open` for a .gz file."""
+    return gzip.open if path.name.lower().endswith(".gz") else open
+
+
+def _open_csv_text(source: SourceFile, encoding: str):
+    """The CSV as text for Python's csv module (undecodable bytes replaced, newlines as written)."""
+    return _opener(source.path)(source.path, "rt", encoding=encoding, errors="replace", newline="")
+
+
 def _head(path: Path, size: int = 65536) -> bytes:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
+        with _opener(path)(path, "rb") as f:
             return f.read(size)
     except OSError as exc:
         raise ContractError(f"{path.name}: cannot be read: {exc}") from exc
@@ -205,10 +213,9 @@ def _head(path: Path, size: int = 65536) -> bytes:
 
 def _csv_problem(source: SourceFile, encoding: str) -> str | None:
     """Why a CSV DuckDB could not read cannot be split into rows, naming the data row; None if not found."""
-    opener = gzip.open if source.path.name.lower().endswith(".gz") else open
     records = 0  # records read, the header included: the failing one is data row `records`
     try:
-        with opener(source.path, "rt", encoding=encoding, errors="replace", newline="") as f:
+        with _open_csv_text(source, encoding) as f:
             for records, _ in enumerate(csv.reader(f, strict=True), start=1):
                 pass
     except csv.Error as error:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -40,14 +39,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.horizon_days <= 0:
             raise ClvInputError(f"--horizon-days must be a positive number of days, got {args.horizon_days}")
-        if not re.match(r"\d{4}-\d{2}-\d{2}", args.cutoff.strip()):
-            # pandas would read 05/02/2024 as May 2nd, which half the world writes as February 5th
-            raise ClvInputError(f"--cutoff {args.cutoff!r} is not a date; use YYYY-MM-DD, e.g. 2024-06-30")
+        cutoff = parse_cutoff(args.cutoff)
         if args.predictions and not Path(args.predictions).resolve().parent.is_dir():
             # checked before the backtest runs, not after minutes of fitting
             raise ClvInputError(f"--predictions {args.predictions}: folder {Path(args.predictions).resolve().parent} "
                                 "does not exist")
-        cutoff = parse_cutoff(args.cutoff)
         transactions = read_transaction_file(args.file, args.customer, args.date, args.amount)
         if transactions.empty:
             raise ClvInputError(f"{args.file}: no rows")

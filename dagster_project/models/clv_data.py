@@ -7,6 +7,7 @@ line of a CSV, counting the header as line 1) and the value found.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -77,8 +78,10 @@ def clean_transactions(raw: pd.DataFrame, customer: str, date: str, amount: str,
 
 def parse_cutoff(text: str) -> pd.Timestamp:
     """The --cutoff date (YYYY-MM-DD); the whole day belongs to the history."""
+    # Only the ISO order: pandas would read 05/02/2024 as May 2nd, which half the world writes as February 5th.
+    iso = re.match(r"\d{4}-\d{2}-\d{2}", str(text).strip())
     try:
-        moment = pd.Timestamp(text)
+        moment = pd.Timestamp(text) if iso else pd.NaT
     except (ValueError, TypeError):
         moment = pd.NaT
     if pd.isna(moment):
