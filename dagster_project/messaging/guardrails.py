@@ -377,8 +377,11 @@ SKIP_COUNT = re.compile(rf"\bskipped {_COUNT}\b|\b{_COUNT} (?:skips|skipped)\b",
 SKIP_WINDOW = re.compile(rf"\b(?:of|in) your last {_COUNT} (?:deliveries|orders|boxes|bags)\b", re.I)
 
 
+_COUNT_WORDS = {"one": 1, **NUMBER_WORDS}
+
+
 def _count(written: str) -> int:
-    return int(written) if written.isdigit() else {"one": 1, **NUMBER_WORDS}[written.lower()]
+    return int(written) if written.isdigit() else _COUNT_WORDS[written.lower()]
 
 
 def _skip_counts(t: Text, px: _PackIndex) -> list[str]:
