@@ -60,9 +60,11 @@ SKIP_GROUPS = {"ingest", "warehouse"}  # raw data comes from `simulate`, dbt mod
 STEP_MARK = "step: "  # `--materialize` prints a line per step, this and JSON
 
 
-def tree_rss(root: int) -> int:
-    """Resident bytes of process `root` and every process under it, summed (Linux /proc)."""
-    parent, rss, page = {}, {}, os.sysconf("SC_PAGE_SIZE")
+def tree_usage(root: int) -> tuple[int, float]:
+    """(resident bytes, CPU seconds) of process `root` and every process under it, summed (Linux
+    /proc). The CPU seconds include those of children already waited for (cutime, cstime)."""
+    parent, rss, cpu, page = {}, {}, {}, os.sysconf("SC_PAGE_SIZE")
+    tick = os.sysconf("SC_CLK_TCK")
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -72,24 +74,26 @@ def tree_rss(root: int) -> int:
                 continue
             fields = stat[stat.rfind(")") + 2:].split()  # after the command name (which may hold spaces)
             parent[int(entry)], rss[int(entry)] = int(fields[1]), int(fields[21]) * page
+            cpu[int(entry)] = sum(int(f) for f in fields[11:15]) / tick  # utime, stime, cutime, cstime
     children: dict[int, list[int]] = {}
     for pid, ppid in parent.items():
         children.setdefault(ppid, []).append(pid)
-    total, stack = 0, [root]
+    total, seconds, stack = 0, 0.0, [root]
     while stack:
         pid = stack.pop()
         total += rss.get(pid, 0)
+        seconds += cpu.get(pid, 0.0)
         stack.extend(children.get(pid, []))
-    return total
+    return total, seconds
 
 
 def run_stage(name: str, argv: list[str], env: dict[str, str],
-              samples: list[tuple[float, int]] | None = None) -> tuple[float, float, str]:
+              samples: list[tuple[float, int, float]] | None = None) -> tuple[float, float, str]:
     """Run one stage; return (wall seconds, peak RSS MiB, output). Exits loudly on failure.
 
     The peak is the larger of the kernel's rusage of the stage (its largest single process) and
     the sum over its process tree sampled every 0.25 s (a step that works in worker processes).
-    `samples`, when given, gets each (epoch seconds, tree bytes) sampled."""
+    `samples`, when given, gets each (epoch seconds, tree bytes, tree CPU seconds) sampled."""
     started = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sampled = [0]
@@ -97,10 +101,10 @@ def run_stage(name: str, argv: list[str], env: dict[str, str],
 
     def sample() -> None:
         while not done.wait(0.25):
-            rss = tree_rss(proc.pid)
+            rss, cpu = tree_usage(proc.pid)
             sampled[0] = max(sampled[0], rss)
             if samples is not None:
-                samples.append((time.time(), rss))
+                samples.append((time.time(), rss, cpu))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -246,24 +250,34 @@ def run_assets(customers: int, env: dict[str, str], print_row, label: str) -> tu
     listed = subprocess.run([sys.executable, __file__, "--list-assets"], env=env, cwd=REPO, capture_output=True,
                             text=True, check=True)
     keys = json.loads(listed.stdout.strip().splitlines()[-1])
-    samples: list[tuple[float, int]] = []
+    samples: list[tuple[float, int, float]] = []
     wall, peak, output = run_stage(f"{label}job run", [sys.executable, __file__, "--materialize", *keys], env, samples)
     steps = [json.loads(line[len(STEP_MARK):]) for line in output.splitlines() if line.startswith(STEP_MARK)]
     by_asset: dict[str, dict] = {}
     for step in steps:
         # Samples are 0.25 s apart: a step shorter than that takes the next one.
-        during = [rss for at, rss in samples if step["start"] <= at <= step["end"] + 0.25]
-        mine = by_asset.setdefault(step["asset"], {"seconds": 0.0, "peak": 0, "steps": 0})
+        during = [rss for at, rss, _ in samples if step["start"] <= at <= step["end"] + 0.25]
+        mine = by_asset.setdefault(step["asset"], {"seconds": 0.0, "peak": 0, "steps": 0, "cpu": 0.0})
         mine["seconds"] += step["seconds"]
         mine["peak"] = max(mine["peak"], max(during, default=0))
         mine["steps"] += 1
+        mine["cpu"] += cpu_at(samples, step["end"]) - cpu_at(samples, step["start"])
     for key in [*(k for k in keys if k in by_asset), *(k for k in by_asset if k not in keys)]:
         mine = by_asset[key]
+        # Cores: CPU seconds of the process tree per wall second (2.0 is both cores busy throughout).
+        cores = f", {mine['cpu'] / mine['seconds']:.1f} cores" if mine["seconds"] >= 2 else ""
         print_row(customers, f"{label}{key}", mine["seconds"], mine["peak"] / 2**20,
-                  f"{mine['steps']} step{'s' if mine['steps'] > 1 else ''}")
+                  f"{mine['steps']} step{'s' if mine['steps'] > 1 else ''}{cores}")
+    total_cpu = samples[-1][2] if samples else float("nan")
     print_row(customers, f"{label}one job run of these", wall, peak,
-              "one process, start and imports included")
+              f"one process, start and imports included, {total_cpu / wall:.1f} cores")
     return wall, sum(step["seconds"] for step in steps)
+
+
+def cpu_at(samples: list[tuple[float, int, float]], at: float) -> float:
+    """The process tree's CPU seconds as last sampled at or before epoch second `at` (0 before any)."""
+    before = [cpu for when, _, cpu in samples if when <= at]
+    return before[-1] if before else 0.0
 
 
 def daily_pipeline(customers: int, work: Path, built: Path, day, full: tuple[float, float], env: dict[str, str],
