@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections import deque
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -36,8 +36,19 @@ os.environ["NEXTBEST_DUCKDB_PATH"] = str(
 
 
 def default_as_of() -> str:
-    """`NEXTBEST_AS_OF` (YYYY-MM-DD) when set, else today (UTC): the same rule as dbt's var `as_of`."""
-    return os.environ.get("NEXTBEST_AS_OF") or datetime.now(timezone.utc).date().isoformat()
+    """`NEXTBEST_AS_OF` (YYYY-MM-DD) when set, else today (UTC): the same rule as dbt's var `as_of`.
+
+    A ValueError naming the variable when it holds anything else: every reader (the commands, the
+    assets) gets the one check here, not a traceback from wherever the date is first parsed.
+    """
+    as_of = os.environ.get("NEXTBEST_AS_OF")
+    if not as_of:
+        return datetime.now(timezone.utc).date().isoformat()
+    try:
+        date.fromisoformat(as_of)
+    except ValueError:
+        raise ValueError(f"NEXTBEST_AS_OF={as_of!r} is not a date; use YYYY-MM-DD, e.g. 2026-06-30") from None
+    return as_of
 
 
 def usable_cores() -> int:

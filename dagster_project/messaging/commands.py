@@ -56,14 +56,15 @@ def _require_raw(source, tables: tuple[str, ...]) -> None:
 
 
 def _as_of(text: str | None) -> str:
-    """The day to read the customer at: --as-of, else NEXTBEST_AS_OF, else today; ValueError naming a bad one."""
-    as_of = text or default_as_of()
+    """The day to read the customer at: --as-of, else NEXTBEST_AS_OF, else today; ValueError naming a bad one
+    (`default_as_of` checks the variable)."""
+    if not text:
+        return default_as_of()
     try:
-        date.fromisoformat(as_of)
+        date.fromisoformat(text)
     except ValueError:
-        given = f"--as-of {text!r}" if text else f"NEXTBEST_AS_OF={as_of!r}"
-        raise ValueError(f"{given} is not a date; use YYYY-MM-DD, e.g. 2026-06-30") from None
-    return as_of
+        raise ValueError(f"--as-of {text!r} is not a date; use YYYY-MM-DD, e.g. 2026-06-30") from None
+    return text
 
 
 def _routed_playbook(source, customer_id: str, as_of: str) -> str | None:

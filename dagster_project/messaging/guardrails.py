@@ -341,12 +341,18 @@ def _grounding(t: Text, px: _PackIndex, cx: _CatalogIndex) -> tuple[list[str], s
     return reasons, text
 
 
+def _customer_name(first_name: str | None) -> str:
+    """The customer's first name as the checks read it, "" for none: curly apostrophes straightened, as
+    they are in the draft's text (`straight`), and its ends trimmed. Callers fold case or spacing as they compare."""
+    return straight(first_name or "").strip()
+
+
 def _unknown_names(text: str, fast: bool, pack: ContextPack, cx: _CatalogIndex) -> list[str]:
     """Capitalised phrases that look like product or brand names but are in neither pack nor catalog."""
     for term in cx.terms:
         if term in text:
             text = text.replace(term, " . ")
-    name = straight(pack.first_name or "").strip()
+    name = _customer_name(pack.first_name)
     if name and name in text:
         text = text.replace(name, " . ")
     reasons = []
@@ -444,7 +450,7 @@ def _offer_cta(draft: Draft, t: Text, pack: ContextPack, brief: Brief) -> list[s
         reasons.append(f"mentions {shown(m, text)!r} but the draft carries no offer from the brief")
     codes = find_codes(text, fast, t.shape)
     # The customer's own name is no code, even one with a digit in it (a handle given as a first name).
-    named = {word.lower() for word in straight(pack.first_name or "").split()} if codes else set()
+    named = {word.lower() for word in _customer_name(pack.first_name).split()} if codes else set()
     for code in codes:
         if code.lower() not in named:
             reasons.append(f"mentions code {code!r}, which no offer in the brief defines")
@@ -524,7 +530,7 @@ def _greeted(body: str, first_name: str | None) -> str | None:
     if not m:
         return None
     rest = m.group(1)
-    name = " ".join(straight(first_name or "").split()).lower()
+    name = " ".join(_customer_name(first_name).split()).lower()
     while True:
         after = rest[len(name):len(name) + 1]
         if name and rest[:len(name)].lower() == name and not (after.isalnum() or after in ("_", "-", "'")):

@@ -18,6 +18,7 @@ import pandas as pd
 
 from dagster_project.models.propensity import OUTCOMES, FeatureReference, feature_psi, feature_reference
 from dagster_project.models.registry import REGISTRY_TABLE
+from dagster_project.project import default_as_of
 from dagster_project.quality.outcomes import Outcome
 from dagster_project.quality.runner import now_utc
 from dagster_project.resources.warehouse import WarehouseSession, session_on, table_exists
@@ -33,8 +34,7 @@ SEGMENT_HISTORY_TABLE = "analytics.customer_segment_history"
 
 def reference_day(now: datetime | None = None) -> date:
     """The last complete day: the day before `NEXTBEST_AS_OF` (history ends at as_of 00:00), else yesterday."""
-    as_of = os.environ.get("NEXTBEST_AS_OF")
-    today = date.fromisoformat(as_of) if as_of else (now or now_utc()).date()
+    today = date.fromisoformat(default_as_of()) if os.environ.get("NEXTBEST_AS_OF") else (now or now_utc()).date()
     return today - timedelta(days=1)
 
 

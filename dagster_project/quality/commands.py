@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import os
-from datetime import date
 
 
 def register(subparsers) -> None:
@@ -28,17 +26,15 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the checks and print the summary; the exit code says whether anything blocks."""
+    from dagster_project.project import default_as_of
     from dagster_project.quality.summary import collect_outcomes, render_markdown, render_text
     from dagster_project.resources.warehouse import command_source
 
-    as_of = os.environ.get("NEXTBEST_AS_OF")
-    if as_of:  # the freshness and anomaly checks measure from it
-        try:
-            date.fromisoformat(as_of)
-        except ValueError:
-            print(f"Cannot run the checks: NEXTBEST_AS_OF={as_of!r} is not a date; use YYYY-MM-DD, e.g. 2026-06-30",
-                  file=sys.stderr)
-            return 2
+    try:
+        default_as_of()  # the freshness and anomaly checks measure from NEXTBEST_AS_OF: refuse a bad one first
+    except ValueError as error:
+        print(f"Cannot run the checks: {error}", file=sys.stderr)
+        return 2
     try:
         where, source, close = command_source(getattr(args, "db", None))
     except Exception as error:  # noqa: BLE001 - shown to the user as is

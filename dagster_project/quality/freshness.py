@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta
 from typing import Iterable, Mapping
 
 from dagster_project.ingest.assets import FRESHNESS_COLUMNS, naive_utc
+from dagster_project.project import default_as_of
 from dagster_project.quality.outcomes import Outcome
 from dagster_project.quality.runner import now_utc
 from dagster_project.resources.warehouse import session_on
@@ -39,8 +40,9 @@ class StaleSourceError(RuntimeError):
 
 def reference_time() -> datetime:
     """What "now" means for freshness: `NEXTBEST_AS_OF` 00:00 when set (history ends there), else now (UTC)."""
-    as_of = os.environ.get("NEXTBEST_AS_OF")
-    return datetime.combine(date.fromisoformat(as_of), datetime.min.time()) if as_of else now_utc()
+    if not os.environ.get("NEXTBEST_AS_OF"):
+        return now_utc()
+    return datetime.combine(date.fromisoformat(default_as_of()), datetime.min.time())  # checked there
 
 
 def describe_age(age: timedelta) -> str:

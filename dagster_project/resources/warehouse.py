@@ -826,15 +826,16 @@ def in_values(column: pd.Series, values: Iterable) -> np.ndarray:
     return pc.is_in(column_array, value_set=value_set).fill_null(False).to_numpy(zero_copy_only=False)
 
 
-def command_source(db: str | None = None,
-                   read_only: bool = True) -> tuple[str, Any, Callable[[], None]]:
+def command_source(db: str | None = None, read_only: bool = True,
+                   must_exist: bool = False) -> tuple[str, Any, Callable[[], None]]:
     """What a CLI command reads (and writes) through: (a description of it, the source, how to release it).
 
     The Snowflake resource when `NEXTBEST_WAREHOUSE=snowflake` and no `--db` is given; otherwise a
     DuckDB connection (read-only unless asked: it never waits for or blocks a running pipeline) to
-    `db`, default `NEXTBEST_DUCKDB_PATH`. The service and quality readers take either.
+    `db`, default `NEXTBEST_DUCKDB_PATH`. The service and quality readers take either. `must_exist`
+    as in `command_warehouse`.
     """
-    warehouse = command_warehouse(db)
+    warehouse = command_warehouse(db, must_exist=must_exist)
     if not isinstance(warehouse, DuckDBWarehouse):
         return f"Snowflake {warehouse.database} ({warehouse.account})", warehouse, lambda: None
     con = connect_duckdb(warehouse.path, read_only=read_only)

@@ -44,10 +44,9 @@ def _open(args, read_only: bool) -> tuple[Any, Callable[[], None]]:
     Raises FileNotFoundError for a DuckDB file that does not exist, also when writing: a mistyped
     path would otherwise become a new, empty warehouse.
     """
-    from dagster_project.resources.warehouse import command_source, command_warehouse
+    from dagster_project.resources.warehouse import command_source
 
-    command_warehouse(args.db, must_exist=True)
-    _, source, close = command_source(args.db, read_only=read_only)
+    _, source, close = command_source(args.db, read_only=read_only, must_exist=True)
     return source, close
 
 

@@ -21,7 +21,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from pydantic import Field
 
-from dagster_project.project import WAREHOUSE_RUN_TAGS, dbt_project, ensure_manifest
+from dagster_project.project import WAREHOUSE_RUN_TAGS, dbt_project, default_as_of, ensure_manifest
 from dagster_project.resources.warehouse import DuckDBWarehouse
 
 
@@ -59,7 +59,7 @@ def dbt_vars(first_build: bool = False) -> list[str]:
     """`--vars` for dbt: the as-of date from `NEXTBEST_AS_OF` (YYYY-MM-DD) when set; on a warehouse's
     first build, `daily_test_days: 0`, so its tests check every row rather than the recent days a
     daily run can change (dbt/macros/daily_tests.sql)."""
-    values = {"as_of": os.environ["NEXTBEST_AS_OF"]} if os.environ.get("NEXTBEST_AS_OF") else {}
+    values = {"as_of": default_as_of()} if os.environ.get("NEXTBEST_AS_OF") else {}  # checked there
     if first_build:
         values["daily_test_days"] = 0
     return ["--vars", json.dumps(values)] if values else []
