@@ -6,6 +6,14 @@ than allowed and by how much; `stale_playbooks` applies it per campaign brief. T
 take their limits from the dbt source freshness (`error_after` in
 `dbt/models/staging/sources.yml`), so there is one place to set them. Every reader takes
 a warehouse resource (DuckDB or Snowflake), a session of one or a DuckDB connection.
+
+Old is not always stale. A source past its limit is only stale when a silence that long is unusual
+at its own rate: the rows it had in the `RATE_WINDOW` before its newest one would, at that pace,
+have brought `QUIET_EXPECTED_ROWS` or more since (a loader that still ran would deliver nothing
+for that long less than 1% of the time). Otherwise the source is quiet: a small store's support
+tickets, a week without a ticket, are not a broken loader. A source with no rows at all is quiet
+too (a store without a helpdesk or a portal never has any), except `orders`, without which no
+customer fact is current.
 """
 
 from __future__ import annotations
@@ -26,6 +34,13 @@ from dagster_project.resources.warehouse import session_on
 # Event sources whose age says whether a brief's facts are current. Not
 # subscriptions: its newest started_at only moves when someone subscribes.
 BRIEF_SOURCES = ("orders", "support_tickets", "portal_events")
+
+# How far back a source's pace is measured, and how many rows that pace must have promised since
+# the newest one before an old source counts as stale (ln 100: a silence with under 1% chance).
+RATE_WINDOW = timedelta(days=90)
+QUIET_EXPECTED_ROWS = 4.6
+# Sources whose empty table is stale, never quiet.
+REQUIRED_SOURCES = ("orders",)
 
 _PERIODS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
 
@@ -78,6 +93,46 @@ def newest_records(con, sources: Iterable[str]) -> dict[str, datetime | None]:
         return {source: newest_record(tx, source) for source in sources}
 
 
+def recent_pace(con, source: str, newest: datetime) -> tuple[int, timedelta]:
+    """(rows, span): the rows of `raw.<source>` in the `RATE_WINDOW` up to its `newest` row, and the
+    time they cover (the window, or less for a younger source: from its oldest row, at least a day)."""
+    column = FRESHNESS_COLUMNS[source]
+    since = newest - RATE_WINDOW
+    with session_on(con) as tx:
+        found = tx.read_df(f"select count(*) as n, min({column}) as oldest from raw.{source} where {column} > ?",
+                           [since]).iloc[0]
+    oldest = naive_utc(found["oldest"])
+    span = newest - oldest if oldest is not None else timedelta(0)
+    return int(found["n"]), max(span, timedelta(days=1))
+
+
+def is_quiet(source: str, age: timedelta | None, pace: tuple[int, timedelta] | None) -> bool:
+    """True when a source this old (None: no rows) is quiet rather than stale (see the module's note)."""
+    if age is None:
+        return source not in REQUIRED_SOURCES
+    if pace is None:
+        return False
+    rows, span = pace
+    return rows * (age / span) < QUIET_EXPECTED_ROWS
+
+
+def _describe_pace(pace: tuple[int, timedelta]) -> str:
+    rows, span = pace
+    return f"{rows} row{'s' if rows != 1 else ''} in the {describe_age(span)} up to it"
+
+
+class _Paces:
+    """Each source's `recent_pace`, read once and only for the sources that are past a limit."""
+
+    def __init__(self, con):
+        self.con, self.read = con, {}
+
+    def __call__(self, source: str, newest: datetime) -> tuple[int, timedelta]:
+        if source not in self.read:
+            self.read[source] = recent_pace(self.con, source, newest)
+        return self.read[source]
+
+
 def assert_fresh(con, sources: Iterable[str], max_staleness: timedelta | Mapping[str, timedelta],
                  now: datetime | None = None) -> dict[str, timedelta]:
     """Raise `StaleSourceError` when a source's newest row is older than `max_staleness`.
@@ -85,12 +140,14 @@ def assert_fresh(con, sources: Iterable[str], max_staleness: timedelta | Mapping
     `sources` are raw table names (`orders`, `email_events`); `max_staleness` is one
     limit or one per source. Returns each source's age when all are fresh.
     """
-    return _judge(newest_records(con, sources), max_staleness, now or reference_time())
+    with session_on(con) as tx:
+        return _judge(newest_records(tx, sources), max_staleness, now or reference_time(), _Paces(tx))
 
 
 def _judge(newest_by_source: Mapping[str, datetime | None], max_staleness: timedelta | Mapping[str, timedelta],
-           now: datetime) -> dict[str, timedelta]:
-    """`assert_fresh` on newest rows already read."""
+           now: datetime, pace: _Paces) -> dict[str, timedelta]:
+    """`assert_fresh` on newest rows already read (`pace`: each source's recent pace, read when needed).
+    A quiet source's age is returned with the fresh ones'."""
     ages: dict[str, timedelta] = {}
     stale: dict[str, timedelta | None] = {}
     lines = []
@@ -98,15 +155,16 @@ def _judge(newest_by_source: Mapping[str, datetime | None], max_staleness: timed
         limit = max_staleness[source] if isinstance(max_staleness, Mapping) else max_staleness
         column = FRESHNESS_COLUMNS[source]
         if newest is None:
-            stale[source] = None
-            lines.append(f"raw.{source} has no rows (no {column} at all); allowed age {describe_age(limit)}")
+            if not is_quiet(source, None, None):
+                stale[source] = None
+                lines.append(f"raw.{source} has no rows (no {column} at all); allowed age {describe_age(limit)}")
             continue
         age = now - newest
         ages[source] = age
-        if age > limit:
+        if age > limit and not is_quiet(source, age, pace(source, newest)):
             stale[source] = age
-            lines.append(f"raw.{source} is {describe_age(age)} old (newest {column} {newest:%Y-%m-%d %H:%M} UTC); "
-                         f"allowed {describe_age(limit)}")
+            lines.append(f"raw.{source} is {describe_age(age)} old (newest {column} {newest:%Y-%m-%d %H:%M} UTC, "
+                         f"{_describe_pace(pace(source, newest))}); allowed {describe_age(limit)}")
     if stale:
         raise StaleSourceError(
             "Refusing to run on stale data:\n  " + "\n  ".join(lines)
@@ -123,15 +181,17 @@ def stale_playbooks(con, briefs: Iterable, now: datetime | None = None,
     (`messaging.briefs.Brief`). Fresh briefs are left out, so an empty result means every brief may run.
     """
     now = now or reference_time()
-    newest = newest_records(con, sources)
-    stale: dict[str, StaleSourceError] = {}
-    for brief in briefs:
-        try:
-            _judge(newest, timedelta(days=brief.max_data_staleness_days), now)
-        except StaleSourceError as error:
-            stale[brief.id] = StaleSourceError(
-                f"Playbook {brief.id} (max data staleness {brief.max_data_staleness_days} days): {error}",
-                error.stale)
+    with session_on(con) as tx:
+        newest = newest_records(tx, sources)
+        pace = _Paces(tx)
+        stale: dict[str, StaleSourceError] = {}
+        for brief in briefs:
+            try:
+                _judge(newest, timedelta(days=brief.max_data_staleness_days), now, pace)
+            except StaleSourceError as error:
+                stale[brief.id] = StaleSourceError(
+                    f"Playbook {brief.id} (max data staleness {brief.max_data_staleness_days} days): {error}",
+                    error.stale)
     return stale
 
 
@@ -163,24 +223,44 @@ def freshness_outcomes(con, now: datetime | None = None,
     now = now or reference_time()
     limits = dbt_source_freshness() if limits is None else limits
     fix = "Reload the source (check its loader or `nextbest import`); drafting and export refuse stale sources."
+    quiet_fix = "Nothing is blocked; if this source should have rows by now, check its loader."
     outcomes = []
-    newest_by_source = newest_records(con, sorted(limits))
-    for source, levels in sorted(limits.items()):
-        newest = newest_by_source[source]
-        target = f"raw.{source}"
-        if newest is None:
-            outcomes.append(Outcome(target, "freshness", "ERROR", "failed", f"{target} has no rows.", fix,
-                                    kind="freshness"))
-            continue
-        age = now - newest
-        base = f"{target}: newest row {newest:%Y-%m-%d %H:%M} UTC, {describe_age(age)} old"
-        if "error" in levels and age > levels["error"]:
-            outcome = Outcome(target, "freshness", "ERROR", "failed",
-                              f"{base}; error after {describe_age(levels['error'])}", fix, kind="freshness")
-        elif "warn" in levels and age > levels["warn"]:
-            outcome = Outcome(target, "freshness", "WARN", "failed",
-                              f"{base}; warn after {describe_age(levels['warn'])}", fix, kind="freshness")
-        else:
-            outcome = Outcome(target, "freshness", "ERROR", "passed", base, fix, kind="freshness")
-        outcomes.append(outcome)
+    with session_on(con) as tx:
+        newest_by_source = newest_records(tx, sorted(limits))
+        pace = _Paces(tx)
+        for source, levels in sorted(limits.items()):
+            newest = newest_by_source[source]
+            age = None if newest is None else now - newest
+            past_error = age is None or ("error" in levels and age > levels["error"])
+            quiet = past_error and is_quiet(source, age, None if newest is None else pace(source, newest))
+            outcomes.append(_freshness_outcome(source, newest, age, levels, quiet, quiet_fix if quiet else fix,
+                                               None if newest is None or not past_error else pace(source, newest)))
     return outcomes
+
+
+def _freshness_outcome(source: str, newest: datetime | None, age: timedelta | None,
+                       levels: dict[str, timedelta], quiet: bool, fix: str,
+                       pace: tuple[int, timedelta] | None) -> Outcome:
+    """One source's freshness outcome: failed ERROR past `error_after` (WARN when the source is quiet
+    rather than stale), failed WARN past `warn_after`, else passed."""
+    target = f"raw.{source}"
+    if newest is None:
+        if quiet:
+            return Outcome(target, "freshness", "WARN", "failed",
+                           f"{target} has no rows: a source this store may not have, so it is quiet, not stale.",
+                           fix, kind="freshness")
+        return Outcome(target, "freshness", "ERROR", "failed", f"{target} has no rows.", fix, kind="freshness")
+    base = f"{target}: newest row {newest:%Y-%m-%d %H:%M} UTC, {describe_age(age)} old"
+    if pace is not None:
+        base += f" ({_describe_pace(pace)})"
+    if "error" in levels and age > levels["error"]:
+        if quiet:
+            return Outcome(target, "freshness", "WARN", "failed",
+                           f"{base}; past error after {describe_age(levels['error'])}, but at its pace a silence "
+                           "this long is usual: quiet, not stale", fix, kind="freshness")
+        return Outcome(target, "freshness", "ERROR", "failed",
+                       f"{base}; error after {describe_age(levels['error'])}", fix, kind="freshness")
+    if "warn" in levels and age > levels["warn"]:
+        return Outcome(target, "freshness", "WARN", "failed", f"{base}; warn after {describe_age(levels['warn'])}",
+                       fix, kind="freshness")
+    return Outcome(target, "freshness", "ERROR", "passed", base, fix, kind="freshness")

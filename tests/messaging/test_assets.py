@@ -208,8 +208,13 @@ def test_stale_source_stops_drafting(store):
 
 
 def test_stale_playbooks_are_skipped_fresh_ones_drafted(store):
-    # Five days old: past the 3 days most briefs allow, within win_back's 7.
+    # Five days old: past the 3 days most briefs allow, within win_back's 7. The portal had two
+    # events a day before (another customer's): at that pace, five silent days are a stopped loader.
     con = duckdb.connect(str(store))
+    newest = con.execute("select max(occurred_at) from raw.portal_events").fetchone()[0]
+    for i in range(60):
+        con.execute("insert into raw.portal_events values (?, 'C999', 'login', ?, '{}')",
+                    [f"PE-busy-{i}", newest - timedelta(hours=12 * i)])
     con.execute("update raw.portal_events set occurred_at = occurred_at - interval 4 days")
     con.close()
     result = draft(store)
@@ -218,6 +223,17 @@ def test_stale_playbooks_are_skipped_fresh_ones_drafted(store):
     skipped = metadata(result)["skipped_stale"].value
     assert "`at_risk_save`" in skipped and "`onboarding`" in skipped and "raw.portal_events is 4 days 12 hours old" \
         in skipped and "win_back" not in skipped
+
+
+def test_a_small_stores_quiet_portal_does_not_stop_drafting(store):
+    """The same five silent days in a store whose portal sees a few events a month: usual, so every
+    playbook drafts (a small store's quiet source is not a broken loader)."""
+    con = duckdb.connect(str(store))
+    con.execute("update raw.portal_events set occurred_at = occurred_at - interval 4 days")
+    con.close()
+    result = draft(store)
+    assert result.success and "skipped_stale" not in metadata(result)
+    assert ("C001", "at_risk_save") in drafted(store) and ("C003", "win_back") in drafted(store)
 
 
 def test_chunks_of_two_customers_draft_as_one_batch_and_reuse_the_cache(store, monkeypatch):

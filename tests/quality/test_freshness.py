@@ -38,14 +38,46 @@ def test_stale_source_raises_naming_source_and_age(con):
         assert_fresh(con, ["orders", "email_events"], {"orders": timedelta(days=2), "email_events": timedelta(days=1)},
                      now=NOW)
     message = str(caught.value)
-    assert "raw.orders is 8 days 22 hours old (newest ordered_at 2026-03-01 08:00 UTC); allowed 2 days" in message
+    assert ("raw.orders is 8 days 22 hours old (newest ordered_at 2026-03-01 08:00 UTC, 1 row in the 1 day up to "
+            "it); allowed 2 days") in message
     assert "email_events" not in message, "only the stale source is named"
     assert set(caught.value.stale) == {"orders"}
 
 
-def test_empty_source_counts_as_stale(con):
-    with pytest.raises(StaleSourceError, match=r"raw.payments has no rows"):
-        assert_fresh(con, ["payments"], timedelta(days=7), now=NOW)
+def test_an_empty_orders_source_is_stale_an_empty_optional_one_quiet(con):
+    con.execute("delete from raw.orders")
+    with pytest.raises(StaleSourceError, match=r"raw.orders has no rows"):
+        assert_fresh(con, ["orders", "payments"], timedelta(days=7), now=NOW)
+    # A store without a helpdesk or payment events has none: nothing to be stale.
+    assert assert_fresh(con, ["payments", "support_tickets"], timedelta(days=7), now=NOW) == {}
+
+
+def add_rows(con, table: str, times: list[datetime]) -> None:
+    for i, at in enumerate(times):
+        if table == "support_tickets":
+            con.execute("insert into raw.support_tickets (ticket_id, customer_id, created_at, channel, topic, status) "
+                        "values (?, 'C1', ?, 'email', 'billing', 'closed')", [f"T{i}", at])
+        else:
+            con.execute("insert into raw.orders (order_id, customer_id, ordered_at, status, total) "
+                        "values (?, 'C1', ?, 'fulfilled', 20)", [f"O-{i}", at])
+
+
+def test_an_old_source_is_quiet_when_its_own_pace_makes_the_silence_usual(con):
+    """Five days without a ticket, past a 3-day limit: a store with a ticket every ten days
+    is quiet (drafting goes on); one with two a day has a stopped loader."""
+    newest = NOW - timedelta(days=5)
+    add_rows(con, "support_tickets", [newest - timedelta(days=10 * i) for i in range(8)])
+    assert assert_fresh(con, ["support_tickets"], timedelta(days=3), now=NOW) == {
+        "support_tickets": timedelta(days=5)}
+    outcome, = freshness_outcomes(con, now=NOW, limits={"support_tickets": {"error": timedelta(days=3)}})
+    assert (outcome.severity, outcome.status, outcome.blocking) == ("WARN", "failed", False)
+    assert "8 rows in the 70 days up to it" in outcome.message and "quiet, not stale" in outcome.message
+
+    add_rows(con, "orders", [newest - timedelta(hours=12 * i) for i in range(60)])
+    with pytest.raises(StaleSourceError) as caught:
+        assert_fresh(con, ["orders", "support_tickets"], timedelta(days=3), now=NOW)
+    assert set(caught.value.stale) == {"orders"}
+    assert "61 rows in the 29 days 12 hours up to it" in str(caught.value)
 
 
 def test_unknown_source_is_a_clear_error(con):
@@ -64,7 +96,10 @@ def test_limits_come_from_dbt_source_freshness_and_fail_past_error_after(con):
     by_source = {o.target: o for o in freshness_outcomes(con, now=NOW, limits=limits)}
     assert by_source["raw.orders"].blocking and "error after 7 days" in by_source["raw.orders"].message
     assert by_source["raw.email_events"].status == "passed"
-    assert by_source["raw.payments"].blocking and "has no rows" in by_source["raw.payments"].message
+    assert by_source["raw.orders"].message.endswith("(1 row in the 1 day up to it); error after 7 days")
+    # No payments at all: reported, not blocking (a store may have no such source).
+    assert not by_source["raw.payments"].blocking and by_source["raw.payments"].severity == "WARN"
+    assert "raw.payments has no rows" in by_source["raw.payments"].message
 
 
 def test_describe_age():
