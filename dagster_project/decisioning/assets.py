@@ -45,7 +45,7 @@ from dagster_project.messaging.briefs import BriefSet, load_briefs
 from dagster_project.project import WAREHOUSE_RUN_TAGS, default_as_of, mapped_in_workers, usable_cores
 from dagster_project.models.clv_assets import PREDICTIONS_TABLE
 from dagster_project.models.uplift_assets import newest_passing, uplift_models
-from dagster_project.models.uplift_data import FEATURES_TABLE, GOALS, point_in_time_features
+from dagster_project.models.uplift_data import FEATURES_TABLE, point_in_time_features
 from dagster_project.resources.warehouse import (IN_CHUNK, DuckDBSession, DuckDBWarehouse, KeyRange, WarehouseInterface,
                                                  WarehouseSession, check_identifier, column_names, session_on)
 
@@ -120,7 +120,7 @@ class RoutingRun:
         (`routing.frequency_capped`)."""
         longest = max([self.policy.contact_cap_days,
                        *(self.briefs.get(p).frequency_cap.per_days for p in self.briefs.playbooks),
-                       *(GOALS[p][1] for p in self.briefs.playbooks if p in GOALS)])
+                       *(brief.goal_days for brief in self.briefs.playbooks.values())])
         return self.at - timedelta(days=longest)
 
 
@@ -132,7 +132,8 @@ def plan_run(warehouse: WarehouseInterface, as_of: date, policy: RoutingPolicy, 
         models = {}
         for playbook in sorted(briefs.playbooks):
             found = newest_passing(warehouse, playbook, as_of)  # none that learned from sends after as_of
-            if found is not None:
+            # A model of another goal (the brief's goal changed since it was trained) does not value this one.
+            if found is not None and getattr(found[1], "goal", None) == briefs.get(playbook).goal:
                 models[playbook] = (found[0].version, found[1])
     at = datetime.combine(as_of, datetime.min.time())
     hours = warehouse.read_df(STORE_HOURS_SQL, [at])
@@ -300,14 +301,14 @@ def decide_read(run: RoutingRun, reads: ChunkReads | None) -> pd.DataFrame:
     models, briefs, policy = run.models, run.briefs, run.policy
     caps = {p: (briefs.get(p).frequency_cap.max_messages, briefs.get(p).frequency_cap.per_days) for p in playbooks}
     capped = frequency_capped(history, member.index, caps, run.at, policy.contact_cap_days,
-                              holdout_days={p: GOALS[p][1] for p in playbooks if p in GOALS})
+                              holdout_days={p: briefs.get(p).goal_days for p in playbooks})
     # Uplift only where routing can use it: a playbook's audience, less those capped for it.
     uplift = pd.DataFrame(np.nan, index=member.index, columns=playbooks)
     for p in playbooks:
         rows = member[p].to_numpy(dtype=bool) & ~capped[p].to_numpy(dtype=bool)
         if p in models and rows.any():
             uplift.loc[rows, p] = models[p][1].predict(features[rows])
-    goal_of = {p: GOALS[p][0] for p in playbooks}
+    goal_of = {p: briefs.get(p).goal for p in playbooks}
     ev = expected_values(uplift, goal_of, policy, clv)
     values = goal_values(member.index, goal_of, policy, clv)
     decisions = route(member, capped, ev, suppressed, {p: briefs.get(p).holdout_share for p in playbooks}, policy,
@@ -395,12 +396,13 @@ def _annotate(decisions: pd.DataFrame, uplift, values, clv, features, events, ru
     # Plain lists: a row at a time through Arrow-backed string columns costs more than the work.
     customers, playbooks = decisions["customer_id"].tolist(), decisions["playbook_id"].tolist()
     has_playbook = [isinstance(p, str) for p in playbooks]
-    decisions["goal"] = [GOALS[p][0] if h else None for p, h in zip(playbooks, has_playbook)]
+    goal_of = {p: brief.goal for p, brief in run.briefs.playbooks.items()}
+    decisions["goal"] = [goal_of[p] if h else None for p, h in zip(playbooks, has_playbook)]
     decisions["expected_uplift"] = _routed_cells(uplift, decisions)
     decisions["goal_value"] = _routed_cells(values, decisions)
     clv_ids = set(clv.index) if clv is not None else set()
     decisions["reason"] = [reason + f"; goal worth {value:.2f} (margin on predicted 12-month CLV)"
-                           if h and GOALS[p][0] in RETENTION_GOALS and c in clv_ids else reason
+                           if h and goal_of[p] in RETENTION_GOALS and c in clv_ids else reason
                            for c, p, h, value, reason in zip(customers, playbooks, has_playbook,
                                                              decisions["goal_value"], decisions["reason"].tolist())]
     decisions["model_version"] = [models[p][0] if h and p in models else None for p, h in zip(playbooks, has_playbook)]

@@ -13,11 +13,16 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from dagster_project.models.goals import GOAL_WINDOWS, SEED_GOALS
 
 BRIEFS_DIR = Path(__file__).resolve().parent.parent / "briefs"
 BRAND_VOICE_FILE = "brand_voice.yaml"
 BRIEFS_DIR_ENV = "NEXTBEST_BRIEFS_DIR"
+# Briefs of the service flows (service/*.yaml) a marketer may put in the folder to replace ours: a save
+# offer answers a cancel attempt, a reply a ticket. They are read by those flows, not routed as campaigns.
+SERVICE_BRIEFS = ("save_offer", "service_reply")
 
 
 class BriefError(ValueError):
@@ -111,6 +116,9 @@ class Brief(_Strict):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     name: str
     purpose: str
+    # What the messages aim for (models/goals.py): what the uplift model learns and routing values.
+    # A seed playbook may leave it out (its usual goal); a new one must name it.
+    goal: str | None = Field(default=None, validate_default=True)
     channel: Literal["email", "in_portal"]
     audience: Audience
     holdout_share: float = Field(ge=0, lt=1)
@@ -120,6 +128,21 @@ class Brief(_Strict):
     angles: list[Angle] = Field(min_length=1)
     ctas: list[Cta] = Field(min_length=1)
     offers: list[Offer] = Field(default_factory=list)
+
+    @field_validator("goal")
+    @classmethod
+    def _known_goal(cls, goal: str | None, info: ValidationInfo) -> str | None:
+        """A known goal; left out, a seed playbook's own (`load_briefs` refuses a playbook with none)."""
+        if goal is None:
+            return SEED_GOALS.get(info.data.get("id", ""))
+        if goal not in GOAL_WINDOWS:
+            raise ValueError(f"{goal!r} is not a goal; one of {', '.join(GOAL_WINDOWS)}")
+        return goal
+
+    @property
+    def goal_days(self) -> int:
+        """The days after a send in which the goal counts (and the playbook's holdout stays out of it)."""
+        return GOAL_WINDOWS[self.goal]
 
     @field_validator("angles", "ctas", "offers")
     @classmethod
@@ -155,6 +178,8 @@ class BriefSet(BaseModel):
     folder: Path
     brand_voice: BrandVoice
     playbooks: dict[str, Brief]
+    # The service briefs a marketer put in the folder (`SERVICE_BRIEFS`): not campaigns, never routed.
+    service: dict[str, Brief] = {}
 
     def get(self, playbook_id: str) -> Brief:
         """The brief for a playbook; a clear error when no file defines it."""
@@ -210,6 +235,7 @@ def load_briefs(folder: str | Path | None = None) -> BriefSet:
     except BriefError as error:
         problems.append(str(error))
     playbooks: dict[str, Brief] = {}
+    service: dict[str, Brief] = {}
     for path in sorted(root.glob("*.y*ml")):
         if path.name == BRAND_VOICE_FILE or path.suffix not in (".yaml", ".yml"):
             continue
@@ -220,6 +246,12 @@ def load_briefs(folder: str | Path | None = None) -> BriefSet:
             continue
         if brief.id != path.stem:
             problems.append(f"{path}: id: must match the file name ({path.stem!r}), got {brief.id!r}")
+        if brief.id in SERVICE_BRIEFS:
+            service[brief.id] = brief
+            continue
+        if brief.goal is None:
+            problems.append(f"{path}: goal: a new playbook needs a goal: what its messages aim for, measured "
+                            f"against its holdout; one of {', '.join(GOAL_WINDOWS)}")
         if voice is not None and brief.brand_voice != voice.id:
             problems.append(f"{path}: brand_voice: {brief.brand_voice!r} is not {voice_path.name}'s id {voice.id!r}")
         playbooks[brief.id] = brief
@@ -227,4 +259,4 @@ def load_briefs(folder: str | Path | None = None) -> BriefSet:
         problems.append(f"{root}: no playbook briefs (*.yaml) found")
     if problems:
         raise BriefError("\n".join(problems))
-    return BriefSet(folder=root, brand_voice=voice, playbooks=playbooks)
+    return BriefSet(folder=root, brand_voice=voice, playbooks=playbooks, service=service)

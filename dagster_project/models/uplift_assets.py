@@ -30,7 +30,8 @@ from pydantic import Field
 
 from dagster_project.project import WAREHOUSE_RUN_TAGS, default_as_of
 from dagster_project.models import registry
-from dagster_project.models.uplift_data import GOALS, training_frame
+from dagster_project.messaging.briefs import BriefSet, load_briefs
+from dagster_project.models.uplift_data import playbook_goals, training_frame
 from dagster_project.models.uplift_training import UpliftModel, train_uplift_models
 from dagster_project.resources.warehouse import DuckDBWarehouse, WarehouseInterface, session_on
 
@@ -82,9 +83,10 @@ def _registry_handle(source: WarehouseInterface | duckdb.DuckDBPyConnection) -> 
 
 
 def _latest_models(source) -> dict[str, registry.RegisteredModel | None]:
-    """The newest registered model of every playbook (None where there is none), in one read."""
+    """The newest registered model of every playbook with a brief (None where there is none), in one read."""
+    playbooks = sorted(load_briefs().playbooks)
     with session_on(source) as tx:
-        return {p: registry.latest_model(tx, model_name(p)) for p in GOALS}
+        return {p: registry.latest_model(tx, model_name(p)) for p in playbooks}
 
 
 def needs_training(con, as_of: date) -> bool:
@@ -102,12 +104,14 @@ def needs_training(con, as_of: date) -> bool:
     return (as_of - max(ends)).days >= MAX_MODEL_AGE_DAYS
 
 
-def train_and_register(con, as_of: date, seed: int = 0) -> dict[str, dict]:
-    """Train every playbook's model on assignments closed by `as_of` and register them.
+def train_and_register(con, as_of: date, seed: int = 0, briefs: BriefSet | None = None) -> dict[str, dict]:
+    """Train the model of every playbook with a brief (default `load_briefs()`), each on its goal, on
+    assignments closed by `as_of`, and register them.
 
     `con`: the warehouse resource (either engine) or a DuckDB connection (scripts, tests).
     """
-    frame = training_frame(con, datetime.combine(as_of, datetime.min.time()))
+    goals = playbook_goals(briefs or load_briefs())
+    frame = training_frame(con, datetime.combine(as_of, datetime.min.time()), goals=goals)
     if frame.empty:
         return {}
     models = train_uplift_models(frame, seed=seed)

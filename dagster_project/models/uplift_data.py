@@ -31,20 +31,13 @@ from datetime import date, datetime
 
 import pandas as pd
 
+from dagster_project.models.goals import GOAL_WINDOWS, SEED_GOALS
 from dagster_project.resources.warehouse import (DuckDBSession, WarehouseSession, check_identifier, column_names,
                                                  session_on, table_exists)
 
-# playbook -> (goal, window days); the same table as simulator/traits.GOALS, kept here so
-# the pipeline does not import the simulator (a user's store has no simulator).
-GOALS = {
-    "at_risk_save": ("retained_60d", 60),
-    "cadence_mismatch": ("cadence_changed_30d", 30),
-    "expansion": ("addon_30d", 30),
-    "onboarding": ("retained_60d", 60),
-    "re_engagement": ("login_30d", 30),
-    "win_back": ("reactivated_60d", 60),
-    "high_ltv_recovery": ("retained_60d", 60),
-}
+# The seed playbooks' (goal, window days) (`goals.py`); a brief's own goal is `Brief.goal`, and
+# `playbook_goals(briefs)` gives every playbook's.
+GOALS = {playbook: (goal, GOAL_WINDOWS[goal]) for playbook, goal in SEED_GOALS.items()}
 FEATURES_TABLE = "analytics.customer_features"
 TRAINING_CUSTOMERS_TABLE = "intermediate.int_training_customers"
 SCRATCH_SCHEMA = "nextbest"  # where Snowflake uploads the anchors for one read (a transient table, dropped after)
@@ -223,11 +216,19 @@ def data_end(con) -> datetime:
     return pd.Timestamp(found.iloc[0, 0]).to_pydatetime()
 
 
-def assignment_rows(con, as_of: date | datetime | None = None, playbooks=None) -> pd.DataFrame:
+def playbook_goals(briefs) -> dict[str, tuple[str, int]]:
+    """playbook -> (goal, window days) for every brief of a `BriefSet` (a brief's goal, else its seed goal)."""
+    return {playbook: (brief.goal, GOAL_WINDOWS[brief.goal]) for playbook, brief in briefs.playbooks.items()}
+
+
+def assignment_rows(con, as_of: date | datetime | None = None, playbooks=None,
+                    goals: dict[str, tuple[str, int]] | None = None) -> pd.DataFrame:
     """Past assignments whose goal window has closed by `as_of`, with the goal outcome (0/1).
 
     Columns: assignment_id, playbook_id, customer_id, assigned_at, treated, goal, outcome.
     `con`: the warehouse resource (either engine), a session, or a DuckDB connection.
+    `goals`: playbook -> (goal, window days) of the playbooks to read (`playbook_goals`), default the seed
+    playbooks' (`GOALS`).
     """
     with session_on(con) as tx:
         as_of = pd.Timestamp(as_of) if as_of is not None else pd.Timestamp(data_end(tx))
@@ -237,7 +238,7 @@ def assignment_rows(con, as_of: date | datetime | None = None, playbooks=None) -
         if table_exists(tx, FEATURES_TABLE) and table_exists(tx, TRAINING_CUSTOMERS_TABLE):
             sampled = f"and r.customer_id in (select customer_id from {TRAINING_CUSTOMERS_TABLE})"
         frames = []
-        for playbook, (goal, days) in GOALS.items():
+        for playbook, (goal, days) in (GOALS if goals is None else goals).items():
             if playbooks is not None and playbook not in playbooks:
                 continue
             sql = _ASSIGNMENT_ROWS_SQL.format(sampled=sampled, events=_GOAL_EVENTS_SQL[goal], days=days, goal=goal,
@@ -295,10 +296,11 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
             and (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))]
 
 
-def training_frame(con, as_of=None, playbooks=None) -> pd.DataFrame:
-    """Assignment rows joined to their features at assigned_at (one read of the warehouse, either engine)."""
+def training_frame(con, as_of=None, playbooks=None, goals: dict[str, tuple[str, int]] | None = None) -> pd.DataFrame:
+    """Assignment rows joined to their features at assigned_at (one read of the warehouse, either engine);
+    `goals` as `assignment_rows` takes them."""
     with session_on(con) as tx:
-        rows = assignment_rows(tx, as_of, playbooks)
+        rows = assignment_rows(tx, as_of, playbooks, goals)
         if rows.empty:
             return rows
         features = point_in_time_features(tx, rows.rename(columns={"assigned_at": "anchor_at"}))

@@ -61,10 +61,14 @@ _PRIVATE = re.compile(r"\b(vip|high[- ]value|most valuable|top customers?|tier|t
 
 
 def load_reply_brief(folder: str | Path | None = None) -> Brief:
-    """The reply brief (`service/service_reply.yaml`), validated like every brief, same brand voice."""
+    """The reply brief: `service_reply` from the briefs folder if a marketer put one there, else
+    `service/service_reply.yaml`; validated like every brief, same brand voice."""
     from dagster_project.messaging.briefs import parse_yaml
 
-    voice = load_briefs(folder).brand_voice
+    briefs = load_briefs(folder)
+    if "service_reply" in briefs.service:
+        return briefs.service["service_reply"]  # load_briefs checked its brand voice
+    voice = briefs.brand_voice
     brief: Brief = parse_yaml(REPLY_BRIEF_FILE, Brief)  # type: ignore[assignment]
     if brief.brand_voice != voice.id:
         raise BriefError(f"{REPLY_BRIEF_FILE}: brand_voice: {brief.brand_voice!r} is not {voice.id!r}")

@@ -98,8 +98,8 @@ def load_save_brief(folder: str | Path | None = None) -> Brief:
     else `service/save_offer.yaml`; validated with the playbook Brief model and brand voice."""
     briefs = load_briefs(folder)
     source = SAVE_BRIEF_FILE  # the file an error names: the marketer's when theirs is used
-    if PLAYBOOK_ID in briefs.playbooks:
-        brief = briefs.playbooks[PLAYBOOK_ID]
+    if PLAYBOOK_ID in briefs.service:
+        brief = briefs.service[PLAYBOOK_ID]
         source = next(iter(sorted(briefs.folder.glob(f"{PLAYBOOK_ID}.y*ml"))), briefs.folder / f"{PLAYBOOK_ID}.yaml")
     else:
         from dagster_project.messaging.briefs import parse_yaml

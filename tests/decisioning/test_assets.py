@@ -4,6 +4,7 @@ decided in chunks of a few customers exactly as in one batch."""
 from __future__ import annotations
 
 import math
+import shutil
 from datetime import date, datetime
 
 import dagster as dg
@@ -16,6 +17,7 @@ from dagster_project.decisioning.assets import (DECISIONS_TABLE, decide, feature
                                                 write_decisions)
 from dagster_project.decisioning.routing import RETENTION_GOALS, RoutingPolicy, goal_values
 from dagster_project.ingest.simulator import simulate
+from dagster_project.messaging.briefs import BRIEFS_DIR, BriefSet, load_briefs
 from dagster_project.models import uplift_assets
 from dagster_project.models.uplift_assets import train_and_register
 from dagster_project.models.uplift_data import GOALS, assignment_rows, point_in_time_features
@@ -85,6 +87,45 @@ def test_train_route_and_append(store, wh):
     assert len(new) == decisions["arm"].notna().sum()
     assert all((arm == "treatment") == (decision == "send") for arm, decision in new)
     assert all((arm == "global_holdout") == (decision == "global_holdout") for arm, decision in new)
+
+
+def briefs_with(tmp_path, edit) -> BriefSet:
+    """The shipped briefs, copied and changed by `edit(folder)`."""
+    folder = tmp_path / "briefs"
+    shutil.copytree(BRIEFS_DIR, folder)
+    edit(folder)
+    return load_briefs(folder)
+
+
+def add_loyal_refill(folder) -> None:
+    """A marketer's own playbook with its own goal: the expansion brief for the expansion segment."""
+    text = (folder / "expansion.yaml").read_text().replace("id: expansion", "id: loyal_refill", 1)
+    text = text.replace("  tags: [live_subscriber]", "  segments: [expansion]").replace(
+        "channel: email", "goal: addon_30d\nchannel: email", 1)
+    (folder / "loyal_refill.yaml").write_text(text)
+
+
+def test_a_new_playbook_is_routed_on_the_goal_its_brief_names(store, wh, tmp_path):
+    assert train_and_register(store, END), "models of the seed playbooks"
+    briefs = briefs_with(tmp_path, add_loyal_refill)
+    run = decisioning_assets.plan_run(wh, END, RoutingPolicy(), briefs)
+    assert "loyal_refill" not in run.models and "expansion" in run.models  # no sends yet: nothing to learn from
+    decisions = decide(wh, END, RoutingPolicy(exploration_share=0.5), briefs)
+    mine = decisions[decisions["playbook_id"] == "loyal_refill"]
+    assert len(mine) and set(mine["goal"]) == {"addon_30d"}
+    # Training reads its sends on its own goal once there are some (none yet: no model, no error).
+    assert "loyal_refill" not in train_and_register(store, END, briefs=briefs)
+
+
+def test_a_model_of_another_goal_does_not_value_a_playbook(store, wh, tmp_path):
+    assert train_and_register(store, END)
+
+    def login_goal(folder):
+        path = folder / "at_risk_save.yaml"
+        path.write_text(path.read_text().replace("channel: email", "goal: login_30d\nchannel: email", 1))
+
+    run = decisioning_assets.plan_run(wh, END, RoutingPolicy(), briefs_with(tmp_path, login_goal))
+    assert "at_risk_save" not in run.models and "win_back" in run.models
 
 
 def test_the_next_day_does_not_route_yesterdays_customers_again(store, wh):
