@@ -231,6 +231,8 @@ def assignment_rows(con, as_of: date | datetime | None = None, playbooks=None,
     playbooks' (`GOALS`).
     """
     with session_on(con) as tx:
+        if not table_exists(tx, "nextbest.assignments"):
+            return pd.DataFrame()  # a store's own data before its first routed day: no past sends to learn from
         as_of = pd.Timestamp(as_of) if as_of is not None else pd.Timestamp(data_end(tx))
         # The weekly feature history covers the dbt training sample only (var training_customers):
         # customers outside it have no features at their past sends, so they are not training rows.

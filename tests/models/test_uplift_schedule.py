@@ -53,3 +53,22 @@ def test_routing_an_earlier_day_never_picks_a_model_trained_on_later_sends(tmp_p
     record, model = newest_passing(con, "expansion", as_of=backfill)
     assert model == {"later": False} and record.training_window_end == backfill
     assert newest_passing(con, "expansion", as_of=backfill - timedelta(days=1)) is None
+
+
+def test_a_store_without_past_sends_trains_nothing_and_goes_on(tmp_path):
+    """A store's own data before its first routed day has no nextbest.assignments: the asset
+    succeeds with no models (it failed on the missing table, and the daily job stopped there)."""
+    import dagster as dg
+
+    from dagster_project.ingest.contract import create_raw_schema
+    from dagster_project.models.uplift_assets import uplift_models
+    from dagster_project.resources.warehouse import DuckDBWarehouse
+
+    path = tmp_path / "own.duckdb"
+    with duckdb.connect(str(path)) as con:
+        create_raw_schema(con)
+    result = dg.materialize([uplift_models], resources={"warehouse": DuckDBWarehouse(path=str(path))},
+                            run_config={"ops": {"uplift_models": {"config": {"as_of": "2026-06-01"}}}})
+    assert result.success
+    metadata = result.asset_materializations_for_node("uplift_models")[0].metadata
+    assert metadata["playbooks"].value == 0 and "no assignments yet" in metadata["models"].value
