@@ -41,6 +41,7 @@ from pydantic import Field
 from dagster_project.decisioning.routing import (RETENTION_GOALS, RoutingPolicy, expected_values, frequency_capped,
                                                  goal_values, route)
 from dagster_project.decisioning.timing import HOURS, best_send_hours, hour_of_week, next_time_at
+from dagster_project.ingest.contract import campaign_id
 from dagster_project.messaging.briefs import BriefSet, load_briefs
 from dagster_project.project import WAREHOUSE_RUN_TAGS, default_as_of, mapped_in_workers, usable_cores
 from dagster_project.models.clv_assets import PREDICTIONS_TABLE
@@ -421,7 +422,9 @@ def _annotate(decisions: pd.DataFrame, uplift, values, clv, features, events, ru
     send_at = [next_time_at(hour, at) for hour in range(HOURS)]  # the run's moment of each hour of the week
     decisions["send_at"] = [send_at[int(h)] if r else None
                             for h, r in zip(decisions["send_hour_of_week"].fillna(0), routed)]
-    decisions["campaign_id"] = [f"pb-{p}-{as_of.isoformat()}" if h else None for p, h in zip(playbooks, has_playbook)]
+    # The batch its drafts go out in is `<playbook>-<run date>` (message_drafts), and the ESP reports on its campaign id.
+    decisions["campaign_id"] = [campaign_id(f"{p}-{as_of.isoformat()}") if h else None
+                                for p, h in zip(playbooks, has_playbook)]
     decisions["assignment_id"] = [_id("as", as_of, c, p) if h else None
                                   for c, p, h in zip(customers, playbooks, has_playbook)]
     decisions["decision_id"] = [_id("rd", as_of, c, "") for c in customers]

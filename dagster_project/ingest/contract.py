@@ -13,6 +13,15 @@ from dataclasses import dataclass, field
 RAW_SCHEMA = "raw"
 QUARANTINE_TABLE = "raw_quarantine"  # lives in schema `raw`: raw.raw_quarantine
 NEXTBEST_SCHEMA = "nextbest"
+# A playbook send's campaign id: its assignment's (`nextbest.assignments.campaign_id`) and the one the
+# ESP reports back on its events (raw.email_events), so lift is measured on the sends themselves.
+# dbt counts events of campaigns with this prefix as playbook sends.
+PLAYBOOK_CAMPAIGN_PREFIX = "pb-"
+
+
+def campaign_id(batch_id: str) -> str:
+    """The campaign id of a batch of playbook messages (`<playbook>-<run date>`): `pb-<batch>`."""
+    return f"{PLAYBOOK_CAMPAIGN_PREFIX}{batch_id}"
 SIM_TRUTH_SCHEMA = "sim_truth"  # simulator oracle; nothing in the pipeline reads it
 
 # The seven playbooks of DESIGN.md; ids are shared by the simulator's past

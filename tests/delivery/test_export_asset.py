@@ -79,7 +79,8 @@ def test_an_approved_batch_is_sent_once_with_counts_per_state(db, tmp_path):
     assert result.success
     lines = sent_lines(tmp_path)
     assert sorted(line["customer_id"] for line in lines) == sorted(set(CUSTOMERS) - BLOCKED)
-    assert {line["campaign_id"] for line in lines} == {BATCH}
+    # The campaign id routing gave the assignments (pb-<playbook>-<run date>): ESP events come back on it.
+    assert {line["campaign_id"] for line in lines} == {f"pb-{BATCH}"} == {"pb-at_risk_save-2026-03-10"}
     (materialization,) = result.asset_materializations_for_node("esp_export")
     meta = {k: v.value for k, v in materialization.metadata.items()}
     assert meta["queued"] == 11 and meta["sent"] == 11 and meta["outbox_sent"] == 11
@@ -116,7 +117,7 @@ def test_without_a_batch_every_holding_approval_is_sent(db, tmp_path):
     decide(db, "win_back-2026-03-10", "reject", "ben", "not this week")
     result = export(db, tmp_path, batch=None)
     assert result.success
-    assert {line["campaign_id"] for line in sent_lines(tmp_path)} == {BATCH}
+    assert {line["batch_id"] for line in sent_lines(tmp_path)} == {BATCH}
 
 
 def test_a_batch_on_stale_data_is_not_sent(db, tmp_path):

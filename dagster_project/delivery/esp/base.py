@@ -21,6 +21,7 @@ import dagster as dg
 from pydantic import Field
 
 from dagster_project.delivery.ratelimit import RateLimit, parse_retry_after  # noqa: F401 - adapters' API
+from dagster_project.ingest.contract import campaign_id
 
 # The ESP's own error text is kept short in the outbox: enough to act on, no payload echo.
 MAX_ERROR_CHARS = 300
@@ -44,7 +45,7 @@ class OutboundMessage:
         """The fields an ESP template renders; `campaign_id`/`message_id` come back on ESP events."""
         return {
             "send_id": self.send_id,
-            "campaign_id": self.batch_id,
+            "campaign_id": campaign_id(self.batch_id),  # the assignment's: ESP events come back on it
             "message_id": self.send_id,
             "batch_id": self.batch_id,
             "playbook_id": self.playbook_id,
