@@ -183,9 +183,11 @@ def route(audience: pd.DataFrame, capped: pd.DataFrame, ev: pd.DataFrame, suppre
     decision = np.select(
         [global_held, is_suppressed, all_capped, ~has_best, held],
         ["global_holdout", "suppressed", "capped", "none", "holdout"], "send").astype(object)
+    # Nothing valued at all: no playbook they may get has an uplift model yet (a new store, a new brief).
+    unvalued = ~(allowed & ~np.isnan(values)).any(axis=1)
     reason = np.select(
-        [is_suppressed, all_capped, ~has_best, held],
-        [reasons, "frequency cap reached for every playbook they qualify for",
+        [is_suppressed, all_capped, ~has_best & unvalued, ~has_best, held],
+        [reasons, "frequency cap reached for every playbook they qualify for", NO_MODEL_REASON,
          "no playbook is expected to be worth its send cost",
          np.char.add(why.astype(str), "; in this playbook's randomized holdout (not sent)")], why).astype(object)
     for i in np.flatnonzero(global_held):
@@ -202,6 +204,10 @@ def route(audience: pd.DataFrame, capped: pd.DataFrame, ev: pd.DataFrame, suppre
         "alternatives": _alternatives(playbooks, members, allowed, values),
         "reason": reason,
     }, columns=DECISION_FIELDS)
+
+
+NO_MODEL_REASON = ("no uplift model yet for any playbook they qualify for: only exploration sends them one "
+                   "until past sends with holdouts teach a model (a new store: raise exploration_share)")
 
 
 def _alternatives(playbooks: list[str], members: np.ndarray, allowed: np.ndarray, values: np.ndarray) -> np.ndarray:

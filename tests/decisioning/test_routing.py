@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dagster_project.decisioning.routing import (RETENTION_GOALS, RoutingPolicy, expected_values, frequency_capped,
-                                                 goal_values, in_global_holdout, route, stable_unit)
+from dagster_project.decisioning.routing import (NO_MODEL_REASON, RETENTION_GOALS, RoutingPolicy, expected_values,
+                                                 frequency_capped, goal_values, in_global_holdout, route, stable_unit)
 from dagster_project.decisioning.timing import best_send_hours, next_time_at
 from dagster_project.models.uplift_training import train_playbook_model
 
@@ -337,7 +337,9 @@ def route_one_by_one(audience: pd.DataFrame, capped: pd.DataFrame, ev: pd.DataFr
             if explore:
                 best = allowed[int(stable_unit("explore-pick", run_key, cid) * len(allowed))]
             if not explore and not value[best] > 0:
-                row.update(decision="none", reason="no playbook is expected to be worth its send cost")
+                unvalued = all(np.isnan(value[p]) for p in allowed)
+                row.update(decision="none", reason=NO_MODEL_REASON if unvalued
+                           else "no playbook is expected to be worth its send cost")
                 best = None
         why = ("exploration: random eligible playbook" if explore else "highest expected value")
         if global_held:
@@ -377,4 +379,6 @@ def test_routing_on_whole_arrays_decides_as_one_customer_at_a_time(seed):
     slow = route_one_by_one(audience, capped, ev, suppressed, shares, policy, "2026-11-25")
     assert set(fast["decision"]) == {"send", "holdout", "global_holdout", "suppressed", "capped", "none"}
     assert fast["exploration"].any() and fast["alternatives"].str.contains("no uplift model yet").any()
+    # Customers whose only options have no model are told so, not that nothing is worth its cost.
+    assert (fast["reason"] == NO_MODEL_REASON).any() and (fast["reason"].str.contains("worth its send cost")).any()
     pd.testing.assert_frame_equal(fast, slow)
