@@ -170,6 +170,7 @@ def audiences(tx: WarehouseSession, briefs: BriefSet, chunk: KeyRange) -> pd.Dat
 
 
 _FLAGGED = {"complaint": "marked an email as spam", "unsubscribe": "unsubscribed", "bounce": "email bounced"}
+SUPPRESSING_EVENTS = tuple(_FLAGGED)  # email events after which a customer is never messaged again
 # Why a customer must not be messaged, per customer ({where}: which customers).
 SUPPRESSION_SQL = f"""
 select c.customer_id,

@@ -29,7 +29,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from dagster_project.decisioning.assets import DECISIONS_TABLE
+from dagster_project.decisioning.assets import DECISIONS_TABLE, SUPPRESSING_EVENTS
 from dagster_project.decisioning.routing import RoutingPolicy, in_global_holdout
 from dagster_project.messaging.briefs import load_briefs
 from dagster_project.messaging.context_pack import (Catalog, data_fresh_day, load_catalog, packs_from_frames,
@@ -97,10 +97,12 @@ def segment_column(columns) -> str:
 
 
 def segment_playbooks_sql(segment_col: str, where: str = "") -> str:
-    """customer_id, playbook_id per opted-in customer, from their first segment in SEGMENT_PLAYBOOKS' order.
+    """customer_id, playbook_id per customer routing would not suppress (opted in; never unsubscribed,
+    complained or bounced), from their first segment in SEGMENT_PLAYBOOKS' order.
 
     `where`: more conditions on `s` (customer_segments), starting with `and`.
     """
+    flagged = ", ".join(f"'{event}'" for event in SUPPRESSING_EVENTS)
     segments = ", ".join(f"'{segment}'" for segment in SEGMENT_PLAYBOOKS)
     rank = " ".join(f"when '{segment}' then {i}" for i, segment in enumerate(SEGMENT_PLAYBOOKS))
     playbook = " ".join(f"when '{segment}' then '{p}'" for segment, p in SEGMENT_PLAYBOOKS.items())
@@ -110,6 +112,8 @@ def segment_playbooks_sql(segment_col: str, where: str = "") -> str:
                    row_number() over (partition by s.customer_id order by case s.{segment_col} {rank} end) as k
             from {SEGMENTS_TABLE} s join raw.customers c on c.customer_id = s.customer_id
             where c.marketing_opt_in and s.{segment_col} in ({segments}) {where}
+              and not exists (select 1 from raw.email_events e
+                              where e.customer_id = s.customer_id and e.event_type in ({flagged}))
         ) ranked where k = 1"""
 
 

@@ -165,6 +165,18 @@ def test_routing_without_decisions_for_the_day_falls_back_to_segments(store):
 
 
 
+def test_the_segments_fallback_drafts_nobody_routing_would_suppress(store):
+    """Opted in, but unsubscribed since (or bounced): routing suppresses them, and so does the fallback,
+    so reviewers do not see drafts the export would then refuse."""
+    con = duckdb.connect(str(store))
+    con.execute("insert into raw.email_events values ('E-unsub', 'C001', 'n', 'm', 'unsubscribe', "
+                "timestamp '2026-02-10 09:00'), ('E-bounce', 'C003', 'n', 'm', 'bounce', timestamp '2026-02-11 09:00')")
+    con.close()
+    result = draft(store)
+    assert result.success and metadata(result)["playbooks_from"].value == "analytics.customer_segments"
+    assert drafted(store) == [("C002", "onboarding")]
+
+
 def test_the_segments_fallback_drafts_nobody_in_the_permanent_global_holdout(store, monkeypatch):
     from dagster_project.decisioning.routing import stable_unit
     from dagster_project.messaging import assets as messaging_assets
