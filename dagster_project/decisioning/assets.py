@@ -42,7 +42,7 @@ from dagster_project.decisioning.routing import (RETENTION_GOALS, RoutingPolicy,
                                                  goal_values, route)
 from dagster_project.decisioning.timing import HOURS, best_send_hours, hour_of_week, next_time_at
 from dagster_project.ingest.contract import campaign_id
-from dagster_project.messaging.briefs import BriefSet, load_briefs
+from dagster_project.messaging.briefs import BriefError, BriefSet, load_briefs
 from dagster_project.project import WAREHOUSE_RUN_TAGS, default_as_of, mapped_in_workers, usable_cores
 from dagster_project.models.clv_assets import PREDICTIONS_TABLE
 from dagster_project.models.uplift_assets import newest_passing, uplift_models
@@ -125,10 +125,58 @@ class RoutingRun:
         return self.at - timedelta(days=longest)
 
 
+def known_segments() -> list[str]:
+    """The segments dbt may assign: the accepted values its test of `customer_segments.segment` lists
+    (an analytics engineer adding a segment adds it there, or that test fails); empty when unknown."""
+    import json
+
+    from dagster_project.project import ensure_manifest
+
+    try:
+        nodes = json.loads(ensure_manifest().read_text())["nodes"].values()
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return []
+    for node in nodes:
+        test = node.get("test_metadata") or {}
+        if (test.get("name") == "accepted_values" and node.get("attached_node", "").endswith(".customer_segments")
+                and node.get("column_name") == "segment"):
+            kwargs = test.get("kwargs") or {}
+            return [str(v) for v in kwargs.get("values") or (kwargs.get("arguments") or {}).get("values") or []]
+    return []
+
+
+def audience_problems(warehouse: WarehouseInterface, briefs: BriefSet) -> list[str]:
+    """A brief's audience naming a segment, tag or score the warehouse does not have (a typo targets
+    nobody, silently): one line per name, naming the brief's file and field and the known names."""
+    known = {"segments": known_segments()}
+    with warehouse.transaction() as tx:
+        known["tags"] = ([c for c in column_names(tx, "analytics.customer_tags") if c not in ("customer_id", "as_of_date")]
+                         if tx.exists("analytics", "customer_tags") else [])
+        known["min_scores"] = ([c for c in column_names(tx, "nextbest.customer_scores")
+                                if c not in ("customer_id", "as_of_date", "scored_at") and not c.endswith("_version")]
+                               if tx.exists("nextbest", "customer_scores") else [])
+    problems = []
+    for playbook, brief in sorted(briefs.playbooks.items()):
+        audience = {"segments": brief.audience.segments, "tags": brief.audience.tags,
+                    "min_scores": list(brief.audience.min_scores)}
+        for field_name, names in audience.items():
+            if not known[field_name]:
+                continue  # not built yet (or no test lists the segments): nothing to check against
+            for name in names:
+                if name not in known[field_name]:
+                    problems.append(f"{briefs.folder / playbook}.yaml: audience.{field_name}: {name!r} is not one "
+                                    f"the warehouse has; known: {', '.join(sorted(known[field_name]))}")
+    return problems
+
+
 def plan_run(warehouse: WarehouseInterface, as_of: date, policy: RoutingPolicy, briefs: BriefSet | None = None,
              models: dict | None = None) -> RoutingRun:
-    """Read what the chunks share: the newest uplift model per playbook (unless given) and the store's hours."""
+    """Read what the chunks share: the newest uplift model per playbook (unless given) and the store's hours.
+    A brief whose audience names an unknown segment, tag or score is a `BriefError` (`audience_problems`)."""
     briefs = briefs or load_briefs()
+    problems = audience_problems(warehouse, briefs)
+    if problems:
+        raise BriefError("\n".join(problems))
     if models is None:
         models = {}
         for playbook in sorted(briefs.playbooks):

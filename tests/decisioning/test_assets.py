@@ -17,7 +17,7 @@ from dagster_project.decisioning.assets import (DECISIONS_TABLE, decide, feature
                                                 write_decisions)
 from dagster_project.decisioning.routing import RETENTION_GOALS, RoutingPolicy, goal_values
 from dagster_project.ingest.simulator import simulate
-from dagster_project.messaging.briefs import BRIEFS_DIR, BriefSet, load_briefs
+from dagster_project.messaging.briefs import BRIEFS_DIR, BriefError, BriefSet, load_briefs
 from dagster_project.models import uplift_assets
 from dagster_project.models.uplift_assets import train_and_register
 from dagster_project.models.uplift_data import GOALS, assignment_rows, point_in_time_features
@@ -51,7 +51,7 @@ def store(store_path):
             'win_back']) as segment, 'test' as reason, date '2026-06-01' as as_of_date
         from raw.subscriptions where status = 'active'""")
     con.execute("""create table analytics.customer_tags as select customer_id, true as high_ltv, false as gift_recipient,
-        false as at_risk, false as brand_advocate from raw.customers""")
+        false as at_risk, false as brand_advocate, false as live_subscriber from raw.customers""")
     yield con
     con.close()
 
@@ -115,6 +115,23 @@ def test_a_new_playbook_is_routed_on_the_goal_its_brief_names(store, wh, tmp_pat
     assert len(mine) and set(mine["goal"]) == {"addon_30d"}
     # Training reads its sends on its own goal once there are some (none yet: no model, no error).
     assert "loyal_refill" not in train_and_register(store, END, briefs=briefs)
+
+
+def test_a_brief_naming_an_unknown_segment_tag_or_score_is_refused_naming_file_and_field(store, wh, tmp_path):
+    """A typo in an audience targeted nobody, silently; the run now stops and says which name is unknown."""
+    def typos(folder):
+        for name, old, new in [("onboarding", "segments: [onboarding]", "segments: [onbording]"),
+                               ("expansion", "tags: [live_subscriber]", "tags: [live_subscribr]")]:
+            path = folder / f"{name}.yaml"
+            assert old in path.read_text()
+            path.write_text(path.read_text().replace(old, new))
+
+    with pytest.raises(BriefError) as error:
+        decide(wh, END, RoutingPolicy(), briefs_with(tmp_path, typos))
+    message = str(error.value)
+    assert "onboarding.yaml: audience.segments: 'onbording' is not one the warehouse has; known: at_risk," in message
+    assert "expansion.yaml: audience.tags: 'live_subscribr' is not one the warehouse has" in message
+    assert decisioning_assets.audience_problems(wh, load_briefs()) == []
 
 
 def test_a_model_of_another_goal_does_not_value_a_playbook(store, wh, tmp_path):
