@@ -62,6 +62,13 @@ def summarize(echo: Callable[[str], None]) -> None:
         con.close()
 
 
+def _shown(value) -> str:
+    """A check's metadata value on one line: numbers rounded, text cut short."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return " ".join(str(value).split())[:80]
+
+
 def run_demo(customers: int, months: int, seed: int, fresh: bool, echo: Callable[[str], None]) -> int:
     """Simulate if needed, materialize everything, print a summary. Returns an exit code."""
     db = duckdb_path()
@@ -101,8 +108,11 @@ def run_demo(customers: int, months: int, seed: int, fresh: bool, echo: Callable
     failed = [c for c in checks if not c.passed]
     echo(f"      {len(checks) - len(failed)} of {len(checks)} checks passed")
     for check in failed:
-        echo(f"      {check.severity.value}: {check.asset_key.to_user_string()} · {check.check_name} failed "
-             "(see `nextbest doctor` or the check in the Dagster UI)")
+        # What the check measured, here: the run is not kept unless DAGSTER_HOME is set, and doctor
+        # runs the data checks only (not the models' floors and drift).
+        found = "; ".join(f"{key} {_shown(value.value)}" for key, value in list(check.metadata.items())[:4])
+        echo(f"      {check.severity.value}: {check.asset_key.to_user_string()} · {check.check_name} failed"
+             + (f" ({found[:300]})" if found else ""))
 
     echo("[3/3] Summary")
     summarize(echo)

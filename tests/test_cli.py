@@ -43,6 +43,10 @@ def test_demo_runs_everything_and_prints_a_summary(duckdb_file, capsys):
     assert "analytics.customer_context" in out
     assert "Drafts by status" in out
     assert "Segments" in out
+    # A failed check says what it measured, here (doctor runs the data checks only, not the models').
+    failed = [line.strip() for line in out.splitlines() if line.strip().startswith(("WARN: ", "ERROR: "))]
+    assert failed and not any("doctor" in line for line in failed)
+    assert any("uplift_models_pass failed (failing " in line for line in failed)
     # a second demo keeps the raw data and rebuilds
     assert main(["demo"]) == 0
     assert "Raw data already present" in capsys.readouterr().out

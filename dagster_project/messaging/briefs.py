@@ -61,8 +61,17 @@ class Cta(_Strict):
     """A call to action the copy may end with."""
 
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    label: str
+    label: str = Field(min_length=1, pattern=r"\S")
     url: str
+
+    @field_validator("url")
+    @classmethod
+    def _a_link(cls, url: str) -> str:
+        """A path on the store's site, a web address or an email address: what a message may link to."""
+        if not url.strip().startswith(("/", "https://", "http://", "mailto:")):
+            raise ValueError(f"{url!r} is not a link a message may carry; use a path on your site "
+                             "(/account/...), an https:// address or mailto:")
+        return url.strip()
 
 
 class PriceRule(_Strict):

@@ -102,3 +102,17 @@ def test_service_briefs_in_the_folder_serve_their_flows_and_are_not_routed(brief
     assert not set(briefs.service) & set(briefs.playbooks)  # no goal needed: not a campaign
     assert load_save_brief(briefs_copy) == briefs.service["save_offer"]
     assert load_reply_brief(briefs_copy).name.startswith("Our own ")
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("    label: Adjust my deliveries", "    label: '  '", "at_risk_save.yaml: ctas[0].label"),
+    ("    url: /account/subscription", "    url: javascript:alert(1)",
+     "at_risk_save.yaml: ctas[0].url: Value error, 'javascript:alert(1)' is not a link a message may carry"),
+])
+def test_an_empty_cta_label_or_a_url_no_message_may_carry_names_file_and_field(briefs_copy, old, new, expected):
+    path = briefs_copy / "at_risk_save.yaml"
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new, 1))
+    with pytest.raises(BriefError) as error:
+        load_briefs(briefs_copy)
+    assert expected in str(error.value)
