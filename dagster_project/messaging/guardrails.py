@@ -4,6 +4,7 @@
 check, each with the reasons it failed:
 
     grounding      every price, date, number and product name matches a fact in the pack or the live catalog
+                   (a retired product they had is named as history, never offered as still there)
     actions        every action the copy says the customer took is in their facts
     citations      cited fact ids exist (and none is customer-written text)
     offer_cta      the CTA and the offer are the brief's, within its price rules; no stray codes, links or discounts
@@ -159,6 +160,17 @@ ACTION_CLAIMS = [(Gated(words, triggers, re.compile(p, re.I)), holds, needs)
     (("gift",), ('gift',), r"\byour gift\b|\bgift subscription\b", lambda x: x.has(":is_gift"), "a gift subscription"),
 )]
 
+# A retired product (in the catalog, no longer active) the customer had may be named as history ("you had
+# House Espresso"), never offered: a sentence naming it may not say it is still there to restart, order or get
+# back, unless the same sentence says it is gone ("we no longer roast House Espresso").
+ON_OFFER = re.compile(
+    r"\b(?:still (?:here|there|around|available|in stock|on (?:the|our) shel(?:f|ves))|back in stock|in stock"
+    r"|on (?:the|our) shel(?:f|ves)|available|restart\w*|re-?order\w*|order (?:it|more|some|another)"
+    r"|add (?:it|some|another)|get it|have it|again|like (?:your |some )?[\w' ]{0,40}back|way back to)\b", re.I)
+GONE = re.compile(r"\b(?:no longer|not (?:available|in stock|on (?:the|our) shel(?:f|ves))|isn't (?:available|in stock)"
+                  r"|retired|discontinued|sold out|out of stock|stopped (?:roasting|making|selling|carrying))\b", re.I)
+_SENTENCE_ENDS = ".!?\n"
+
 INJECTION_MARKERS = re.compile(
     r"\b(ignore (?:all |any )?(?:previous|prior|above|earlier|the) (?:instructions|prompts?|rules)|disregard|"
     r"system prompt|you are (?:now|an? )|as an ai|new instructions|tell (?:me|everyone|them)|say (?:that|our|i)|"
@@ -311,6 +323,8 @@ def _grounding(t: Text, px: _PackIndex, cx: _CatalogIndex) -> tuple[list[str], s
         if name in lowered:
             if not product.active and name not in px.product_names:
                 reasons.append(f"names {product.name!r}, which is not in the live catalog")
+            elif not product.active:
+                reasons += _offered_retired(lowered, name, product.name)
             if gate is not None and ascii_name:
                 text, lowered = blank_name(text, lowered, name)
             else:
@@ -339,6 +353,21 @@ def _grounding(t: Text, px: _PackIndex, cx: _CatalogIndex) -> tuple[list[str], s
         for m in _RELATIVE_TIME.finditer(text, fast):
             reasons.append(f"{shown(m, text)!r} is a time claim no fact supports; use the date")
     return reasons, text
+
+
+def _offered_retired(lowered: str, name: str, shown_name: str) -> list[str]:
+    """A sentence (of the lower-cased text) that offers the retired product `name` as still there to have."""
+    reasons, at = [], lowered.find(name)
+    while at >= 0:
+        end = at + len(name)
+        start = max(lowered.rfind(c, 0, at) for c in _SENTENCE_ENDS) + 1
+        stop = min((i for i in (lowered.find(c, end) for c in _SENTENCE_ENDS) if i >= 0), default=len(lowered))
+        sentence = lowered[start:stop]
+        if (m := ON_OFFER.search(sentence)) and not GONE.search(sentence):
+            reasons.append(f"offers {shown_name!r} ({m.group(0)!r}), which is no longer in the live catalog; "
+                           "name it only as what they had, or suggest an active product")
+        at = lowered.find(name, stop)
+    return reasons
 
 
 def _customer_name(first_name: str | None) -> str:

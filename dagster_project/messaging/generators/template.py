@@ -120,7 +120,14 @@ def situation(pack: ContextPack, catalog: Catalog, seed: int, currency: str = "$
         product, bags, cadence_id, price = f"{base}:product", f"{base}:bags", f"{base}:cadence_days", f"{base}:price"
         next_charge, cancelled = f"{base}:next_charge_at", f"{base}:cancelled_at"
         if product in f:
-            put("product", f[product].value, product)
+            name = f[product].value
+            put("product", name, product)
+            listed = _shelf(catalog).by_name.get(str(name).lower())
+            # Said to be there to come back to only when the live catalog sells it: a retired coffee is history.
+            if listed is not None and listed.active:
+                put("product_on_shelf", name, product, f"catalog:{listed.product_id}:name")
+            elif listed is not None:
+                put("product_retired", name, product, f"catalog:{listed.product_id}:name")
         if bags in f:
             n = f[bags].value
             put("bags", f"{NUMBER_WORDS.get(n, n)} bag{'s' if n != 1 else ''}", bags)
@@ -128,13 +135,22 @@ def situation(pack: ContextPack, catalog: Catalog, seed: int, currency: str = "$
             put("cadence", f"every {f[cadence_id].value} days", cadence_id)
         if price in f:
             put("price", f"{currency}{f[price].value}", price)
-        if next_charge in f and f[f"{base}:status"].value == "active":
+        status = value(f"{base}:status")
+        if next_charge in f and status == "active":
             put("next_charge", say_date(f[next_charge].value), next_charge)
+        if status == "paused":  # nothing is on its way: the copy talks of restarting, never of the next delivery
+            put("paused", "paused", f"{base}:status")
         if cancelled in f:
             put("cancelled_on", say_past_date(f[cancelled].value, pack.as_of), cancelled)
         reason = value(f"{base}:cancel_reason")
         if reason:
             put("cancel_reason", reason, f"{base}:cancel_reason")
+        # Another coffee to suggest when theirs is no longer sold or was not to their taste.
+        if reason == "taste" or ("product" in slots and "product_on_shelf" not in slots):
+            swap = _swap(catalog, owned, value(product), seed)
+            if swap is not None:
+                put("swap_item", swap.name, f"catalog:{swap.product_id}:name")
+                put("swap_price", f"{currency}{swap.price}", f"catalog:{swap.product_id}:price")
         cadence = value(cadence_id)
         skips = value(skips_id, 0) or 0
         window = value(window_id, 0) or 0
@@ -176,7 +192,7 @@ def situation(pack: ContextPack, catalog: Catalog, seed: int, currency: str = "$
         resolved = f"ticket:{tid}:resolved_at"
         if resolved in f:
             put("ticket_resolved", say_past_date(f[resolved].value, pack.as_of), resolved)
-    extras = [p for p in _extras(catalog) if p.product_id not in owned]
+    extras = [p for p in _shelf(catalog).extras if p.product_id not in owned]
     if extras:
         pick = extras[seed % len(extras)]
         put("bundle_item", pick.name, f"catalog:{pick.product_id}:name")
@@ -193,18 +209,42 @@ def _skipped(skips: int, window: int) -> str:
     return f"{skips} of your last {window} deliveries"
 
 
-_EXTRAS: dict[int, tuple[Catalog, list]] = {}
+class _Shelf(NamedTuple):
+    """What a template may suggest from one catalog, worked out once per catalog."""
+
+    extras: list  # active accessories and equipment
+    coffees: list  # active products sold by subscription
+    by_name: dict  # every product (active or not) by its lower-cased name
 
 
-def _extras(catalog: Catalog) -> list:
-    """The catalog's active accessories and equipment, computed once per catalog."""
-    hit = _EXTRAS.get(id(catalog))
+_SHELVES: dict[int, tuple[Catalog, _Shelf]] = {}
+
+
+def _shelf(catalog: Catalog) -> _Shelf:
+    """The catalog's `_Shelf`, computed once per catalog."""
+    hit = _SHELVES.get(id(catalog))
     if hit is None or hit[0] is not catalog:
-        if len(_EXTRAS) > 32:
-            _EXTRAS.clear()
-        hit = _EXTRAS[id(catalog)] = (catalog, [p for p in catalog.products
-                                                if p.active and p.category in ("accessory", "equipment")])
+        if len(_SHELVES) > 32:
+            _SHELVES.clear()
+        live = [p for p in catalog.products if p.active]
+        hit = _SHELVES[id(catalog)] = (catalog, _Shelf(
+            [p for p in live if p.category in ("accessory", "equipment")],
+            [p for p in live if p.subscription_eligible],
+            {str(p.name).lower(): p for p in catalog.products}))
     return hit[1]
+
+
+def _swap(catalog: Catalog, owned: set, current: str | None, seed: int):
+    """An active subscription coffee the customer has never had, closest in price to theirs (by `seed` when
+    the catalog does not price theirs), or None."""
+    shelf = _shelf(catalog)
+    fresh = [p for p in shelf.coffees if p.product_id not in owned and p.name != current]
+    if not fresh:
+        return None
+    theirs = shelf.by_name.get(str(current).lower()) if current else None
+    if theirs is None:
+        return fresh[seed % len(fresh)]
+    return min(fresh, key=lambda p: (abs(float(p.price) - float(theirs.price)), p.product_id))
 
 
 class _Render:
