@@ -23,7 +23,7 @@ from pydantic import Field
 
 from dagster_project.delivery import approvals
 from dagster_project.delivery.esp.base import EspResource
-from dagster_project.delivery.outbox import OUTBOX, enqueue_batch, naive_utc, state_counts, utcnow
+from dagster_project.delivery.outbox import OUTBOX, enqueue_batch, naive_utc, next_due_at, state_counts, utcnow
 from dagster_project.delivery.sender import ExportSummary, run_export
 from dagster_project.messaging.briefs import BriefError, load_briefs
 from dagster_project.project import WAREHOUSE_RUN_TAGS
@@ -128,8 +128,13 @@ def esp_export(context: dg.AssetExecutionContext, config: EspExportConfig, wareh
             summary = run_export(warehouse, esp, batch_id=config.batch, workers=config.workers,
                                  max_wait_seconds=config.max_wait_seconds, log=context.log.info)
             remaining = state_counts(warehouse, config.batch)
+            waiting_until = next_due_at(warehouse, config.batch) if summary.deferred else None
     finally:
         esp.close()
+    if waiting_until is not None:
+        # Nothing sends them by itself: the next export does (the daily job's, or a run of this one).
+        context.log.warning(f"{summary.deferred} messages wait for the recipients' quiet hours to end (the first "
+                            f"at {waiting_until:%Y-%m-%d %H:%M} UTC); the next esp_export run after that sends them")
     if summary.dead:
         context.log.warning(f"{summary.dead} messages dead-lettered; see nextbest.outbox.last_error")
     metadata = {

@@ -174,3 +174,27 @@ def test_lift_table_pools_finished_campaigns_per_playbook():
     assert lift.loc["win_back", "ci_low"] < 0 < lift.loc["win_back", "ci_high"]
     table = lift_table_markdown(playbook_lift(performance))
     assert "| expansion | g | 2 | 2,000 | 500 | 30.0% | 10.0% | +20.0 |" in table
+
+
+def night_zone() -> str:
+    """A fixed-offset zone where it is about 3 am now: inside every customer's quiet hours."""
+    offset = (3 - datetime.now(timezone.utc).hour + 12) % 24 - 12
+    return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+
+
+def test_sends_deferred_to_the_end_of_quiet_hours_are_said_and_left_queued(db, tmp_path):
+    with duckdb.connect(str(db)) as con:
+        con.execute("update raw.customers set timezone = ? where customer_id = 'c1'", [night_zone()])
+    decide(db, BATCH, "approve", "ana")
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [esp_export], instance=instance,
+        resources={"warehouse": DuckDBWarehouse(path=str(db)), "esp": FileEsp(path=str(tmp_path / "out.jsonl"))},
+        run_config={"ops": {"esp_export": {"config": {"batch": BATCH, "max_wait_seconds": 2.0}}}})
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("esp_export")
+    assert materialization.metadata["deferred"].value == 1 and materialization.metadata["sent"].value == 10
+    assert "c1" not in {line["customer_id"] for line in sent_lines(tmp_path)}
+    said = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.user_message]
+    assert any("1 messages wait for the recipients' quiet hours to end" in line
+               and "the next esp_export run after that sends them" in line for line in said)
