@@ -243,3 +243,11 @@ def test_a_missing_campaign_file_is_named_once(tmp_path, capsys):
     code = main(["uplift-backtest", str(missing), "--treatment", "arm", "--control", "b", "--outcome", "y"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("missing.csv") == 1 and "no such file" in err
+
+
+@pytest.mark.parametrize("argv", [["doctor"], ["review"], ["service-context", "--customer", "C1"]])
+def test_a_warehouse_path_that_is_a_folder_names_the_variable(tmp_path, capsys, monkeypatch, argv):
+    monkeypatch.setenv("NEXTBEST_DUCKDB_PATH", str(tmp_path))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path} is a folder, not a DuckDB file: point NEXTBEST_DUCKDB_PATH (or --db) at a file" in err

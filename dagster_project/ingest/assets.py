@@ -132,7 +132,7 @@ def observe_raw(warehouse: WarehouseInterface, mode: str) -> Iterator[dg.Materia
     missing = [name for name in contract.LOAD_ORDER if not warehouse.table_exists(contract.RAW_SCHEMA, name)]
     if missing:
         raise dg.Failure(f"The warehouse has no {', '.join(f'raw.{name}' for name in missing)}: load every table of "
-                         "the source contract (README, 'Bring your own data') before running the pipeline.")
+                         "the source contract (README, 'Point it at your own data') before running the pipeline.")
     for name in contract.LOAD_ORDER:
         column = FRESHNESS_COLUMNS.get(name)
         newest_sql = f"max({column})" if column else "null"

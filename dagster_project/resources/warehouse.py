@@ -58,12 +58,15 @@ def memory_limit() -> str:
 def connect_duckdb(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open the DuckDB file, waiting briefly if another process holds its lock."""
     path = Path(path)
+    if path.is_dir():  # as a missing file to the commands: the file meant is not there
+        raise FileNotFoundError(f"{path} is a folder, not a DuckDB file: point NEXTBEST_DUCKDB_PATH (or --db) at "
+                                f"a file, e.g. {path / 'warehouse.duckdb'}")
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.exists():
         raise FileNotFoundError(
-            f"No warehouse at {path}. Run `nextbest demo` or `nextbest simulate` first, "
-            "or set NEXTBEST_DUCKDB_PATH to your DuckDB file."
+            f"No warehouse at {path}. Run `nextbest demo` or `nextbest simulate` first (or `nextbest import DIR` "
+            "for your own data), or set NEXTBEST_DUCKDB_PATH to your DuckDB file."
         )
     limit = memory_limit()
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
@@ -860,8 +863,8 @@ def command_warehouse(db: str | None = None, must_exist: bool = False) -> DuckDB
             check_duckdb_file_name(Path(warehouse.path))
     if must_exist and isinstance(warehouse, DuckDBWarehouse) and not Path(warehouse.path).exists():
         raise FileNotFoundError(
-            f"No warehouse at {warehouse.path}. Run `nextbest demo` or `nextbest simulate` first, "
-            "or set NEXTBEST_DUCKDB_PATH (or --db) to your DuckDB file.")
+            f"No warehouse at {warehouse.path}. Run `nextbest demo` or `nextbest simulate` first (or `nextbest "
+            "import DIR` for your own data), or set NEXTBEST_DUCKDB_PATH (or --db) to your DuckDB file.")
     return warehouse
 
 
