@@ -144,10 +144,12 @@ def test_preview_drafts_the_playbook_routing_chose(store_db, capsys):
         'send' as decision, 'at_risk_save' as playbook_id, 'treatment' as arm""")
     con.close()
     assert main(["preview", "--customer", "C001", "--as-of", AS_OF, "--db", str(store_db)]) == 0
-    assert "Playbook at_risk_save" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"Playbook at_risk_save (chosen by routing on {AS_OF})" in out
+    assert "a preview, in no batch: as a draft it would be pending_review" in out  # not "status pending_review"
     # another day's routing says nothing about this one: the segment's playbook
     assert main(["preview", "--customer", "C001", "--as-of", "2026-02-23", "--db", str(store_db)]) == 0
-    assert "Playbook cadence_mismatch" in capsys.readouterr().out
+    assert "Playbook cadence_mismatch (chosen by their segment)" in capsys.readouterr().out
 
 
 def test_check_draft_with_bad_context_fields_names_the_file_and_field(store_db, tmp_path, capsys):

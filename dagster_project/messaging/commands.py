@@ -113,6 +113,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         catalog = load_catalog(source)
         # Without --playbook: the one routing chose that day, as message_drafts drafts it; else the segment's.
         playbook = args.playbook or _routed_playbook(source, args.customer, as_of)
+        chosen_by = "--playbook" if args.playbook else f"routing on {as_of}" if playbook else "their segment"
         if playbook is None:
             from dagster_project.messaging.assets import segment_playbooks
             try:
@@ -152,7 +153,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
                          indent=2, default=str))
         return 0
     _print_pack(pack)
-    print(f"\nPlaybook {playbook} · generator {outcome.generator} · status {outcome.status}")
+    # A preview is in no batch: what reviewers see is what message_drafts stored for the day.
+    print(f"\nPlaybook {playbook} (chosen by {chosen_by}) · generator {outcome.generator} · a preview, in no "
+          f"batch: as a draft it would be {outcome.status}")
     if outcome.draft:
         d = outcome.draft
         print(f"Subject:   {d.subject}\nPreheader: {d.preheader}\nCTA:       {d.cta}   offer: {d.offer_id}\n")
