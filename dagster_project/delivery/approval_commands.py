@@ -83,6 +83,16 @@ def _indent(text: str, prefix: str = "    ") -> str:
     return textwrap.indent(str(text).strip(), prefix)
 
 
+def delivery_state(tx: WarehouseSession, batch_id: str) -> str:
+    """Where a batch's messages are in the outbox ("sent 10, queued 1"), or "" before any was queued."""
+    from dagster_project.delivery.outbox import state_counts
+
+    if not tx.exists("nextbest", "outbox"):
+        return ""
+    counts = state_counts(tx, batch_id, kind="message")
+    return ", ".join(f"{state} {n}" for state, n in counts.items() if n)
+
+
 def render_batches(tx: WarehouseSession) -> str:
     """The batch list: drafts per status and where each batch stands."""
     from dagster_project.delivery.approvals import check_approval, known_batches
@@ -95,17 +105,21 @@ def render_batches(tx: WarehouseSession) -> str:
         check = check_approval(tx, row.batch_id)
         state = check.reason if check.ok else (
             "awaiting approval" if check.approval is None else f"not approved: {check.reason}")
-        lines.append(f"{row.batch_id:<36} {row.total:>7} {row.sendable:>9} {row.blocked:>8}  {state}")
+        delivered = delivery_state(tx, row.batch_id)
+        lines.append(f"{row.batch_id:<36} {row.total:>7} {row.sendable:>9} {row.blocked:>8}  {state}"
+                     + (f"; outbox: {delivered}" if delivered else ""))
     lines.append("\n`nextbest review BATCH` shows one batch; `nextbest approve BATCH --by NAME` approves it.")
     return "\n".join(lines)
 
 
-def render_review(review) -> str:
-    """One batch for a reviewer: counts, every blocked draft with its reason, a random sample."""
+def render_review(review, delivered: str = "") -> str:
+    """One batch for a reviewer: counts, where its messages are (`delivered`: `delivery_state`), every
+    blocked draft with its reason, a random sample."""
     s = review.summary
     out = [f"Batch {s.batch_id}  (playbook {s.playbook_id}, run date {s.run_date})",
            f"  drafts {s.total}: " + ", ".join(f"{k} {v}" for k, v in review.by_status.items()),
-           f"  approval: {review.check.reason}", ""]
+           f"  approval: {review.check.reason}"]
+    out += [f"  outbox: {delivered or 'nothing queued yet (the export queues an approved batch)'}", ""]
     out.append(f"Blocked drafts ({len(review.blocked)}), not sent even if the batch is approved:")
     if review.blocked.empty:
         out.append("  none")
@@ -138,7 +152,7 @@ def cmd_review(args: argparse.Namespace) -> int:
             if review is None:
                 print(f"Batch {args.batch!r} has no drafts.\n\n{render_batches(tx)}")
                 return 2
-            print(render_review(review))
+            print(render_review(review, delivery_state(tx, args.batch)))
             return 0
         except ApprovalError as error:
             print(f"Cannot review: {error}", file=sys.stderr)

@@ -198,3 +198,16 @@ def test_sends_deferred_to_the_end_of_quiet_hours_are_said_and_left_queued(db, t
     said = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.user_message]
     assert any("1 messages wait for the recipients' quiet hours to end" in line
                and "the next esp_export run after that sends them" in line for line in said)
+
+
+def test_review_says_where_an_exported_batchs_messages_are(db, tmp_path, capsys):
+    from dagster_project.cli import main
+
+    decide(db, BATCH, "approve", "ana")
+    assert main(["review", BATCH, "--db", str(db)]) == 0
+    assert "  outbox: nothing queued yet" in capsys.readouterr().out
+    assert export(db, tmp_path).success
+    assert main(["review", BATCH, "--db", str(db)]) == 0
+    assert "  outbox: sent 11" in capsys.readouterr().out
+    assert main(["review", "--db", str(db)]) == 0
+    assert "; outbox: sent 11" in capsys.readouterr().out
