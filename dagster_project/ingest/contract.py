@@ -61,6 +61,9 @@ class Table:
     # column -> (table, column) it must reference
     foreign_keys: dict[str, tuple[str, str]] = field(default_factory=dict)
     description: str = ""
+    # True: a row is an entity's current state (an order ships, a subscription is cancelled), so a
+    # re-export with other values replaces the stored row. False: an event, never changed once stored.
+    current_state: bool = True
 
     @property
     def column_names(self) -> list[str]:
@@ -188,6 +191,7 @@ TABLES: dict[str, Table] = {
             primary_key=("event_id",),
             foreign_keys={"customer_id": ("customers", "customer_id")},
             description="ESP events.",
+            current_state=False,
         ),
         Table(
             "portal_events",
@@ -201,6 +205,7 @@ TABLES: dict[str, Table] = {
             primary_key=("event_id",),
             foreign_keys={"customer_id": ("customers", "customer_id")},
             description="Customer portal actions.",
+            current_state=False,
         ),
         Table(
             "support_tickets",

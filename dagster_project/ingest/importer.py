@@ -13,13 +13,21 @@ are checked against what `raw.*` already holds plus this import's parents.
   file names and empty files are warnings in the summary.
 - Row level: a row that breaks the contract goes to `raw.raw_quarantine` with
   a reason naming the column and what was expected; the good rows load.
-- Idempotent: a row whose primary key is already in `raw.<table>` is counted
-  as "already present" and skipped; a quarantine row is written once per
-  file, row and reason. Nothing already stored is changed.
+- Re-imports: exports are snapshots, so a row whose primary key is already in
+  `raw.<table>` is compared with the stored row. In a table of current state
+  (customers, products, subscriptions, orders, order_items, support_tickets,
+  payments) a row with other values replaces the stored one ("updated"); the
+  columns the file leaves out keep their stored values. Events (email_events,
+  portal_events) never change once stored. A row that is the same once
+  normalised ('TRUE' for true, another timestamp format) is "already
+  present", so importing the same files again changes nothing. A bad row is
+  quarantined and the stored row of its key stays as it is; a quarantine row
+  is written once per file, row and reason. No stored row is ever deleted.
 
-Each file is loaded in its own transaction, entirely in DuckDB SQL. DuckDB only: on
-Snowflake (`NEXTBEST_WAREHOUSE=snowflake`) the raw tables are loaded by the store's own
-loader, and an import is refused with a message saying so.
+Each file is loaded (and its updates written) in its own transaction, entirely in DuckDB
+SQL. DuckDB only: on Snowflake (`NEXTBEST_WAREHOUSE=snowflake`) the raw tables are loaded
+by the store's own loader, and an import is refused with a message saying so. A warehouse
+holding the simulated demo store is refused too: its rows would mix with the store's own.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ class FileResult:
     file: str
     rows_read: int = 0
     loaded: int = 0
+    updated: int = 0
     quarantined: int = 0
     already_present: int = 0
 
@@ -76,6 +85,10 @@ class ImportSummary:
         return sum(f.loaded for f in self.files)
 
     @property
+    def rows_updated(self) -> int:
+        return sum(f.updated for f in self.files)
+
+    @property
     def rows_quarantined(self) -> int:
         return sum(f.quarantined for f in self.files)
 
@@ -86,6 +99,7 @@ class ImportSummary:
             n, total = out.get(f.table, (0, FileResult(f.table, "")))
             total.rows_read += f.rows_read
             total.loaded += f.loaded
+            total.updated += f.updated
             total.quarantined += f.quarantined
             total.already_present += f.already_present
             out[f.table] = (n + 1, total)
@@ -93,9 +107,9 @@ class ImportSummary:
 
     def render(self) -> str:
         """A plain-text table per source table, then warnings and where to look."""
-        header = ("table", "files", "rows read", "loaded", "quarantined", "already present")
+        header = ("table", "files", "rows read", "loaded", "updated", "quarantined", "already present")
         rows = [
-            (t.table, n, t.rows_read, t.loaded, t.quarantined, t.already_present)
+            (t.table, n, t.rows_read, t.loaded, t.updated, t.quarantined, t.already_present)
             for n, t in self.by_table().values()
         ]
         totals = [sum(r[i] for r in rows) for i in range(1, len(header))]
@@ -132,6 +146,36 @@ def refuse_on_snowflake() -> None:
             "in the shape of the source contract (DESIGN.md), or unset NEXTBEST_WAREHOUSE to import into DuckDB.")
 
 
+def refuse_demo_store(con: duckdb.DuckDBPyConnection) -> None:
+    """Refuse to import into a warehouse holding the simulated demo store (`nextbest simulate` /
+    `nextbest demo`): the store's rows would mix with the demo's, and where ids meet (products
+    P001...) the demo's rows would be compared with, or overwritten by, the store's."""
+    if not _holds_demo_store(con):
+        return
+    path = con.execute("select path from duckdb_databases() where database_name = current_database()").fetchone()
+    where = path[0] if path and path[0] else "this warehouse"
+    raise ContractError(
+        f"{where} holds the simulated demo store (written by `nextbest simulate` or `nextbest demo`; "
+        f"its customers are in {contract.SIM_TRUTH_SCHEMA}.customer_traits), so your store's rows would mix "
+        "with the demo's. Nothing was imported. Import into a new file instead: `nextbest import DIR --db "
+        "data/mystore.duckdb` (or set NEXTBEST_DUCKDB_PATH=data/mystore.duckdb) and point the other "
+        "commands at the same file.")
+
+
+def _holds_demo_store(con: duckdb.DuckDBPyConnection) -> bool:
+    """True when raw.customers holds a customer the simulator wrote (its oracle lists them)."""
+    found = con.execute(
+        "select count(*) from information_schema.tables where (table_schema, table_name) in "
+        "((?, 'customer_traits'), (?, 'customers'))", [contract.SIM_TRUTH_SCHEMA, contract.RAW_SCHEMA]
+    ).fetchone()[0]
+    if found < 2:
+        return False
+    return con.execute(
+        f"select exists (select 1 from {contract.RAW_SCHEMA}.customers c "
+        f"join {contract.SIM_TRUTH_SCHEMA}.customer_traits t using (customer_id))"
+    ).fetchone()[0]
+
+
 def import_directory(
     con: duckdb.DuckDBPyConnection, directory: str | Path, progress: Progress | None = None
 ) -> ImportSummary:
@@ -139,9 +183,11 @@ def import_directory(
     happened. `progress`, if given, is called with one line of text per step.
 
     Raises `ContractError` (and imports nothing) when a file cannot be loaded
-    as a whole: no source files, unreadable file, missing required column.
+    as a whole: no source files, unreadable file, missing required column; or
+    when the warehouse holds the simulated demo store.
     """
     refuse_on_snowflake()
+    refuse_demo_store(con)
     directory = Path(directory)
     say = progress or (lambda message: None)
     contract.create_raw_schema(con)
@@ -164,7 +210,8 @@ def import_directory(
             summary.files.append(result)
             say(
                 f"{plan.source.name}: {result.rows_read:,} rows read, {result.loaded:,} loaded, "
-                f"{result.quarantined:,} quarantined, {result.already_present:,} already present"
+                f"{result.updated:,} updated, {result.quarantined:,} quarantined, "
+                f"{result.already_present:,} already present"
             )
     finally:
         _drop_work_tables(con)
@@ -220,7 +267,7 @@ def _column_problem(source: SourceFile, found: list[str], warnings: list[str]) -
 
 
 def _load_file(con: duckdb.DuckDBPyConnection, plan: _Plan, now: datetime, warnings: list[str]) -> FileResult:
-    """Stage, check, quarantine and load one file in one transaction."""
+    """Stage, check, quarantine, load and update one file in one transaction."""
     source, table = plan.source, contract.TABLES[plan.source.table]
     result = FileResult(source.table, source.name)
     # Staged outside the transaction: the data row numbers come from the
@@ -237,10 +284,18 @@ def _load_file(con: duckdb.DuckDBPyConnection, plan: _Plan, now: datetime, warni
     try:
         columns = list(plan.columns.values())
         con.execute(row_checks.checked_rows_sql(table, set(columns), now))
-        con.execute(row_checks.final_rows_sql(table))
-        result.loaded, quarantined, result.already_present = con.execute(row_checks.counts_sql()).fetchone()
+        con.execute(row_checks.final_rows_sql(table, set(columns)))
+        counts = con.execute(row_checks.counts_sql()).fetchone()
+        result.loaded, result.updated, quarantined, result.already_present, events_differ = counts
         con.execute(row_checks.quarantine_sql(table, str(source.path.resolve()), columns, now))
         con.execute(row_checks.load_sql(table))
+        if result.updated:
+            con.execute(row_checks.update_sql(table, set(columns)))
+        if events_differ:
+            key = ", ".join(table.primary_key)
+            warnings.append(
+                f"{source.name}: {events_differ:,} row(s) whose {key} is already in raw.{table.name} hold other "
+                f"values; an event does not change once stored, so the stored row(s) were kept")
         result.rows_read = staged.rows + staged.rejected
         result.quarantined = quarantined + staged.rejected
         con.commit()

@@ -8,11 +8,18 @@ each a temp table or an insert:
    (unparseable value, missing required value, out of range, unknown enum
    value, timestamp in the future).
 2. `final_rows_sql`: among the rows that passed, keep the first of each
-   primary key in the file, mark rows whose key is already in `raw.<table>`
-   ("already present", skipped), and check foreign keys against `raw.*`
-   (parents are loaded first, so that includes this import's parents).
-3. `quarantine_sql` / `load_sql`: write the rejected rows to
-   `raw.raw_quarantine` (once per file, row and reason) and append the rest.
+   primary key in the file, compare rows whose key is already in
+   `raw.<table>` with the stored row, check foreign keys against `raw.*`
+   (parents are loaded first, so that includes this import's parents), and
+   decide each row's action: load a new key; update a stored key whose
+   values changed, when the table holds current state (`Table.current_state`:
+   an order ships, a subscription is cancelled); keep the stored row when
+   nothing changed or the table holds events ("already present"); or
+   quarantine.
+3. `quarantine_sql` / `load_sql` / `update_sql`: write the rejected rows to
+   `raw.raw_quarantine` (once per file, row and reason), append the new rows
+   and write the changed ones over the stored rows. A bad row never touches
+   the stored row of its key.
 
 Values are trimmed; an empty value is a null. Enum values are compared in
 lower case. Timestamps with an offset (`+02:00`, `Z`) or a zone name
@@ -29,6 +36,10 @@ from dagster_project.ingest.source_files import REJECTS_TABLE, STAGE_TABLE, quot
 
 CHECKED_TABLE = "_nextbest_import_checked"
 FINAL_TABLE = "_nextbest_import_final"
+
+# What the import does with a row of FINAL_TABLE (`_nb_action`): append it, write it over the
+# stored row of its key, leave the stored row as it is, or quarantine it.
+LOAD, UPDATE, KEEP, QUARANTINE = "load", "update", "keep", "quarantine"
 
 # Scheduled times legitimately lie ahead; every other timestamp more than
 # FUTURE_SLACK after now is a broken clock or a bad export.
@@ -61,14 +72,27 @@ def checked_rows_sql(table: Table, file_columns: set[str], now: datetime) -> str
     """
 
 
-def final_rows_sql(table: Table) -> str:
+def final_rows_sql(table: Table, file_columns: set[str]) -> str:
     """SQL creating FINAL_TABLE from CHECKED_TABLE: adds `_nb_why` (the
-    quarantine reason, null for a good row) and `_nb_present` (key already in
-    `raw.<table>`)."""
+    quarantine reason, null for a good row), `_nb_action` (LOAD, UPDATE, KEEP
+    or QUARANTINE) and `_nb_differs` (the key is stored with other values)."""
     pk = [quote_ident(c) for c in table.primary_key]
     key_text = " || ', ' || ".join(f"'{c}=''' || r.{quote_ident(c)} || ''''" for c in table.primary_key)
-    ctes = [f"present as (select distinct {', '.join(pk)} from {contract.RAW_SCHEMA}.{table.name})"]
-    joins = ["left join present p on " + " and ".join(f"r.{c} = p.{c}" for c in pk)]
+    stored = f"{contract.RAW_SCHEMA}.{table.name}"
+    # Typed values are compared, so 'TRUE' for true or another timestamp format is no change;
+    # a column the file leaves out is neither compared nor overwritten (see `update_sql`).
+    same = " and ".join(
+        f"c.{quote_ident(c)} is not distinct from s.{quote_ident(c)}" for c in _updatable_columns(table, file_columns)
+    )
+    ctes = [
+        f"present as (select distinct {', '.join(pk)} from {stored})",
+        f"same as (select distinct c._nb_row from {CHECKED_TABLE} c join {stored} s on "
+        + " and ".join(f"c.{c} = s.{c}" for c in pk) + f" where {same or 'true'})",
+    ]
+    joins = [
+        "left join present p on " + " and ".join(f"r.{c} = p.{c}" for c in pk),
+        "left join same on r._nb_row = same._nb_row",
+    ]
     orphans = []
     for i, (column, (parent, parent_column)) in enumerate(table.foreign_keys.items()):
         col = f"r.{quote_ident(column)}"
@@ -80,30 +104,46 @@ def final_rows_sql(table: Table) -> str:
             f"(orphaned foreign key; the parent row must be in this import or an earlier one)' end"
         )
     orphan_reason = f"nullif(concat_ws('; ', {', '.join(orphans)}), '')" if orphans else "null"
+    present = f"p.{pk[0]} is not null"
+    # A stored row left as it is needs no foreign key check; a new or replacing one does.
+    kept = f"{present} and same._nb_row is not null" if table.current_state else present
+    replaces = "_nb_differs" if table.current_state else "false"
     return f"""
         create temp table {FINAL_TABLE} as
         with ranked as (
             select *, row_number() over w as _nb_rank, first_value(_nb_row) over w as _nb_first
             from {CHECKED_TABLE}
             window w as (partition by _nb_reason is null, {', '.join(pk)} order by _nb_row)
-        ), {', '.join(ctes)}
-        select r.*,
-            case when r._nb_reason is not null then r._nb_reason
-                 when r._nb_rank > 1 then 'duplicate primary key ' || {key_text}
-                      || ' in this file: row ' || r._nb_first || ' is kept'
-                 when p.{pk[0]} is not null then null
-                 else {orphan_reason} end as _nb_why,
-            (r._nb_reason is null and r._nb_rank = 1 and p.{pk[0]} is not null) as _nb_present
-        from ranked r {' '.join(joins)}
+        ), {', '.join(ctes)},
+        judged as (
+            select r.*,
+                case when r._nb_reason is not null then r._nb_reason
+                     when r._nb_rank > 1 then 'duplicate primary key ' || {key_text}
+                          || ' in this file: row ' || r._nb_first || ' is kept'
+                     when {kept} then null
+                     else {orphan_reason} end as _nb_why,
+                {present} as _nb_stored,
+                {present} and same._nb_row is null as _nb_differs
+            from ranked r {' '.join(joins)}
+        )
+        select * exclude (_nb_stored),
+            case when _nb_why is not null then '{QUARANTINE}'
+                 when not _nb_stored then '{LOAD}'
+                 when {replaces} then '{UPDATE}'
+                 else '{KEEP}' end as _nb_action
+        from judged
     """
 
 
 def counts_sql() -> str:
-    """SQL returning (loaded, quarantined, already present) for FINAL_TABLE."""
+    """SQL returning (loaded, updated, quarantined, already present, already present with
+    other values) for FINAL_TABLE; the last counts events kept as first stored."""
     return f"""
-        select count(*) filter (where _nb_why is null and not _nb_present),
-               count(*) filter (where _nb_why is not null),
-               count(*) filter (where _nb_present)
+        select count(*) filter (where _nb_action = '{LOAD}'),
+               count(*) filter (where _nb_action = '{UPDATE}'),
+               count(*) filter (where _nb_action = '{QUARANTINE}'),
+               count(*) filter (where _nb_action = '{KEEP}'),
+               count(*) filter (where _nb_action = '{KEEP}' and _nb_differs)
         from {FINAL_TABLE}
     """
 
@@ -139,9 +179,28 @@ def load_sql(table: Table) -> str:
     return f"""
         insert into {contract.RAW_SCHEMA}.{table.name} ({cols})
         select {cols} from {FINAL_TABLE}
-        where _nb_why is null and not _nb_present
+        where _nb_action = '{LOAD}'
         order by _nb_row
     """
+
+
+def update_sql(table: Table, file_columns: set[str]) -> str:
+    """SQL writing, over the stored row of every key the file changes, the values of the
+    file's columns (the others stay as stored). Only for a file with a changed row: such a
+    file holds a column besides the key."""
+    columns = [quote_ident(c) for c in _updatable_columns(table, file_columns)]
+    key = " and ".join(f"s.{quote_ident(c)} = f.{quote_ident(c)}" for c in table.primary_key)
+    return f"""
+        update {contract.RAW_SCHEMA}.{table.name} as s
+        set {", ".join(f"{c} = f.{c}" for c in columns)}
+        from {FINAL_TABLE} f
+        where f._nb_action = '{UPDATE}' and {key}
+    """
+
+
+def _updatable_columns(table: Table, file_columns: set[str]) -> list[str]:
+    """The contract columns the file holds, the key excepted."""
+    return [c for c in table.column_names if c in file_columns and c not in table.primary_key]
 
 
 def expected(column: Column) -> str:

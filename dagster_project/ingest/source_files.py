@@ -32,6 +32,9 @@ _DUCKDB_REJECT_SCANS = "_nextbest_import_csv_scans"
 
 SUFFIXES = {".csv.gz": "csv", ".csv": "csv", ".parquet": "parquet"}
 _LATIN1_NOTE = "read it as Latin-1 (re-export as UTF-8 if accents look wrong)"
+# Excel's "CSV UTF-8" starts the file with it. DuckDB's UTF-8 reader skips it; Python's
+# csv module needs `utf-8-sig`, or the first column is read as '\ufeffcustomer_id'.
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -106,15 +109,18 @@ def is_empty(source: SourceFile) -> bool:
     """True for a zero-byte file (or a CSV holding only whitespace)."""
     if source.path.stat().st_size == 0:
         return True
-    return source.format == "csv" and _head(source.path).lstrip(b"\xef\xbb\xbf").strip() == b""
+    return source.format == "csv" and _head(source.path).lstrip(_UTF8_BOM).strip() == b""
 
 
 def csv_encoding(source: SourceFile) -> str:
-    """Encoding to read a CSV with, judged from its header line: UTF-8, UTF-16
-    (byte-order mark) or Latin-1 when the header is not valid UTF-8."""
+    """Encoding to read a CSV with, judged from its header line: UTF-8 (with or
+    without Excel's byte-order mark), UTF-16 (byte-order mark) or Latin-1 when
+    the header is not valid UTF-8."""
     head = _head(source.path)
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "utf-16"
+    if head.startswith(_UTF8_BOM):
+        return "utf-8"
     try:
         head.split(b"\n", 1)[0].decode("utf-8")
     except UnicodeDecodeError:
@@ -172,7 +178,9 @@ def stage(con: duckdb.DuckDBPyConnection, source: SourceFile, columns: dict[str,
         if encoding == "latin-1":
             warnings.append(f"{source.name}: header not UTF-8 encoded; {_LATIN1_NOTE}")
         _read_csv(con, source, encoding)
-        if encoding == "utf-8" and _has_encoding_errors(con) and not _has_non_ascii(con, columns):
+        # A byte-order mark says UTF-8: its undecodable rows are rejected, not re-read as Latin-1.
+        if (encoding == "utf-8" and _has_encoding_errors(con) and not _has_non_ascii(con, columns)
+                and not _head(source.path, len(_UTF8_BOM)).startswith(_UTF8_BOM)):
             warnings.append(f"{source.name}: not UTF-8 encoded; {_LATIN1_NOTE}")
             _read_csv(con, source, "latin-1")
         unclosed = _unclosed_quote_row(con)
@@ -199,8 +207,10 @@ def _opener(path: Path):
 
 
 def _open_csv_text(source: SourceFile, encoding: str):
-    """The CSV as text for Python's csv module (undecodable bytes replaced, newlines as written)."""
-    return _opener(source.path)(source.path, "rt", encoding=encoding, errors="replace", newline="")
+    """The CSV as text for Python's csv module (undecodable bytes replaced, newlines as written,
+    a UTF-8 byte-order mark dropped as DuckDB drops it)."""
+    python_encoding = "utf-8-sig" if encoding == "utf-8" else encoding
+    return _opener(source.path)(source.path, "rt", encoding=python_encoding, errors="replace", newline="")
 
 
 def _head(path: Path, size: int = 65536) -> bytes:

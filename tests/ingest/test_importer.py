@@ -146,16 +146,17 @@ def test_second_import_changes_nothing(con):
     assert second.rows_quarantined == first.rows_quarantined
 
 
-def test_rows_already_stored_are_kept_not_overwritten(con):
+def test_a_stored_customer_whose_export_changed_is_updated(con):
+    """Exports are snapshots of current state: a stored row whose values changed takes the new ones."""
     contract.create_raw_schema(con)
     con.execute(
         "insert into raw.customers values ('C001', 'old@example.com', 'Ana', '2023-01-01', 'DE', null, true, null)"
     )
     summary = import_directory(con, CORPUS / "bad_rows")
 
-    assert con.execute("select email from raw.customers where customer_id = 'C001'").fetchone()[0] == "old@example.com"
+    assert con.execute("select email from raw.customers where customer_id = 'C001'").fetchone()[0] == "ana@example.com"
     customers = summary.by_table()["customers"][1]
-    assert (customers.loaded, customers.already_present) == (2, 1)
+    assert (customers.loaded, customers.updated, customers.already_present) == (2, 1, 0)
 
 
 def test_missing_required_column_raises_and_imports_nothing(con):
