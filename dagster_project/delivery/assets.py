@@ -134,7 +134,8 @@ def esp_export(context: dg.AssetExecutionContext, config: EspExportConfig, wareh
     if waiting_until is not None:
         # Nothing sends them by itself: the next export does (the daily job's, or a run of this one).
         context.log.warning(f"{summary.deferred} messages wait for the recipients' quiet hours to end (the first "
-                            f"at {waiting_until:%Y-%m-%d %H:%M} UTC); the next esp_export run after that sends them")
+                            f"at {waiting_until:%Y-%m-%d %H:%M} UTC); the next esp_export run after that sends them "
+                            "(the export_due_hourly schedule runs one every hour)")
     if summary.dead:
         context.log.warning(f"{summary.dead} messages dead-lettered; see nextbest.outbox.last_error")
     metadata = {
@@ -328,3 +329,11 @@ campaign_assignments = dg.AssetSpec(
 
 assets = [esp_export, campaign_lift, campaign_assignments]
 jobs = [approve_batch, export_approved_batch]
+# Sends that waited (quiet hours, a retry's backoff) go out with the next export; this one runs every hour
+# without a batch: it queues every batch whose approval holds and sends whatever has come due.
+export_due_schedule = dg.ScheduleDefinition(
+    name="export_due_hourly", job=export_approved_batch, cron_schedule="15 * * * *", execution_timezone="UTC",
+    run_config={"ops": {"esp_export": {"config": {}}}}, default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Every hour: send what has come due in the outbox (quiet-hours deferrals, retries) and any "
+                "approved batch not sent yet.")
+schedules = [export_due_schedule]

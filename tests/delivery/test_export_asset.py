@@ -197,7 +197,16 @@ def test_sends_deferred_to_the_end_of_quiet_hours_are_said_and_left_queued(db, t
     assert "c1" not in {line["customer_id"] for line in sent_lines(tmp_path)}
     said = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.user_message]
     assert any("1 messages wait for the recipients' quiet hours to end" in line
-               and "the next esp_export run after that sends them" in line for line in said)
+               and "the export_due_hourly schedule runs one every hour" in line for line in said)
+
+
+def test_the_hourly_schedule_exports_whatever_has_come_due():
+    from dagster_project.definitions import defs
+
+    schedule = defs.get_schedule_def("export_due_hourly")
+    (request,) = schedule.evaluate_tick(dg.build_schedule_context()).run_requests
+    assert schedule.job_name == "export_approved_batch" and schedule.cron_schedule == "15 * * * *"
+    assert request.run_config == {"ops": {"esp_export": {"config": {}}}}  # no batch: all that is due
 
 
 def test_review_says_where_an_exported_batchs_messages_are(db, tmp_path, capsys):
