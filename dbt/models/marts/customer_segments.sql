@@ -7,6 +7,7 @@
 -- (none written yet, or a null score) the behaviour rules decide alone. Thresholds are
 -- dbt vars (dbt_project.yml says what each means).
 
+{{ check_threshold_vars() }}
 {% set as_text = 'as ' ~ dbt.type_string() %}
 
 with

@@ -1,6 +1,8 @@
 -- One row per customer with yes/no tags for audience filters: live subscriber, high
 -- lifetime value, gift recipient, at risk, brand advocate. Thresholds are dbt vars.
 
+{{ check_threshold_vars() }}
+
 with
 
 customers as (
