@@ -292,6 +292,10 @@ def _draft_all(context: dg.AssetExecutionContext, config: MessageDraftsConfig,
     policy = DraftingPolicy(max_llm_attempts=config.max_llm_attempts, value_threshold=config.value_threshold,
                             budget_usd=config.budget_usd)
     template = TemplateGenerator()
+    generic = template.generic_angles(briefs) if llm is None else []
+    if generic:
+        context.log.warning(f"angles without a template of their own, drafted with the generic one: "
+                            f"{', '.join(generic)} (add <angle>.j2 to messaging/generators/templates/)")
     warehouse.execute("create schema if not exists nextbest")
     warehouse.execute(DRAFTS_DDL)
     summary: dict = {}
@@ -347,6 +351,8 @@ def _draft_all(context: dg.AssetExecutionContext, config: MessageDraftsConfig,
     }
     if held_share:
         metadata["global_holdout_share"] = held_share
+    if generic:
+        metadata["generic_template_angles"] = dg.MetadataValue.json(generic)
     if stale:
         metadata["skipped_stale"] = dg.MetadataValue.md(
             "\n".join(f"- `{p}`: {str(e).replace(chr(10), ' ')}" for p, e in sorted(stale.items())))

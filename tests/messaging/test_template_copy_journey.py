@@ -183,3 +183,21 @@ def test_an_active_plan_still_hears_about_its_next_delivery(briefs, catalog):
     assert "You're getting one bag of Ridge Espresso every 28 days" in _draft(
         pack, briefs.get("re_engagement"), briefs, catalog).body
     assert "ride along with your delivery on March 15" in _draft(pack, briefs.get("expansion"), briefs, catalog).text()
+
+
+# --------------------------------------------------------------------------- 5. an angle without a template
+
+
+@pytest.mark.parametrize("status", ["active", "paused"])
+def test_an_angle_without_a_template_still_carries_the_briefs_offer(briefs, catalog, status):
+    """A marketer's new angle is drafted with the generic template: it used to drop the offer."""
+    brief = briefs.get("high_ltv_recovery")
+    new = brief.angles[0].model_copy(update={"id": "loyal_thanks_new"})
+    brief = brief.model_copy(update={"angles": [new]})
+    assert GEN.generic_angles(type(briefs)(folder=briefs.folder, brand_voice=briefs.brand_voice,
+                                           playbooks={"high_ltv_recovery": brief})) == ["high_ltv_recovery.loyal_thanks_new"]
+    for customer in CUSTOMERS[:6]:
+        draft = _draft(_pack(customer, "2024-01-01", status, delivered=9), brief, briefs, catalog)
+        assert draft.offer_id is not None and "% off" in draft.text(), draft.text()
+        if status == "paused":
+            assert "You're getting" not in draft.text() and "when you restart" in draft.text().lower()

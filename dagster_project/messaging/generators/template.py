@@ -388,6 +388,11 @@ class TemplateGenerator(Generator):
         # that costs a fraction.
         self._globals = {t: dict(t.globals) for t in self.templates.values() if isinstance(t, jinja2.Template)}
 
+    def generic_angles(self, briefs) -> list[str]:
+        """`playbook.angle` of each brief angle without a template of its own (drafted with `_generic.j2`)."""
+        return [f"{playbook}.{angle.id}" for playbook, brief in sorted(briefs.playbooks.items())
+                for angle in brief.angles if angle.id not in self.templates]
+
     def _template(self, angle: str) -> jinja2.Template:
         template = self.templates.get(angle, self.templates.get("_generic"))
         if template is None:
