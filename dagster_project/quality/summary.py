@@ -72,6 +72,42 @@ def render_text(outcomes: Iterable[Outcome]) -> str:
     return "\n".join(line for line in lines if line is not None)
 
 
+# Quarantined rows this recent are reported as a warning (older ones are only counted).
+QUARANTINE_RECENT_DAYS = 7
+
+
+def quarantine_outcomes(source, now=None) -> list:
+    """Rows the imports set aside (`raw.raw_quarantine`): a warning with a few examples when any came
+    in the last `QUARANTINE_RECENT_DAYS` days, else passed. None before anything was imported."""
+    from datetime import timedelta
+
+    from dagster_project.ingest.contract import QUARANTINE_TABLE, RAW_SCHEMA
+    from dagster_project.quality.runner import now_utc
+    from dagster_project.resources.warehouse import session_on
+
+    table = f"{RAW_SCHEMA}.{QUARANTINE_TABLE}"
+    since = (now or now_utc()) - timedelta(days=QUARANTINE_RECENT_DAYS)
+    with session_on(source) as tx:
+        if not tx.exists(RAW_SCHEMA, QUARANTINE_TABLE):
+            return []
+        counts = tx.read_df(f"select count(*) as total, count(case when quarantined_at >= ? then 1 end) as recent "
+                            f"from {table}", [since]).iloc[0]
+        examples = tx.read_df(f"select source_table, source_file, row_number, reason from {table} "
+                              "where quarantined_at >= ? order by quarantined_at desc, source_file, row_number limit 5",
+                              [since])
+    total, recent = int(counts["total"]), int(counts["recent"])
+    fix = (f"Fix those rows in your export and import it again; every row and its reason: select * from {table}")
+    if not recent:
+        return [Outcome(table, "quarantined_rows", "WARN", "passed",
+                        f"no rows quarantined in the last {QUARANTINE_RECENT_DAYS} days ({total} before)", fix,
+                        kind="sql")]
+    return [Outcome(table, "quarantined_rows", "WARN", "failed",
+                    f"{recent} rows quarantined by imports in the last {QUARANTINE_RECENT_DAYS} days "
+                    f"({total} in all); they are not in the raw tables", fix,
+                    examples=[{k: (int(v) if k == "row_number" else str(v)) for k, v in row.items()}
+                              for row in examples.to_dict("records")], kind="sql")]
+
+
 def collect_outcomes(source, suites=None, validated: dict | None = None) -> list[Outcome]:
     """Every check on the warehouse: the suites, the anomaly checks and source freshness.
 
@@ -95,6 +131,7 @@ def collect_outcomes(source, suites=None, validated: dict | None = None) -> list
             had = (validated or {}).get(suite.path)
             outcomes.extend((had or validate_suite(source, suite)).outcomes)
         outcomes.extend(freshness_outcomes(source))
+        outcomes.extend(quarantine_outcomes(source))
         outcomes.extend(anomalies.event_volume(source, config["event_volume"]))
         outcomes.extend(anomalies.segment_change(source, config["segment_change"]))
         outcomes.extend(anomalies.score_shift(source, config["score_shift"]))

@@ -52,3 +52,16 @@ def test_doctor_exits_0_when_only_warnings_fail(store, capsys, monkeypatch):
 def test_doctor_without_warehouse(tmp_path, capsys):
     assert _doctor("--db", str(tmp_path / "missing.duckdb")) == 2
     assert "No warehouse at" in capsys.readouterr().err
+
+
+def test_doctor_warns_of_rows_the_last_imports_quarantined(store, capsys):
+    con = duckdb.connect(str(store))
+    con.execute("""insert into raw.raw_quarantine values
+        ('products', 'exports/products.csv', 4, 'price: expected a number like 12.50, got ''$16.00''', '{}', now()),
+        ('orders', 'old/orders.csv', 9, 'order_id: empty', '{}', now() - interval 30 days)""")
+    con.close()
+    _doctor()
+    out = capsys.readouterr().out
+    assert "FAIL (warning)   WARN  quarantined_rows" in out
+    assert "1 rows quarantined by imports in the last 7 days (2 in all); they are not in the raw tables" in out
+    assert "got '$16.00'" in out and "exports/products.csv" in out  # the example row says which and why

@@ -89,4 +89,4 @@ def test_blocking_check_failure_means_no_export(pipeline, tmp_path):
     # The same run without the failing check exports the approved batch.
     passing = run(pipeline, tmp_path, message_drafts, esp_export)
     assert passing.success and "esp_export" in materialized(passing)
-    assert sent(tmp_path) and {line["campaign_id"] for line in sent(tmp_path)} == {BATCH}
+    assert sent(tmp_path) and {line["batch_id"] for line in sent(tmp_path)} == {BATCH}
