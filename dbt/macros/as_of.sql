@@ -26,3 +26,28 @@
 {% macro days_before_as_of(column) -%}
     {{ dbt.datediff(column, as_of_date(), 'day') }}
 {%- endmacro %}
+
+{#-
+    Called by the marts built from customer_context (segments, tags): stop when customer_context
+    is for another day than this build's as_of. `--select customer_segments+` at another as_of
+    would otherwise apply that day's rules to another day's context (and record spurious entries
+    and exits in the segment history). Nothing to compare before customer_context has rows.
+-#}
+{% macro require_context_at_as_of() -%}
+    {%- if execute -%}
+        {%- set context = ref('customer_context') -%}
+        {%- if adapter.get_relation(database=context.database, schema=context.schema,
+                                    identifier=context.identifier) is not none -%}
+            {%- set found = run_query("select cast(max(as_of_date) as " ~ dbt.type_string() ~ ") as context_day, "
+                                      ~ "cast(" ~ as_of_date() ~ " as " ~ dbt.type_string() ~ ") as wanted from "
+                                      ~ context) -%}
+            {%- set context_day = found.columns[0].values()[0] -%}
+            {%- set wanted = found.columns[1].values()[0] -%}
+            {%- if context_day is not none and context_day != wanted -%}
+                {{ exceptions.raise_compiler_error("customer_context is for " ~ context_day ~ " but this build's as_of is "
+                    ~ wanted ~ ": build customer_context at that as_of too (select +" ~ this.identifier
+                    ~ ", or build everything)") }}
+            {%- endif -%}
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}

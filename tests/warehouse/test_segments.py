@@ -114,3 +114,16 @@ def test_the_cadence_mismatch_recount_catches_a_member_who_did_not_skip(handbuil
                     "from analytics.customer_segments where customer_id = 'HB-CADENCE' and segment = 'cadence_mismatch'")
     failed = wh.dbt("test", "--select", "assert_cadence_mismatch_skipped_enough", as_of=D1)
     assert failed.returncode != 0 and "Got 1 result" in failed.stdout, failed.stdout[-3000:]
+
+
+def test_segments_built_alone_at_another_as_of_than_the_context_stop(handbuilt_warehouse, tmp_path_factory):
+    """`--select customer_segments+` at another day applied that day's rules to the context of the day
+    it was built at; now the build says so and leaves the segments and their history as they were."""
+    wh = handbuilt_warehouse.copy(tmp_path_factory, "other_day")
+    before = wh.rows("select count(*) as n from analytics.customer_segment_history")
+    later = D1 + timedelta(days=30)
+    result = wh.dbt("build", "--select", "customer_segments+", as_of=later)
+    assert result.returncode != 0
+    assert f"customer_context is for {D1.isoformat()} but this build's as_of is {later.isoformat()}" in result.stdout
+    assert wh.rows("select count(*) as n from analytics.customer_segment_history") == before
+    assert wh.dbt("build", "--select", "customer_segments+", as_of=D1).returncode == 0  # its own day: fine

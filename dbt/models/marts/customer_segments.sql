@@ -8,6 +8,7 @@
 -- dbt vars (dbt_project.yml says what each means).
 
 {{ check_threshold_vars() }}
+{{ require_context_at_as_of() }}
 {% set as_text = 'as ' ~ dbt.type_string() %}
 
 with

@@ -2,6 +2,7 @@
 -- lifetime value, gift recipient, at risk, brand advocate. Thresholds are dbt vars.
 
 {{ check_threshold_vars() }}
+{{ require_context_at_as_of() }}
 
 with
 
