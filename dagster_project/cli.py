@@ -133,23 +133,30 @@ def build_parser() -> argparse.ArgumentParser:
     db_help = DUCKDB_HELP
 
     sim = sub.add_parser("simulate", help="write a simulated coffee subscription store into raw.*")
-    sim.add_argument("--customers", type=_positive_int, default=DEFAULT_CUSTOMERS)
-    sim.add_argument("--months", type=_positive_int, default=DEFAULT_MONTHS)
-    sim.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    sim.add_argument("--customers", type=_positive_int, default=DEFAULT_CUSTOMERS,
+                     help=f"subscribers to simulate (default {DEFAULT_CUSTOMERS:,})")
+    sim.add_argument("--months", type=_positive_int, default=DEFAULT_MONTHS,
+                     help=f"months of history up to the end date (default {DEFAULT_MONTHS})")
+    sim.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                     help=f"random seed: the same seed gives the same store (default {DEFAULT_SEED})")
     sim.add_argument("--end-date", type=date.fromisoformat, default=None,
                      help="last simulated day, YYYY-MM-DD (default today, UTC)")
     sim.add_argument("--db", default=None, help=db_help)
     sim.set_defaults(func=cmd_simulate)
 
-    imp = sub.add_parser("import", help="load CSV/Parquet files named after the raw tables")
+    imp = sub.add_parser("import", help="load CSV/Parquet files named after the raw tables (changed rows update "
+                                        "the stored ones; refused on a warehouse holding the simulated demo store)")
     imp.add_argument("directory", help="folder with customers.csv, orders.parquet, ...")
     imp.add_argument("--db", default=None, help=db_help)
     imp.set_defaults(func=cmd_import)
 
     demo = sub.add_parser("demo", help="simulate if empty, then materialize the whole pipeline")
-    demo.add_argument("--customers", type=_positive_int, default=DEFAULT_CUSTOMERS)
-    demo.add_argument("--months", type=_positive_int, default=DEFAULT_MONTHS)
-    demo.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    demo.add_argument("--customers", type=_positive_int, default=DEFAULT_CUSTOMERS,
+                     help=f"subscribers to simulate (default {DEFAULT_CUSTOMERS:,})")
+    demo.add_argument("--months", type=_positive_int, default=DEFAULT_MONTHS,
+                     help=f"months of history up to the end date (default {DEFAULT_MONTHS})")
+    demo.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                     help=f"random seed: the same seed gives the same store (default {DEFAULT_SEED})")
     demo.add_argument("--fresh", action="store_true", help="re-simulate even when raw data exists")
     demo.add_argument("--db", default=None, help=db_help)
     demo.set_defaults(func=cmd_demo)
