@@ -122,9 +122,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     fresh=args.fresh, echo=_print)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    """The simulated store's size and seed (`simulate`, and `demo` when it simulates)."""
     from dagster_project.ingest.simulator import DEFAULT_CUSTOMERS, DEFAULT_MONTHS, DEFAULT_SEED
 
+    parser.add_argument("--customers", type=_positive_int, default=DEFAULT_CUSTOMERS,
+                        help=f"subscribers to simulate (default {DEFAULT_CUSTOMERS:,})")
+    parser.add_argument("--months", type=_positive_int, default=DEFAULT_MONTHS,
+                        help=f"months of history up to the end date (default {DEFAULT_MONTHS})")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help=f"random seed: the same seed gives the same store (default {DEFAULT_SEED})")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nextbest",
         description="NextBest: warehouse-native next-best-message engine for subscription businesses.",
@@ -133,12 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_help = DUCKDB_HELP
 
     sim = sub.add_parser("simulate", help="write a simulated coffee subscription store into raw.*")
-    sim.add_argument("--customers", type=_positive_int, default=DEFAULT_CUSTOMERS,
-                     help=f"subscribers to simulate (default {DEFAULT_CUSTOMERS:,})")
-    sim.add_argument("--months", type=_positive_int, default=DEFAULT_MONTHS,
-                     help=f"months of history up to the end date (default {DEFAULT_MONTHS})")
-    sim.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                     help=f"random seed: the same seed gives the same store (default {DEFAULT_SEED})")
+    _store_options(sim)
     sim.add_argument("--end-date", type=date.fromisoformat, default=None,
                      help="last simulated day, YYYY-MM-DD (default today, UTC)")
     sim.add_argument("--db", default=None, help=db_help)
@@ -151,12 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=cmd_import)
 
     demo = sub.add_parser("demo", help="simulate if empty, then materialize the whole pipeline")
-    demo.add_argument("--customers", type=_positive_int, default=DEFAULT_CUSTOMERS,
-                     help=f"subscribers to simulate (default {DEFAULT_CUSTOMERS:,})")
-    demo.add_argument("--months", type=_positive_int, default=DEFAULT_MONTHS,
-                     help=f"months of history up to the end date (default {DEFAULT_MONTHS})")
-    demo.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                     help=f"random seed: the same seed gives the same store (default {DEFAULT_SEED})")
+    _store_options(demo)
     demo.add_argument("--fresh", action="store_true", help="re-simulate even when raw data exists")
     demo.add_argument("--db", default=None, help=db_help)
     demo.set_defaults(func=cmd_demo)
