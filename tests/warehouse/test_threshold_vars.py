@@ -12,20 +12,13 @@ from tests.warehouse.dbt_warehouse import new_warehouse
 AS_OF = date(2026, 6, 1)
 
 
+# Two cases, one dbt compile each (dbt stops at the first bad var): a range and a rule between vars.
+# That good values compile is every other dbt test's build.
 @pytest.mark.parametrize("dbt_vars, said", [
     ({"high_ltv_top_share": 10}, "var high_ltv_top_share is 10: expected a number from 0 to 1"),
-    ({"at_risk_engagement_drop_ratio": "abc"}, "var at_risk_engagement_drop_ratio is abc: expected a number"),
-    ({"onboarding_days": 2.5}, "var onboarding_days is 2.5: expected a whole number from 1 up"),
     ({"cadence_mismatch_min_skips": 5}, "vars cadence_mismatch_min_skips (5) <= cadence_mismatch_max_skips (4)"),
 ])
 def test_a_bad_threshold_names_the_var_and_what_it_must_be(tmp_path_factory, dbt_vars, said):
     warehouse = new_warehouse(tmp_path_factory, "vars")
     result = warehouse.dbt("compile", "--select", "customer_segments", "customer_tags", as_of=AS_OF, dbt_vars=dbt_vars)
     assert result.returncode != 0 and said in result.stdout
-
-
-def test_good_thresholds_compile(tmp_path_factory):
-    warehouse = new_warehouse(tmp_path_factory, "vars")
-    result = warehouse.dbt("compile", "--select", "customer_segments", "customer_tags", as_of=AS_OF,
-                           dbt_vars={"onboarding_days": 45, "high_ltv_top_share": 0.2})
-    assert result.returncode == 0, result.stdout[-3000:]
