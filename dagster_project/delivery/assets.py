@@ -132,7 +132,7 @@ def esp_export(context: dg.AssetExecutionContext, config: EspExportConfig, wareh
     finally:
         esp.close()
     if waiting_until is not None:
-        # Nothing sends them by itself: the next export does (the daily job's, or a run of this one).
+        # Nothing sends them by itself: the next export does (export_due_hourly, or the next approval's).
         context.log.warning(f"{summary.deferred} messages wait for the recipients' quiet hours to end (the first "
                             f"at {waiting_until:%Y-%m-%d %H:%M} UTC); the next esp_export run after that sends them "
                             "(the export_due_hourly schedule runs one every hour)")

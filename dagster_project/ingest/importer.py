@@ -51,6 +51,7 @@ from dagster_project.ingest.source_files import (
     is_empty,
     stage,
 )
+from dagster_project.resources.warehouse import table_exists
 
 __all__ = ["ContractError", "FileResult", "ImportError_", "ImportSummary", "import_directory"]
 
@@ -164,11 +165,8 @@ def refuse_demo_store(con: duckdb.DuckDBPyConnection) -> None:
 
 def _holds_demo_store(con: duckdb.DuckDBPyConnection) -> bool:
     """True when raw.customers holds a customer the simulator wrote (its oracle lists them)."""
-    found = con.execute(
-        "select count(*) from information_schema.tables where (table_schema, table_name) in "
-        "((?, 'customer_traits'), (?, 'customers'))", [contract.SIM_TRUTH_SCHEMA, contract.RAW_SCHEMA]
-    ).fetchone()[0]
-    if found < 2:
+    if not (table_exists(con, f"{contract.SIM_TRUTH_SCHEMA}.customer_traits")
+            and table_exists(con, f"{contract.RAW_SCHEMA}.customers")):
         return False
     return con.execute(
         f"select exists (select 1 from {contract.RAW_SCHEMA}.customers c "

@@ -218,7 +218,7 @@ def data_end(con) -> datetime:
 
 def playbook_goals(briefs) -> dict[str, tuple[str, int]]:
     """playbook -> (goal, window days) for every brief of a `BriefSet` (a brief's goal, else its seed goal)."""
-    return {playbook: (brief.goal, GOAL_WINDOWS[brief.goal]) for playbook, brief in briefs.playbooks.items()}
+    return {playbook: (brief.goal, brief.goal_days) for playbook, brief in briefs.playbooks.items()}
 
 
 def assignment_rows(con, as_of: date | datetime | None = None, playbooks=None,

@@ -107,11 +107,10 @@ def recent_pace(con, source: str, newest: datetime) -> tuple[int, timedelta]:
 
 
 def is_quiet(source: str, age: timedelta | None, pace: tuple[int, timedelta] | None) -> bool:
-    """True when a source this old (None: no rows) is quiet rather than stale (see the module's note)."""
+    """True when a source this old (None: no rows; then `pace` is None too) is quiet rather than stale
+    (see the module's note)."""
     if age is None:
         return source not in REQUIRED_SOURCES
-    if pace is None:
-        return False
     rows, span = pace
     return rows * (age / span) < QUIET_EXPECTED_ROWS
 
@@ -222,8 +221,6 @@ def freshness_outcomes(con, now: datetime | None = None,
     """
     now = now or reference_time()
     limits = dbt_source_freshness() if limits is None else limits
-    fix = "Reload the source (check its loader or `nextbest import`); drafting and export refuse stale sources."
-    quiet_fix = "Nothing is blocked; if this source should have rows by now, check its loader."
     outcomes = []
     with session_on(con) as tx:
         newest_by_source = newest_records(tx, sorted(limits))
@@ -232,18 +229,20 @@ def freshness_outcomes(con, now: datetime | None = None,
             newest = newest_by_source[source]
             age = None if newest is None else now - newest
             past_error = age is None or ("error" in levels and age > levels["error"])
-            quiet = past_error and is_quiet(source, age, None if newest is None else pace(source, newest))
-            outcomes.append(_freshness_outcome(source, newest, age, levels, quiet, quiet_fix if quiet else fix,
-                                               None if newest is None or not past_error else pace(source, newest)))
+            # A source's pace is read only when its age would fail it.
+            recent = pace(source, newest) if newest is not None and past_error else None
+            quiet = past_error and is_quiet(source, age, recent)
+            outcomes.append(_freshness_outcome(source, newest, age, levels, quiet, recent))
     return outcomes
 
 
 def _freshness_outcome(source: str, newest: datetime | None, age: timedelta | None,
-                       levels: dict[str, timedelta], quiet: bool, fix: str,
-                       pace: tuple[int, timedelta] | None) -> Outcome:
+                       levels: dict[str, timedelta], quiet: bool, pace: tuple[int, timedelta] | None) -> Outcome:
     """One source's freshness outcome: failed ERROR past `error_after` (WARN when the source is quiet
     rather than stale), failed WARN past `warn_after`, else passed."""
     target = f"raw.{source}"
+    fix = ("Nothing is blocked; if this source should have rows by now, check its loader." if quiet else
+           "Reload the source (check its loader or `nextbest import`); drafting and export refuse stale sources.")
     if newest is None:
         if quiet:
             return Outcome(target, "freshness", "WARN", "failed",
