@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from dagster_dbt import DbtProject
+from filelock import FileLock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt"
@@ -176,10 +177,10 @@ dbt_project = DbtProject(
 )
 
 
-def _newest_source_mtime() -> float:
-    watched = [DBT_PROJECT_DIR / "dbt_project.yml", DBT_PROJECT_DIR / "profiles.yml"]
+def _newest_source_mtime(project_dir: Path) -> float:
+    watched = [project_dir / "dbt_project.yml", project_dir / "profiles.yml"]
     for folder in ("models", "macros", "tests", "seeds", "snapshots"):
-        watched.extend((DBT_PROJECT_DIR / folder).rglob("*"))
+        watched.extend((project_dir / folder).rglob("*"))
     return max((p.stat().st_mtime for p in watched if p.is_file()), default=0.0)
 
 
@@ -189,20 +190,37 @@ def ensure_manifest() -> Path:
     `dagster dev`, the CLI and the tests all load the asset graph from
     `dbt/target/manifest.json`; a fresh clone has none, so it is built on first use.
     """
-    manifest = dbt_project.manifest_path
-    if manifest.exists() and manifest.stat().st_mtime >= _newest_source_mtime():
+    return parse_when_stale(DBT_PROJECT_DIR, dbt_project.manifest_path)
+
+
+def parse_when_stale(project_dir: Path, manifest: Path) -> Path:
+    """`dbt parse` `project_dir` unless `manifest` is newer than every source; one process at a time.
+
+    Processes that start together (a webserver and a daemon, test workers) would each parse
+    and write the manifest while another reads it; a file lock lets the first parse and the
+    others find its manifest fresh.
+    """
+    if _fresh(manifest, project_dir):
         return manifest
-    result = subprocess.run(
-        [dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR),
-         "--profiles-dir", str(DBT_PROJECT_DIR), "--target", dbt_target(), "--quiet"],
-        capture_output=True, text=True, cwd=DBT_PROJECT_DIR,
-    )
-    if result.returncode != 0 or not manifest.exists():
-        raise RuntimeError(
-            f"`dbt parse` failed for {DBT_PROJECT_DIR} (exit {result.returncode}):\n"
-            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(manifest.parent / ".nextbest-parse.lock", timeout=600):
+        if _fresh(manifest, project_dir):
+            return manifest
+        result = subprocess.run(
+            [dbt_executable(), "parse", "--project-dir", str(project_dir),
+             "--profiles-dir", str(project_dir), "--target", dbt_target(), "--quiet"],
+            capture_output=True, text=True, cwd=project_dir,
         )
+        if result.returncode != 0 or not manifest.exists():
+            raise RuntimeError(
+                f"`dbt parse` failed for {project_dir} (exit {result.returncode}):\n"
+                f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+            )
     return manifest
+
+
+def _fresh(manifest: Path, project_dir: Path) -> bool:
+    return manifest.exists() and manifest.stat().st_mtime >= _newest_source_mtime(project_dir)
 
 
 def dbt_executable() -> str:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 # One venv for every Snowflake test: the resource suite and the dbt `snowflake` target.
 PINS = ["fakesnow==0.12.1", "snowflake-connector-python>=4.8,<5", "dbt-snowflake>=1.10,<1.11"]
@@ -35,12 +36,24 @@ def venv_dir() -> Path:
 
 
 def ensure_venv() -> Path:
-    """The virtualenv's python, creating the venv and installing the pins when needed."""
+    """The virtualenv's python, creating the venv and installing the pins when needed.
+
+    Test workers (pytest-xdist) that need it at once wait on a file lock: one builds, the others use it.
+    """
     where = venv_dir()
     python = where / "bin" / "python"
     ready = where / ".nextbest-ready"
     if ready.exists() and python.exists():
         return python
+    where.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(where.parent / f"{where.name}.lock", timeout=1800):
+        if not (ready.exists() and python.exists()):
+            _build(where, python)
+            ready.write_text("\n".join(PINS) + "\n")
+    return python
+
+
+def _build(where: Path, python: Path) -> None:
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--clear", str(where)],
                    check=True, capture_output=True, timeout=300)
     install = subprocess.run(
@@ -52,5 +65,3 @@ def ensure_venv() -> Path:
         if any(sign in output for sign in UNREACHABLE):
             pytest.skip(f"fakesnow could not be installed (package index unreachable): {output[-400:]}")
         raise AssertionError(f"pip install {' '.join(PINS)} into {where} failed:\n{output[-4000:]}")
-    ready.write_text("\n".join(PINS) + "\n")
-    return python
