@@ -23,3 +23,21 @@ SEED_GOALS = {
     "win_back": "reactivated_60d",
     "high_ltv_recovery": "retained_60d",
 }
+
+# What dbt's `int_campaign_outcomes` calls each goal (var `campaign_goals`: {playbook: {goal, window_days}}).
+DBT_GOAL_KINDS = {
+    "retained_60d": "retained",
+    "cadence_changed_30d": "cadence_changed",
+    "addon_30d": "addon",
+    "login_30d": "login",
+    "reactivated_60d": "reactivated",
+}
+# Save offers are not routed playbooks; `campaign_performance` measures them as dbt's default does.
+SAVE_OFFER_GOAL = {"save_offer": {"goal": "retained", "window_days": 30}}
+
+
+def campaign_goals_var(goals: dict[str, str]) -> dict[str, dict]:
+    """dbt's var `campaign_goals` for playbooks with these goals, so `campaign_performance` measures
+    each playbook (a new one too) against the goal its brief names."""
+    return {**{playbook: {"goal": DBT_GOAL_KINDS[goal], "window_days": GOAL_WINDOWS[goal]}
+               for playbook, goal in sorted(goals.items())}, **SAVE_OFFER_GOAL}

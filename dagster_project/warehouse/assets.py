@@ -21,6 +21,8 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from pydantic import Field
 
+from dagster_project.messaging.briefs import BriefError, load_briefs
+from dagster_project.models.goals import campaign_goals_var
 from dagster_project.project import WAREHOUSE_RUN_TAGS, dbt_project, default_as_of, ensure_manifest
 from dagster_project.resources.warehouse import DuckDBWarehouse
 
@@ -56,13 +58,26 @@ FIRST_BUILD_MARKER = ("analytics", "customer_features")
 
 
 def dbt_vars(first_build: bool = False) -> list[str]:
-    """`--vars` for dbt: the as-of date from `NEXTBEST_AS_OF` (YYYY-MM-DD) when set; on a warehouse's
-    first build, `daily_test_days: 0`, so its tests check every row rather than the recent days a
-    daily run can change (dbt/macros/daily_tests.sql)."""
-    values = {"as_of": default_as_of()} if os.environ.get("NEXTBEST_AS_OF") else {}  # checked there
+    """`--vars` for dbt: the as-of date from `NEXTBEST_AS_OF` (YYYY-MM-DD) when set; each playbook's
+    goal from its brief (`campaign_goals`); on a warehouse's first build, `daily_test_days: 0`, so
+    its tests check every row rather than the recent days a daily run can change
+    (dbt/macros/daily_tests.sql)."""
+    values: dict[str, Any] = {"as_of": default_as_of()} if os.environ.get("NEXTBEST_AS_OF") else {}  # checked there
+    goals = brief_goals()
+    if goals:
+        values["campaign_goals"] = campaign_goals_var(goals)
     if first_build:
         values["daily_test_days"] = 0
     return ["--vars", json.dumps(values)] if values else []
+
+
+def brief_goals() -> dict[str, str] | None:
+    """Each playbook's goal from the briefs (`NEXTBEST_BRIEFS_DIR`); None when they do not load: the
+    build then measures dbt's default goals, and routing stops on the same problem, naming file and field."""
+    try:
+        return {playbook: brief.goal for playbook, brief in load_briefs().playbooks.items()}
+    except BriefError:
+        return None
 
 
 class DbtBuildConfig(dg.Config):

@@ -24,7 +24,8 @@
       login            logged in to the portal
       reactivated      started a subscription again
       ordered          placed a fulfilled order (also the goal of playbooks not listed)
-    Override with var campaign_goals: {playbook_id: {goal: <kind>, window_days: N}}.
+    Override with var campaign_goals: {playbook_id: {goal: <kind>, window_days: N}}; the Dagster
+    jobs pass the briefs' goals (dagster_project/models/goals.py), the same as these for the shipped ones.
 -#}
 {%- set goals = var('campaign_goals', {
     'at_risk_save': {'goal': 'retained', 'window_days': 60},
