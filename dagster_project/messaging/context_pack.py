@@ -103,6 +103,20 @@ class Catalog:
         and which products are active or offered decides what a template suggests."""
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
+    def closest_untried_coffee(self, tried: set[str], current: CatalogProduct | None) -> CatalogProduct | None:
+        """An active subscription coffee that is not in `tried` (product ids) and not `current`, closest in
+        price to `current` (ties, and a coffee the catalog does not list, by product id); None when none is.
+
+        The one rule for a swap: a draft's suggestion and the save offer an agent sees name the same coffee.
+        """
+        fresh = [p for p in self.products if p.active and p.subscription_eligible and p.product_id not in tried
+                 and (current is None or p.product_id != current.product_id)]
+        if not fresh:
+            return None
+        if current is None:
+            return min(fresh, key=lambda p: p.product_id)
+        return min(fresh, key=lambda p: (abs(float(p.price) - float(current.price)), p.product_id))
+
     @classmethod
     def from_dict(cls, data: dict) -> "Catalog":
         return cls(tuple(CatalogProduct(**p) for p in data.get("products", [])),

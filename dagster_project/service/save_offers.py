@@ -163,13 +163,9 @@ def _option(brief: Brief, option_id: str, angle: str, **kw) -> SaveOption:
 
 def swap_candidate(ctx: dict, catalog: Catalog):
     """An active subscription coffee the customer has not had, closest in price to theirs."""
-    tried = products_tried(ctx) | {str(ctx.get("subscription_product_id") or "")}
-    prices = {p.product_id: float(p.price) for p in catalog.products}
-    current = prices.get(str(ctx.get("subscription_product_id")), None)
-    fresh = [p for p in catalog.products if p.active and p.subscription_eligible and p.product_id not in tried]
-    if not fresh:
-        return None
-    return min(fresh, key=lambda p: (abs(float(p.price) - current) if current is not None else 0, p.product_id))
+    current = next((p for p in catalog.products if p.product_id == str(ctx.get("subscription_product_id"))), None)
+    return catalog.closest_untried_coffee(products_tried(ctx) | {str(ctx.get("subscription_product_id") or "")},
+                                          current)
 
 
 def allowed_options(ctx: dict, brief: Brief, catalog: Catalog) -> list[SaveOption]:

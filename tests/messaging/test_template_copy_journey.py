@@ -13,6 +13,7 @@ from dagster_project.messaging.context_pack import Catalog, CatalogProduct, Cust
 from dagster_project.messaging.generators.base import DraftRequest
 from dagster_project.messaging.generators.template import TemplateGenerator
 from dagster_project.messaging.guardrails import check_draft, failure_reasons, passed
+from dagster_project.service.save_offers import swap_candidate
 from tests.messaging.store import AS_OF
 
 GEN = TemplateGenerator()
@@ -118,6 +119,18 @@ def test_grounding_fails_a_draft_offering_a_retired_coffee(briefs, shelf, subjec
         told = dataclasses.replace(clean, subject="An easy way back",
                                    body=f"Hi Dana,\n\n{history}\n\nSam at Ridgeline Coffee")
         assert passed(check_draft(told, pack, brief, briefs.brand_voice, shelf)), history
+
+
+def test_a_coffee_the_catalog_does_not_list_gets_the_swap_the_save_offer_makes(briefs, catalog):
+    """A subscription to a coffee the catalog has never listed: every customer's draft suggests the one
+    coffee an agent's save offer would (the same rule), not one of its own choosing."""
+    suggested = set()
+    for customer in CUSTOMERS:
+        pack = _pack(customer, "2025-01-01", "cancelled", product=("P042", "Mystery Roast"), reason="taste")
+        text = _draft(pack, briefs.get("win_back"), briefs, catalog).text()
+        suggested |= {p.product_id for p in catalog.products if p.subscription_eligible and p.name in text}
+    agent = swap_candidate({"subscription_product_id": "P042", "products_tried": "P042"}, catalog)
+    assert suggested == {agent.product_id}
 
 
 # --------------------------------------------------------------------------- 2. at-risk save and tenure

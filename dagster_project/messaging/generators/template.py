@@ -147,7 +147,9 @@ def situation(pack: ContextPack, catalog: Catalog, seed: int, currency: str = "$
             put("cancel_reason", reason, f"{base}:cancel_reason")
         # Another coffee to suggest when theirs is no longer sold or was not to their taste.
         if reason == "taste" or ("product" in slots and "product_on_shelf" not in slots):
-            swap = _swap(catalog, owned, value(product), seed)
+            current = value(product)
+            swap = catalog.closest_untried_coffee(owned, _shelf(catalog).by_name.get(str(current).lower())
+                                                  if current else None)
             if swap is not None:
                 put("swap_item", swap.name, f"catalog:{swap.product_id}:name")
                 put("swap_price", f"{currency}{swap.price}", f"catalog:{swap.product_id}:price")
@@ -232,19 +234,6 @@ def _shelf(catalog: Catalog) -> _Shelf:
             [p for p in live if p.subscription_eligible],
             {str(p.name).lower(): p for p in catalog.products}))
     return hit[1]
-
-
-def _swap(catalog: Catalog, owned: set, current: str | None, seed: int):
-    """An active subscription coffee the customer has never had, closest in price to theirs (by `seed` when
-    the catalog does not price theirs), or None."""
-    shelf = _shelf(catalog)
-    fresh = [p for p in shelf.coffees if p.product_id not in owned and p.name != current]
-    if not fresh:
-        return None
-    theirs = shelf.by_name.get(str(current).lower()) if current else None
-    if theirs is None:
-        return fresh[seed % len(fresh)]
-    return min(fresh, key=lambda p: (abs(float(p.price) - float(theirs.price)), p.product_id))
 
 
 class _Render:
