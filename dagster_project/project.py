@@ -141,6 +141,15 @@ def duckdb_path() -> Path:
     return path
 
 
+def sink_file_default(name: str) -> Path:
+    """Where a file sink (the `file` ESP, the helpdesk file) writes by default: beside the DuckDB
+    warehouse, so two warehouses never share one (a shared file would take another store's send ids for
+    sends already made); on Snowflake, the repository's `data/`."""
+    if os.environ.get("NEXTBEST_WAREHOUSE", "").strip().lower() == "snowflake":
+        return DEFAULT_DUCKDB_PATH.parent / name
+    return Path(os.environ.get("NEXTBEST_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH).expanduser().resolve().parent / name
+
+
 def check_duckdb_file_name(path: Path) -> None:
     """Refuse file names whose catalog would clash with a NextBest schema."""
     if path.stem.lower() in RESERVED_STEMS:

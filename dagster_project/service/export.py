@@ -10,7 +10,7 @@ so this export can run every day beside the campaigns without touching them. Onl
 customers whose properties changed since their last export are queued; a newer update
 replaces an older one still waiting. The helpdesk sink is helpdesk-neutral: a signed webhook
 (`NEXTBEST_HELPDESK_WEBHOOK_URL`, `NEXTBEST_HELPDESK_WEBHOOK_SECRET`) or a JSONL file
-(`NEXTBEST_HELPDESK_FILE`, default data/helpdesk.jsonl).
+(`NEXTBEST_HELPDESK_FILE`, default helpdesk.jsonl beside the DuckDB file).
 
 Only customers whose fields may have changed are read at all. `nextbest.service_export_state`
 keeps, per destination playbook and customer, an md5 of the exported fields as the warehouse
@@ -233,9 +233,9 @@ def helpdesk_sink_from_env() -> EspResource:
         if not secret:
             raise ValueError("NEXTBEST_HELPDESK_WEBHOOK_URL is set but NEXTBEST_HELPDESK_WEBHOOK_SECRET is not")
         return WebhookEsp(base_url=url, secret=secret)
-    from dagster_project.project import REPO_ROOT
+    from dagster_project.project import sink_file_default
 
-    return FileEsp(path=os.environ.get("NEXTBEST_HELPDESK_FILE") or str(REPO_ROOT / "data" / "helpdesk.jsonl"))
+    return FileEsp(path=os.environ.get("NEXTBEST_HELPDESK_FILE") or str(sink_file_default("helpdesk.jsonl")))
 
 
 def queue_changed(warehouse: WarehouseInterface, frame: pd.DataFrame, as_of: str,

@@ -37,7 +37,7 @@ def esp_from_env(name: str | None = None) -> EspResource:
     | customerio | CUSTOMERIO_SITE_ID, CUSTOMERIO_API_KEY                    | CUSTOMERIO_BASE_URL   |
     | hubspot    | HUBSPOT_ACCESS_TOKEN, HUBSPOT_EMAIL_ID                    | HUBSPOT_BASE_URL      |
     | webhook    | NEXTBEST_WEBHOOK_URL, NEXTBEST_WEBHOOK_SECRET             | (the URL itself)      |
-    | file       | (NEXTBEST_OUTBOX_FILE, default data/outbox.jsonl)         |                       |
+    | file       | (NEXTBEST_OUTBOX_FILE, default outbox.jsonl beside the DuckDB file) |                       |
     """
     name = (name or os.environ.get("NEXTBEST_ESP") or "file").lower()
 
@@ -55,8 +55,7 @@ def esp_from_env(name: str | None = None) -> EspResource:
     if name == "webhook":
         return WebhookEsp(base_url=dg.EnvVar("NEXTBEST_WEBHOOK_URL"), secret=dg.EnvVar("NEXTBEST_WEBHOOK_SECRET"))
     if name == "file":
-        from dagster_project.project import REPO_ROOT
+        from dagster_project.project import sink_file_default
 
-        path = os.environ.get("NEXTBEST_OUTBOX_FILE") or str(REPO_ROOT / "data" / "outbox.jsonl")
-        return FileEsp(path=path)
+        return FileEsp(path=os.environ.get("NEXTBEST_OUTBOX_FILE") or str(sink_file_default("outbox.jsonl")))
     raise ValueError(f"NEXTBEST_ESP={name!r} is not one of {', '.join(ESP_NAMES)}")
