@@ -38,14 +38,17 @@ def test_tone_learned_from_their_own_words(rows):
     assert rows["GIFT"]["tone_preference"] == "unknown"
 
 
-def test_tiers_tags_and_orders(rows):
+def test_tiers_tags_and_orders(handbuilt_warehouse, rows):
     assert rows["NEW"]["tenure_tier"] == "new" and rows["ADVOCATE"]["tenure_tier"] == "long_time"
     assert rows["ADVOCATE"]["lifetime_value_tier"] == "high" and "high_ltv" in rows["ADVOCATE"]["tags_text"]
     assert rows["GIFT"]["gift_recipient"] and rows["GIFT"]["tags_text"] == "gift_recipient"
     assert rows["BRIEF"]["payment_health"] == "recovered"
     assert rows["NEW"]["recent_orders"].endswith(" delivered " + handbuilt.ANCHOR.replace(day=27).isoformat())
     assert rows["CADENCE"]["recent_orders"].count("; ") == 2  # the latest three orders
-    assert rows["WINBACK"]["subscription_history"].endswith("cancelled: price")
+    (sub,) = handbuilt_warehouse.rows("select started_at, cancelled_at from raw.subscriptions "
+                                      "where customer_id = 'HB-WINBACK'")
+    assert rows["WINBACK"]["subscription_history"].endswith(
+        f"started {sub['started_at'].date()}, cancelled {sub['cancelled_at'].date()} (price)")
     assert rows["ADVOCATE"]["products_tried"] == "HB-P-COF2,HB-P-GIFT"
 
 

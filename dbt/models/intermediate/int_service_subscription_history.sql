@@ -1,5 +1,7 @@
 -- Per customer: every subscription they have had up to the as_of day, counted and
--- written out newest first, so an agent sees upgrades, cancellations and gifts at once.
+-- written out newest first, so an agent sees upgrades, cancellations and gifts at once:
+-- "Ridge Espresso (single_bag, every 28 days) started 2024-10-31, cancelled 2026-07-19 (price)".
+-- A pause is not dated here (raw.subscriptions holds no pause date).
 
 with
 
@@ -23,13 +25,16 @@ described as (
         subscriptions.started_at,
         subscriptions.subscription_status,
         subscriptions.cancel_reason,
+        subscriptions.cancelled_at,
         {{ dbt.concat([
             "coalesce(products.product_name, subscriptions.product_id)",
             "' ('", "subscriptions.plan", "', every '",
             "cast(subscriptions.cadence_days as " ~ dbt.type_string() ~ ")",
-            "' days) '", "subscriptions.subscription_status",
-            "' since '", "cast(cast(subscriptions.started_at as date) as " ~ dbt.type_string() ~ ")",
-            "coalesce(" ~ dbt.concat(["', cancelled: '", "subscriptions.cancel_reason"]) ~ ", '')",
+            "' days) started '", "cast(cast(subscriptions.started_at as date) as " ~ dbt.type_string() ~ ")",
+            "', '", "subscriptions.subscription_status",
+            "coalesce(" ~ dbt.concat(["' '", "cast(cast(subscriptions.cancelled_at as date) as "
+                                            ~ dbt.type_string() ~ ")"]) ~ ", '')",
+            "coalesce(" ~ dbt.concat(["' ('", "subscriptions.cancel_reason", "')'"]) ~ ", '')",
         ]) }} as subscription_line
 
     from subscriptions
