@@ -68,15 +68,16 @@ def save_offer_recommendations(context: dg.AssetExecutionContext, config: SaveOf
         with warehouse.transaction() as tx:  # reads only
             triggers = save_offers.load_triggers(tx, as_of, config.lookback_days, chunk)
             ctx = load_service_context(tx, {t.customer_id for t in triggers})
-        recs = [save_offers.recommend(t, ctx[t.customer_id], brief, catalog) for t in triggers
-                if t.customer_id in ctx]
+        live = [t for t in triggers if t.customer_id in ctx and save_offers.has_live_subscription(ctx[t.customer_id])]
+        counts["no_live_subscription"] += sum(t.customer_id in ctx for t in triggers) - len(live)
+        recs = [save_offers.recommend(t, ctx[t.customer_id], brief, catalog) for t in live]
         counts.update(save_offers.record_recommendations(warehouse, recs, brief, as_of, _now()))
         by_pattern.update(r.pattern for r in recs)
         by_option.update(r.option.id for r in recs)
         triggers_seen += len(triggers)
         context.log.info(f"chunk {i}: {chunk.rows} customers, {len(triggers)} cancel attempts")
     totals = {key: int(counts[key]) for key in ("recommended", "already_recorded", "new_assignments", "treatment",
-                                                "holdout")}
+                                                "holdout", "no_live_subscription")}
     context.log.info(f"save offers: {totals}")
     return dg.MaterializeResult(metadata={
         **totals, "triggers": triggers_seen,

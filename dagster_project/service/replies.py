@@ -1,9 +1,12 @@
 """Reply drafts for open tickets, written and checked by the messaging generators and guardrails.
 
 For each open ticket: the customer's context pack (messaging/context_pack.py) pointed at
-the ticket being answered, plus what the agent view knows (repeat issue, where the latest
-order is) in `pack.extras`. `ReplyGenerator` is the template generator with the reply
-templates in `service/templates/` and an angle chosen by the situation, not at random;
+the ticket being answered, plus the service situation in `pack.extras`: the ticket's topic,
+whether it is a repeat contact (`repeat_contact`: the same topic within REPEAT_CONTACT_DAYS, or
+while the earlier ticket was open), where the newest order is (`latest_order`: not shipped yet,
+payment failed) and the latest shipment. `ReplyGenerator` is the template generator with the reply
+templates in `service/templates/`, their extra phrases (`reply_slots`) and an angle chosen by the
+situation, not at random;
 the OpenAI generator works unchanged with the reply brief. Every draft goes through
 `draft_batch` (generate -> guardrails -> retry -> fallback -> blocked) and then the
 service checks below, which know what a support reply must not get wrong:
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Sequence
 
@@ -34,16 +37,23 @@ from dagster_project.messaging.briefs import BrandVoice, Brief, BriefError, load
 from dagster_project.messaging.context_pack import Catalog, ContextPack, Fact, load_scoped_packs
 from dagster_project.messaging.drafting import DraftCache, DraftingPolicy, DraftJob, DraftOutcome, draft_batch
 from dagster_project.messaging.generators.base import Draft, DraftRequest, Generator
-from dagster_project.messaging.generators.template import TemplateGenerator
+from dagster_project.messaging.generators.template import Slot, TemplateGenerator, say_past_date
 from dagster_project.messaging.guardrails import Verdict, failure_reasons
 from dagster_project.resources.warehouse import IN_CHUNK, KeyRange, WarehouseSession
 from dagster_project.service.context import SERVICE_CONTEXT, context_columns, context_rows, read_context_chunk
 
 REPLY_BRIEF_FILE = Path(__file__).resolve().parent / "service_reply.yaml"
 REPLY_TEMPLATES = Path(__file__).resolve().parent / "templates"
-TOPIC_KIND = {"delivery_delay": "delivery", "damaged_package": "delivery", "change_address": "general",
+TOPIC_KIND = {"delivery_delay": "delivery", "damaged_package": "damaged", "change_address": "general",
               "billing": "billing", "payment_issue": "billing", "cancel_request": "cancel",
               "product_question": "general", "grind_preference": "general"}
+# A ticket is a repeat contact when the customer wrote about the same topic this many days before it or
+# less, or while that earlier ticket was still open: dbt's repeat_issue_window_days, and the simulator's
+# unsolved issues come back within two weeks. An older, solved ticket on the topic is history, not a repeat.
+REPEAT_CONTACT_DAYS = 14
+# Where the newest order (not a skipped one) is, as the agent view's int_service_recent_orders says it:
+# the reply angle of a "where is my order?" ticket for each (the others follow the latest shipment).
+ORDER_STATE_KIND = {"awaiting_shipment": "preparing", "failed": "payment_failed"}
 
 # Customers of `customer_service_context` with a ticket to answer, and what a reply needs of their row.
 HAS_OPEN_TICKETS = "open_ticket_ids is not null and open_ticket_ids <> ''"
@@ -89,6 +99,46 @@ def latest_shipment(pack: ContextPack) -> tuple[str, str | None] | None:
     return order_id, delivered if delivered and delivered <= pack.as_of else None
 
 
+def latest_order(pack: ContextPack) -> tuple[str, str] | None:
+    """(order id, state) of the newest order that was not skipped (a skipped cycle has nothing to ship), the
+    state as the agent view says it: delivered, in_transit, awaiting_shipment, failed or refunded."""
+    orders = [(f.value, fid.split(":")[1]) for fid, f in pack.facts.items()
+              if fid.startswith("order:") and fid.endswith(":ordered_at")
+              and pack.value(f"order:{fid.split(':')[1]}:status") != "skipped"]
+    if not orders:
+        return None
+    _, order_id = max(orders)
+    status = pack.value(f"order:{order_id}:status")
+    if status in ("failed", "refunded"):
+        return order_id, status
+    if pack.value(f"order:{order_id}:delivered_at"):  # the pack keeps only days up to as_of
+        return order_id, "delivered"
+    return order_id, "in_transit" if pack.value(f"order:{order_id}:shipped_at") else "awaiting_shipment"
+
+
+def repeat_contact(pack: ContextPack, ticket_id: str, topic_flagged: bool = False) -> bool:
+    """Whether the ticket repeats an earlier one of the customer's on its topic: opened at most
+    REPEAT_CONTACT_DAYS before it, or still open when it was written (the pack's tickets).
+
+    `topic_flagged`: the agent view says the customer had a repeat issue on this topic lately. It is the
+    evidence only when the pack holds no ticket before this one (it keeps the newest few) and no later one on
+    the topic that the flag could be about; otherwise the pack's own tickets decide.
+    """
+    def ticket(tid: str) -> tuple[str, str, str | None, str | None]:
+        return (pack.value(f"ticket:{tid}:created_at") or "", tid, pack.value(f"ticket:{tid}:topic"),
+                pack.value(f"ticket:{tid}:resolved_at"))
+
+    tickets = [ticket(fid.split(":")[1]) for fid in pack.facts if fid.startswith("ticket:") and fid.endswith(":topic")]
+    this = next((t for t in tickets if t[1] == ticket_id), None)
+    if this is None or not this[0]:
+        return topic_flagged
+    earlier = [t for t in tickets if t[:2] < this[:2]]
+    if not earlier:
+        return topic_flagged and not any(t[2] == this[2] for t in tickets if t[:2] > this[:2])
+    window_start = (date.fromisoformat(this[0]) - timedelta(days=REPEAT_CONTACT_DAYS)).isoformat()
+    return any(t[2] == this[2] and (t[0] >= window_start or t[3] is None or t[3] >= this[0]) for t in earlier)
+
+
 def reply_pack(pack: ContextPack, ticket_id: str, ctx: dict | None = None) -> ContextPack:
     """The customer's pack pointed at the ticket being answered, with the service situation in extras."""
     topic = None
@@ -96,10 +146,12 @@ def reply_pack(pack: ContextPack, ticket_id: str, ctx: dict | None = None) -> Co
         topic = next((t for tid, t in zip(str(ctx.get("open_ticket_ids") or "").split(", "),
                                           str(ctx.get("open_ticket_topics") or "").split(", ")) if tid == ticket_id),
                      None)
-    shipment = latest_shipment(pack)
-    repeat = bool(ctx and ctx.get("has_repeat_issue") and topic and ctx.get("repeat_issue_topic") == topic)
-    extras = {**pack.extras, "answering_ticket_id": ticket_id, "ticket_topic": topic, "repeat_issue": repeat,
-              "latest_shipment": None if shipment is None else ("delivered" if shipment[1] else "in_transit")}
+    shipment, order = latest_shipment(pack), latest_order(pack)
+    flagged = bool(ctx and ctx.get("has_repeat_issue") and topic and ctx.get("repeat_issue_topic") == topic)
+    extras = {**pack.extras, "answering_ticket_id": ticket_id, "ticket_topic": topic,
+              "repeat_issue": repeat_contact(pack, ticket_id, flagged),
+              "latest_shipment": None if shipment is None else ("delivered" if shipment[1] else "in_transit"),
+              "latest_order": None if order is None else order[1]}
     return dataclasses.replace(pack, last_ticket_id=ticket_id, extras=extras, facts=_next_charge_as_of(pack, ctx))
 
 
@@ -124,21 +176,44 @@ def _next_charge_as_of(pack: ContextPack, ctx: dict | None) -> dict[str, Fact]:
 
 
 def reply_angle(pack: ContextPack) -> str:
-    """reply_<kind>[_repeat]: the ticket's topic and, for delivery topics, where the order is."""
+    """reply_<kind>[_repeat]: the ticket's topic and, for "where is my order?", where the newest order is
+    (not shipped yet, its payment failed) or else the latest shipment."""
     kind = TOPIC_KIND.get(pack.extras.get("ticket_topic") or "", "general")
     if kind == "delivery":
-        kind = "in_transit" if pack.extras.get("latest_shipment") == "in_transit" else "delivered"
+        kind = ORDER_STATE_KIND.get(pack.extras.get("latest_order") or "") or (
+            "in_transit" if pack.extras.get("latest_shipment") == "in_transit" else "delivered")
     return f"reply_{kind}{'_repeat' if pack.extras.get('repeat_issue') else ''}"
+
+
+def reply_slots(pack: ContextPack) -> dict[str, Slot]:
+    """What reply templates print beyond a message's `situation`: the newest order (placed on, its state)
+    and the ticket's topic said once ("your question about our coffee", never "about a question about")."""
+    slots = {}
+    order = latest_order(pack)
+    if order is not None:
+        placed = f"order:{order[0]}:ordered_at"
+        slots["order_placed"] = Slot(say_past_date(pack.value(placed), pack.as_of), (placed, f"order:{order[0]}:status"))
+    topic_id = f"ticket:{pack.last_ticket_id}:topic"
+    topic = pack.value(topic_id)
+    if topic:
+        # "a question about our coffee", "a billing question": their question; anything else, their message
+        asked = topic.startswith("a ") and "question" in topic
+        slots["ticket_subject"] = Slot(f"Your {topic[2:]}" if asked else f"About {topic}", (topic_id,))
+        slots["ticket_message"] = Slot(f"your {topic[2:]}" if asked else f"your message about {topic}", (topic_id,))
+    return slots
 
 
 class ReplyGenerator(TemplateGenerator):
     """The template generator with the reply templates; the angle follows the ticket's situation."""
 
     name = "template"
-    version = "service-reply-2"  # the reply wording: a new one must not reuse replies cached under the old
+    version = "service-reply-3"  # the reply wording: a new one must not reuse replies cached under the old
 
     def __init__(self, templates_dir: Path | str = REPLY_TEMPLATES):
         super().__init__(templates_dir)
+
+    def slots(self, request: DraftRequest, seed: int) -> dict[str, Slot]:
+        return {**super().slots(request, seed), **reply_slots(request.pack)}
 
     def choose_angle(self, request: DraftRequest, seed: int) -> str:
         wanted = reply_angle(request.pack)

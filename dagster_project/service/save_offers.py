@@ -196,8 +196,16 @@ def allowed_options(ctx: dict, brief: Brief, catalog: Catalog) -> list[SaveOptio
             options.append(_option(brief, f"product_swap_{offer.id}", "product_swap", offer_id=offer.id,
                                    product_id=swap.product_id, product_name=swap.name,
                                    label=f"Swap to {swap.name}; {offer.label[0].lower()}{offer.label[1:]}"))
-    options.append(_option(brief, "pause_instead", "pause_instead", label="Pause instead of cancelling"))
+    paused = ctx.get("subscription_status") == "paused"
+    options.append(_option(brief, "pause_instead", "pause_instead",
+                           label="Keep it paused instead of cancelling" if paused else "Pause instead of cancelling"))
     return options
+
+
+def has_live_subscription(ctx: dict) -> bool:
+    """Whether a cancel attempt has something to save: a live (active or paused) subscription. A customer
+    who already cancelled, or never subscribed, gets no save offer (and no holdout assignment)."""
+    return ctx.get("subscription_status") in ("active", "paused")
 
 
 def customer_pattern(ctx: dict, stated_reason: str | None, catalog: Catalog | None = None) -> tuple[str, str]:
@@ -243,7 +251,11 @@ def choose_option(pattern: str, high_value: bool, options: Sequence[SaveOption])
 
 
 def recommend(trigger: CancelTrigger, ctx: dict, brief: Brief, catalog: Catalog) -> SaveRecommendation:
-    """The save offer for one cancel attempt, with its reason (pure)."""
+    """The save offer for one cancel attempt, with its reason (pure); a ValueError for a customer without a
+    live subscription (`has_live_subscription`): there is nothing to save."""
+    if not has_live_subscription(ctx):
+        raise ValueError(f"{trigger.trigger_id}: customer {trigger.customer_id} has no live subscription "
+                         f"(status {ctx.get('subscription_status') or 'none'}); there is nothing to save")
     options = allowed_options(ctx, brief, catalog)
     pattern, evidence = customer_pattern(ctx, trigger.stated_reason, catalog)
     high_value = is_high_value(ctx)

@@ -5,7 +5,7 @@ the dbt relations the service assets read: `analytics.customer_service_context` 
 the mart has them: no subscription, no delivery yet), `staging.stg_raw__portal_events` (cancel
 attempts, with and without a stated reason) and `intermediate.int_ticket_history` (open
 cancellation tickets). Customers C0003, C0006, ... have open tickets; C0001, C0005, ... tried to
-cancel on the run day (C0009 also in an open cancellation ticket).
+cancel on the run day (C0009 also in an open cancellation ticket; C0014, who never subscribed, too).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ AS_OF = "2026-06-01"
 RUN_DAY = datetime(2026, 6, 1)
 TOPICS = ("delivery_delay", "cancel_request", "product_question", "payment_issue")
 REASONS = (None, "price", "too_much_coffee", "taste")
+# A customer without a subscription who presses cancel in the portal: nothing to save.
+NEVER_SUBSCRIBED_CANCEL = 14
 
 
 def ids() -> list[str]:
@@ -37,7 +39,7 @@ def tables() -> dict[tuple[str, str], pd.DataFrame]:
         joined = RUN_DAY - timedelta(days=40 + 45 * k)
         customers.append((c, f"{c.lower()}@example.com", f"Name{k}", joined, "US", "UTC", k % 7 != 4, "email"))
         product = PRODUCTS[k % 3]
-        subscribed = k % 5 != 4
+        subscribed = k % 5 != 4 or k % 4 == 1  # every customer who tries to cancel has a subscription...
         cadence = (14, 21, 28)[k % 3]
         if subscribed:
             sid = f"S{k:04d}"
@@ -62,7 +64,7 @@ def tables() -> dict[tuple[str, str], pd.DataFrame]:
                 ticket_history.append((tid, c, opened, topic, True))
                 open_ids.append(tid)
                 open_topics.append(topic)
-        if k % 4 == 1:
+        if k % 4 == 1 or k == NEVER_SUBSCRIBED_CANCEL:  # ... but one who never subscribed
             at = RUN_DAY + timedelta(hours=9 + k % 8)
             reason = REASONS[k // 4 % len(REASONS)]
             properties = json.dumps({"reason": reason} if reason else {})

@@ -76,6 +76,8 @@ def test_chunks_of_three_customers_give_what_one_batch_gives(stores, tmp_path, m
     recommendations = chunked.read_df(store.RECOMMENDATIONS_SQL)
     assert offers["recommended"] == len(recommendations) == 6  # C0001, C0005, ... and C0009's ticket
     assert offers["new_assignments"] == 5  # C0009's second attempt keeps the arm of the first
+    # C0014 never subscribed: its cancel attempt has nothing to save.
+    assert offers["no_live_subscription"] == 1 and "C0014" not in set(recommendations["customer_id"])
     assert set(recommendations["trigger_kind"]) == {"portal_cancel_attempt", "cancellation_ticket"}
     assert set(recommendations["stated_reason"].dropna()) == {"price", "too_much_coffee", "taste"}
     drafts = chunked.read_df(store.REPLIES_SQL)

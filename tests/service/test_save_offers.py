@@ -133,3 +133,18 @@ def test_a_save_brief_in_the_briefs_folder_that_lacks_an_offer_is_named_in_the_e
         save_offers.load_save_brief(folder)
     assert str(folder / "save_offer.yaml") in str(error.value) and "free_bag" in str(error.value)
     assert str(save_offers.SAVE_BRIEF_FILE) not in str(error.value)
+
+
+def test_a_paused_subscriber_is_offered_to_stay_paused_not_to_pause(save_brief, catalog):
+    rec = recommend(trigger(), ctx(subscription_status="paused"), save_brief, catalog)
+    assert rec.option.id == "pause_instead" and rec.option.label == "Keep it paused instead of cancelling"
+    assert recommend(trigger(), ctx(), save_brief, catalog).option.label == "Pause instead of cancelling"
+
+
+@pytest.mark.parametrize("status", ["cancelled", None])
+def test_a_customer_without_a_live_subscription_gets_no_save_offer(save_brief, catalog, status):
+    """Already cancelled, or a one-time buyer who never subscribed: nothing to save, no offer, no holdout."""
+    gone = ctx(subscription_status=status, subscription_product_id=None if status is None else "P001")
+    assert not save_offers.has_live_subscription(gone)
+    with pytest.raises(ValueError, match="has no live subscription"):
+        recommend(trigger("price"), gone, save_brief, catalog)

@@ -390,6 +390,11 @@ class TemplateGenerator(Generator):
             raise template
         return template
 
+    def slots(self, request: DraftRequest, seed: int) -> dict[str, Slot]:
+        """The phrases a template may print for this request (`situation`); a generator with templates
+        of its own (the support replies) adds the ones they need."""
+        return situation(request.pack, request.catalog, seed, request.voice.currency_symbol)
+
     def choose_angle(self, request: DraftRequest, seed: int) -> str:
         """One of the brief's angles, the same one for the same customer."""
         angles = request.brief.angles
@@ -398,7 +403,7 @@ class TemplateGenerator(Generator):
     def generate(self, request: DraftRequest) -> Draft:
         pack, brief, voice = request.pack, request.brief, request.voice
         seed = zlib.crc32(f"{pack.customer_id}|{brief.id}".encode())
-        slots = situation(pack, request.catalog, seed, voice.currency_symbol)
+        slots = self.slots(request, seed)
         angle_id = self.choose_angle(request, seed)
         angle = next(a for a in brief.angles if a.id == angle_id)
         cta = brief.cta(angle.cta) if angle.cta else brief.ctas[0]
