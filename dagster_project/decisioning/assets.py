@@ -47,6 +47,7 @@ from dagster_project.project import WAREHOUSE_RUN_TAGS, default_as_of, mapped_in
 from dagster_project.models.clv_assets import PREDICTIONS_TABLE
 from dagster_project.models.uplift_assets import newest_passing, uplift_models
 from dagster_project.models.uplift_data import FEATURES_TABLE, point_in_time_features
+from dagster_project.quality.freshness import StaleSourceError, reference_time, stale_playbooks
 from dagster_project.resources.warehouse import (IN_CHUNK, DuckDBSession, DuckDBWarehouse, KeyRange, WarehouseInterface,
                                                  WarehouseSession, check_identifier, column_names, session_on)
 
@@ -189,6 +190,24 @@ def plan_run(warehouse: WarehouseInterface, as_of: date, policy: RoutingPolicy, 
     store_hours = np.bincount(hour_of_week(hours["hour"]), weights=hours["events"].astype(float),
                               minlength=HOURS) if len(hours) else np.zeros(HOURS)
     return RoutingRun(as_of, policy, briefs, models, store_hours, datetime.now(timezone.utc).replace(tzinfo=None))
+
+
+def fresh_briefs(warehouse: WarehouseInterface, now: datetime) -> tuple[BriefSet, dict[str, StaleSourceError]]:
+    """The briefs whose data is fresh enough to draft from (`max_data_staleness_days`), and why the others are not.
+
+    A playbook drafting would refuse is not routed either: its decisions would assign treatment and holdout
+    arms (and cap those customers) for messages that are never written. All stale: a `dg.Failure`, and the
+    day stays undecided, so a run after the sources are reloaded routes it.
+    """
+    briefs = load_briefs()
+    with warehouse.transaction() as tx:
+        stale = stale_playbooks(tx, briefs.playbooks.values(), now=now)
+    if stale and len(stale) == len(briefs.playbooks):
+        raise dg.Failure(description="No routing: every playbook is stale (nothing is decided or assigned).\n"
+                         + "\n".join(str(e) for e in stale.values()),
+                         metadata={"stale_playbooks": dg.MetadataValue.json(sorted(stale))})
+    fresh = {p: brief for p, brief in briefs.playbooks.items() if p not in stale}
+    return briefs.model_copy(update={"playbooks": fresh}), stale
 
 
 def customer_chunks(warehouse: WarehouseInterface, batch_rows: int) -> list[KeyRange]:
@@ -548,18 +567,23 @@ def routing_decisions(context: dg.AssetExecutionContext, config: RoutingConfig,
     policy = RoutingPolicy(global_holdout_share=config.global_holdout_share,
                            exploration_share=config.exploration_share, send_cost=config.send_cost,
                            contact_cap_days=config.contact_cap_days)
+    # Freshness is judged as drafting judges it: at the run date when one is given (history ends there).
+    now = datetime.combine(as_of, datetime.min.time()) if config.as_of else reference_time()
     with warehouse.kept_open():  # a few transactions per chunk: keep what opening the file costs
-        return _route(context, warehouse, as_of, policy)
+        return _route(context, warehouse, as_of, policy, now)
 
 
 def _route(context: dg.AssetExecutionContext, warehouse: WarehouseInterface, as_of: date,
-           policy: RoutingPolicy) -> dg.MaterializeResult:
+           policy: RoutingPolicy, now: datetime) -> dg.MaterializeResult:
     ensure_tables(warehouse)
     if already_decided(warehouse, as_of):
         context.log.info(f"{DECISIONS_TABLE} already has decisions for {as_of}; nothing appended")
         return dg.MaterializeResult(metadata={"run_date": as_of.isoformat(), "appended": 0,
                                               "global_holdout_share": policy.global_holdout_share})
-    run = plan_run(warehouse, as_of, policy)
+    briefs, stale = fresh_briefs(warehouse, now)
+    for error in stale.values():
+        context.log.warning(f"not routed: {error}")
+    run = plan_run(warehouse, as_of, policy, briefs)
     counts: dict[str, int] = {}
     sends: dict[str, int] = {}
     totals = {"global_holdout_assigned": 0, "expected_incremental_value": 0.0}
@@ -579,6 +603,7 @@ def _route(context: dg.AssetExecutionContext, warehouse: WarehouseInterface, as_
     written = write_decisions(warehouse, chunks(), as_of)
     return dg.MaterializeResult(metadata={
         "run_date": as_of.isoformat(), "appended": written,
+        **({"skipped_stale": dg.MetadataValue.json(sorted(stale))} if stale else {}),
         # message_drafts' segments fallback reads it, to leave out the same permanent holdout.
         "global_holdout_share": policy.global_holdout_share,
         **{f"decisions_{k}": v for k, v in counts.items()},

@@ -4,6 +4,7 @@ decided in chunks of a few customers exactly as in one batch."""
 from __future__ import annotations
 
 import math
+import re
 import shutil
 from datetime import date, datetime
 
@@ -379,3 +380,37 @@ def test_definitions_load():
     assert defs.resolve_job_def("daily_routing") is not None
     deps = defs.resolve_asset_graph().get(dg.AssetKey("routing_decisions")).parent_keys
     assert dg.AssetKey("customer_predictions") in deps
+
+
+def route_on(store_path, run_date: date):
+    config = {"ops": {"routing_decisions": {"config": {"as_of": run_date.isoformat()}}}}
+    return dg.materialize([routing_decisions], resources={"warehouse": DuckDBWarehouse(path=str(store_path))},
+                          run_config=config, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def test_stale_data_routes_nothing_so_nobody_is_assigned_or_capped_for_messages_never_written(store, store_path):
+    """Drafting refuses a playbook whose sources are older than its brief allows; routing it anyway would
+    put customers in treatment and holdout arms (and cap them) for messages that never get written."""
+    late = date(2026, 7, 1)  # a month after the store's last data
+    result = route_on(store_path, late)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "every playbook is stale" in str(failure.event_specific_data.error)
+    assert store.execute(f"select count(*) from {DECISIONS_TABLE} where run_date = ?", [late]).fetchone()[0] == 0
+    assert store.execute("select count(*) from nextbest.assignments where assigned_at = ?", [late]).fetchone()[0] == 0
+
+
+def test_only_the_playbooks_fresh_enough_for_their_brief_are_routed(store, store_path, tmp_path, monkeypatch):
+    def patient_win_back(folder):
+        path = folder / "win_back.yaml"
+        path.write_text(re.sub(r"max_data_staleness_days: \d+", "max_data_staleness_days: 60", path.read_text()))
+
+    monkeypatch.setenv("NEXTBEST_BRIEFS_DIR", str(briefs_with(tmp_path, patient_win_back).folder))
+    late = date(2026, 7, 2)
+    result = route_on(store_path, late)
+    assert result.success
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert "win_back" not in meta["skipped_stale"].value and "at_risk_save" in meta["skipped_stale"].value
+    routed = store.execute(f"select distinct playbook_id from {DECISIONS_TABLE} where run_date = ? "
+                           "and playbook_id is not null", [late]).fetchall()
+    assert routed == [("win_back",)]
