@@ -191,8 +191,8 @@ def reply_slots(pack: ContextPack) -> dict[str, Slot]:
     slots = {}
     order = latest_order(pack)
     if order is not None:
-        placed = f"order:{order[0]}:ordered_at"
-        slots["order_placed"] = Slot(say_past_date(pack.value(placed), pack.as_of), (placed, f"order:{order[0]}:status"))
+        placed, status = f"order:{order[0]}:ordered_at", f"order:{order[0]}:status"
+        slots["order_placed"] = Slot(say_past_date(pack.value(placed), pack.as_of), (placed, status))
     topic_id = f"ticket:{pack.last_ticket_id}:topic"
     topic = pack.value(topic_id)
     if topic:
