@@ -58,7 +58,7 @@ def _error(message: str) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from dagster_project.ingest.simulator import simulate
+    from dagster_project.ingest.simulator import drop_pipeline_state, pipeline_tables, simulate
     from dagster_project.resources.warehouse import connect_duckdb
 
     try:
@@ -66,9 +66,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except ValueError as error:
         _error(str(error))
         return 2
-    _print(f"Simulating {args.customers:,} subscribers over {args.months} months (seed {args.seed}) into {db}")
     con = connect_duckdb(db)
     try:
+        built = pipeline_tables(con)
+        if built and not args.replace:
+            _error(f"{db} holds what the pipeline built on its store ({len(built)} tables, e.g. "
+                   f"{', '.join(built[:3])}): sends, approvals, drafts and the feature history. A new "
+                   "simulation replaces the raw data under them. Simulate into another file (--db NEW.duckdb), "
+                   "or pass --replace to start this warehouse over (drops those tables).")
+            return 2
+        if built:
+            drop_pipeline_state(con)
+            _print(f"Starting {db} over: dropped {len(built)} tables the pipeline had built")
+        _print(f"Simulating {args.customers:,} subscribers over {args.months} months (seed {args.seed}) into {db}")
         summary = simulate(con, customers=args.customers, months=args.months, seed=args.seed,
                            end_date=args.end_date, progress=lambda m: _print(f"  {m}"))
     finally:
@@ -147,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--end-date", type=date.fromisoformat, default=None,
                      help="last simulated day, YYYY-MM-DD (default today, UTC)")
     sim.add_argument("--db", default=None, help=db_help)
+    sim.add_argument("--replace", action="store_true",
+                     help="start a warehouse the pipeline has already run on over: drop what it built (sends, "
+                          "approvals, drafts, dbt models) before simulating; without it, such a warehouse is refused")
     sim.set_defaults(func=cmd_simulate)
 
     imp = sub.add_parser("import", help="load CSV/Parquet files named after the raw tables (changed rows update "
@@ -157,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="simulate if empty, then materialize the whole pipeline")
     _store_options(demo)
-    demo.add_argument("--fresh", action="store_true", help="re-simulate even when raw data exists")
+    demo.add_argument("--fresh", action="store_true",
+                      help="start over: drop what the pipeline built (sends, approvals, drafts, dbt models) "
+                           "and simulate again, even when raw data exists")
     demo.add_argument("--db", default=None, help=db_help)
     demo.set_defaults(func=cmd_demo)
 
@@ -179,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         # Every command opens the file through connect_duckdb, which waits a while for the lock and
         # then gives up: one message for all of them instead of a traceback from each.
         if "lock" not in str(error).lower():
-            raise
+            # Not a DuckDB file, or a damaged one: say which, without a traceback.
+            _error(f"Cannot open the warehouse: {error}\nPass --db (or set NEXTBEST_DUCKDB_PATH) to a DuckDB file.")
+            return 2
         _error(f"{error}\nThe warehouse is open in another process (a `nextbest demo`, a Dagster run "
                "or a SQL client): run the command again once it is done, or pass --db "
                "for another file.")

@@ -14,7 +14,7 @@ from typing import Callable
 import dagster as dg
 
 from dagster_project.ingest.assets import raw_is_empty
-from dagster_project.ingest.simulator import simulate
+from dagster_project.ingest.simulator import drop_pipeline_state, pipeline_tables, simulate
 from dagster_project.project import duckdb_path
 from dagster_project.resources.warehouse import connect_duckdb
 
@@ -77,6 +77,8 @@ def run_demo(customers: int, months: int, seed: int, fresh: bool, echo: Callable
     try:
         if fresh or raw_is_empty(con):
             echo(f"[1/3] Simulating the demo coffee store: {customers:,} subscribers, {months} months")
+            if fresh and pipeline_tables(con):
+                echo(f"      starting over: dropped {len(drop_pipeline_state(con))} tables the pipeline had built")
             simulate(con, customers=customers, months=months, seed=seed,
                      progress=lambda m: echo(f"      {m}"))
         else:

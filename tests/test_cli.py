@@ -17,6 +17,41 @@ def test_simulate_writes_the_store(duckdb_file, capsys):
     con.close()
 
 
+def test_simulating_over_a_warehouse_the_pipeline_ran_on_is_refused_unless_replaced(duckdb_file, capsys):
+    """Sends, approvals and the incremental feature history belong to the store they were built on: a new
+    simulation under them would orphan the sends and mix two stores' features."""
+    store = ["simulate", "--customers", "200", "--months", "4", "--seed", "3", "--end-date", "2026-05-31"]
+    assert main(store) == 0
+    with duckdb.connect(str(duckdb_file)) as con:
+        con.execute("create schema analytics; create table analytics.customer_features as select 1 as x")
+        con.execute("create table nextbest.outbox as select 'M1' as send_id")
+        customers = con.execute("select count(*) from raw.customers").fetchone()[0]
+    capsys.readouterr()
+    assert main([*store[:6], "9"] + store[7:]) == 2
+    err = capsys.readouterr().err
+    assert "analytics.customer_features, nextbest.outbox" in err and "--replace" in err
+    with duckdb.connect(str(duckdb_file), read_only=True) as con:  # nothing was touched
+        assert con.execute("select count(*) from raw.customers").fetchone()[0] == customers
+        assert con.execute("select count(*) from nextbest.outbox").fetchone()[0] == 1
+
+    assert main([*store, "--replace"]) == 0
+    assert "dropped 2 tables" in capsys.readouterr().out
+    with duckdb.connect(str(duckdb_file), read_only=True) as con:
+        left = con.execute("select table_schema || '.' || table_name from information_schema.tables "
+                           "where table_schema in ('analytics', 'nextbest')").fetchall()
+    assert left == [("nextbest.assignments",)]  # the simulator's own past campaigns
+
+
+@pytest.mark.parametrize("command", [["service-context", "--customer", "C1"], ["preview", "--customer", "C1"],
+                                     ["review"]])
+def test_a_file_that_is_not_a_duckdb_warehouse_is_a_clear_error(tmp_path, capsys, command):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n" * 100)
+    assert main([*command, "--db", str(notes)]) == 2
+    err = capsys.readouterr().err
+    assert "Cannot open the warehouse" in err and "Traceback" not in err
+
+
 def test_simulate_rejects_bad_sizes(duckdb_file, capsys):
     with pytest.raises(SystemExit):
         main(["simulate", "--customers", "0"])

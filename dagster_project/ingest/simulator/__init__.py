@@ -54,5 +54,7 @@ order and ids are allocated sequentially, so the same arguments (including
 """
 
 from .engine import DEFAULT_CUSTOMERS, DEFAULT_MONTHS, DEFAULT_SEED, SimulationSummary, simulate
+from .writer import drop_pipeline_state, pipeline_tables
 
-__all__ = ["simulate", "SimulationSummary", "DEFAULT_CUSTOMERS", "DEFAULT_MONTHS", "DEFAULT_SEED"]
+__all__ = ["simulate", "SimulationSummary", "DEFAULT_CUSTOMERS", "DEFAULT_MONTHS", "DEFAULT_SEED",
+           "drop_pipeline_state", "pipeline_tables"]

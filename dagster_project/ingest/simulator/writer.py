@@ -164,6 +164,32 @@ def reset_tables(con) -> None:
         con.execute(ddl)
 
 
+# What the pipeline builds on the raw data (dbt's schemas, and NextBest's own tables beside the
+# simulator's nextbest.assignments): a new simulation leaves none of it true.
+PIPELINE_SCHEMAS = ("staging", "intermediate", "analytics", contract.NEXTBEST_SCHEMA)
+
+
+def pipeline_tables(con) -> list[str]:
+    """The tables the pipeline has built in this warehouse (schema.table); [] for a fresh or simulated-only file."""
+    rows = con.execute(
+        f"""select table_schema || '.' || table_name from information_schema.tables
+            where table_catalog = current_database()
+              and table_schema in ({", ".join("?" * len(PIPELINE_SCHEMAS))})
+              and not (table_schema = ? and table_name = 'assignments')
+            order by 1""", [*PIPELINE_SCHEMAS, contract.NEXTBEST_SCHEMA]).fetchall()
+    return [r[0] for r in rows]
+
+
+def drop_pipeline_state(con) -> list[str]:
+    """Drop every schema the pipeline builds (see PIPELINE_SCHEMAS), so the next run starts this warehouse
+    over: incremental dbt models would otherwise keep the old store's settled rows, and sends, approvals
+    and drafts would point at customers that no longer exist. Returns the tables dropped."""
+    dropped = pipeline_tables(con)
+    for schema in PIPELINE_SCHEMAS:
+        con.execute(f"drop schema if exists {schema} cascade")
+    return dropped
+
+
 def count_rows(con, tables: Sequence[str]) -> dict[str, int]:
     """Row counts of fully qualified tables."""
     return {t: con.execute(f"select count(*) from {t}").fetchall()[0][0] for t in tables}
