@@ -176,9 +176,10 @@ def _decide(args: argparse.Namespace, decision: str, note: str | None) -> int:
     if approval.decision == "approved":
         until = approval.decided_at + ttl
         print(f"Approved {approval.batch_id} by {approval.decided_by}: {approval.drafts_sendable} drafts will be "
-              f"sent ({approval.drafts_total - approval.drafts_sendable} blocked stay unsent). The "
-              f"approved_batches_sensor exports it; the approval holds until {until:%Y-%m-%d %H:%M} UTC and "
-              "only while the drafts stay as they are.")
+              f"sent ({approval.drafts_total - approval.drafts_sendable} blocked stay unsent). Send it with "
+              f"`nextbest export {approval.batch_id}`, or let approved_batches_sensor (switched on in Dagster) "
+              f"export it; the approval holds until {until:%Y-%m-%d %H:%M} UTC and only while the drafts stay "
+              "as they are.")
     else:
         print(f"Rejected {approval.batch_id} by {approval.decided_by}: {approval.note}. Nothing is sent.")
     return 0

@@ -263,6 +263,9 @@ def check_approval(tx: WarehouseSession, batch_id: str, now: datetime | None = N
     ttl = ttl or approval_ttl()
     moment = naive_utc(now or utcnow())
     latest = latest_decision(tx, batch_id)
+    if latest is None and summarize_drafts(batch_id, batch_drafts(tx, batch_id) if drafts is None else drafts) is None:
+        return ApprovalCheck(batch_id, False, (
+            f"there is no batch {batch_id} (no drafts in {DRAFTS}): `nextbest review` lists the batches"))
     if latest is None:
         return ApprovalCheck(batch_id, False, (
             f"batch {batch_id} has not been approved: run `nextbest review {batch_id}`, then "

@@ -1,6 +1,7 @@
-"""Delivery commands for the `nextbest` CLI: `ingest-events FILE` and `serve-webhooks`.
+"""Delivery commands for the `nextbest` CLI: `export [BATCH]`, `ingest-events FILE` and `serve-webhooks`.
 
-Both write ESP events through the warehouse resource `NEXTBEST_WAREHOUSE` names (DuckDB at
+`export` runs the `export_approved_batch` job in this process (what the approval sensor launches).
+The other two write ESP events through the warehouse resource `NEXTBEST_WAREHOUSE` names (DuckDB at
 `NEXTBEST_DUCKDB_PATH` or `--db`, or Snowflake from the `SNOWFLAKE_*` variables), picked the
 way `nextbest review` / `approve` pick it.
 """
@@ -8,8 +9,8 @@ way `nextbest review` / `approve` pick it.
 from __future__ import annotations
 
 import argparse
-import sys
 import os
+import sys
 
 from dagster_project.delivery.approval_commands import DB_HELP, _warehouse
 
@@ -19,6 +20,15 @@ WEBHOOK_SECRET_ENV = {"nextbest": "NEXTBEST_WEBHOOK_SECRET", "customerio": "CUST
 
 def register(subparsers) -> None:
     """Add the delivery subcommands to the `nextbest` parser."""
+    export = subparsers.add_parser(
+        "export", help="send approved batches to the ESP now (the export_approved_batch job, as the approval sensor "
+                       "runs it); exactly once, whatever was sent before is not sent again")
+    export.add_argument("batch", nargs="?", default=None,
+                        help="an approved batch, e.g. at_risk_save-2026-06-30; without one, every batch whose "
+                             "approval holds, and whatever waited (quiet hours, retries)")
+    export.add_argument("--db", default=None, help=DB_HELP)
+    export.set_defaults(func=cmd_export)
+
     ingest = subparsers.add_parser("ingest-events", help="load a JSONL/CSV file of ESP events into raw.email_events")
     ingest.add_argument("file", help="JSONL (.jsonl/.ndjson/.json) or CSV with event_id, customer_id, campaign_id, "
                                      "message_id, event_type, occurred_at")
@@ -30,6 +40,47 @@ def register(subparsers) -> None:
     serve.add_argument("--port", type=int, default=8787)
     serve.add_argument("--db", default=None, help=DB_HELP)
     serve.set_defaults(func=cmd_serve_webhooks)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Materialize `esp_export` here (the asset of `export_approved_batch`) on the warehouse `--db` or the
+    environment names, to the ESP `NEXTBEST_ESP` names; exit 1 when the export refuses or fails."""
+    try:
+        warehouse = _warehouse(args)
+    except Exception as error:  # noqa: BLE001 - shown to the user as is
+        print(f"Cannot open the warehouse: {error}", file=sys.stderr)
+        return 2
+    import dagster as dg
+
+    from dagster_project.delivery.assets import esp_export
+    from dagster_project.delivery.esp import esp_from_env
+    from dagster_project.project import WAREHOUSE_RUN_TAGS
+
+    try:
+        esp = esp_from_env()
+    except ValueError as error:
+        print(f"Cannot export: {error}", file=sys.stderr)
+        return 2
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [esp_export], resources={"warehouse": warehouse, "esp": esp}, instance=instance, raise_on_error=False,
+        run_config={"ops": {"esp_export": {"config": {"batch": args.batch} if args.batch else {}}},
+                    "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        tags={**WAREHOUSE_RUN_TAGS, "nextbest/started_by": "nextbest export"})
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        error = failure.event_specific_data.error if failure is not None else None
+        print(f"Nothing exported: {(getattr(error, 'message', None) or 'the export run failed').strip()}",
+              file=sys.stderr)
+        return 1
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("esp_export")[0].metadata.items()}
+    print(f"Exported to {meta.get('esp')}: {', '.join(meta.get('batches') or []) or 'no approved batch'}")
+    print(f"  queued {meta.get('queued', 0)}, already in the outbox {meta.get('already_in_outbox', 0)}, "
+          f"sent {meta.get('sent', 0)}, deferred {meta.get('deferred', 0)} (quiet hours), "
+          f"suppressed {meta.get('suppressed', 0)}, dead {meta.get('dead', 0)}")
+    if meta.get("not_exported"):
+        print(f"  not exported:\n{meta['not_exported']}")
+    return 0
 
 
 def cmd_ingest_events(args: argparse.Namespace) -> int:

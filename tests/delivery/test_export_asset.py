@@ -220,3 +220,25 @@ def test_review_says_where_an_exported_batchs_messages_are(db, tmp_path, capsys)
     assert "  outbox: sent 11" in capsys.readouterr().out
     assert main(["review", "--db", str(db)]) == 0
     assert "; outbox: sent 11" in capsys.readouterr().out
+
+
+def test_nextbest_export_sends_an_approved_batch_once_and_says_why_not_otherwise(db, tmp_path, monkeypatch, capsys):
+    from dagster_project.cli import main
+
+    out = tmp_path / "sent.jsonl"
+    monkeypatch.setenv("NEXTBEST_ESP", "file")
+    monkeypatch.setenv("NEXTBEST_OUTBOX_FILE", str(out))
+    assert main(["export", "nosuch-2026-06-30", "--db", str(db)]) == 1
+    assert "there is no batch nosuch-2026-06-30" in capsys.readouterr().err
+    assert main(["export", BATCH, "--db", str(db)]) == 1
+    assert f"batch {BATCH} has not been approved" in capsys.readouterr().err and not out.exists()
+
+    assert main(["approve", BATCH, "--by", "maria", "--db", str(db)]) == 0
+    assert f"nextbest export {BATCH}" in capsys.readouterr().out
+    assert main(["export", BATCH, "--db", str(db)]) == 0
+    printed = capsys.readouterr().out
+    sendable = len(CUSTOMERS) - len(BLOCKED)
+    assert f"Exported to file: {BATCH}" in printed and f"sent {sendable}," in printed
+    assert main(["export", "--db", str(db)]) == 0  # every approved batch: nothing is sent twice
+    assert f"already in the outbox {sendable}, sent 0," in capsys.readouterr().out
+    assert len(out.read_text().splitlines()) == sendable
