@@ -40,6 +40,7 @@ from pydantic import Field
 
 from dagster_project.decisioning.routing import (RETENTION_GOALS, RoutingPolicy, expected_values, frequency_capped,
                                                  goal_values, route)
+from dagster_project.delivery.approvals import unsent_campaigns
 from dagster_project.decisioning.timing import HOURS, best_send_hours, hour_of_week, next_time_at
 from dagster_project.ingest.contract import campaign_id
 from dagster_project.messaging.briefs import BriefError, BriefSet, load_briefs
@@ -110,6 +111,8 @@ class RoutingRun:
     # Scratch tables with the run's per-customer rows of big tables, sorted by customer id
     # (`per_customer_inputs`): "features", "engagement", "suppression". A chunk reads its range.
     inputs: dict[str, str] = field(default_factory=dict)
+    # Campaigns that will never be sent (`approvals.unsent_campaigns`): their assignments cap nobody.
+    released: frozenset[str] = frozenset()
 
     @property
     def at(self) -> datetime:
@@ -189,7 +192,9 @@ def plan_run(warehouse: WarehouseInterface, as_of: date, policy: RoutingPolicy, 
     hours = warehouse.read_df(STORE_HOURS_SQL, [at])
     store_hours = np.bincount(hour_of_week(hours["hour"]), weights=hours["events"].astype(float),
                               minlength=HOURS) if len(hours) else np.zeros(HOURS)
-    return RoutingRun(as_of, policy, briefs, models, store_hours, datetime.now(timezone.utc).replace(tzinfo=None))
+    run = RoutingRun(as_of, policy, briefs, models, store_hours, datetime.now(timezone.utc).replace(tzinfo=None))
+    with warehouse.transaction() as tx:
+        return replace(run, released=unsent_campaigns(tx, run.history_since.date(), as_of))
 
 
 def fresh_briefs(warehouse: WarehouseInterface, now: datetime) -> tuple[BriefSet, dict[str, StaleSourceError]]:
@@ -321,8 +326,8 @@ def assignment_history(tx: WarehouseSession, chunk: KeyRange, since: datetime) -
     frequency caps (`RoutingRun.history_since`): what a chunk reads stays a few weeks of assignments
     however long the append-only table grows (at 1M customers, a quarter of its rows the second day)."""
     if not tx.exists("nextbest", "assignments"):
-        return pd.DataFrame(columns=["customer_id", "playbook_id", "assigned_at", "arm"])
-    return tx.read_df(f"select customer_id, playbook_id, assigned_at, arm from nextbest.assignments "
+        return pd.DataFrame(columns=["customer_id", "playbook_id", "assigned_at", "arm", "campaign_id"])
+    return tx.read_df(f"select customer_id, playbook_id, assigned_at, arm, campaign_id from nextbest.assignments "
                       f"where {IN_CHUNK} and assigned_at > ?", [*chunk.bounds, since])
 
 
@@ -347,6 +352,8 @@ def read_chunk(warehouse: WarehouseInterface, run: RoutingRun, chunk: KeyRange) 
         features = features_at(tx, member.index, chunk, run.at, run.inputs.get("features"))
         clv = predicted_clv(tx, chunk)
         history = assignment_history(tx, chunk, run.history_since)
+        if run.released:  # nobody got those messages: they take no room in a cap
+            history = history[~history["campaign_id"].isin(run.released)]
         suppressed = suppression(tx, member.index, chunk, run.inputs.get("suppression"))
         events = (tx.read_df(f"select customer_id, occurred_at from {run.inputs['engagement']} where {IN_CHUNK}",
                              chunk.bounds) if "engagement" in run.inputs

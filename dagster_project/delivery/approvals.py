@@ -206,6 +206,59 @@ def latest_decision(tx: WarehouseSession, batch_id: str) -> Approval | None:
     return found[-1] if found else None
 
 
+# Routing writes these (decisioning/assets.py): a routed campaign's batch is `<playbook>-<run date>`.
+ROUTING_DECISIONS = f"{NEXTBEST_SCHEMA}.routing_decisions"
+
+
+def routed_batches(tx: WarehouseSession, since: date | None = None, until: date | None = None) -> dict[str, str]:
+    """campaign id -> batch id of every campaign routing assigned on run dates from `since` to before `until`."""
+    if not table_exists(tx, ROUTING_DECISIONS):
+        return {}
+    where = ["campaign_id is not null"]
+    params: list = []
+    if since is not None:
+        where.append("run_date >= cast(? as date)")
+        params.append(since)
+    if until is not None:
+        where.append("run_date < cast(? as date)")
+        params.append(until)
+    rows = tx.read_df(f"select distinct campaign_id, playbook_id, run_date from {ROUTING_DECISIONS} "
+                      f"where {' and '.join(where)}", params)
+    return {str(c): f"{p}-{pd.Timestamp(d).date().isoformat()}"
+            for c, p, d in zip(rows["campaign_id"], rows["playbook_id"], rows["run_date"])}
+
+
+def unsent_campaigns(tx: WarehouseSession, since: date, until: date) -> frozenset[str]:
+    """Routed campaigns (run dates from `since` to before `until`) that will never be sent: their batch's
+    latest decision is a rejection, or no draft of it was ever written (drafting failed or skipped it).
+    Nobody in them got a message, so their assignments take no room in a frequency cap."""
+    routed = routed_batches(tx, since, until)
+    if not routed:
+        return frozenset()
+    latest: dict[str, Approval] = {}
+    for decision in decisions(tx):
+        latest[decision.batch_id] = decision
+    drafted: set[str] = set()
+    if table_exists(tx, DRAFTS):
+        drafted = set(tx.read_df(f"select distinct batch_id from {DRAFTS} where as_of >= cast(? as date)",
+                                 [since])["batch_id"].astype(str))
+    return frozenset(c for c, batch in routed.items()
+                     if batch not in drafted or (batch in latest and latest[batch].decision == "rejected"))
+
+
+def never_exported_campaigns(tx: WarehouseSession) -> frozenset[str]:
+    """Routed campaigns none of whose messages reached the outbox (never approved, rejected, never drafted):
+    their treated customers got nothing, so they measure no lift."""
+    routed = routed_batches(tx)
+    if not routed:
+        return frozenset()
+    exported: set[str] = set()
+    if table_exists(tx, OUTBOX):
+        exported = set(tx.read_df(f"select distinct batch_id from {OUTBOX} where kind = 'message'")["batch_id"]
+                       .astype(str))
+    return frozenset(c for c, batch in routed.items() if batch not in exported)
+
+
 def record_decision(warehouse: WarehouseInterface, batch_id: str, decision: str, by: str, note: str | None = None,
                     *, now: datetime | None = None, source: str = "cli") -> Approval:
     """Append an approval or rejection of a batch, with the hash of its drafts as they are now.

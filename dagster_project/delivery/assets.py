@@ -302,8 +302,16 @@ def lift_chart_png(lift: pd.DataFrame) -> bytes | None:
 def campaign_lift(context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
     """Pool each playbook's finished campaigns and show lift with its 95% CI (DuckDB or Snowflake)."""
     performance = read_performance(warehouse)
+    with warehouse.transaction() as tx:
+        unsent = approvals.never_exported_campaigns(tx)
+    left_out = performance["campaign_id"].isin(unsent) if len(performance) else pd.Series(dtype=bool)
+    if left_out.any():
+        # Routed, then never approved (or rejected, or never drafted): treated and holdout alike got nothing.
+        context.log.info(f"left out {performance.loc[left_out, 'campaign_id'].nunique()} campaigns never sent")
+        performance = performance[~left_out]
     lift = playbook_lift(performance)
     metadata = {
+        "campaigns_not_sent": int(len(unsent)),
         "campaigns": int(performance["campaign_id"].nunique()) if len(performance) else 0,
         "finished_campaigns": int(performance.loc[performance["window_complete"].astype(bool), "campaign_id"].nunique())
         if len(performance) else 0,

@@ -146,10 +146,22 @@ def test_a_model_of_another_goal_does_not_value_a_playbook(store, wh, tmp_path):
     assert "at_risk_save" not in run.models and "win_back" in run.models
 
 
+def draft_routed_batches(wh, day: date) -> None:
+    """Write the day's batches as message_drafts would (awaiting review): a routed batch never drafted sends
+    nothing, so only drafted ones hold their customers' caps."""
+    from tests.delivery.test_approvals import write_drafts
+
+    sent = wh.read_df(f"select customer_id, playbook_id from {DECISIONS_TABLE} where run_date = ? "
+                      "and playbook_id is not null", [day])
+    for playbook, rows in sent.groupby("playbook_id"):
+        write_drafts(wh, f"{playbook}-{day.isoformat()}", sorted(rows["customer_id"]), playbook_id=playbook)
+
+
 def test_the_next_day_does_not_route_yesterdays_customers_again(store, wh):
     routed = set(store.execute("select customer_id from nextbest.assignments where assigned_at = ?",
                                [datetime.combine(END, datetime.min.time())]).df()["customer_id"])
     assert routed, "test_train_route_and_append routes END first"
+    draft_routed_batches(wh, END)
     next_day = date.fromordinal(END.toordinal() + 1)
     decided = decide(wh, next_day, RoutingPolicy()).set_index("customer_id")
     again = decided.loc[decided.index.intersection(sorted(routed))]
@@ -414,3 +426,36 @@ def test_only_the_playbooks_fresh_enough_for_their_brief_are_routed(store, store
     routed = store.execute(f"select distinct playbook_id from {DECISIONS_TABLE} where run_date = ? "
                            "and playbook_id is not null", [late]).fetchall()
     assert routed == [("win_back",)]
+
+
+def test_campaigns_rejected_or_never_drafted_cap_nobody(store, wh):
+    """A routed batch that is rejected, or never drafted, sends nothing: its customers are free the next day;
+    one awaiting review still holds its customers' caps (it may yet be approved)."""
+    from dagster_project.delivery.approvals import record_decision, unsent_campaigns
+    from dagster_project.ingest.contract import campaign_id
+    from tests.delivery.test_approvals import write_drafts
+
+    d1, d2 = date(2026, 6, 10), date(2026, 6, 11)
+    first = decide(wh, d1, RoutingPolicy())
+    write_decisions(wh, [first], d1)
+    sent = first[first["decision"] == "send"]
+    playbook = sent["playbook_id"].value_counts().index[0]
+    customers = sorted(sent.loc[sent["playbook_id"] == playbook, "customer_id"])
+    batch = f"{playbook}-{d1.isoformat()}"
+
+    def unsent() -> frozenset:
+        with wh.transaction() as tx:
+            return unsent_campaigns(tx, d1, d2)
+
+    def capped() -> int:
+        decided = decide(wh, d2, RoutingPolicy()).set_index("customer_id")
+        return int((decided.reindex(customers)["decision"] == "capped").sum())
+
+    assert campaign_id(batch) in unsent()  # routed, never drafted
+    free = capped()
+    write_drafts(wh, batch, customers, playbook_id=playbook)
+    assert campaign_id(batch) not in unsent()  # awaiting review: it may still go out
+    held = capped()
+    record_decision(wh, batch, "reject", "maria", "tone too pushy")
+    assert campaign_id(batch) in unsent()
+    assert capped() == free < held == len(customers)

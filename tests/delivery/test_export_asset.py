@@ -242,3 +242,25 @@ def test_nextbest_export_sends_an_approved_batch_once_and_says_why_not_otherwise
     assert main(["export", "--db", str(db)]) == 0  # every approved batch: nothing is sent twice
     assert f"already in the outbox {sendable}, sent 0," in capsys.readouterr().out
     assert len(out.read_text().splitlines()) == sendable
+
+
+def test_lift_leaves_out_routed_campaigns_that_were_never_sent(warehouse):
+    """Two finished expansion campaigns; the second was routed but never approved, so its treated customers
+    got nothing, like its holdout: pooled in, it would pull the playbook's lift toward zero."""
+    warehouse.execute("create schema if not exists analytics")
+    warehouse.execute("create schema if not exists nextbest")
+    warehouse.execute("""create table analytics.campaign_performance as select * from (values
+        ('expansion', 'addon_30d', 'pb-expansion-2026-03-01', 'holdout', true, 1000, 300, 250, 25),
+        ('expansion', 'addon_30d', 'pb-expansion-2026-03-02', 'holdout', true, 1000, 100, 250, 25))
+        as t(playbook_id, goal, campaign_id, control_arm, window_complete, treated_customers, treated_conversions,
+             control_customers, control_conversions)""")
+    warehouse.execute("""create table nextbest.routing_decisions as select * from (values
+        ('pb-expansion-2026-03-01', 'expansion', date '2026-03-01'),
+        ('pb-expansion-2026-03-02', 'expansion', date '2026-03-02')) as t(campaign_id, playbook_id, run_date)""")
+    warehouse.execute("""create table nextbest.outbox as select * from (values
+        ('expansion-2026-03-01', 'message')) as t(batch_id, kind)""")
+    result = dg.materialize([campaign_lift], resources={"warehouse": warehouse},
+                            instance=dg.DagsterInstance.ephemeral())
+    meta = {k: v.value for k, v in result.get_asset_materialization_events()[0].materialization.metadata.items()}
+    assert meta["campaigns_not_sent"] == 1 and meta["finished_campaigns"] == 1
+    assert "| expansion | addon_30d | 1 | 1,000 | 250 | 30.0% | 10.0% | +20.0 |" in meta["lift_by_playbook"]

@@ -27,6 +27,7 @@ from dagster_project.models.propensity_assets import customer_scores
 from dagster_project.models.uplift_training import UpliftModel
 from dagster_project.resources.snowflake import STAGE_PREFIX, SnowflakeWarehouse
 from dagster_project.resources.warehouse import DuckDBWarehouse, build_warehouse
+from tests.raw_frames import contract_frame
 from tests.resources.fakesnow_suite import ENV, _fetch_arrow_batches
 from tests.spies import rows_per_batch
 
@@ -96,7 +97,10 @@ def store_tables() -> dict[tuple[str, str], pd.DataFrame]:
         "assignment_id": [f"as-old-{c}" for c in customers[:6]], "campaign_id": "pb-onboarding-2026-05-25",
         "playbook_id": "onboarding", "customer_id": customers[:6], "assigned_at": datetime(2026, 5, 25),
         "arm": "treatment", "message_id": None})
-    return {("analytics", "customer_features"): features, ("raw", "customers"): raw_customers,
+    # An order the day before: routing, like drafting, routes only playbooks whose data is fresh enough.
+    orders = contract_frame("orders", [("O1", customers[0], None, datetime.combine(RUN_DATE, datetime.min.time())
+                                        - timedelta(hours=12), "fulfilled", 14.0, None, None, None)])
+    return {("analytics", "customer_features"): features, ("raw", "customers"): raw_customers, ("raw", "orders"): orders,
             ("raw", "email_events"): email_events, ("analytics", "customer_segments"): segments,
             ("analytics", "customer_tags"): tags, ("nextbest", "customer_predictions"): predictions,
             ("nextbest", "assignments"): assignments}
@@ -221,7 +225,9 @@ def test_raw_sources_observe_snowflake_and_never_write_its_raw_tables(engines):
                 for event in result.get_asset_materialization_events()}
     assert observed["customers"]["dagster/row_count"].value == CUSTOMERS
     assert observed["customers"]["newest_record"].value == str(datetime(2025, 1, 1) + timedelta(days=CUSTOMERS - 1))
-    assert observed["orders"]["dagster/row_count"].value == 0 and observed["orders"]["newest_record"].value == "none"
+    assert observed["orders"]["dagster/row_count"].value == 1
+    assert observed["orders"]["newest_record"].value == str(datetime(2026, 5, 31, 12))
+    assert observed["payments"]["dagster/row_count"].value == 0 and observed["payments"]["newest_record"].value == "none"
     refused = dg.materialize([raw_sources], resources={"warehouse": snow}, instance=dg.DagsterInstance.ephemeral(),
                              run_config={"ops": {"raw_sources": {"config": {"mode": "simulate"}}}},
                              raise_on_error=False)
