@@ -79,6 +79,11 @@ def _reading(warehouse: WarehouseInterface) -> Iterator[WarehouseSession]:
         con.close()
 
 
+def _shown(value, blank: str = "-") -> str:
+    """A text cell as a reviewer reads it: `blank` for a missing one (None, or NaN from a column of blanks)."""
+    return blank if value is None or (isinstance(value, float) and value != value) or value == "" else str(value)
+
+
 def _indent(text: str, prefix: str = "    ") -> str:
     return textwrap.indent(str(text).strip(), prefix)
 
@@ -128,8 +133,8 @@ def render_review(review, delivered: str = "") -> str:
     out.append("")
     out.append(f"Random sample of sendable drafts ({len(review.sample)}):")
     for row in review.sample.itertuples(index=False):
-        out += ["", f"--- {row.customer_id} · {row.angle} · offer {row.offer_id or '-'} · CTA {row.cta}",
-                f"    Subject: {row.subject}", f"    Preheader: {row.preheader or ''}", _indent(row.body)]
+        out += ["", f"--- {row.customer_id} · {row.angle} · offer {_shown(row.offer_id)} · CTA {row.cta}",
+                f"    Subject: {row.subject}", f"    Preheader: {_shown(row.preheader, '')}", _indent(row.body)]
     out += ["", f"Approve: nextbest approve {s.batch_id} --by NAME [--note ...]",
             f"Reject:  nextbest reject {s.batch_id} --by NAME --reason ..."]
     return "\n".join(out)
@@ -160,7 +165,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace, decision: str, note: str | None) -> int:
-    from dagster_project.delivery.approvals import ApprovalError, approval_ttl, record_decision
+    from dagster_project.delivery.approvals import ApprovalError, approval_ttl, latest_decision, record_decision
 
     try:
         ttl = approval_ttl()
@@ -169,10 +174,16 @@ def _decide(args: argparse.Namespace, decision: str, note: str | None) -> int:
         print(f"Cannot {decision} {args.batch}: {error}", file=sys.stderr)
         return 2
     try:
+        with _reading(warehouse) as tx:
+            before = latest_decision(tx, args.batch)
         approval = record_decision(warehouse, args.batch, decision, args.by, note, source="cli")
     except ApprovalError as error:
         print(f"Cannot {decision} {args.batch}: {error}", file=sys.stderr)
         return 2
+    if before is not None:  # the decision this one replaces: a reviewer overruling another sees whose
+        what = "approval" if before.decision == "approved" else "rejection"
+        print(f"Replaces the {what} by {before.decided_by} at {before.decided_at:%Y-%m-%d %H:%M} UTC"
+              + (f": {before.note}" if before.note else ""))
     if approval.decision == "approved":
         until = approval.decided_at + ttl
         print(f"Approved {approval.batch_id} by {approval.decided_by}: {approval.drafts_sendable} drafts will be "

@@ -169,13 +169,25 @@ def test_cli_review_approve_reject(store, capsys):
     assert _cli("approve", BATCH, "--by", "ana", "--note", "looks right", "--db", db) == 0
     assert "8 drafts will be sent (2 blocked stay unsent)" in capsys.readouterr().out
     assert _cli("reject", BATCH, "--by", "ben", "--reason", "wrong tone", "--db", db) == 0
-    assert "Rejected" in capsys.readouterr().out
+    rejected = capsys.readouterr().out
+    assert "Rejected" in rejected and "Replaces the approval by ana at " in rejected and "looks right" in rejected
+    assert _cli("approve", BATCH, "--by", "cy", "--db", db) == 0
+    assert "Replaces the rejection by ben at " in capsys.readouterr().out  # overruled, and says whom
     assert _cli("approve", "no_such-2026-01-01", "--by", "ana", "--db", db) == 2
     assert "has no drafts" in capsys.readouterr().err  # errors go to stderr
 
     with duckdb.connect(db, read_only=True) as con:
         rows = con.execute("select decision, decided_by, note, source from nextbest.approvals order by seq").fetchall()
-    assert rows == [("approved", "ana", "looks right", "cli"), ("rejected", "ben", "wrong tone", "cli")]
+    assert rows == [("approved", "ana", "looks right", "cli"), ("rejected", "ben", "wrong tone", "cli"),
+                    ("approved", "cy", None, "cli")]
+
+
+def test_review_shows_a_draft_without_an_offer_as_dash(store, capsys):
+    with duckdb.connect(store.path) as con:
+        con.execute("update nextbest.message_drafts set offer_id = null where customer_id = 'c1'")
+    assert _cli("review", BATCH, "--sample", "8", "--db", store.path) == 0
+    review = capsys.readouterr().out
+    assert "--- c1 · favourite_product · offer - ·" in review and "offer nan" not in review
 
 
 def test_cli_db_wins_over_a_snowflake_environment(store, capsys, monkeypatch, tmp_path):
