@@ -132,7 +132,7 @@ def _money(value: Any, currency: str = "$") -> str:
     return "-" if value is None else f"{currency}{float(value):,.2f}"
 
 
-def _prediction_line(p: dict, currency: str = "$") -> str:
+def _prediction_line(p: dict, currency: str = "$", status: str | None = None) -> str:
     """Churn risk band, predicted 12-month CLV and expected next order date, for the agent only."""
     risk = (f"churn risk {p.get('churn_risk_band') or '-'}"
             + (f" ({p['churn_risk']:.0%} chance of no order in 90 days)" if p.get("churn_risk") is not None else ""))
@@ -140,8 +140,24 @@ def _prediction_line(p: dict, currency: str = "$") -> str:
     if p.get("predicted_clv_12m_low") is not None and p.get("predicted_clv_12m_high") is not None:
         clv += (f" ({_money(p['predicted_clv_12m_low'], currency)}-"
                 f"{_money(p['predicted_clv_12m_high'], currency)})")
-    return (f"  Predicted: {risk} · {clv} · next order expected {_fmt(p.get('expected_next_order_date'))}"
+    return (f"  Predicted: {risk} · {clv} · {_next_order(p, status)}"
             f" · confidence {p.get('confidence') or '-'}")
+
+
+def _next_order(p: dict, status: str | None) -> str:
+    """The expected next order in words that fit the subscription: none is due while paused, and for a
+    customer without a live subscription it is the model's guess at a return, not a delivery."""
+    when = _fmt(p.get("expected_next_order_date"))
+    if status == "paused":
+        return f"next order: none while paused (the model expects one around {when})"
+    if status != "active":
+        return f"next order, if they come back: around {when}"
+    return f"next order expected {when}"
+
+
+def _plural(n: Any, word: str) -> str:
+    n = int(n or 0)
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def render_agent_view(row: dict, save: dict | None = None, predictions: dict | None = None,
@@ -158,12 +174,15 @@ def render_agent_view(row: dict, save: dict | None = None, predictions: dict | N
         f"{name} · {r['customer_id']} · as of {_fmt(r.get('as_of_date'))}",
         f"  Customer for {tenure} (since {_fmt(r.get('created_at'))}) · tenure tier {r.get('tenure_tier')}",
         f"  Lifetime value {_money(r.get('lifetime_value'), currency)}"
-        f" over {r.get('lifetime_fulfilled_orders') or 0} orders"
+        f" over {_plural(r.get('lifetime_fulfilled_orders'), 'order')}"
         f" · value tier {r.get('lifetime_value_tier')} · tags: {tags}",
         f"  Prefers {r.get('channel_preference') or 'email'} · writes {r.get('tone_preference') or 'unknown'}",
     ]
     if predictions:
-        lines.insert(3, _prediction_line(predictions, currency))
+        lines.insert(3, _prediction_line(predictions, currency, r.get("subscription_status")
+                                         if r.get("subscription_id") else None))
+        if r.get("recent_cancel_attempts"):
+            lines.insert(4, "  (the churn risk above is from their order pattern: it does not see the cancel attempt)")
     lines += ["", "Subscription"]
     if r.get("subscription_id"):
         lines.append(f"  {r.get('subscription_product_name') or r.get('subscription_product_id')} · "
@@ -190,14 +209,14 @@ def render_agent_view(row: dict, save: dict | None = None, predictions: dict | N
                  f"({r.get('last_payment_failure_reason') or 'no reason given'})"
                  if r.get("last_payment_failure_date") else "")]
     lines += ["", "Support (email / chat / phone)",
-              f"  {r.get('tickets_total') or 0} tickets: {r.get('email_tickets') or 0} email, "
+              f"  {_plural(r.get('tickets_total'), 'ticket')}: {r.get('email_tickets') or 0} email, "
               f"{r.get('chat_tickets') or 0} chat, {r.get('phone_tickets') or 0} phone"
               + (f" · average CSAT {r['avg_csat']:.1f}" if r.get("avg_csat") is not None else "")]
     if r.get("open_tickets"):
         lines.append(f"  OPEN ({r.get('open_tickets')}): {r.get('open_ticket_ids')} · {r.get('open_ticket_topics')}")
     if r.get("has_repeat_issue"):
         lines.append(f"  REPEAT ISSUE: {TICKET_TOPICS_SHORT.get(r.get('repeat_issue_topic'), r.get('repeat_issue_topic'))}"
-                     f" ({r.get('repeat_issues_in_lookback') or 0} repeat contacts: {r.get('repeat_issue_topics')})")
+                     f" ({_plural(r.get('repeat_issues_in_lookback'), 'repeat contact')}: {r.get('repeat_issue_topics')})")
     for ticket in str(r.get("ticket_history") or "").split("; "):
         if ticket:
             lines.append(f"  {ticket}")
@@ -207,7 +226,12 @@ def render_agent_view(row: dict, save: dict | None = None, predictions: dict | N
         if save["arm"] == "holdout":
             lines.append("  Holdout: standard cancel flow, no offer (this measures the save rate).")
         else:
-            lines.append(f"  Recommended: {save['option_id']} - {save['reason']}")
-            others = [o["id"] for o in json.loads(save["allowed_options"]) if o["id"] != save["option_id"]]
+            options = {o["id"]: o for o in json.loads(save["allowed_options"])}
+            chosen = options.get(save["option_id"], {})
+            lines.append(f"  Recommended: {save['option_id']} ({chosen.get('label') or save['option_id']}) - "
+                         f"{save['reason']}")
+            others = [f"{o['id']} ({o.get('label') or o['id']})" for i, o in options.items() if i != save["option_id"]]
             lines.append(f"  Agent may instead offer: {', '.join(others) or 'nothing else'}")
+            lines.append(f"  Log what you offered: nextbest save-offer-choice --recommendation "
+                         f"{save['recommendation_id']} --option ID --agent YOU")
     return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import duckdb
+import pytest
 
 from dagster_project.cli import main
 from dagster_project.models.clv_assets import PREDICTIONS_DDL, PREDICTIONS_TABLE
@@ -42,7 +43,7 @@ def test_agent_view_shows_predictions_when_they_exist(tmp_path, capsys):
     view = _view(path, capsys)
     assert "churn risk high (72% chance of no order in 90 days)" in view
     assert "predicted 12-month CLV $184.50 ($120.00-$260.00)" in view
-    assert "next order expected 2026-12-19" in view
+    assert "next order, if they come back: around 2026-12-19" in view  # C001 has no subscription
     shown = json.loads(_view(path, capsys, "--json"))["predictions"]
     assert shown["churn_risk_band"] == "high" and shown["predicted_clv_12m"] == 184.5
 
@@ -67,3 +68,40 @@ def test_agent_view_shows_money_in_the_store_currency(tmp_path, capsys, monkeypa
     _store(path)
     view = _view(path, capsys)
     assert "Lifetime value €210.00" in view and "$" not in view
+
+
+PREDICTED = {"churn_risk": 0.02, "churn_risk_band": "low", "predicted_clv_12m": 90.0,
+             "expected_next_order_date": "2026-12-19", "confidence": "high"}
+
+
+@pytest.mark.parametrize("status, said", [
+    ("active", "next order expected 2026-12-19"),
+    ("paused", "next order: none while paused (the model expects one around 2026-12-19)"),
+    ("cancelled", "next order, if they come back: around 2026-12-19"),
+])
+def test_the_expected_next_order_fits_the_subscription(status, said):
+    from dagster_project.service.context import render_agent_view
+
+    row = {"customer_id": "C9", "subscription_id": "S9", "subscription_status": status, "tickets_total": 1,
+           "lifetime_fulfilled_orders": 1, "has_repeat_issue": True, "repeat_issue_topic": "delivery_delay",
+           "repeat_issues_in_lookback": 1, "repeat_issue_topics": "delivery_delay"}
+    view = render_agent_view(row, predictions=PREDICTED)
+    assert said in view
+    assert "over 1 order ·" in view and "  1 ticket:" in view and "(1 repeat contact:" in view
+    attempted = render_agent_view({**row, "recent_cancel_attempts": 1}, predictions=PREDICTED)
+    assert "does not see the cancel attempt" in attempted and "does not see" not in view
+
+
+def test_the_save_offer_names_what_each_option_gives_and_how_to_log_the_choice():
+    from dagster_project.service.context import render_agent_view
+
+    options = [{"id": "product_swap", "label": "Swap to Brazil Cerrado"},
+               {"id": "longer_cycle", "label": "Every 28 days instead of every 14"},
+               {"id": "pause_instead", "label": "Pause instead of cancelling"}]
+    save = {"arm": "treatment", "trigger_kind": "portal_cancel_attempt", "triggered_at": "2026-11-27",
+            "option_id": "product_swap", "reason": "product fatigue", "allowed_options": json.dumps(options),
+            "recommendation_id": "save_offer:portal:PE1"}
+    view = render_agent_view({"customer_id": "C9"}, save=save)
+    assert "Recommended: product_swap (Swap to Brazil Cerrado) - product fatigue" in view
+    assert "longer_cycle (Every 28 days instead of every 14), pause_instead (Pause instead of cancelling)" in view
+    assert "nextbest save-offer-choice --recommendation save_offer:portal:PE1 --option ID --agent YOU" in view
