@@ -1,4 +1,4 @@
-"""Delivery commands for the `nextbest` CLI: `export [BATCH]`, `ingest-events FILE` and `serve-webhooks`.
+"""Delivery commands for the `nextbest` CLI: `export [BATCH]`, `lift`, `ingest-events FILE` and `serve-webhooks`.
 
 `export` runs the `export_approved_batch` job in this process (what the approval sensor launches).
 The other two write ESP events through the warehouse resource `NEXTBEST_WAREHOUSE` names (DuckDB at
@@ -28,6 +28,11 @@ def register(subparsers) -> None:
                              "approval holds, and whatever waited (quiet hours, retries)")
     export.add_argument("--db", default=None, help=DB_HELP)
     export.set_defaults(func=cmd_export)
+
+    lift = subparsers.add_parser(
+        "lift", help="did it work? each playbook's lift against its holdout over finished campaigns (campaign_lift)")
+    lift.add_argument("--db", default=None, help=DB_HELP)
+    lift.set_defaults(func=cmd_lift)
 
     ingest = subparsers.add_parser("ingest-events", help="load a JSONL/CSV file of ESP events into raw.email_events")
     ingest.add_argument("file", help="JSONL (.jsonl/.ndjson/.json) or CSV with event_id, customer_id, campaign_id, "
@@ -80,6 +85,35 @@ def cmd_export(args: argparse.Namespace) -> int:
           f"suppressed {meta.get('suppressed', 0)}, dead {meta.get('dead', 0)}")
     if meta.get("not_exported"):
         print(f"  not exported:\n{meta['not_exported']}")
+    return 0
+
+
+def cmd_lift(args: argparse.Namespace) -> int:
+    """Print `campaign_lift`'s table: finished campaigns pooled per playbook, with what is left out and why."""
+    from dagster_project.delivery.approval_commands import _reading
+    from dagster_project.delivery.approvals import never_exported_campaigns
+    from dagster_project.delivery.assets import CAMPAIGN_PERFORMANCE, lift_table_markdown, playbook_lift, read_performance
+
+    try:
+        warehouse = _warehouse(args)
+        with _reading(warehouse) as tx:
+            if not tx.exists(*CAMPAIGN_PERFORMANCE.split(".")):
+                print(f"No {CAMPAIGN_PERFORMANCE} yet: run the pipeline (`nextbest demo`, or the "
+                      "daily_personalization job) first", file=sys.stderr)
+                return 2
+            performance = read_performance(tx)
+            unsent = never_exported_campaigns(tx)
+    except Exception as error:  # noqa: BLE001 - shown to the user as is
+        print(f"Cannot open the warehouse: {error}", file=sys.stderr)
+        return 2
+    holdout = performance[performance["control_arm"] == "holdout"]
+    never = holdout["campaign_id"].isin(unsent)
+    running = ~never & ~holdout["window_complete"].astype(bool)
+    print(lift_table_markdown(playbook_lift(performance[~performance["campaign_id"].isin(unsent)])))
+    finished, provisional, not_sent = (holdout.loc[rows, "campaign_id"].nunique()
+                                       for rows in (~never & ~running, running, never))
+    print(f"\nCampaigns: {finished} finished (pooled above), {provisional} still inside their goal window "
+          f"(provisional, left out: see {CAMPAIGN_PERFORMANCE}), {not_sent} never sent (left out).")
     return 0
 
 

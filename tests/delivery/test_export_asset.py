@@ -244,7 +244,7 @@ def test_nextbest_export_sends_an_approved_batch_once_and_says_why_not_otherwise
     assert len(out.read_text().splitlines()) == sendable
 
 
-def test_lift_leaves_out_routed_campaigns_that_were_never_sent(warehouse):
+def test_lift_leaves_out_routed_campaigns_that_were_never_sent(warehouse, capsys):
     """Two finished expansion campaigns; the second was routed but never approved, so its treated customers
     got nothing, like its holdout: pooled in, it would pull the playbook's lift toward zero."""
     warehouse.execute("create schema if not exists analytics")
@@ -264,3 +264,11 @@ def test_lift_leaves_out_routed_campaigns_that_were_never_sent(warehouse):
     meta = {k: v.value for k, v in result.get_asset_materialization_events()[0].materialization.metadata.items()}
     assert meta["campaigns_not_sent"] == 1 and meta["finished_campaigns"] == 1
     assert "| expansion | addon_30d | 1 | 1,000 | 250 | 30.0% | 10.0% | +20.0 |" in meta["lift_by_playbook"]
+
+    from dagster_project.cli import main
+
+    assert main(["lift", "--db", warehouse.path]) == 0  # the marketer's view of the same
+    printed = capsys.readouterr().out
+    assert "| expansion | addon_30d | 1 | 1,000 | 250 | 30.0% | 10.0% | +20.0 |" in printed
+    assert "Campaigns: 1 finished (pooled above), 0 still inside their goal window" in printed
+    assert "1 never sent (left out)" in printed
