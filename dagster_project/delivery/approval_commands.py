@@ -155,6 +155,11 @@ def cmd_review(args: argparse.Namespace) -> int:
                 return 0
             review = review_batch(tx, args.batch, sample_size=max(0, args.sample), seed=args.seed)
             if review is None:
+                if args.batch.startswith("service_reply-"):
+                    print(f"{args.batch} holds support replies (nextbest.service_reply_drafts): they are not approved "
+                          "as a batch but read ticket by ticket: `nextbest service-context --customer ID` shows a "
+                          "customer's.")
+                    return 2
                 print(f"Batch {args.batch!r} has no drafts.\n\n{render_batches(tx)}")
                 return 2
             print(render_review(review, delivery_state(tx, args.batch)))

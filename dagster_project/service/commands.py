@@ -53,8 +53,9 @@ def _open(args, read_only: bool) -> tuple[Any, Callable[[], None]]:
 def run(args: argparse.Namespace) -> int:
     """Print the agent view of one customer."""
     from dagster_project.messaging.briefs import BriefError
-    from dagster_project.service.context import (latest_save_recommendation, load_predictions, load_service_context,
-                                                 render_agent_view, store_currency)
+    from dagster_project.service.context import (latest_reply_drafts, latest_save_recommendation, load_predictions,
+                                                 load_service_context, render_agent_view, render_reply_drafts,
+                                                 store_currency)
 
     try:
         source, close = _open(args, read_only=True)
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         rows = load_service_context(source, [args.customer])
         save = latest_save_recommendation(source, args.customer)
         predictions = load_predictions(source, args.customer)
+        replies = latest_reply_drafts(source, args.customer)
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -75,14 +77,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: no customer {args.customer!r} in analytics.customer_service_context", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({"context": row, "save_offer": save, "predictions": predictions}, indent=2, default=str))
+        print(json.dumps({"context": row, "save_offer": save, "predictions": predictions, "reply_drafts": replies},
+                         indent=2, default=str))
     else:
         try:
             currency = store_currency()
         except BriefError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        print(render_agent_view(row, save, predictions, currency))
+        print(render_agent_view(row, save, predictions, currency) + (render_reply_drafts(replies) if replies else ""))
     return 0
 
 

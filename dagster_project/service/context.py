@@ -96,6 +96,33 @@ def latest_save_recommendation(source, customer_id: str) -> dict | None:
     return _latest(source, RECOMMENDATIONS, customer_id, "triggered_at desc, recommendation_id desc")
 
 
+# Written by the service_reply_drafts asset (service/assets.py).
+REPLY_DRAFTS = "nextbest.service_reply_drafts"
+
+
+def latest_reply_drafts(source, customer_id: str) -> list[dict]:
+    """The customer's reply drafts of the newest day that has any (one per open ticket), by ticket."""
+    if not table_exists(source, REPLY_DRAFTS):
+        return []
+    with session_on(source) as tx:
+        frame = tx.read_df(f"""select ticket_id, subject, body, status, block_reason, as_of from {REPLY_DRAFTS}
+                               where customer_id = ? and as_of = (select max(as_of) from {REPLY_DRAFTS}
+                                                                  where customer_id = ?)
+                               order by ticket_id""", [customer_id, customer_id])
+    return plain_records(frame)
+
+
+def render_reply_drafts(drafts: list[dict]) -> str:
+    """The reply drafts as an agent reads them under the view: ticket, status, subject and body (or why blocked)."""
+    lines = ["", f"Reply drafts ({_fmt(drafts[0]['as_of'])}), to check before sending from the helpdesk"]
+    for d in drafts:
+        lines.append(f"  {d['ticket_id']} · {d['status']}" + (f" · {d['block_reason']}" if d.get("block_reason") else ""))
+        if d.get("status") != "blocked":
+            lines.append(f"    Subject: {d['subject']}")
+            lines += [f"    {line}" if line else "" for line in str(d["body"]).splitlines()]
+    return "\n".join(lines)
+
+
 def load_predictions(source, customer_id: str) -> dict | None:
     """The customer's `nextbest.customer_predictions` row, or None before the predictions exist (or without orders)."""
     from dagster_project.models.clv_assets import PREDICTIONS_TABLE

@@ -105,3 +105,26 @@ def test_the_save_offer_names_what_each_option_gives_and_how_to_log_the_choice()
     assert "Recommended: product_swap (Swap to Brazil Cerrado) - product fatigue" in view
     assert "longer_cycle (Every 28 days instead of every 14), pause_instead (Pause instead of cancelling)" in view
     assert "nextbest save-offer-choice --recommendation save_offer:portal:PE1 --option ID --agent YOU" in view
+
+
+def test_the_agent_view_shows_the_days_reply_drafts_for_the_customers_tickets(tmp_path, capsys):
+    path = tmp_path / "store.duckdb"
+    _store(path)
+    assert "Reply drafts" not in _view(path, capsys)  # before the reply drafts exist
+    with duckdb.connect(str(path)) as con:
+        con.execute("create schema if not exists nextbest")
+        con.execute("""create table nextbest.service_reply_drafts as select * from (values
+            ('T1', 'C001', 'Your order', 'Hi Ana,\n\nYesterday''s words.', 'pending_review', null, date '2026-11-24'),
+            ('T1', 'C001', 'Your order', 'Hi Ana,\n\nYour latest order is being prepared.', 'pending_review', null,
+             date '2026-11-25'),
+            ('T2', 'C001', 'Billing', 'Hi Ana', 'blocked', 'grounding: price 9.99 not in the context pack',
+             date '2026-11-25'),
+            ('T9', 'C002', 'Someone else', 'Hi Bo', 'pending_review', null, date '2026-11-25'))
+            as t(ticket_id, customer_id, subject, body, status, block_reason, as_of)""")
+    view = _view(path, capsys)
+    assert "Reply drafts (2026-11-25)" in view and "    Your latest order is being prepared." in view
+    assert "T2 · blocked · grounding: price 9.99 not in the context pack" in view
+    assert "Yesterday" not in view and "Someone else" not in view
+    assert [d["ticket_id"] for d in json.loads(_view(path, capsys, "--json"))["reply_drafts"]] == ["T1", "T2"]
+    assert main(["review", "service_reply-2026-11-25", "--db", str(path)]) == 2
+    assert "nextbest service-context --customer ID" in capsys.readouterr().out
