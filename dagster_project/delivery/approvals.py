@@ -282,6 +282,9 @@ def record_decision(warehouse: WarehouseInterface, batch_id: str, decision: str,
     if summary is None:
         hint = f" Known batches: {', '.join(recent)}." if recent else " There are no drafts yet (run message_drafts)."
         raise ApprovalError(f"batch {batch_id!r} has no drafts in {DRAFTS}.{hint}")
+    outdated = outdated_reason(summary.playbook_id, summary.run_date, now) if decision == "approved" else None
+    if outdated:
+        raise ApprovalError(f"batch {batch_id!r} is too old to approve: {outdated}")
     if decision == "approved" and summary.sendable == 0:
         raise ApprovalError(f"batch {batch_id!r} has nothing to send: all {summary.total} drafts are blocked "
                             f"(see `nextbest review {batch_id}`)")
@@ -310,6 +313,30 @@ def _when(moment: datetime) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
+def outdated_reason(playbook_id: str, run_date: date | None, now: datetime | None = None) -> str | None:
+    """Why a batch's drafts are too old to send, or None: written from the data of their run date, they may
+    say only what held then (a next delivery, skips, an offer), for the brief's `max_data_staleness_days`.
+    "Now" is `NEXTBEST_AS_OF` when set (as freshness judges it), else `now` or the clock."""
+    from dagster_project.messaging.briefs import BriefError, load_briefs
+    from dagster_project.quality.freshness import reference_time
+
+    if run_date is None:
+        return None
+    try:
+        brief = load_briefs().playbooks.get(playbook_id)
+    except BriefError:
+        return None  # the export's freshness check reports the briefs' problem
+    if brief is None:
+        return None
+    today = (reference_time() if os.environ.get("NEXTBEST_AS_OF") else naive_utc(now or utcnow())).date()
+    age = (today - run_date).days
+    if age <= brief.max_data_staleness_days:
+        return None
+    return (f"its drafts were written from the data of {run_date}, {age} days ago, longer than {playbook_id}'s "
+            f"max_data_staleness_days ({brief.max_data_staleness_days}): what they say (a next delivery, skips, "
+            f"an offer) may no longer hold. Review a newer batch of {playbook_id} instead (`nextbest review`)")
+
+
 def check_approval(tx: WarehouseSession, batch_id: str, now: datetime | None = None, ttl: timedelta | None = None,
                    drafts: pd.DataFrame | None = None) -> ApprovalCheck:
     """May `batch_id` be exported now? Checks the latest decision, its age and the drafts' hash."""
@@ -334,6 +361,9 @@ def check_approval(tx: WarehouseSession, batch_id: str, now: datetime | None = N
             f"{_when(expires_at)} ({TTL_ENV}={ttl.total_seconds() / 3600:g}); review the batch and approve it again"),
             latest, expires_at)
     summary = summarize_drafts(batch_id, batch_drafts(tx, batch_id) if drafts is None else drafts)
+    outdated = outdated_reason(summary.playbook_id, summary.run_date, now) if summary is not None else None
+    if outdated:
+        return ApprovalCheck(batch_id, False, f"batch {batch_id} is too old to send: {outdated}", latest, expires_at)
     if summary is None:
         return ApprovalCheck(batch_id, False, (
             f"batch {batch_id} was approved by {latest.decided_by} at {_when(latest.decided_at)} but has no "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import duckdb
@@ -15,7 +15,9 @@ from dagster_project.delivery.assets import approve_batch
 from dagster_project.messaging.assets import DRAFTS_DDL
 from tests.delivery.conftest import noon_utc
 
-BATCH = "at_risk_save-2026-03-10"
+# Drafted today: a batch is approved and sent within its brief's max_data_staleness_days of its run date.
+RUN_DAY = datetime.now(timezone.utc).date()
+BATCH = f"at_risk_save-{RUN_DAY}"
 
 
 def write_drafts(warehouse, batch_id: str, customer_ids, blocked=(),
@@ -59,7 +61,7 @@ def test_approval_is_appended_with_the_drafts_hash_and_holds(store):
     row = store.read_df("select batch_id, decision, decided_by, note, drafts_hash, run_date, playbook_id "
                         "from nextbest.approvals")
     assert list(row.itertuples(index=False, name=None)) == [
-        (BATCH, "approved", "ana", "offers checked", approval.drafts_hash, pd.Timestamp("2026-03-10"), "at_risk_save")]
+        (BATCH, "approved", "ana", "offers checked", approval.drafts_hash, pd.Timestamp(RUN_DAY), "at_risk_save")]
     holds = check(store, BATCH, now=noon_utc() + timedelta(hours=1))
     assert holds.ok and "approved by ana" in holds.reason
     with store.transaction() as tx:
@@ -135,11 +137,11 @@ def test_changed_drafts_need_a_new_approval_but_identical_regeneration_does_not(
 
 
 def test_decisions_that_cannot_be_recorded_say_why(store):
-    write_drafts(store, "win_back-2026-03-10", ["c20", "c21"], blocked={"c20", "c21"}, playbook_id="win_back")
+    write_drafts(store, f"win_back-{RUN_DAY}", ["c20", "c21"], blocked={"c20", "c21"}, playbook_id="win_back")
     with pytest.raises(approvals.ApprovalError, match=f"Known batches: {BATCH}"):
         approvals.record_decision(store, "at_risk_save-2026-03-11", "approve", "ana")
     with pytest.raises(approvals.ApprovalError, match="nothing to send: all 2 drafts are blocked"):
-        approvals.record_decision(store, "win_back-2026-03-10", "approve", "ana")
+        approvals.record_decision(store, f"win_back-{RUN_DAY}", "approve", "ana")
     with pytest.raises(approvals.ApprovalError, match="--by NAME"):
         approvals.record_decision(store, BATCH, "approve", " ")
     not_yet = check(store, BATCH)
@@ -220,3 +222,22 @@ def test_approve_batch_job_records_the_decision_from_run_config(store):
         assert con.execute("select decision, decided_by, note, source from nextbest.approvals").fetchall() == [
             ("approved", "ana", "from the UI", "dagster")]
     assert check(store, BATCH).ok
+
+
+def test_a_batch_older_than_its_briefs_data_window_is_neither_approved_nor_sent(store):
+    """Drafts say what held on their run date (a next delivery, skips): approved or sent days later, that may
+    no longer be true. win_back allows 7 days, at_risk_save 3 (their briefs' max_data_staleness_days)."""
+    old = f"win_back-{RUN_DAY - timedelta(days=8)}"
+    write_drafts(store, old, ["c40"], playbook_id="win_back")
+    with pytest.raises(approvals.ApprovalError, match=r"too old to approve: its drafts were written from the data "
+                                                      r"of .*, 8 days ago, longer than win_back's max_data_staleness"):
+        approvals.record_decision(store, old, "approve", "ana")
+    approvals.record_decision(store, old, "reject", "ana", "stale")  # a rejection is always recorded
+
+    recent = f"at_risk_save-{RUN_DAY - timedelta(days=3)}"
+    write_drafts(store, recent, ["c41"])
+    approvals.record_decision(store, recent, "approve", "ana")  # 3 days: still inside at_risk_save's window
+    with store.transaction() as tx:
+        assert approvals.check_approval(tx, recent).ok
+        later = approvals.check_approval(tx, recent, now=datetime.now(timezone.utc) + timedelta(days=1))
+    assert not later.ok and "too old to send" in later.reason and "4 days ago" in later.reason

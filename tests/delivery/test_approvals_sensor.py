@@ -18,7 +18,7 @@ from dagster_project.delivery import approvals
 from dagster_project.delivery.outbox import utcnow
 from dagster_project.delivery.sensors import approved_batches_sensor
 from dagster_project.resources.warehouse import DuckDBWarehouse
-from tests.delivery.test_approvals import BATCH, write_drafts
+from tests.delivery.test_approvals import BATCH, RUN_DAY, write_drafts
 
 
 @pytest.fixture
@@ -75,8 +75,8 @@ def test_rejected_expired_or_changed_approvals_request_nothing(db):
     requests, cursor, skip = tick(db)
     assert requests == [] and cursor == "2" and "rejected by ben" in skip
 
-    write_drafts(DuckDBWarehouse(path=str(db)), "win_back-2026-03-10", ["c20", "c21"], playbook_id="win_back")
-    _decide(db, "win_back-2026-03-10", "approve", "ana", now=utcnow() - timedelta(hours=80))
+    write_drafts(DuckDBWarehouse(path=str(db)), f"win_back-{RUN_DAY}", ["c20", "c21"], playbook_id="win_back")
+    _decide(db, f"win_back-{RUN_DAY}", "approve", "ana", now=utcnow() - timedelta(hours=80))
     requests, _, skip = tick(db, cursor)
     assert requests == [] and "expired" in skip
 

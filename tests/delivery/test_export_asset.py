@@ -17,7 +17,7 @@ from dagster_project.delivery.assets import assets, campaign_lift, esp_export, j
 from dagster_project.delivery.esp import FileEsp
 from dagster_project.delivery.sensors import sensors
 from dagster_project.resources.warehouse import DuckDBWarehouse
-from tests.delivery.test_approvals import BATCH, write_drafts
+from tests.delivery.test_approvals import BATCH, RUN_DAY, write_drafts
 
 CUSTOMERS = [f"c{i}" for i in range(12)]
 BLOCKED = {"c4"}
@@ -80,7 +80,7 @@ def test_an_approved_batch_is_sent_once_with_counts_per_state(db, tmp_path):
     lines = sent_lines(tmp_path)
     assert sorted(line["customer_id"] for line in lines) == sorted(set(CUSTOMERS) - BLOCKED)
     # The campaign id routing gave the assignments (pb-<playbook>-<run date>): ESP events come back on it.
-    assert {line["campaign_id"] for line in lines} == {f"pb-{BATCH}"} == {"pb-at_risk_save-2026-03-10"}
+    assert {line["campaign_id"] for line in lines} == {f"pb-{BATCH}"} == {f"pb-at_risk_save-{RUN_DAY}"}
     (materialization,) = result.asset_materializations_for_node("esp_export")
     meta = {k: v.value for k, v in materialization.metadata.items()}
     assert meta["queued"] == 11 and meta["sent"] == 11 and meta["outbox_sent"] == 11
@@ -110,11 +110,11 @@ def test_an_unapproved_or_changed_batch_is_not_sent(db, tmp_path):
 
 
 def test_without_a_batch_every_holding_approval_is_sent(db, tmp_path):
-    write_drafts(DuckDBWarehouse(path=str(db)), "win_back-2026-03-10", ["c20", "c21"], playbook_id="win_back")
-    write_drafts(DuckDBWarehouse(path=str(db)), "expansion-2026-03-10", ["c30"], playbook_id="expansion")
+    write_drafts(DuckDBWarehouse(path=str(db)), f"win_back-{RUN_DAY}", ["c20", "c21"], playbook_id="win_back")
+    write_drafts(DuckDBWarehouse(path=str(db)), f"expansion-{RUN_DAY}", ["c30"], playbook_id="expansion")
     decide(db, BATCH, "approve", "ana")
-    decide(db, "win_back-2026-03-10", "approve", "ana")
-    decide(db, "win_back-2026-03-10", "reject", "ben", "not this week")
+    decide(db, f"win_back-{RUN_DAY}", "approve", "ana")
+    decide(db, f"win_back-{RUN_DAY}", "reject", "ben", "not this week")
     result = export(db, tmp_path, batch=None)
     assert result.success
     assert {line["batch_id"] for line in sent_lines(tmp_path)} == {BATCH}
