@@ -228,13 +228,25 @@ def routed_batches(tx: WarehouseSession, since: date | None = None, until: date 
             for c, p, d in zip(rows["campaign_id"], rows["playbook_id"], rows["run_date"])}
 
 
-def unsent_campaigns(tx: WarehouseSession, since: date, until: date) -> frozenset[str]:
+def unsent_campaigns(tx: WarehouseSession, since: date, until: date, briefs=None) -> frozenset[str]:
     """Routed campaigns (run dates from `since` to before `until`) that will never be sent: their batch's
-    latest decision is a rejection, or no draft of it was ever written (drafting failed or skipped it).
-    Nobody in them got a message, so their assignments take no room in a frequency cap."""
+    latest decision is a rejection, no draft of it was ever written (drafting failed or skipped it), or it
+    was never decided on and is now too old to approve (`outdated_reason` on `until`). Nobody in them got a
+    message, so their assignments take no room in a frequency cap."""
+    from dagster_project.messaging.briefs import BriefError, load_briefs
+
     routed = routed_batches(tx, since, until)
     if not routed:
         return frozenset()
+    try:
+        briefs = briefs or load_briefs()
+    except BriefError:
+        briefs = None  # routing reports the briefs' problem; without them no batch counts as too old
+    day = datetime.combine(until, datetime.min.time())
+
+    def too_old(batch: str) -> bool:
+        playbook, run_date = batch[:-11], date.fromisoformat(batch[-10:])
+        return briefs is not None and outdated_reason(playbook, run_date, day, briefs) is not None
     latest: dict[str, Approval] = {}
     for decision in decisions(tx):
         latest[decision.batch_id] = decision
@@ -243,7 +255,8 @@ def unsent_campaigns(tx: WarehouseSession, since: date, until: date) -> frozense
         drafted = set(tx.read_df(f"select distinct batch_id from {DRAFTS} where as_of >= cast(? as date)",
                                  [since])["batch_id"].astype(str))
     return frozenset(c for c, batch in routed.items()
-                     if batch not in drafted or (batch in latest and latest[batch].decision == "rejected"))
+                     if batch not in drafted or (batch in latest and latest[batch].decision == "rejected")
+                     or (batch not in latest and too_old(batch)))
 
 
 def never_exported_campaigns(tx: WarehouseSession) -> frozenset[str]:
@@ -313,17 +326,19 @@ def _when(moment: datetime) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
-def outdated_reason(playbook_id: str, run_date: date | None, now: datetime | None = None) -> str | None:
+def outdated_reason(playbook_id: str, run_date: date | None, now: datetime | None = None,
+                    briefs=None) -> str | None:
     """Why a batch's drafts are too old to send, or None: written from the data of their run date, they may
     say only what held then (a next delivery, skips, an offer), for the brief's `max_data_staleness_days`.
-    "Now" is `NEXTBEST_AS_OF` when set (as freshness judges it), else `now` or the clock."""
+    "Now" is `NEXTBEST_AS_OF` when set (as freshness judges it), else `now` or the clock. `briefs`: a loaded
+    `BriefSet` (default: `load_briefs()`)."""
     from dagster_project.messaging.briefs import BriefError, load_briefs
     from dagster_project.quality.freshness import reference_time
 
     if run_date is None:
         return None
     try:
-        brief = load_briefs().playbooks.get(playbook_id)
+        brief = (briefs or load_briefs()).playbooks.get(playbook_id)
     except BriefError:
         return None  # the export's freshness check reports the briefs' problem
     if brief is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import dagster as dg
 import duckdb
@@ -428,7 +428,8 @@ def test_only_the_playbooks_fresh_enough_for_their_brief_are_routed(store, store
     assert routed == [("win_back",)]
 
 
-def test_campaigns_rejected_or_never_drafted_cap_nobody(store, wh):
+def test_campaigns_rejected_or_never_drafted_cap_nobody(store, wh, monkeypatch):
+    monkeypatch.delenv("NEXTBEST_AS_OF", raising=False)  # 'too old' is judged on the routing day
     """A routed batch that is rejected, or never drafted, sends nothing: its customers are free the next day;
     one awaiting review still holds its customers' caps (it may yet be approved)."""
     from dagster_project.delivery.approvals import record_decision, unsent_campaigns
@@ -459,3 +460,12 @@ def test_campaigns_rejected_or_never_drafted_cap_nobody(store, wh):
     record_decision(wh, batch, "reject", "maria", "tone too pushy")
     assert campaign_id(batch) in unsent()
     assert capped() == free < held == len(customers)
+
+    # Drafted and never decided on: it holds its caps while it may still be approved, not once it is too old
+    # to (win_back's brief allows 7 days, the others 3).
+    other = next(p for p in sent["playbook_id"].unique() if p != playbook)
+    pending = f"{other}-{d1.isoformat()}"
+    write_drafts(wh, pending, sorted(sent.loc[sent["playbook_id"] == other, "customer_id"]), playbook_id=other)
+    with wh.transaction() as tx:
+        assert campaign_id(pending) not in unsent_campaigns(tx, d1, d2)
+        assert campaign_id(pending) in unsent_campaigns(tx, d1, d1 + timedelta(days=8))
