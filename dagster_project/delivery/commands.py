@@ -47,13 +47,20 @@ def register(subparsers) -> None:
     serve.set_defaults(func=cmd_serve_webhooks)
 
 
+def _open_warehouse(args: argparse.Namespace):
+    """The warehouse a command works on, or None after saying why it cannot be opened."""
+    try:
+        return _warehouse(args)
+    except Exception as error:  # noqa: BLE001 - shown to the user as is
+        print(f"Cannot open the warehouse: {error}", file=sys.stderr)
+        return None
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Materialize `esp_export` here (the asset of `export_approved_batch`) on the warehouse `--db` or the
     environment names, to the ESP `NEXTBEST_ESP` names; exit 1 when the export refuses or fails."""
-    try:
-        warehouse = _warehouse(args)
-    except Exception as error:  # noqa: BLE001 - shown to the user as is
-        print(f"Cannot open the warehouse: {error}", file=sys.stderr)
+    warehouse = _open_warehouse(args)
+    if warehouse is None:
         return 2
     import dagster as dg
 
@@ -120,10 +127,8 @@ def cmd_lift(args: argparse.Namespace) -> int:
 def cmd_ingest_events(args: argparse.Namespace) -> int:
     from dagster_project.delivery.events import ingest_events_file
 
-    try:
-        warehouse = _warehouse(args)
-    except Exception as error:  # noqa: BLE001 - shown to the user as is
-        print(f"Cannot open the warehouse: {error}", file=sys.stderr)
+    warehouse = _open_warehouse(args)
+    if warehouse is None:
         return 2
     try:
         summary = ingest_events_file(warehouse, args.file)
@@ -142,10 +147,8 @@ def cmd_serve_webhooks(args: argparse.Namespace) -> int:
     if not secrets:
         print("No webhook secret configured: set " + " and/or ".join(WEBHOOK_SECRET_ENV.values()), file=sys.stderr)
         return 2
-    try:
-        warehouse = _warehouse(args)
-    except Exception as error:  # noqa: BLE001 - shown to the user as is
-        print(f"Cannot open the warehouse: {error}", file=sys.stderr)
+    warehouse = _open_warehouse(args)
+    if warehouse is None:
         return 2
     try:
         server = make_webhook_server(warehouse, secrets, args.host, args.port)
