@@ -260,9 +260,21 @@ def recommend(trigger: CancelTrigger, ctx: dict, brief: Brief, catalog: Catalog)
     pattern, evidence = customer_pattern(ctx, trigger.stated_reason, catalog)
     high_value = is_high_value(ctx)
     option, why = choose_option(pattern, high_value, options)
+    if pattern == "price_sensitive" and not option.percent_off:
+        why = f"{_no_discount_yet(brief, ctx)}; {why}"
     value = f"lifetime value tier {ctx.get('lifetime_value_tier') or 'unknown'}"
     reason = f"{pattern.replace('_', ' ')}: {evidence}; {value} -> {why}"
     return SaveRecommendation(f"{PLAYBOOK_ID}:{trigger.trigger_id}", trigger, pattern, option, reason, options)
+
+
+def _no_discount_yet(brief: Brief, ctx: dict) -> str:
+    """Why a price-sensitive customer gets no discount: each discount's price rule they do not meet yet."""
+    tenure, orders = _int(ctx, "tenure_months"), _int(ctx, "lifetime_fulfilled_orders")
+    unmet = [f"{o.id} needs {o.rules.min_orders} orders and {o.rules.min_tenure_months} months"
+             for o in brief.offers if o.kind == "percent_off" and o.id not in GENEROUS_OFFERS
+             and not meets_rules(o, tenure, orders)]
+    return (f"no discount allowed yet ({'; '.join(unmet)}; they have {orders} and {tenure})" if unmet
+            else "no discount in the brief")
 
 
 def assign_arm(unit_id: str, holdout_share: float, salt: str = PLAYBOOK_ID) -> str:

@@ -43,6 +43,9 @@ def test_price_sensitive_gets_a_discount_within_price_rules(save_brief, catalog)
     # one order: below save10's min_orders, so no discount at all - a pause instead
     new = recommend(trigger("price"), ctx(tenure_months=1, lifetime_fulfilled_orders=1), save_brief, catalog)
     assert new.option.id == "pause_instead" and not any(o.percent_off for o in new.allowed)
+    rule = save_brief.offer("save10").rules  # the agent reads why there is no discount
+    assert (f"no discount allowed yet (save10 needs {rule.min_orders} orders and {rule.min_tenure_months} months"
+            in new.reason and "they have 1 and 1)" in new.reason)
 
 
 def test_high_ltv_gets_the_more_generous_resolution(save_brief, catalog):
