@@ -32,7 +32,7 @@ from datetime import date, datetime, timedelta
 
 import pandas as pd
 
-from dagster_project.delivery.outbox import DRAFT_COLUMNS, OUTBOX, naive_utc, utcnow
+from dagster_project.delivery.outbox import DRAFT_COLUMNS, MESSAGE_EXTRAS, OUTBOX, naive_utc, utcnow
 from dagster_project.ingest.contract import NEXTBEST_SCHEMA
 from dagster_project.resources.warehouse import WarehouseInterface, WarehouseSession, table_exists
 
@@ -397,7 +397,7 @@ def check_approval(tx: WarehouseSession, batch_id: str, now: datetime | None = N
 def sendable_drafts(tx: WarehouseSession, batch_id: str) -> pd.DataFrame:
     """The drafts of a batch the outbox sends (not blocked), in `enqueue_batch`'s columns."""
     drafts = batch_drafts(tx, batch_id)
-    return drafts.loc[drafts["status"] == SENDABLE_STATUS, list(DRAFT_COLUMNS)].reset_index(drop=True)
+    return drafts.loc[drafts["status"] == SENDABLE_STATUS, [*DRAFT_COLUMNS, *MESSAGE_EXTRAS]].reset_index(drop=True)
 
 
 @dataclass(frozen=True)

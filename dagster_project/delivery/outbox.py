@@ -46,6 +46,9 @@ OUTBOX = f"{NEXTBEST_SCHEMA}.outbox"
 ATTEMPTS = f"{NEXTBEST_SCHEMA}.outbox_attempts"
 STATES = ("queued", "sending", "sent", "failed", "dead", "suppressed", "superseded")
 DRAFT_COLUMNS = ("batch_id", "customer_id", "playbook_id", "subject", "body", "cta")
+# What else of a draft the ESP gets when the drafts have it: the preheader, and the offer the body words
+# (its id, so the ESP template can apply the code). Optional: callers queuing their own rows may leave them out.
+MESSAGE_EXTRAS = ("preheader", "offer_id")
 # A profile update: `body` is the properties as a JSON object; subject and cta are not used.
 PROPERTY_COLUMNS = ("batch_id", "customer_id", "playbook_id", "body")
 KINDS = ("message", "properties")
@@ -60,6 +63,8 @@ create table if not exists {OUTBOX} (
   subject varchar not null,
   body varchar not null,
   cta varchar,
+  preheader varchar,
+  offer_id varchar,
   state varchar not null,
   attempts integer not null,
   last_error varchar,
@@ -81,6 +86,8 @@ create table if not exists {OUTBOX} (
 OUTBOX_MIGRATIONS = (
     f"alter table {OUTBOX} add column if not exists kind varchar default 'message'",
     f"alter table {OUTBOX} add column if not exists destination varchar default '{ESP_DESTINATION}'",
+    f"alter table {OUTBOX} add column if not exists preheader varchar",
+    f"alter table {OUTBOX} add column if not exists offer_id varchar",
 )
 
 ATTEMPTS_DDL = f"""
@@ -118,7 +125,7 @@ def send_id_for(batch_id: str, customer_id: str, playbook_id: str, content: str 
 # The tables the outbox writes and reads, and the outbox columns added since it first shipped.
 NEEDED_TABLES = {("nextbest", "outbox"), ("nextbest", "outbox_attempts"), ("raw", "customers"),
                  ("raw", "email_events")}
-LATER_COLUMNS = {"kind", "destination"}
+LATER_COLUMNS = {"kind", "destination", *MESSAGE_EXTRAS}
 
 
 def ensure_outbox(warehouse: WarehouseInterface) -> None:
@@ -259,6 +266,8 @@ def enqueue_batch(warehouse: WarehouseInterface, batch_id: str, drafts_df: pd.Da
         "subject": "" if properties else drafts_df["subject"].astype(str).to_numpy(),
         "body": bodies,
         "cta": None if properties else [None if pd.isna(v) else str(v) for v in drafts_df["cta"]],
+        **{extra: None if properties or extra not in drafts_df else
+           [None if pd.isna(v) or v == "" else str(v) for v in drafts_df[extra]] for extra in MESSAGE_EXTRAS},
     })
     # One pending update per customer and playbook: the last one given wins.
     rows = rows.drop_duplicates(["customer_id", "playbook_id"] if properties else "send_id", keep="last")
@@ -419,7 +428,7 @@ def due_messages(db: WarehouseInterface | WarehouseSession, now: datetime, after
     return db.read_df(
         f"""
         with in_round as (
-            select o.send_id, o.batch_id, o.customer_id, o.playbook_id, o.subject, o.body, o.cta, o.attempts,
+            select o.send_id, o.batch_id, o.customer_id, o.playbook_id, o.subject, o.body, o.cta, o.preheader, o.offer_id, o.attempts,
                    o.state, o.kind, o.next_attempt_at,
                    row_number() over (partition by o.customer_id order by o.next_attempt_at, o.send_id) as rn
             from {OUTBOX} o
@@ -454,7 +463,7 @@ def due_messages(db: WarehouseInterface | WarehouseSession, now: datetime, after
             from raw.customers where customer_id in (select customer_id from picked)
             group by customer_id
         )
-        select p.send_id, p.batch_id, p.customer_id, p.playbook_id, p.subject, p.body, p.cta, p.attempts,
+        select p.send_id, p.batch_id, p.customer_id, p.playbook_id, p.subject, p.body, p.cta, p.preheader, p.offer_id, p.attempts,
                p.state, p.kind, c.customer_id is not null as customer_found, c.email, c.first_name, c.timezone,
                c.marketing_opt_in, s.event_type as suppress_event, s.occurred_at as suppress_at,
                coalesce(r.n, 0) as recent_sends
@@ -483,7 +492,7 @@ def in_flight(db: WarehouseInterface | WarehouseSession, run_token: str, kind: s
     (it crashed or was killed mid-send)."""
     where, params = scope(None, kind, destination, alias="o")
     return db.read_df(
-        f"""select o.send_id, o.batch_id, o.customer_id, o.playbook_id, o.subject, o.body, o.cta, o.attempts,
+        f"""select o.send_id, o.batch_id, o.customer_id, o.playbook_id, o.subject, o.body, o.cta, o.preheader, o.offer_id, o.attempts,
                    o.kind, c.email, c.first_name
             from {OUTBOX} o left join raw.customers c on c.customer_id = o.customer_id
             where o.state = 'sending' and coalesce(o.claim_token, '') <> ? {where}""",

@@ -241,7 +241,10 @@ def test_nextbest_export_sends_an_approved_batch_once_and_says_why_not_otherwise
     assert f"Exported to file: {BATCH}" in printed and f"sent {sendable}," in printed
     assert main(["export", "--db", str(db)]) == 0  # every approved batch: nothing is sent twice
     assert f"already in the outbox {sendable}, sent 0," in capsys.readouterr().out
-    assert len(out.read_text().splitlines()) == sendable
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == sendable
+    # The ESP gets what the reviewer approved beside the body: the preheader, and the offer the body words.
+    assert {(x["preheader"], x["offer_id"]) for x in lines} == {("Your next bag is on us", "SAVE15")}
 
 
 def test_lift_leaves_out_routed_campaigns_that_were_never_sent(warehouse, capsys):

@@ -349,7 +349,8 @@ def test_every_bad_profile_update_in_a_batch_is_named_in_row_order(warehouse):
 def test_an_outbox_from_before_kinds_is_migrated_and_its_rows_are_messages(warehouse, esp_server):
     from dagster_project.delivery.outbox import OUTBOX_DDL
 
-    old_ddl = "\n".join(line for line in OUTBOX_DDL.splitlines() if not line.strip().startswith(("kind", "destination")))
+    old_ddl = "\n".join(line for line in OUTBOX_DDL.splitlines()
+                        if not line.strip().startswith(("kind", "destination", "preheader", "offer_id")))
     warehouse.execute("create schema if not exists nextbest")
     warehouse.execute(old_ddl.replace("esp_message_id varchar,", "esp_message_id varchar"))
     warehouse.execute("""insert into nextbest.outbox (send_id, batch_id, customer_id, playbook_id, subject, body,
@@ -361,3 +362,4 @@ def test_an_outbox_from_before_kinds_is_migrated_and_its_rows_are_messages(wareh
     row = outbox_rows(warehouse).iloc[0]
     assert (row.kind, row.destination, row.state) == ("message", "esp", "sent")
     assert summary.sent == 1 and list(server.deliveries) == ["old1"]
+    assert (row.preheader, row.offer_id) == (None, None)  # added by the migration, blank for old rows

@@ -40,6 +40,8 @@ class OutboundMessage:
     subject: str
     body: str
     cta: str | None
+    preheader: str | None = None
+    offer_id: str | None = None  # the offer the body words: the ESP template applies its code
 
     def personalised_fields(self) -> dict[str, Any]:
         """The fields an ESP template renders; `campaign_id`/`message_id` come back on ESP events."""
@@ -50,8 +52,10 @@ class OutboundMessage:
             "batch_id": self.batch_id,
             "playbook_id": self.playbook_id,
             "subject": self.subject,
+            "preheader": self.preheader,
             "body": self.body,
             "cta": self.cta,
+            "offer_id": self.offer_id,
         }
 
 
