@@ -17,7 +17,6 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from dagster_dbt import DbtProject
 from filelock import FileLock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -179,11 +178,21 @@ WAREHOUSE_RUN_TAG = "nextbest/warehouse"
 WAREHOUSE_RUN_TAGS = {WAREHOUSE_RUN_TAG: os.environ.get("NEXTBEST_WAREHOUSE", "").strip().lower() or "duckdb"}
 
 
-dbt_project = DbtProject(
-    project_dir=DBT_PROJECT_DIR,
-    profiles_dir=DBT_PROJECT_DIR,
-    target=dbt_target(),
-)
+# Where `dbt parse` writes the manifest the asset graph is read from (DbtProject's default target path).
+MANIFEST_PATH = DBT_PROJECT_DIR / "target" / "manifest.json"
+_DBT_PROJECT: list = []
+
+
+def __getattr__(name: str):
+    """`dbt_project` (dagster-dbt's DbtProject of dbt/), made on first use: importing dagster-dbt takes ~2 s,
+    which every `nextbest` command (an agent's `service-context` lookup) would otherwise pay at start."""
+    if name != "dbt_project":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if not _DBT_PROJECT:
+        from dagster_dbt import DbtProject
+
+        _DBT_PROJECT.append(DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target=dbt_target()))
+    return _DBT_PROJECT[0]
 
 
 def _newest_source_mtime(project_dir: Path) -> float:
@@ -199,7 +208,7 @@ def ensure_manifest() -> Path:
     `dagster dev`, the CLI and the tests all load the asset graph from
     `dbt/target/manifest.json`; a fresh clone has none, so it is built on first use.
     """
-    return parse_when_stale(DBT_PROJECT_DIR, dbt_project.manifest_path)
+    return parse_when_stale(DBT_PROJECT_DIR, MANIFEST_PATH)
 
 
 def parse_when_stale(project_dir: Path, manifest: Path) -> Path:
