@@ -56,6 +56,10 @@ def test_simulate_rejects_bad_sizes(duckdb_file, capsys):
     with pytest.raises(SystemExit):
         main(["simulate", "--customers", "0"])
     assert "positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["simulate", "--customers", "abc"])
+    err = capsys.readouterr().err
+    assert "--customers: must be a positive whole number, got 'abc'" in err and "_positive_int" not in err
 
 
 def test_import_of_a_missing_folder_is_a_clear_error(duckdb_file, tmp_path, capsys):

@@ -53,9 +53,9 @@ def _open(args, read_only: bool) -> tuple[Any, Callable[[], None]]:
 def run(args: argparse.Namespace) -> int:
     """Print the agent view of one customer."""
     from dagster_project.messaging.briefs import BriefError
-    from dagster_project.service.context import (latest_reply_drafts, latest_save_recommendation, load_predictions,
-                                                 load_service_context, render_agent_view, render_reply_drafts,
-                                                 store_currency)
+    from dagster_project.service.context import (customers_like, latest_reply_drafts, latest_save_recommendation,
+                                                 load_predictions, load_service_context, render_agent_view,
+                                                 render_reply_drafts, store_currency)
 
     try:
         source, close = _open(args, read_only=True)
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         save = latest_save_recommendation(source, args.customer)
         predictions = load_predictions(source, args.customer)
         replies = latest_reply_drafts(source, args.customer)
+        alike = [] if args.customer in rows else customers_like(source, args.customer)
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -74,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         close()
     row = rows.get(args.customer)
     if row is None:
-        print(f"error: no customer {args.customer!r} in analytics.customer_service_context", file=sys.stderr)
+        print(f"error: no customer {args.customer!r} in analytics.customer_service_context"
+              + (f"; did you mean {' or '.join(map(repr, alike))}? (ids are case-sensitive)" if alike else ""),
+              file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps({"context": row, "save_offer": save, "predictions": predictions, "reply_drafts": replies},

@@ -96,6 +96,14 @@ def latest_save_recommendation(source, customer_id: str) -> dict | None:
     return _latest(source, RECOMMENDATIONS, customer_id, "triggered_at desc, recommendation_id desc")
 
 
+def customers_like(source, customer_id: str) -> list[str]:
+    """Customer ids that differ from `customer_id` only in case or surrounding spaces (a typed `c00000042`)."""
+    with session_on(source) as tx:
+        frame = tx.read_df(f"select customer_id from {SERVICE_CONTEXT} where lower(customer_id) = lower(?) "
+                           "order by customer_id limit 3", [customer_id.strip()])
+    return [str(c) for c in frame["customer_id"]]
+
+
 # Written by the service_reply_drafts asset (service/assets.py).
 REPLY_DRAFTS = "nextbest.service_reply_drafts"
 

@@ -128,3 +128,12 @@ def test_the_agent_view_shows_the_days_reply_drafts_for_the_customers_tickets(tm
     assert [d["ticket_id"] for d in json.loads(_view(path, capsys, "--json"))["reply_drafts"]] == ["T1", "T2"]
     assert main(["review", "service_reply-2026-11-25", "--db", str(path)]) == 2
     assert "nextbest service-context --customer ID" in capsys.readouterr().out
+
+
+def test_a_customer_id_in_the_wrong_case_is_pointed_to_the_right_one(tmp_path, capsys):
+    path = tmp_path / "store.duckdb"
+    _store(path)
+    assert main(["service-context", "--customer", "c001", "--db", str(path)]) == 2
+    assert "no customer 'c001' in analytics.customer_service_context; did you mean 'C001'?" in capsys.readouterr().err
+    assert main(["service-context", "--customer", "C999", "--db", str(path)]) == 2
+    assert "did you mean" not in capsys.readouterr().err
