@@ -113,6 +113,8 @@ class RoutingRun:
     inputs: dict[str, str] = field(default_factory=dict)
     # Campaigns that will never be sent (`approvals.unsent_campaigns`): their assignments cap nobody.
     released: frozenset[str] = frozenset()
+    # A rerun of a day already decided: only customers without a decision that day (imported since) are routed.
+    only_undecided: bool = False
 
     @property
     def at(self) -> datetime:
@@ -347,6 +349,10 @@ def read_chunk(warehouse: WarehouseInterface, run: RoutingRun, chunk: KeyRange) 
     """One chunk's inputs, in one snapshot; None when none of its customers is in an audience."""
     with warehouse.transaction() as tx:  # one connection, one snapshot, reads only
         member = audiences(tx, run.briefs, chunk)
+        if run.only_undecided and not member.empty:
+            decided = tx.read_df(f"select customer_id from {DECISIONS_TABLE} where run_date = cast(? as date) "
+                                 f"and {IN_CHUNK}", [run.as_of, *chunk.bounds])["customer_id"]
+            member = member[~member.index.isin(decided)]
         if member.empty:
             return None
         features = features_at(tx, member.index, chunk, run.at, run.inputs.get("features"))
@@ -529,26 +535,41 @@ def ensure_tables(warehouse: WarehouseInterface) -> None:
     warehouse.execute(ASSIGNMENTS_DDL)
 
 
+def undecided_customers(source: WarehouseInterface | WarehouseSession, as_of: date) -> int:
+    """How many customers in a segment or tag have no decision on `as_of` (the table must exist)."""
+    found = source.read_df(f"""select count(*) as n from ({CUSTOMERS_SQL.replace("order by customer_id", "")}) c
+                               where not exists (select 1 from {DECISIONS_TABLE} d
+                                                 where d.run_date = cast(? as date) and d.customer_id = c.customer_id)""",
+                           [as_of])
+    return int(found.iloc[0, 0])
+
+
 def already_decided(source: WarehouseInterface | WarehouseSession, as_of: date) -> bool:
     """Whether nextbest.routing_decisions has rows for this run date (the table must exist)."""
     found = source.read_df(f"select count(*) as n from {DECISIONS_TABLE} where run_date = cast(? as date)", [as_of])
     return bool(int(found.iloc[0, 0]))
 
 
-def write_decisions(warehouse: WarehouseInterface, chunks: Iterable[pd.DataFrame], as_of: date) -> int:
+def write_decisions(warehouse: WarehouseInterface, chunks: Iterable[pd.DataFrame], as_of: date,
+                    adding: bool = False) -> int:
     """Append the run date's decisions and assignments in one transaction; 0 when that date was already decided.
 
-    Each chunk goes to a scratch table as it comes, so memory holds one chunk.
+    `adding`: the date was decided before, and these are customers it has no decision for (imported since):
+    appended but for any a run meanwhile decided. Each chunk goes to a scratch table as it comes, so memory
+    holds one chunk.
     """
     ensure_tables(warehouse)
-    if already_decided(warehouse, as_of):
+    if already_decided(warehouse, as_of) and not adding:
         return 0
     with warehouse.staged("nextbest", "routing_decisions") as staged:
         for decisions in chunks:
             staged.write_df(decisions[list(DECISION_COLUMNS)])
         with warehouse.transaction() as tx:
-            if already_decided(tx, as_of):  # a run that finished meanwhile: append nothing
+            if not adding and already_decided(tx, as_of):  # a run that finished meanwhile: append nothing
                 return 0
+            if adding and staged.rows:  # decision ids hash the date and the customer: one per customer and day
+                tx.execute(f"delete from {staged.relation(tx)} where decision_id in "
+                           f"(select decision_id from {DECISIONS_TABLE} where run_date = cast(? as date))", [as_of])
             if staged.rows:
                 # Assignments first: both inserts read the staged rows, never the table they fill.
                 tx.execute(f"""insert into nextbest.assignments (assignment_id, campaign_id, playbook_id, customer_id,
@@ -583,14 +604,20 @@ def routing_decisions(context: dg.AssetExecutionContext, config: RoutingConfig,
 def _route(context: dg.AssetExecutionContext, warehouse: WarehouseInterface, as_of: date,
            policy: RoutingPolicy, now: datetime) -> dg.MaterializeResult:
     ensure_tables(warehouse)
-    if already_decided(warehouse, as_of):
-        context.log.info(f"{DECISIONS_TABLE} already has decisions for {as_of}; nothing appended")
-        return dg.MaterializeResult(metadata={"run_date": as_of.isoformat(), "appended": 0,
-                                              "global_holdout_share": policy.global_holdout_share})
+    adding = already_decided(warehouse, as_of)
+    if adding:
+        undecided = undecided_customers(warehouse, as_of)
+        if not undecided:
+            context.log.info(f"{DECISIONS_TABLE} already has decisions for {as_of}; nothing appended")
+            return dg.MaterializeResult(metadata={"run_date": as_of.isoformat(), "appended": 0,
+                                                  "global_holdout_share": policy.global_holdout_share})
+        context.log.info(f"{DECISIONS_TABLE} already has decisions for {as_of}: deciding only the {undecided:,} "
+                         "customers in a segment or tag it has none for (imported since the day's first run, or in "
+                         "no routed playbook's audience)")
     briefs, stale = fresh_briefs(warehouse, now)
     for error in stale.values():
         context.log.warning(f"not routed: {error}")
-    run = plan_run(warehouse, as_of, policy, briefs)
+    run = replace(plan_run(warehouse, as_of, policy, briefs), only_undecided=adding)
     counts: dict[str, int] = {}
     sends: dict[str, int] = {}
     totals = {"global_holdout_assigned": 0, "expected_incremental_value": 0.0}
@@ -607,7 +634,7 @@ def _route(context: dg.AssetExecutionContext, warehouse: WarehouseInterface, as_
             totals["expected_incremental_value"] += float(sent["expected_value"].sum())
             yield decisions
 
-    written = write_decisions(warehouse, chunks(), as_of)
+    written = write_decisions(warehouse, chunks(), as_of, adding=adding)
     return dg.MaterializeResult(metadata={
         "run_date": as_of.isoformat(), "appended": written,
         **({"skipped_stale": dg.MetadataValue.json(sorted(stale))} if stale else {}),

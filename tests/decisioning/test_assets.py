@@ -469,3 +469,27 @@ def test_campaigns_rejected_or_never_drafted_cap_nobody(store, wh, monkeypatch):
     with wh.transaction() as tx:
         assert campaign_id(pending) not in unsent_campaigns(tx, d1, d2)
         assert campaign_id(pending) in unsent_campaigns(tx, d1, d1 + timedelta(days=8))
+
+
+def test_a_rerun_of_a_decided_day_routes_only_the_customers_it_has_no_decision_for(store, store_path):
+    """Customers imported after the day's first run are routed by a rerun the same day; nobody else is
+    decided, or assigned, twice."""
+    day = date(2026, 6, 4)  # a day no other test routes; the store's data (to June 1) is still fresh
+    first = route_on(store_path, day)
+    assert first.get_asset_materialization_events()[0].materialization.metadata["appended"].value > 0
+    decided = store.execute(f"select * from {DECISIONS_TABLE} where run_date = ? order by customer_id", [day]).df()
+    late = decided.loc[decided["playbook_id"].notna(), "customer_id"].head(5).tolist()
+    # As if these five arrived after the first run: no decision, no assignment that day.
+    store.execute(f"delete from {DECISIONS_TABLE} where run_date = ? and customer_id in (select unnest(?))", [day, late])
+    store.execute("delete from nextbest.assignments where assigned_at = ? and customer_id in (select unnest(?))",
+                  [datetime.combine(day, datetime.min.time()), late])
+    again = route_on(store_path, day)
+    assert again.get_asset_materialization_events()[0].materialization.metadata["appended"].value == len(late)
+    now = store.execute(f"select * from {DECISIONS_TABLE} where run_date = ? order by customer_id", [day]).df()
+    same = ["decision_id", "customer_id", "decision", "playbook_id", "arm", "assignment_id"]
+    pd.testing.assert_frame_equal(now[same].reset_index(drop=True), decided[same].reset_index(drop=True))
+    assigned = store.execute("select count(*), count(distinct customer_id) from nextbest.assignments "
+                             "where assigned_at = ?", [datetime.combine(day, datetime.min.time())]).fetchone()
+    assert assigned[0] == assigned[1] == decided["arm"].notna().sum()
+    third = route_on(store_path, day)  # nothing left to decide
+    assert third.get_asset_materialization_events()[0].materialization.metadata["appended"].value == 0
