@@ -570,6 +570,7 @@ def write_decisions(warehouse: WarehouseInterface, chunks: Iterable[pd.DataFrame
             if adding and staged.rows:  # decision ids hash the date and the customer: one per customer and day
                 tx.execute(f"delete from {staged.relation(tx)} where decision_id in "
                            f"(select decision_id from {DECISIONS_TABLE} where run_date = cast(? as date))", [as_of])
+                staged.rows = int(tx.read_df(f"select count(*) as n from {staged.relation(tx)}").iloc[0, 0])
             if staged.rows:
                 # Assignments first: both inserts read the staged rows, never the table they fill.
                 tx.execute(f"""insert into nextbest.assignments (assignment_id, campaign_id, playbook_id, customer_id,

@@ -493,3 +493,7 @@ def test_a_rerun_of_a_decided_day_routes_only_the_customers_it_has_no_decision_f
     assert assigned[0] == assigned[1] == decided["arm"].notna().sum()
     third = route_on(store_path, day)  # nothing left to decide
     assert third.get_asset_materialization_events()[0].materialization.metadata["appended"].value == 0
+    # A run that decided everyone meanwhile: what it would add is there already, and it says so.
+    wh = DuckDBWarehouse(path=str(store_path))
+    assert write_decisions(wh, [decide(wh, day, RoutingPolicy())], day, adding=True) == 0
+    assert store.execute(f"select count(*) from {DECISIONS_TABLE} where run_date = ?", [day]).fetchone()[0] == len(now)
