@@ -104,6 +104,8 @@ def customers_like(source, customer_id: str) -> list[str]:
     return [str(c) for c in frame["customer_id"]]
 
 
+# Written by the customer_scores asset (models/propensity_assets.py).
+SCORES = "nextbest.customer_scores"
 # Written by the service_reply_drafts asset (service/assets.py).
 REPLY_DRAFTS = "nextbest.service_reply_drafts"
 
@@ -137,7 +139,13 @@ def load_predictions(source, customer_id: str) -> dict | None:
 
     if not table_exists(source, PREDICTIONS_TABLE):
         return None
-    return _latest(source, PREDICTIONS_TABLE, customer_id, "as_of_date desc")
+    found = _latest(source, PREDICTIONS_TABLE, customer_id, "as_of_date desc")
+    if found is not None and table_exists(source, SCORES):
+        # The churn propensity model reads behaviour (cancel attempts, skips, engagement), which the order
+        # pattern behind `churn_risk` does not: an agent sees both.
+        scores = _latest(source, SCORES, customer_id, "as_of_date desc")
+        found["p_churn_30d"] = None if scores is None else scores.get("p_churn")
+    return found
 
 
 def _fmt(value: Any) -> str:
@@ -175,7 +183,9 @@ def _prediction_line(p: dict, currency: str = "$", status: str | None = None) ->
     if p.get("predicted_clv_12m_low") is not None and p.get("predicted_clv_12m_high") is not None:
         clv += (f" ({_money(p['predicted_clv_12m_low'], currency)}-"
                 f"{_money(p['predicted_clv_12m_high'], currency)})")
-    return (f"  Predicted: {risk} · {clv} · {_next_order(p, status)}"
+    behaviour = (f" · churn propensity {p['p_churn_30d']:.0%} in 30 days (from their behaviour)"
+                 if p.get("p_churn_30d") is not None else "")
+    return (f"  Predicted: {risk}{behaviour} · {clv} · {_next_order(p, status)}"
             f" · confidence {p.get('confidence') or '-'}")
 
 
@@ -216,7 +226,7 @@ def render_agent_view(row: dict, save: dict | None = None, predictions: dict | N
     if predictions:
         lines.insert(3, _prediction_line(predictions, currency, r.get("subscription_status")
                                          if r.get("subscription_id") else None))
-        if r.get("recent_cancel_attempts"):
+        if r.get("recent_cancel_attempts") and predictions.get("p_churn_30d") is None:
             lines.insert(4, "  (the churn risk above is from their order pattern: it does not see the cancel attempt)")
     lines += ["", "Subscription"]
     if r.get("subscription_id"):

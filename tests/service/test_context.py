@@ -47,6 +47,12 @@ def test_agent_view_shows_predictions_when_they_exist(tmp_path, capsys):
     shown = json.loads(_view(path, capsys, "--json"))["predictions"]
     assert shown["churn_risk_band"] == "high" and shown["predicted_clv_12m"] == 184.5
 
+    # The churn propensity model's score beside it: it reads behaviour (a cancel attempt) the order pattern misses.
+    with duckdb.connect(str(path)) as con:
+        con.execute("""create table nextbest.customer_scores as select 'C001' as customer_id,
+                       date '2026-11-25' as as_of_date, 0.41 as p_churn""")
+    assert "churn propensity 41% in 30 days (from their behaviour)" in _view(path, capsys)
+
     # Reply drafts are built from the service-context rows: the predictions never enter them.
     with duckdb.connect(str(path), read_only=True) as con:
         row = load_service_context(con, ["C001"])["C001"]
@@ -90,6 +96,8 @@ def test_the_expected_next_order_fits_the_subscription(status, said):
     assert "over 1 order ·" in view and "  1 ticket:" in view and "(1 repeat contact:" in view
     attempted = render_agent_view({**row, "recent_cancel_attempts": 1}, predictions=PREDICTED)
     assert "does not see the cancel attempt" in attempted and "does not see" not in view
+    scored = render_agent_view({**row, "recent_cancel_attempts": 1}, predictions={**PREDICTED, "p_churn_30d": 0.4})
+    assert "churn propensity 40% in 30 days" in scored and "does not see" not in scored
 
 
 def test_the_save_offer_names_what_each_option_gives_and_how_to_log_the_choice():
