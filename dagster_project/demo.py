@@ -7,15 +7,12 @@ materialized exactly as the schedule would, and prints what came out.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable
 
-import dagster as dg
-
 from dagster_project.ingest.assets import raw_is_empty
 from dagster_project.ingest.simulator import drop_pipeline_state, pipeline_tables, simulate
-from dagster_project.project import duckdb_path
+from dagster_project.project import dagster_instance, duckdb_path
 from dagster_project.resources.warehouse import connect_duckdb
 
 MARTS = ("customer_context", "customer_segments", "customer_segment_history", "customer_tags",
@@ -23,11 +20,6 @@ MARTS = ("customer_context", "customer_segments", "customer_segment_history", "c
 MARTS_SCHEMA = "analytics"
 # NextBest's own tables written by the Python assets.
 DECISION_TABLES = ("customer_scores", "customer_predictions", "routing_decisions", "message_drafts")
-
-
-def _instance() -> dg.DagsterInstance:
-    """The persistent instance when DAGSTER_HOME is set (runs show in `dagster dev`), else ephemeral."""
-    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
 
 
 def summarize(echo: Callable[[str], None]) -> None:
@@ -95,7 +87,7 @@ def run_demo(customers: int, months: int, seed: int, fresh: bool, echo: Callable
             "ops": {"raw_sources": {"config": {"mode": "existing"}}},
             "loggers": {"console": {"config": {"log_level": "INFO"}}},
         },
-        instance=_instance(),
+        instance=dagster_instance(),
         raise_on_error=False,
     )
     if not result.success:

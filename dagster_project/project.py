@@ -6,6 +6,7 @@ The dbt profile and the Dagster warehouse resource both read
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import shutil
@@ -180,7 +181,13 @@ WAREHOUSE_RUN_TAGS = {WAREHOUSE_RUN_TAG: os.environ.get("NEXTBEST_WAREHOUSE", ""
 
 # Where `dbt parse` writes the manifest the asset graph is read from (DbtProject's default target path).
 MANIFEST_PATH = DBT_PROJECT_DIR / "target" / "manifest.json"
-_DBT_PROJECT: list = []
+
+
+@functools.cache
+def _dbt_project():
+    from dagster_dbt import DbtProject
+
+    return DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target=dbt_target())
 
 
 def __getattr__(name: str):
@@ -188,11 +195,15 @@ def __getattr__(name: str):
     which every `nextbest` command (an agent's `service-context` lookup) would otherwise pay at start."""
     if name != "dbt_project":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if not _DBT_PROJECT:
-        from dagster_dbt import DbtProject
+    return _dbt_project()
 
-        _DBT_PROJECT.append(DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target=dbt_target()))
-    return _DBT_PROJECT[0]
+
+def dagster_instance():
+    """The Dagster instance a command runs jobs on: the persistent one when DAGSTER_HOME is set (runs show
+    in `dagster dev`), else an ephemeral one."""
+    import dagster as dg
+
+    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
 
 
 def _newest_source_mtime(project_dir: Path) -> float:

@@ -72,12 +72,12 @@ create table if not exists nextbest.assignments (
 )
 """
 # Every customer in an audience source, in order: the chunks are ranges of these ids.
-CUSTOMERS_SQL = """
+AUDIENCE_CUSTOMERS_SQL = """
 select customer_id from analytics.customer_segments
 union
 select customer_id from analytics.customer_tags
-order by customer_id
 """
+CUSTOMERS_SQL = AUDIENCE_CUSTOMERS_SQL + "order by customer_id\n"
 # Opens and clicks per hour before the run date, store-wide: the prior of every send time.
 STORE_HOURS_SQL = """
 select date_trunc('hour', occurred_at) as hour, count(*) as events from raw.email_events
@@ -537,7 +537,7 @@ def ensure_tables(warehouse: WarehouseInterface) -> None:
 
 def undecided_customers(source: WarehouseInterface | WarehouseSession, as_of: date) -> int:
     """How many customers in a segment or tag have no decision on `as_of` (the table must exist)."""
-    found = source.read_df(f"""select count(*) as n from ({CUSTOMERS_SQL.replace("order by customer_id", "")}) c
+    found = source.read_df(f"""select count(*) as n from ({AUDIENCE_CUSTOMERS_SQL}) c
                                where not exists (select 1 from {DECISIONS_TABLE} d
                                                  where d.run_date = cast(? as date) and d.customer_id = c.customer_id)""",
                            [as_of])

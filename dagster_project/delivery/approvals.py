@@ -210,8 +210,10 @@ def latest_decision(tx: WarehouseSession, batch_id: str) -> Approval | None:
 ROUTING_DECISIONS = f"{NEXTBEST_SCHEMA}.routing_decisions"
 
 
-def routed_batches(tx: WarehouseSession, since: date | None = None, until: date | None = None) -> dict[str, str]:
-    """campaign id -> batch id of every campaign routing assigned on run dates from `since` to before `until`."""
+def routed_batches(tx: WarehouseSession, since: date | None = None,
+                   until: date | None = None) -> dict[str, tuple[str, str, date]]:
+    """campaign id -> (batch id, playbook, run date) of every campaign routing assigned on run dates from
+    `since` to before `until`."""
     if not table_exists(tx, ROUTING_DECISIONS):
         return {}
     where = ["campaign_id is not null"]
@@ -224,8 +226,9 @@ def routed_batches(tx: WarehouseSession, since: date | None = None, until: date 
         params.append(until)
     rows = tx.read_df(f"select distinct campaign_id, playbook_id, run_date from {ROUTING_DECISIONS} "
                       f"where {' and '.join(where)}", params)
-    return {str(c): f"{p}-{pd.Timestamp(d).date().isoformat()}"
-            for c, p, d in zip(rows["campaign_id"], rows["playbook_id"], rows["run_date"])}
+    days = [pd.Timestamp(d).date() for d in rows["run_date"]]
+    return {str(c): (f"{p}-{d.isoformat()}", str(p), d)
+            for c, p, d in zip(rows["campaign_id"], rows["playbook_id"], days)}
 
 
 def unsent_campaigns(tx: WarehouseSession, since: date, until: date, briefs=None) -> frozenset[str]:
@@ -243,10 +246,6 @@ def unsent_campaigns(tx: WarehouseSession, since: date, until: date, briefs=None
     except BriefError:
         briefs = None  # routing reports the briefs' problem; without them no batch counts as too old
     day = datetime.combine(until, datetime.min.time())
-
-    def too_old(batch: str) -> bool:
-        playbook, run_date = batch[:-11], date.fromisoformat(batch[-10:])
-        return briefs is not None and outdated_reason(playbook, run_date, day, briefs) is not None
     latest: dict[str, Approval] = {}
     for decision in decisions(tx):
         latest[decision.batch_id] = decision
@@ -254,9 +253,10 @@ def unsent_campaigns(tx: WarehouseSession, since: date, until: date, briefs=None
     if table_exists(tx, DRAFTS):
         drafted = set(tx.read_df(f"select distinct batch_id from {DRAFTS} where as_of >= cast(? as date)",
                                  [since])["batch_id"].astype(str))
-    return frozenset(c for c, batch in routed.items()
+    return frozenset(c for c, (batch, playbook, run_date) in routed.items()
                      if batch not in drafted or (batch in latest and latest[batch].decision == "rejected")
-                     or (batch not in latest and too_old(batch)))
+                     or (batch not in latest and briefs is not None
+                         and outdated_reason(playbook, run_date, day, briefs) is not None))
 
 
 def never_exported_campaigns(tx: WarehouseSession) -> frozenset[str]:
@@ -269,7 +269,7 @@ def never_exported_campaigns(tx: WarehouseSession) -> frozenset[str]:
     if table_exists(tx, OUTBOX):
         exported = set(tx.read_df(f"select distinct batch_id from {OUTBOX} where kind = 'message'")["batch_id"]
                        .astype(str))
-    return frozenset(c for c, batch in routed.items() if batch not in exported)
+    return frozenset(c for c, (batch, _, _) in routed.items() if batch not in exported)
 
 
 def record_decision(warehouse: WarehouseInterface, batch_id: str, decision: str, by: str, note: str | None = None,
@@ -358,10 +358,10 @@ def check_approval(tx: WarehouseSession, batch_id: str, now: datetime | None = N
     ttl = ttl or approval_ttl()
     moment = naive_utc(now or utcnow())
     latest = latest_decision(tx, batch_id)
-    if latest is None and summarize_drafts(batch_id, batch_drafts(tx, batch_id) if drafts is None else drafts) is None:
-        return ApprovalCheck(batch_id, False, (
-            f"there is no batch {batch_id} (no drafts in {DRAFTS}): `nextbest review` lists the batches"))
     if latest is None:
+        if summarize_drafts(batch_id, batch_drafts(tx, batch_id) if drafts is None else drafts) is None:
+            return ApprovalCheck(batch_id, False, (
+                f"there is no batch {batch_id} (no drafts in {DRAFTS}): `nextbest review` lists the batches"))
         return ApprovalCheck(batch_id, False, (
             f"batch {batch_id} has not been approved: run `nextbest review {batch_id}`, then "
             f"`nextbest approve {batch_id} --by NAME` (or launch the approve_batch job)"))

@@ -66,16 +66,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from dagster_project.delivery.assets import esp_export
     from dagster_project.delivery.esp import esp_from_env
-    from dagster_project.project import WAREHOUSE_RUN_TAGS
+    from dagster_project.project import WAREHOUSE_RUN_TAGS, dagster_instance
 
     try:
         esp = esp_from_env()
     except ValueError as error:
         print(f"Cannot export: {error}", file=sys.stderr)
         return 2
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     result = dg.materialize(
-        [esp_export], resources={"warehouse": warehouse, "esp": esp}, instance=instance, raise_on_error=False,
+        [esp_export], resources={"warehouse": warehouse, "esp": esp}, instance=dagster_instance(),
+        raise_on_error=False,
         run_config={"ops": {"esp_export": {"config": {"batch": args.batch} if args.batch else {}}},
                     "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         tags={**WAREHOUSE_RUN_TAGS, "nextbest/started_by": "nextbest export"})
@@ -101,18 +101,16 @@ def cmd_lift(args: argparse.Namespace) -> int:
     from dagster_project.delivery.approvals import never_exported_campaigns
     from dagster_project.delivery.assets import CAMPAIGN_PERFORMANCE, lift_table_markdown, playbook_lift, read_performance
 
-    try:
-        warehouse = _warehouse(args)
-        with _reading(warehouse) as tx:
-            if not tx.exists(*CAMPAIGN_PERFORMANCE.split(".")):
-                print(f"No {CAMPAIGN_PERFORMANCE} yet: run the pipeline (`nextbest demo`, or the "
-                      "daily_personalization job) first", file=sys.stderr)
-                return 2
-            performance = read_performance(tx)
-            unsent = never_exported_campaigns(tx)
-    except Exception as error:  # noqa: BLE001 - shown to the user as is
-        print(f"Cannot open the warehouse: {error}", file=sys.stderr)
+    warehouse = _open_warehouse(args)
+    if warehouse is None:
         return 2
+    with _reading(warehouse) as tx:
+        if not tx.exists(*CAMPAIGN_PERFORMANCE.split(".")):
+            print(f"No {CAMPAIGN_PERFORMANCE} yet: run the pipeline (`nextbest demo`, or the "
+                  "daily_personalization job) first", file=sys.stderr)
+            return 2
+        performance = read_performance(tx)
+        unsent = never_exported_campaigns(tx)
     holdout = performance[performance["control_arm"] == "holdout"]
     never = holdout["campaign_id"].isin(unsent)
     running = ~never & ~holdout["window_complete"].astype(bool)

@@ -428,7 +428,8 @@ def due_messages(db: WarehouseInterface | WarehouseSession, now: datetime, after
     return db.read_df(
         f"""
         with in_round as (
-            select o.send_id, o.batch_id, o.customer_id, o.playbook_id, o.subject, o.body, o.cta, o.preheader, o.offer_id, o.attempts,
+            select o.send_id, o.batch_id, o.customer_id, o.playbook_id, o.subject, o.body, o.cta,
+                   o.preheader, o.offer_id, o.attempts,
                    o.state, o.kind, o.next_attempt_at,
                    row_number() over (partition by o.customer_id order by o.next_attempt_at, o.send_id) as rn
             from {OUTBOX} o
@@ -463,7 +464,8 @@ def due_messages(db: WarehouseInterface | WarehouseSession, now: datetime, after
             from raw.customers where customer_id in (select customer_id from picked)
             group by customer_id
         )
-        select p.send_id, p.batch_id, p.customer_id, p.playbook_id, p.subject, p.body, p.cta, p.preheader, p.offer_id, p.attempts,
+        select p.send_id, p.batch_id, p.customer_id, p.playbook_id, p.subject, p.body, p.cta,
+                   p.preheader, p.offer_id, p.attempts,
                p.state, p.kind, c.customer_id is not null as customer_found, c.email, c.first_name, c.timezone,
                c.marketing_opt_in, s.event_type as suppress_event, s.occurred_at as suppress_at,
                coalesce(r.n, 0) as recent_sends
@@ -492,7 +494,8 @@ def in_flight(db: WarehouseInterface | WarehouseSession, run_token: str, kind: s
     (it crashed or was killed mid-send)."""
     where, params = scope(None, kind, destination, alias="o")
     return db.read_df(
-        f"""select o.send_id, o.batch_id, o.customer_id, o.playbook_id, o.subject, o.body, o.cta, o.preheader, o.offer_id, o.attempts,
+        f"""select o.send_id, o.batch_id, o.customer_id, o.playbook_id, o.subject, o.body, o.cta,
+                   o.preheader, o.offer_id, o.attempts,
                    o.kind, c.email, c.first_name
             from {OUTBOX} o left join raw.customers c on c.customer_id = o.customer_id
             where o.state = 'sending' and coalesce(o.claim_token, '') <> ? {where}""",

@@ -76,8 +76,7 @@ def _message(row) -> OutboundMessage:
     return OutboundMessage(
         send_id=row.send_id, batch_id=row.batch_id, customer_id=row.customer_id, playbook_id=row.playbook_id,
         email=_text(row.email) or "", first_name=_text(row.first_name), subject=row.subject, body=row.body,
-        cta=_text(row.cta), preheader=_text(getattr(row, "preheader", None)),
-        offer_id=_text(getattr(row, "offer_id", None)),
+        cta=_text(row.cta), preheader=_text(row.preheader), offer_id=_text(row.offer_id),
     )
 
 

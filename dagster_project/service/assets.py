@@ -25,10 +25,11 @@ from dagster_project.project import default_as_of
 from dagster_project.messaging.drafting import DraftingPolicy, MemoryDraftCache, summarize
 from dagster_project.resources.warehouse import DuckDBWarehouse, KeyRange, WarehouseSession, check_identifier
 from dagster_project.service import replies, save_offers
-from dagster_project.service.context import context_chunks, load_service_context, require_service_context
+from dagster_project.service.context import (REPLY_DRAFTS, context_chunks, load_service_context,
+                                             require_service_context)
 
 SERVICE_CONTEXT_KEY = dg.AssetKey("customer_service_context")
-REPLIES_TABLE = "nextbest.service_reply_drafts"
+REPLIES_TABLE = REPLY_DRAFTS
 # The message_drafts columns plus the ticket a reply answers.
 REPLIES_DDL = DRAFTS_DDL.replace(DRAFTS_TABLE, REPLIES_TABLE).replace(
     "created_at timestamp", "created_at timestamp, ticket_id varchar")
